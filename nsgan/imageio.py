@@ -1,0 +1,121 @@
+"""Reading whole images of the formats factories use: PNG, JPEG, TIFF; 8/16 bit; gray or RGB.
+
+Everything comes back as float32 in [0, 1], shape (H, W, C) with C = 1 or 3, so that the rest of
+nsgan never cares about the file's bit depth. Region-wise reading of huge (Big)TIFFs lives in the
+scoring side (`nsgan.bigimage`), which builds on the same conversions.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from .errors import DataError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
+
+
+def list_images(root: str | Path) -> list[Path]:
+    """All image files below `root`, recursively, in a stable (sorted) order."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"{root}: not a folder")
+    return sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def to_unit_float(arr: np.ndarray, source: str | Path = "<array>") -> np.ndarray:
+    """Convert an integer or float image array to float32 (H, W, C) in [0, 1].
+
+    Accepts (H, W), (H, W, 1), (H, W, 3) and (H, W, 4) (alpha is dropped). Raises DataError for
+    anything else (a volume, 2 channels, an unsupported dtype), naming `source`.
+    """
+    if arr.ndim == 2:
+        arr = arr[:, :, None]
+    if arr.ndim != 3:
+        raise DataError(f"{source}: unsupported image shape {tuple(arr.shape)} (expected H×W, H×W×1 or H×W×3)")
+    if arr.shape[2] == 4:
+        arr = arr[:, :, :3]
+    if arr.shape[2] not in (1, 3):
+        raise DataError(f"{source}: unsupported channel count {arr.shape[2]} (expected 1 or 3)")
+    if arr.dtype == np.uint8:
+        out = arr.astype(np.float32) / 255.0
+    elif arr.dtype == np.uint16:
+        out = arr.astype(np.float32) / 65535.0
+    elif arr.dtype == bool:
+        out = arr.astype(np.float32)
+    elif np.issubdtype(arr.dtype, np.floating):
+        out = arr.astype(np.float32)
+        if out.size and (np.nanmin(out) < 0.0 or np.nanmax(out) > 1.0):
+            raise DataError(f"{source}: float image values outside [0, 1]")
+    else:
+        raise DataError(f"{source}: unsupported pixel type {arr.dtype} (expected 8 or 16 bit, or float in [0, 1])")
+    if not np.isfinite(out).all():
+        raise DataError(f"{source}: image contains NaN or infinite values")
+    return np.ascontiguousarray(out)
+
+
+def read_raw(path: str | Path) -> np.ndarray:
+    """The file's pixel array as stored (uint8/uint16/float), without conversion."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: no such image file")
+    suffix = path.suffix.lower()
+    try:
+        if suffix in (".tif", ".tiff"):
+            import tifffile
+
+            arr = tifffile.imread(path)
+            if arr.ndim == 3 and arr.shape[0] in (1, 3, 4) and arr.shape[2] not in (1, 3, 4):
+                arr = np.moveaxis(arr, 0, -1)  # planar (C, H, W) TIFF
+        else:
+            from PIL import Image
+
+            with Image.open(path) as im:
+                im.load()
+                if im.mode in ("P", "PA", "LA", "CMYK", "YCbCr"):
+                    im = im.convert("RGB")
+                elif im.mode == "1":
+                    im = im.convert("L")
+                arr = np.asarray(im)
+                if im.mode in ("I;16", "I;16B", "I;16L"):
+                    arr = arr.astype(np.uint16)
+                elif im.mode == "I":
+                    # Pillow opens 16-bit PNGs as mode I (int32) holding 0..65535.
+                    if arr.size and (arr.min() < 0 or arr.max() > 65535):
+                        raise DataError(f"{path}: 32-bit integer image is not supported (expected 8 or 16 bit)")
+                    arr = arr.astype(np.uint16)
+    except DataError:
+        raise
+    except Exception as exc:  # Pillow/tifffile raise many types for broken files
+        raise DataError(f"{path}: cannot read image ({type(exc).__name__}: {exc})") from None
+    return arr
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """Read an image file as float32 (H, W, C) in [0, 1]; DataError names the file on failure."""
+    return to_unit_float(read_raw(path), path)
+
+
+def to_channels(img: np.ndarray, channels: int, source: str | Path = "<array>") -> np.ndarray:
+    """Convert (H, W, C) float to `channels` (1 or 3): RGB→gray by luminance, gray→RGB by copy."""
+    c = img.shape[2]
+    if c == channels:
+        return img
+    if c == 3 and channels == 1:
+        return (img @ np.array([0.299, 0.587, 0.114], dtype=np.float32))[:, :, None]
+    if c == 1 and channels == 3:
+        return np.repeat(img, 3, axis=2)
+    raise DataError(f"{source}: cannot convert {c} channels to {channels}")
+
+
+def write_png(path: str | Path, img: np.ndarray) -> None:
+    """Write float (H, W, C) in [0, 1] (or uint8) as an 8-bit PNG."""
+    from PIL import Image
+
+    arr = np.asarray(img)
+    if arr.dtype != np.uint8:
+        arr = (np.clip(arr, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+    if arr.ndim == 3 and arr.shape[2] == 1:
+        arr = arr[:, :, 0]
+    Image.fromarray(arr).save(path)
