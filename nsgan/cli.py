@@ -1,0 +1,59 @@
+"""The `nsgan` command: one subcommand per job, each living in the module of its role.
+
+Each role module exposes `configure_parser(parser)` and `run(args) -> int`. Modules are imported
+only when their subcommand runs, so `nsgan --help` stays fast. User mistakes (NsganError) are
+printed as one line and turned into exit codes; nothing else is caught here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from . import __version__
+from .errors import NsganError
+
+# subcommand -> (module, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "shards": ("nsgan.shards", "cut images into tiles and write WebDataset shards"),
+    "train": ("nsgan.training", "train the progressive GAN (one process; use `accelerate launch launch/train.py` for many)"),
+    "demo": ("nsgan.demo", "build a demo dataset from bundled texture photos, train, export and score"),
+    "score": ("nsgan.scoring", "score full-size images tile by tile and write anomaly maps and reports"),
+    "calibrate": ("nsgan.calibrate", "set image and pixel thresholds from held-out images and store them with the model"),
+    "evaluate": ("nsgan.evaluate", "measure detection quality on an MVTec-style folder"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="nsgan", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"nsgan {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (module, help_text) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.set_defaults(_module=module)
+        if name in sys.argv[1:2]:  # only import the module whose options we need
+            importlib.import_module(module).configure_parser(p)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    sys.argv[1:] = argv
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "command", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(importlib.import_module(args._module).run(args) or 0)
+    except NsganError as err:
+        print(f"nsgan {args.command}: error: {err}", file=sys.stderr)
+        return err.exit_code
+    except KeyboardInterrupt:
+        print(f"nsgan {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
