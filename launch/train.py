@@ -1,0 +1,11 @@
+"""Entry point for `accelerate launch launch/train.py --config CFG [key=value ...]`.
+
+The same script runs on CPU, one GPU, N GPUs and N nodes; only the accelerate config changes.
+"""
+
+import sys
+
+from nsgan.training import launch_main
+
+if __name__ == "__main__":
+    sys.exit(launch_main())
