@@ -18,6 +18,8 @@ from .imageio import to_unit_float
 
 # Texture photos bundled in the scikit-image wheel itself (skimage/data/*.png), checked offline.
 TEXTURES = ("brick", "grass", "gravel")
+PARTS = ("all", "train", "test")
+HOLDOUT_FRACTION = 0.25  # bottom share of each photo reserved for test images
 
 
 @lru_cache(maxsize=None)
@@ -52,12 +54,20 @@ def _size_hw(size) -> tuple[int, int]:
     return h, w
 
 
-def texture_image(name: str, size, rng: np.random.Generator) -> np.ndarray:
+def texture_image(name: str, size, rng: np.random.Generator, part: str = "all") -> np.ndarray:
     """A random (H, W, 1) view of the texture: crop, flip and 90° turn; mirror-tiled when larger.
 
-    `size` is an int (square) or (height, width).
+    `size` is an int (square) or (height, width). `part` keeps test material unseen in training:
+    "train" draws from the photo's top 3/4, "test" from its bottom quarter, "all" from all of it.
     """
     photo = texture_photo(name)[:, :, 0]
+    if part not in PARTS:
+        raise DataError(f"texture part must be one of {', '.join(PARTS)}, got {part!r}")
+    split = int(round(photo.shape[0] * (1 - HOLDOUT_FRACTION)))
+    if part == "train":
+        photo = photo[:split]
+    elif part == "test":
+        photo = photo[split:]
     h, w = _size_hw(size)
     photo = np.rot90(photo, k=int(rng.integers(4)))
     if rng.random() < 0.5:

@@ -103,6 +103,26 @@ def test_texture_image_sizes_and_seed():
     assert np.isin(img, texture_photo("grass")).all()
 
 
+def test_train_and_test_parts_do_not_share_material():
+    photo = texture_photo("brick")[:, :, 0]
+    split = photo.shape[0] * 3 // 4
+    rng = np.random.default_rng(1)
+    for part, rows in (("train", photo[:split]), ("test", photo[split:])):
+        img = texture_image("brick", 64, rng, part=part)[:, :, 0]
+        views = [np.rot90(v, k) for v in (rows, rows[:, ::-1]) for k in range(4)]
+        assert any(_contains(v, img) for v in views)
+
+
+def _contains(big, small):
+    """Whether `small` occurs as a contiguous crop of `big`."""
+    h, w = small.shape
+    if big.shape[0] < h or big.shape[1] < w:
+        return False
+    corner = np.lib.stride_tricks.sliding_window_view(big[: big.shape[0] - h + 1 + 3, : big.shape[1] - w + 1 + 3], (4, 4))
+    ys, xs = np.nonzero((corner == small[:4, :4]).all(axis=(2, 3)))
+    return any(np.array_equal(big[y : y + h, x : x + w], small) for y, x in zip(ys, xs))
+
+
 def test_unknown_texture_is_a_data_error():
     with pytest.raises(DataError, match="unknown texture 'marble'.*brick"):
         texture_photo("marble")
