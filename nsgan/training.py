@@ -1,0 +1,579 @@
+"""The training loop on HF Accelerate: one script for CPU, one GPU, N GPUs and N nodes.
+
+Per step (stylegan2-ada style phases): a D step on normal reals, G's fakes and the labelled
+abnormal tiles (penalty γ, R1 in the same backward), then a G step, then the EMA of G. Where the
+schedule stands is a pure function of images seen, so a resumed run continues at the exact
+position; the data streams and latent RNG resume exactly too. Only the main process writes
+files and draws the live display.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from functools import reduce
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+
+from . import __version__
+from .config import TrainConfig, config_from_dict, load_config
+from .errors import ConfigError, DataError, NsganError, OutputError
+
+METRICS = "metrics.jsonl"
+MODEL = "model.safetensors"
+
+
+# ----------------------------------------------------------------------------- data plumbing
+
+
+class BatchTaker:
+    """Pulls exactly `n` images from a stream of fixed-size chunks (n is a multiple of the chunk)."""
+
+    def __init__(self, stream: Any):
+        self.stream = stream
+        self.iterator: Iterator[Any] = iter(stream)
+        self.position: Any = getattr(stream, "initial_position", None)
+        self.skipped = 0
+
+    def take(self, n: int, device: torch.device) -> torch.Tensor:
+        parts, have = [], 0
+        while have < n:
+            chunk = next(self.iterator)
+            parts.append(chunk.images)
+            have += chunk.images.shape[0]
+            self.skipped += int(chunk.skipped)
+            self.position = chunk.position
+        if have != n:  # cannot happen when n is a multiple of the chunk; guard resume exactness
+            raise RuntimeError(f"stream chunking broke: wanted {n} images, got {have}")
+        return torch.cat(parts).to(device, non_blocking=True)
+
+
+def _batches_for(cfg: TrainConfig) -> list[int]:
+    s = cfg.schedule
+    return sorted(set(s.batch.values()) | {s.default_batch})
+
+
+def _abnormal_batch(cfg: TrainConfig, batch: int) -> int:
+    return max(1, round(batch * cfg.data.abnormal_fraction))
+
+
+def stream_chunks(cfg: TrainConfig) -> tuple[int, int]:
+    """Chunk sizes for the normal and abnormal streams: divisors of every batch they must fill."""
+    batches = _batches_for(cfg)
+    normal = reduce(math.gcd, batches)
+    abnormal = reduce(math.gcd, [_abnormal_batch(cfg, b) for b in batches])
+    return normal, abnormal
+
+
+# ----------------------------------------------------------------------------- setup
+
+
+def resolve_data(cfg: TrainConfig, source: str) -> tuple[list[str], list[str], int]:
+    """Shard lists and channel count, checked before anything is written (ConfigError names the key)."""
+    from .data import read_manifest, resolve_shards
+
+    try:
+        normal = resolve_shards(cfg.data.normal)
+    except DataError as err:
+        raise ConfigError(f"{source}: key 'data.normal': {err}") from None
+    abnormal: list[str] = []
+    if cfg.data.abnormal:
+        try:
+            abnormal = resolve_shards(cfg.data.abnormal)
+        except DataError as err:
+            raise ConfigError(f"{source}: key 'data.abnormal': {err}") from None
+    channels = cfg.data.channels
+    manifest = None
+    for spec in (cfg.data.normal, str(Path(cfg.data.normal).parent)):
+        try:
+            manifest = read_manifest(spec)
+            break
+        except (DataError, OSError, ValueError):
+            continue
+    if manifest is not None:
+        tile = int(manifest.get("tile", cfg.model.resolution))
+        if tile != cfg.model.resolution:
+            raise ConfigError(f"{source}: key 'model.resolution' is {cfg.model.resolution} but the shards hold {tile}-px tiles")
+        if channels == 0:
+            channels = int(manifest.get("channels", 0))
+    if channels == 0:
+        raise ConfigError(f"{source}: key 'data.channels' must be set (1 or 3): no manifest.json beside the shards tells it")
+    return normal, abnormal, channels
+
+
+def make_accelerator(cfg: TrainConfig):
+    """Accelerate, with DDP told that progressive growing leaves some layers unused per phase."""
+    from datetime import timedelta
+
+    from accelerate import Accelerator
+    from accelerate.utils import DistributedDataParallelKwargs, InitProcessGroupKwargs
+
+    mp = None if cfg.train.mixed_precision == "auto" else cfg.train.mixed_precision
+    handlers = [
+        DistributedDataParallelKwargs(find_unused_parameters=True),
+        InitProcessGroupKwargs(timeout=timedelta(seconds=float(os.environ.get("NSGAN_PG_TIMEOUT", "600")))),
+    ]
+    return Accelerator(mixed_precision=mp, kwargs_handlers=handlers)
+
+
+@dataclass
+class TrainState:
+    """What moves between steps and into checkpoints, besides the networks and optimizers."""
+
+    images_seen: int = 0
+    step: int = 0
+    phase_index: int = -1
+    skipped_normal: int = 0
+    skipped_abnormal: int = 0
+    seconds: float = 0.0  # training wall time so far (for the ETA and the summary)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _rank_generator(seed: int, rank: int) -> torch.Generator:
+    g = torch.Generator()
+    g.manual_seed(seed * 1000003 + rank * 7919 + 1)
+    return g
+
+
+def sample_latents(gen: torch.Generator, n: int, dim: int, device: torch.device) -> torch.Tensor:
+    """Latents drawn on the CPU from a resumable generator, so runs resume exactly anywhere."""
+    return torch.randn(n, dim, generator=gen).to(device)
+
+
+# ----------------------------------------------------------------------------- the trainer
+
+
+class Trainer:
+    """Owns the networks, optimizers, streams and state of one run on one process."""
+
+    def __init__(self, cfg: TrainConfig, source: str, resume: bool = False):
+        from .losses import GANLoss
+        from .networks import Discriminator, Generator
+
+        self.cfg, self.source = cfg, source
+        self.run_dir = Path(cfg.run_dir)
+        self.normal_shards, self.abnormal_shards, self.channels = resolve_data(cfg, source)
+        self._check_run_dir(resume)
+        self.acc = make_accelerator(cfg)
+        self.device = self.acc.device
+        self.rank, self.world = self.acc.process_index, self.acc.num_processes
+        self.is_main = self.acc.is_main_process
+
+        torch.manual_seed(cfg.seed)  # identical initial weights on every rank
+        m = cfg.model
+        self.G = Generator(resolution=m.resolution, channels=self.channels, latent_dim=m.latent_dim, fmap_base=m.fmap_base, fmap_max=m.fmap_max)
+        self.D = Discriminator(resolution=m.resolution, channels=self.channels, fmap_base=m.fmap_base, fmap_max=m.fmap_max, mbstd_group=m.mbstd_group)
+        self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False).to(self.device)
+        t = cfg.train
+        self.opt_G = torch.optim.Adam(self.G.parameters(), lr=cfg.schedule.lr, betas=(t.beta1, t.beta2), eps=1e-8)
+        self.opt_D = torch.optim.Adam(self.D.parameters(), lr=cfg.schedule.lr, betas=(t.beta1, t.beta2), eps=1e-8)
+        self.loss = GANLoss(kind=cfg.loss.kind, gamma=cfg.loss.gamma, r1_gamma=cfg.loss.r1_gamma, gp_lambda=cfg.loss.gp_lambda, drift=cfg.loss.drift)
+        self.state = TrainState()
+        self.latent_gen = _rank_generator(cfg.seed, self.rank)
+        positions: dict[str, Any] = {}
+        if resume:
+            positions = self._load_latest()
+        self.G, self.D, self.opt_G, self.opt_D = self.acc.prepare(self.G, self.D, self.opt_G, self.opt_D)
+        self.G_raw, self.D_raw = self.acc.unwrap_model(self.G), self.acc.unwrap_model(self.D)
+        self._make_streams(positions)
+        grid = torch.Generator().manual_seed(cfg.seed + 12345)
+        self.grid_z = torch.randn(cfg.train.grid_size**2, m.latent_dim, generator=grid)
+
+    # -- run folder -------------------------------------------------------------------------
+
+    def _check_run_dir(self, resume: bool) -> None:
+        from .checkpoint import find_latest
+
+        has_state = find_latest(self.run_dir) is not None
+        if resume and not has_state:
+            raise ConfigError(f"{self.run_dir}: --resume given but the run folder holds no complete training state")
+        if not resume and (has_state or (self.run_dir / MODEL).exists()):
+            raise OutputError(f"{self.run_dir}: already holds a run; pass --resume to continue it or choose another run_dir")
+
+    # -- streams ----------------------------------------------------------------------------
+
+    def _make_streams(self, positions: dict[str, Any]) -> None:
+        from .data import ShardStream
+
+        chunk_n, chunk_a = stream_chunks(self.cfg)
+        common = dict(tile=self.cfg.model.resolution, channels=self.channels, rank=self.rank, world=self.world, num_workers=self.cfg.data.num_workers)
+        self.normal = BatchTaker(ShardStream(self.normal_shards, batch=chunk_n, seed=self.cfg.seed, position=positions.get("normal"), **common))
+        self.abnormal = None
+        if self.abnormal_shards and self.cfg.loss.gamma > 0:
+            self.abnormal = BatchTaker(ShardStream(self.abnormal_shards, batch=chunk_a, seed=self.cfg.seed + 1, position=positions.get("abnormal"), **common))
+
+    # -- checkpoints ------------------------------------------------------------------------
+
+    def _rank_payload(self) -> dict[str, Any]:
+        return {
+            "latent_rng": self.latent_gen.get_state().tolist(),
+            "normal": self.normal.position,
+            "abnormal": self.abnormal.position if self.abnormal else None,
+            "skipped_normal": self.normal.skipped,
+            "skipped_abnormal": self.abnormal.skipped if self.abnormal else 0,
+        }
+
+    def save_checkpoint(self) -> None:
+        """Collect every rank's stream position and RNG, then the main process writes one state."""
+        from accelerate.utils import gather_object
+
+        from .checkpoint import flatten_optimizer, save_state
+
+        payloads = gather_object([self._rank_payload()]) if self.world > 1 else [self._rank_payload()]
+        if self.is_main:
+            tensors: dict[str, torch.Tensor] = {}
+            for prefix, module in (("G", self.G_raw), ("D", self.D_raw), ("G_ema", self.G_ema)):
+                tensors.update({f"{prefix}.{k}": v for k, v in module.state_dict().items()})
+            opt_info = {}
+            for prefix, opt in (("opt_G", self.opt_G), ("opt_D", self.opt_D)):
+                t, plain = flatten_optimizer(prefix, opt.state_dict())
+                tensors.update(t)
+                opt_info[prefix] = plain
+            s = self.state
+            info = {
+                "step": s.step,
+                "phase_index": s.phase_index,
+                "seconds": s.seconds,
+                "world_size": self.world,
+                "config": self.cfg.to_dict(),
+                "optimizers": opt_info,
+                "ranks": payloads,
+            }
+            save_state(self.run_dir, s.images_seen, tensors, info, keep=self.cfg.train.keep_checkpoints)
+        self.acc.wait_for_everyone()
+
+    def _load_latest(self) -> dict[str, Any]:
+        from .checkpoint import find_latest, load_state, unflatten_optimizer
+
+        state_dir = find_latest(self.run_dir)
+        tensors, info = load_state(state_dir)
+        saved = config_from_dict(info["config"], source=str(state_dir / "state.json"))
+        if saved.model != self.cfg.model:
+            raise ConfigError(f"{self.source}: key 'model' differs from the run being resumed ({state_dir}); networks cannot change on resume")
+        if info.get("world_size") != self.world:
+            raise ConfigError(
+                f"{state_dir}: saved with {info.get('world_size')} processes, resumed with {self.world}; "
+                "exact resume needs the same number of processes"
+            )
+        for prefix, module in (("G", self.G), ("D", self.D), ("G_ema", self.G_ema)):
+            module.load_state_dict({k[len(prefix) + 1:]: v for k, v in tensors.items() if k.startswith(prefix + ".")})
+        self.opt_G.load_state_dict(unflatten_optimizer(info["optimizers"]["opt_G"], tensors))
+        self.opt_D.load_state_dict(unflatten_optimizer(info["optimizers"]["opt_D"], tensors))
+        s = self.state
+        s.images_seen, s.step, s.phase_index, s.seconds = int(info["images_seen"]), int(info["step"]), int(info["phase_index"]), float(info["seconds"])
+        mine = info["ranks"][self.rank]
+        self.latent_gen.set_state(torch.tensor(mine["latent_rng"], dtype=torch.uint8))
+        s.skipped_normal, s.skipped_abnormal = int(mine["skipped_normal"]), int(mine["skipped_abnormal"])
+        if self.acc.is_main_process:
+            _truncate_metrics(self.run_dir / METRICS, s.images_seen)
+        return {"normal": mine["normal"], "abnormal": mine["abnormal"]}
+
+    # -- one step ---------------------------------------------------------------------------
+
+    def step(self, phase) -> dict[str, float]:
+        from .networks import fade_real
+
+        cfg, dev = self.cfg, self.device
+        level, alpha, batch = phase.level, phase.alpha, phase.batch
+        for opt in (self.opt_G, self.opt_D):
+            for group in opt.param_groups:
+                group["lr"] = phase.lr
+        reals = fade_real(self.normal.take(batch, dev), level, alpha)
+        abnormal = None
+        if self.abnormal is not None:
+            abnormal = fade_real(self.abnormal.take(_abnormal_batch(cfg, batch), dev), level, alpha)
+
+        def D_call(x, lv=level, al=alpha):
+            return self.D(x, lv, al)
+
+        # D step: fakes without a graph back into G.
+        with self.acc.autocast():
+            with torch.no_grad():
+                fakes = self.G_raw(sample_latents(self.latent_gen, batch, cfg.model.latent_dim, dev), level, alpha)
+            loss_d, stats_d = self.loss.d_loss(D_call, reals, fakes.detach(), abnormal, level=level, alpha=alpha)
+        self.opt_D.zero_grad(set_to_none=True)
+        self.acc.backward(loss_d)
+        self.opt_D.step()
+
+        # G step: through the bare D (no DDP hooks, no D gradients); G's gradients are averaged by DDP.
+        self.D_raw.requires_grad_(False)
+        try:
+            with self.acc.autocast():
+                fakes = self.G(sample_latents(self.latent_gen, batch, cfg.model.latent_dim, dev), level, alpha)
+                loss_g, stats_g = self.loss.g_loss(lambda x: self.D_raw(x, level, alpha), fakes, level=level, alpha=alpha)
+            self.opt_G.zero_grad(set_to_none=True)
+            self.acc.backward(loss_g)
+            self.opt_G.step()
+        finally:
+            self.D_raw.requires_grad_(True)
+
+        self._update_ema(batch * self.world)
+        return {**stats_d, **stats_g}
+
+    @torch.no_grad()
+    def _update_ema(self, images: int) -> None:
+        half_life = self.cfg.train.ema_kimg * 1000.0
+        beta = 0.5 ** (images / half_life) if half_life > 0 else 0.0
+        for p_ema, p in zip(self.G_ema.parameters(), self.G_raw.parameters()):
+            p_ema.lerp_(p.detach().to(p_ema.dtype), 1.0 - beta)
+        for b_ema, b in zip(self.G_ema.buffers(), self.G_raw.buffers()):
+            b_ema.copy_(b)
+
+    # -- pictures ---------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def save_grid(self, name: str, level: int, alpha: float) -> Path:
+        from .samples import save_image_grid
+
+        z = self.grid_z.to(self.device)
+        imgs = torch.cat([self.G_ema(z[i:i + 16], level, alpha) for i in range(0, z.shape[0], 16)]).float().cpu()
+        return save_image_grid(imgs, self.run_dir / "samples" / name, self.cfg.train.grid_size)
+
+    def save_reals_grid(self) -> None:
+        from .samples import save_image_grid
+
+        n = self.cfg.train.grid_size**2
+        chunk = stream_chunks(self.cfg)[0]
+        probe = BatchTaker(_fresh_stream(self, chunk, n))
+        save_image_grid(probe.take(math.ceil(n / chunk) * chunk, torch.device("cpu"))[:n], self.run_dir / "samples" / "reals.png", self.cfg.train.grid_size)
+
+    # -- export -----------------------------------------------------------------------------
+
+    def export(self) -> Path:
+        from .export import save_model
+
+        s = self.state
+        meta = {
+            "config": self.cfg.to_dict(),
+            "images_seen": s.images_seen,
+            "kimg": s.images_seen / 1000.0,
+            "gamma": self.cfg.loss.gamma,
+            "trained_with": {"world_size": self.world, "mixed_precision": self.acc.mixed_precision, "nsgan_version": __version__},
+        }
+        return save_model(self.run_dir / MODEL, self.G_ema, self.D_raw, meta)
+
+
+def _fresh_stream(trainer: Trainer, chunk: int, n: int):
+    """A short-lived stream of reals for the reference grid (does not touch the training streams)."""
+    from .data import ShardStream
+
+    return ShardStream(trainer.normal_shards, tile=trainer.cfg.model.resolution, channels=trainer.channels, batch=chunk, seed=trainer.cfg.seed + 99, rank=0, world=1, num_workers=0)
+
+
+def _truncate_metrics(path: Path, images_seen: int) -> None:
+    """Drop metric lines logged after the state we resume from (that progress was lost)."""
+    import json
+
+    if not path.exists():
+        return
+    kept = []
+    for line in path.read_text().splitlines():
+        try:
+            if json.loads(line).get("images_seen", 0) <= images_seen:
+                kept.append(line)
+        except ValueError:
+            continue
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(l + "\n" for l in kept))
+    os.replace(tmp, path)
+
+
+# ----------------------------------------------------------------------------- the loop
+
+
+def train(cfg: TrainConfig, source: str = "<config>", resume: bool = False) -> Path:
+    """Train to the schedule's end; returns the exported model's path (main process writes it)."""
+    import json
+
+    from .display import TrainingDisplay
+    from .schedule import schedule, total_images
+
+    trainer = Trainer(cfg, source, resume=resume)
+    acc, st, run_dir = trainer.acc, trainer.state, trainer.run_dir
+    sched_cfg = schedule_config(cfg)
+    if trainer.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "samples").mkdir(exist_ok=True)
+        import yaml
+
+        (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+        if not resume:
+            trainer.save_reals_grid()
+    display = TrainingDisplay(total_images(sched_cfg), enabled=trainer.is_main and cfg.train.display, start=st.images_seen)
+    metrics_fh = open(run_dir / METRICS, "a") if trainer.is_main else None
+    next_ckpt = (math.floor(st.images_seen / (cfg.train.checkpoint_kimg * 1000)) + 1) * cfg.train.checkpoint_kimg * 1000
+    window_t, window_imgs, sums, count = time.perf_counter(), 0, {}, 0
+    prev_phase = None
+    try:
+        while True:
+            phase = schedule(st.images_seen, sched_cfg, trainer.world)
+            if prev_phase is not None and phase.index != prev_phase.index and trainer.is_main:
+                trainer.save_grid(_grid_name(prev_phase), prev_phase.level, prev_phase.alpha)
+            if phase.done:
+                break
+            t0 = time.perf_counter()
+            stats = trainer.step(phase)
+            st.seconds += time.perf_counter() - t0
+            st.images_seen += phase.batch * trainer.world
+            st.step += 1
+            st.phase_index = phase.index
+            prev_phase = phase
+            window_imgs += phase.batch * trainer.world
+            for k, v in stats.items():
+                sums[k] = sums.get(k, 0.0) + float(v)
+            count += 1
+            if not all(math.isfinite(float(v)) for v in stats.values()):
+                raise NsganError(f"training diverged at kimg {st.images_seen / 1000:.1f} (non-finite loss: {stats}); lower schedule.lr or resume from the last state", 6)
+            if st.step % cfg.train.log_every == 0:
+                elapsed = time.perf_counter() - window_t
+                row = _metrics_row(trainer, phase, {k: v / count for k, v in sums.items()}, window_imgs / max(elapsed, 1e-9))
+                if metrics_fh:
+                    metrics_fh.write(json.dumps(row) + "\n")
+                    metrics_fh.flush()
+                display.update(row)
+                window_t, window_imgs, sums, count = time.perf_counter(), 0, {}, 0
+            else:
+                display.advance(st.images_seen)
+            if st.images_seen >= next_ckpt:
+                trainer.save_checkpoint()
+                next_ckpt += cfg.train.checkpoint_kimg * 1000
+        trainer.save_checkpoint()
+        model_path = run_dir / MODEL
+        if trainer.is_main:
+            trainer.save_grid("final.png", phase.level if prev_phase is None else prev_phase.level, 1.0)
+            model_path = trainer.export()
+            _write_summary(trainer)
+        acc.wait_for_everyone()
+        return model_path
+    except KeyboardInterrupt:
+        if trainer.world == 1:  # one process: keep the progress made since the last state
+            trainer.save_checkpoint()
+        raise
+    finally:
+        display.close()
+        if metrics_fh:
+            metrics_fh.close()
+        _shutdown(acc)
+
+
+def _grid_name(phase) -> str:
+    return f"phase{phase.index:02d}-{phase.resolution}px-{phase.stage}.png"
+
+
+def _metrics_row(trainer: Trainer, phase, stats: dict[str, float], img_s: float) -> dict[str, Any]:
+    st = trainer.state
+    return {
+        "images_seen": st.images_seen,
+        "kimg": round(st.images_seen / 1000.0, 3),
+        "step": st.step,
+        "phase": phase.index,
+        "stage": phase.stage,
+        "resolution": phase.resolution,
+        "alpha": round(phase.alpha, 4),
+        "batch": phase.batch * trainer.world,
+        "lr": phase.lr,
+        "img_s": round(img_s, 2),
+        "skipped_normal": st.skipped_normal + trainer.normal.skipped,
+        "skipped_abnormal": st.skipped_abnormal + (trainer.abnormal.skipped if trainer.abnormal else 0),
+        "time_s": round(st.seconds, 2),
+        **{k: round(float(v), 5) for k, v in stats.items()},
+    }
+
+
+def _write_summary(trainer: Trainer) -> None:
+    from .checkpoint import write_json_atomic
+
+    st = trainer.state
+    write_json_atomic(trainer.run_dir / "run.json", {
+        "nsgan_version": __version__,
+        "images_seen": st.images_seen,
+        "steps": st.step,
+        "train_seconds": round(st.seconds, 2),
+        "world_size": trainer.world,
+        "skipped_normal": st.skipped_normal + trainer.normal.skipped,
+        "skipped_abnormal": st.skipped_abnormal + (trainer.abnormal.skipped if trainer.abnormal else 0),
+        "model": MODEL,
+    })
+
+
+def _shutdown(acc) -> None:
+    """Leave the process group cleanly: gloo jobs that skip this sometimes abort at exit."""
+    try:
+        acc.wait_for_everyone()
+        acc.end_training()
+    except Exception:
+        pass
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        try:
+            torch.distributed.destroy_process_group()
+        except Exception:
+            pass
+
+
+def schedule_config(cfg: TrainConfig):
+    from .schedule import ScheduleConfig
+
+    s = cfg.schedule
+    try:
+        return ScheduleConfig(
+            resolution=cfg.model.resolution, start_resolution=s.start_resolution, stable_kimg=s.stable_kimg,
+            fade_kimg=s.fade_kimg, total_kimg=s.total_kimg, batch=dict(s.batch), default_batch=s.default_batch,
+            lr=s.lr, lr_per_res=dict(s.lr_per_res),
+        )
+    except ValueError as err:
+        raise ConfigError(f"schedule: {err}") from None
+
+
+# ----------------------------------------------------------------------------- CLI
+
+
+def configure_parser(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", help="YAML run config (see configs/)")
+    p.add_argument("--resume", nargs="?", const=True, default=False, metavar="RUN_DIR",
+                   help="continue the run at its last complete state (the config's run_dir, or RUN_DIR)")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides, e.g. loss.gamma=0.1 schedule.total_kimg=20")
+
+
+def config_for_args(args: argparse.Namespace) -> tuple[TrainConfig, str]:
+    """The config a train command means: --config + overrides, or a run folder's saved config."""
+    if args.config:
+        cfg = load_config(args.config, args.overrides)
+        source = args.config
+        if isinstance(args.resume, str):
+            cfg.run_dir = args.resume
+        return cfg, source
+    if isinstance(args.resume, str):
+        saved = Path(args.resume) / "config.yaml"
+        if not saved.is_file():
+            raise ConfigError(f"{saved}: not found; pass --config with the run's config")
+        cfg = load_config(saved, args.overrides)
+        cfg.run_dir = args.resume
+        return cfg, str(saved)
+    raise ConfigError("--config is required (or --resume RUN_DIR)")
+
+
+def run(args: argparse.Namespace) -> int:
+    cfg, source = config_for_args(args)
+    path = train(cfg, source, resume=bool(args.resume))
+    if str(os.environ.get("RANK", "0")) == "0":
+        print(f"model written to {path}")
+    return 0
+
+
+def launch_main(argv: list[str] | None = None) -> int:
+    """Entry for `accelerate launch launch/train.py`: same options, one-line errors on every rank."""
+    parser = argparse.ArgumentParser(prog="launch/train.py", description="Train nsgan's progressive GAN under accelerate.")
+    configure_parser(parser)
+    args = parser.parse_args(argv)
+    try:
+        return run(args)
+    except NsganError as err:
+        print(f"nsgan train: error: {err}", file=sys.stderr)
+        return err.exit_code
