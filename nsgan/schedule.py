@@ -8,7 +8,7 @@ Timeline, in images: the start level trains `stable_kimg`; each later level firs
 `fade_kimg` (alpha rising linearly 0 -> 1), then trains stable for `stable_kimg`; the final level
 stays stable until `total_kimg`. Phase indices: 0 = start level stable, then fade / stable
 alternating (odd = fade, even = stable). With `fade_kimg = 0` the fades are skipped (odd indices
-never occur). `total_kimg` may end training before the final level is reached.
+never occur); with `stable_kimg = 0` every level only fades in (the final one then stays). `total_kimg` may end training before the final level is reached.
 """
 
 from __future__ import annotations
@@ -70,15 +70,15 @@ class ScheduleConfig:
                 fail(name, f"must be a power of two >= 4, got {getattr(self, name)!r}")
         if self.start_resolution > self.resolution:
             fail("start_resolution", f"{self.start_resolution} is above resolution {self.resolution}")
-        for name, lowest, strict in (("stable_kimg", 0, True), ("fade_kimg", 0, False), ("total_kimg", 0, True)):
+        for name, lowest, strict in (("stable_kimg", 0, False), ("fade_kimg", 0, False), ("total_kimg", 0, True)):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
                 fail(name, f"must be a number, got {value!r}")
             if value < lowest or (strict and value == lowest):
                 fail(name, f"must be {'>' if strict else '>='} {lowest}, got {value!r}")
             object.__setattr__(self, name, float(value))
-        if _images(self.stable_kimg) < 1:
-            fail("stable_kimg", f"must cover at least one image, got {self.stable_kimg!r}")
+        if _images(self.stable_kimg) + _images(self.fade_kimg) < 1:
+            fail("stable_kimg", "and fade_kimg must not both be 0 (each level needs some images)")
         if isinstance(self.default_batch, bool) or not isinstance(self.default_batch, int) or self.default_batch < 1:
             fail("default_batch", f"must be a positive integer, got {self.default_batch!r}")
         if isinstance(self.lr, bool) or not isinstance(self.lr, (int, float)) or not 0 < self.lr < math.inf:
@@ -201,4 +201,6 @@ def phase_boundaries(cfg: ScheduleConfig, world_size: int = 1) -> list[PhaseSpan
         starts.append(fade_start + fade)
     starts = [s for s in starts if s < total]
     ends = starts[1:] + [total]
-    return [PhaseSpan(s / 1000, e / 1000, schedule(s, cfg, world_size)) for s, e in zip(starts, ends)]
+    return [
+        PhaseSpan(s / 1000, e / 1000, schedule(s, cfg, world_size)) for s, e in zip(starts, ends) if e > s
+    ]

@@ -91,6 +91,15 @@ def test_fade_zero_skips_fades_and_late_start_resolution():
     assert schedule(0, cfg).resolution == 8 and schedule(1000, cfg).resolution == 16
 
 
+def test_stable_zero_fades_level_after_level():
+    cfg = ScheduleConfig(resolution=16, stable_kimg=0, fade_kimg=1, total_kimg=5)
+    assert (schedule(0, cfg).level, schedule(0, cfg).stage, schedule(0, cfg).index) == (1, "fade", 1)
+    assert (schedule(1500, cfg).level, schedule(1500, cfg).alpha) == (2, 0.5)
+    assert (schedule(2000, cfg).stage, schedule(2000, cfg).index) == ("stable", 4)
+    spans = phase_boundaries(cfg)
+    assert [(s.start_kimg, s.end_kimg, s.phase.index) for s in spans] == [(0, 1, 1), (1, 2, 3), (2, 5, 4)]
+
+
 def test_phase_boundaries_cover_the_run_in_order():
     spans = phase_boundaries(CFG)
     assert [s.phase.index for s in spans] == list(range(7))
@@ -115,7 +124,8 @@ def test_config_survives_a_json_round_trip():
         ({"resolution": 2}, "resolution"),
         ({"start_resolution": 64}, "start_resolution"),
         ({"start_resolution": 6}, "start_resolution"),
-        ({"stable_kimg": 0}, "stable_kimg"),
+        ({"stable_kimg": 0, "fade_kimg": 0}, "stable_kimg"),
+        ({"stable_kimg": -1}, "stable_kimg"),
         ({"fade_kimg": -1}, "fade_kimg"),
         ({"total_kimg": float("nan")}, "total_kimg"),
         ({"default_batch": 0}, "default_batch"),
