@@ -1,0 +1,453 @@
+"""Scoring full-size images: tiles → batched latent search → blended map → map file, overlay, report.
+
+The image is processed in horizontal bands of tile rows; each band's finished map rows go
+straight to the BigTIFF writer, so memory depends on tile, batch and band size, not on the image.
+With several processes (accelerate), the search batches of a band are dealt out round-robin and
+gathered back in order. A batch's content never depends on the number of processes and a tile's
+random starts depend only on its global index, so N processes write the same map as one.
+
+Python API: `Scorer.from_file("model.safetensors").score(array_or_path) -> ScoreResult`.
+CLI: `nsgan score --model M --image PATH --out DIR` (here) and `accelerate launch launch/score.py`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .bigimage import ArraySource, open_image, read_map_rows, write_map
+from .errors import EXIT_RUNTIME, ConfigError, DataError, NsganError, OutputError
+from .imageio import IMAGE_SUFFIXES, list_images
+from .report import Downscaler, Region, find_regions, overlay_factor, render_overlay, write_json, write_overlay
+from .search import PRECISIONS, LatentSearch, SearchConfig
+from .tiling import BandBlender, TileGrid, cut_tiles, read_padded_rows
+
+UNCALIBRATED_K = 4.0  # without a pixel threshold, regions are drawn above mean + K·std of the map
+
+
+@dataclass(frozen=True)
+class ScoreOptions:
+    """How an image is cut and searched; defaults follow DESIGN.md (overlap of half a tile)."""
+
+    stride: int | None = None  # None: tile // 2
+    batch: int = 64  # tiles per search batch (the unit dealt to processes)
+    batches_per_band: int = 4  # sets the band height; more batches per band keep more processes busy
+    window_floor: float = 0.1
+    overlay_max_side: int = 1024
+    min_region_area: int = 4
+    pixel_threshold: float | None = None  # overrides the model's calibrated one
+    search: SearchConfig = field(default_factory=SearchConfig)
+
+    def __post_init__(self):
+        for key, ok in {
+            "stride": self.stride is None or self.stride >= 1,
+            "batch": self.batch >= 1,
+            "batches_per_band": self.batches_per_band >= 1,
+            "window_floor": 0.0 < self.window_floor <= 1.0,
+            "overlay_max_side": self.overlay_max_side >= 16,
+            "min_region_area": self.min_region_area >= 1,
+        }.items():
+            if not ok:
+                raise ConfigError(f"{key}: invalid value {getattr(self, key)!r}")
+
+
+@dataclass
+class ScoreResult:
+    """One scored image. `map` is the full-resolution map when scored in memory, else None (see map_path)."""
+
+    score: float  # image score: the highest tile score
+    verdict: str  # "anomalous", "normal" or "uncalibrated"
+    map: np.ndarray | None
+    regions: list[Region]
+    thresholds: dict[str, Any]
+    shape: tuple[int, int]
+    tile_scores: np.ndarray  # (rows, cols) of the tile grid
+    map_stats: dict[str, float]
+    map_path: Path | None = None
+    overlay_path: Path | None = None
+    report_path: Path | None = None
+
+    def report(self, source: str = "<array>") -> dict:
+        return {
+            "image": source,
+            "shape": list(self.shape),
+            "score": self.score,
+            "verdict": self.verdict,
+            "thresholds": self.thresholds,
+            "map": {**self.map_stats, "file": self.map_path.name if self.map_path else None},
+            "tiles": {"rows": int(self.tile_scores.shape[0]), "cols": int(self.tile_scores.shape[1])},
+            "regions_bbox_format": "x0, y0, x1, y1 in image pixels, end exclusive",
+            "regions": [r.to_dict() for r in self.regions],
+        }
+
+
+class _MapStats:
+    """Running mean/std/max of the map (float64 sums) for the report and uncalibrated regions."""
+
+    def __init__(self):
+        self.n, self.s, self.s2, self.max = 0, 0.0, 0.0, -math.inf
+
+    def add(self, rows: np.ndarray) -> None:
+        r = rows.astype(np.float64)
+        self.n += r.size
+        self.s += float(r.sum())
+        self.s2 += float((r * r).sum())
+        self.max = max(self.max, float(r.max()))
+
+    def as_dict(self) -> dict[str, float]:
+        mean = self.s / self.n
+        return {"mean": mean, "std": math.sqrt(max(0.0, self.s2 / self.n - mean * mean)), "max": self.max}
+
+
+class Scorer:
+    """A frozen model plus scoring options; scores arrays and image files, in one or many processes."""
+
+    def __init__(
+        self,
+        generator: torch.nn.Module,
+        discriminator: torch.nn.Module,
+        *,
+        resolution: int,
+        channels: int,
+        thresholds: dict[str, Any] | None = None,
+        options: ScoreOptions | None = None,
+        accelerator: Any = None,
+        device: str | torch.device | None = None,
+        progress: bool = False,
+        name: str = "<model>",
+    ):
+        self.options = options or ScoreOptions()
+        self.tile, self.channels = int(resolution), int(channels)
+        self.stride = self.options.stride or max(1, self.tile // 2)
+        if self.stride > self.tile:
+            raise ConfigError(f"stride: {self.stride} is larger than the tile ({self.tile})")
+        self.accelerator = accelerator
+        if device is None:
+            device = accelerator.device if accelerator is not None else ("cuda" if torch.cuda.is_available() else "cpu")
+        self.device = torch.device(device)
+        self.search = LatentSearch(generator.to(self.device), discriminator.to(self.device), self.options.search)
+        self.thresholds = dict(thresholds or {})
+        self.progress = progress
+        self.name = name
+
+    @classmethod
+    def from_file(cls, path: str | Path, options: ScoreOptions | None = None, **kwargs) -> "Scorer":
+        """Load an exported model (ModelError if missing/corrupt) and wrap it for scoring."""
+        from .export import load_model
+
+        m = load_model(path)
+        return cls(m.generator, m.discriminator, resolution=m.resolution, channels=m.channels,
+                   thresholds=m.thresholds, options=options, name=str(path), **kwargs)
+
+    # -- processes -------------------------------------------------------------------------
+    @property
+    def rank(self) -> int:
+        return self.accelerator.process_index if self.accelerator is not None else 0
+
+    @property
+    def world(self) -> int:
+        return self.accelerator.num_processes if self.accelerator is not None else 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def _barrier(self) -> None:
+        if self.world > 1:
+            self.accelerator.wait_for_everyone()
+
+    def _gather(self, local: torch.Tensor, counts: list[int]) -> list[torch.Tensor]:
+        """Each rank's rows of `local` (rank r holds counts[r] rows), gathered to every rank."""
+        if self.world == 1:
+            return [local]
+        width = max(counts)
+        pad = torch.zeros((width - local.shape[0], *local.shape[1:]), dtype=local.dtype, device=local.device)
+        allr = self.accelerator.gather(torch.cat([local, pad]).contiguous())
+        return [allr[r * width : r * width + counts[r]] for r in range(self.world)]
+
+    # -- the pipeline ----------------------------------------------------------------------
+    def grid_for(self, height: int, width: int) -> TileGrid:
+        return TileGrid(height, width, self.tile, self.stride)
+
+    def _check_source(self, src) -> None:
+        if src.channels != self.channels:
+            raise DataError(f"{src.name}: image has {src.channels} channel(s), the model expects {self.channels}")
+
+    def _stream(self, src, grid: TileGrid, tile_scores: np.ndarray, stats: _MapStats,
+                views: tuple[Downscaler, Downscaler] | None, bar) -> Iterator[tuple[int, np.ndarray]]:
+        """Finished map rows (first row, rows), top to bottom; fills tile_scores, stats and views."""
+        opt = self.options
+        h, w = grid.height, grid.width
+        padded_w = int(grid.xs[-1]) + grid.tile
+        blender = BandBlender(grid, opt.window_floor)
+        band_rows = max(1, math.ceil(opt.batch * opt.batches_per_band / grid.n_cols))
+        batch_no = 0  # global batch counter: batch k is searched by rank k % world
+        for band in grid.bands(band_rows):
+            y0, y1 = int(grid.ys[band[0]]), int(grid.ys[band[-1]]) + grid.tile
+            img = read_padded_rows(lambda a, b: src.read(a, b), h, w, y0, y1, padded_w)
+            tiles = cut_tiles(img, y0, grid, band)
+            first_id = band[0] * grid.n_cols
+            chunks = [(s, min(s + opt.batch, len(tiles))) for s in range(0, len(tiles), opt.batch)]
+            owners = [(batch_no + k) % self.world for k in range(len(chunks))]
+            batch_no += len(chunks)
+            res_parts, score_parts = [], []
+            for (a, b), owner in zip(chunks, owners):
+                if owner != self.rank:
+                    continue
+                x = torch.from_numpy(tiles[a:b]).to(self.device) * 2.0 - 1.0
+                out = self.search.search(x, range(first_id + a, first_id + b))
+                res_parts.append(out.residuals.float())
+                score_parts.append(out.scores.float())
+                if bar is not None:
+                    bar.advance(b - a)
+            counts = [sum(b - a for (a, b), o in zip(chunks, owners) if o == r) for r in range(self.world)]
+            empty_res = torch.zeros((0, grid.tile, grid.tile), device=self.device)
+            local_res = torch.cat(res_parts) if res_parts else empty_res
+            local_sc = torch.cat(score_parts) if score_parts else torch.zeros(0, device=self.device)
+            all_res, all_sc = self._gather(local_res, counts), self._gather(local_sc, counts)
+            taken = [0] * self.world
+            res = np.empty((len(tiles), grid.tile, grid.tile), dtype=np.float32)
+            sc = np.empty(len(tiles), dtype=np.float32)
+            for (a, b), owner in zip(chunks, owners):
+                k = taken[owner]
+                res[a:b] = all_res[owner][k : k + b - a].cpu().numpy()
+                sc[a:b] = all_sc[owner][k : k + b - a].cpu().numpy()
+                taken[owner] += b - a
+            if not (np.isfinite(res).all() and np.isfinite(sc).all()):
+                raise NsganError(
+                    f"{src.name}: the model produced NaN/inf in the anomaly map (tile rows {band[0]}..{band[-1]}); "
+                    f"try --precision fp32 or a smaller --lr, or check the model file",
+                    exit_code=EXIT_RUNTIME,
+                )
+            if bar is not None:
+                bar.advance(len(tiles) - counts[self.rank])  # the other processes' tiles
+            tile_scores[band[0] : band[-1] + 1] = sc.reshape(len(band), grid.n_cols)
+            first, rows = blender.add(band, res)
+            if rows.shape[0]:
+                stats.add(rows)
+                if views is not None:
+                    views[0].add(img[first - y0 : first - y0 + rows.shape[0], :w])
+                    views[1].add(rows)
+                yield first, rows
+
+    def _thresholds(self, stats: dict[str, float]) -> dict[str, Any]:
+        th: dict[str, Any] = {"image": self.thresholds.get("image")}
+        if self.options.pixel_threshold is not None:
+            th["pixel"], th["pixel_source"] = float(self.options.pixel_threshold), "given"
+        elif self.thresholds.get("pixel") is not None:
+            th["pixel"], th["pixel_source"] = float(self.thresholds["pixel"]), "calibrated"
+        else:
+            th["pixel"] = stats["mean"] + UNCALIBRATED_K * stats["std"]
+            th["pixel_source"] = f"uncalibrated: map mean + {UNCALIBRATED_K:g}·std of this image"
+        th["image_source"] = "calibrated" if th["image"] is not None else "uncalibrated"
+        if self.thresholds.get("search") and self.thresholds["search"] != self.options.search.to_dict():
+            th["warning"] = "thresholds were calibrated with other search settings"
+        return th
+
+    def _verdict(self, score: float, th: dict[str, Any]) -> str:
+        if th["image"] is None:
+            return "uncalibrated"
+        return "anomalous" if score > float(th["image"]) else "normal"
+
+    def _progress(self, grid: TileGrid, label: str):
+        if not (self.progress and self.is_main):
+            return None
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        prog = Progress(
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("tiles"),
+            TextColumn("{task.fields[rate]}"), TimeRemainingColumn(),
+        )
+        task = prog.add_task(label, total=grid.n_tiles, rate="")
+        return prog, task
+
+    def score(self, image: np.ndarray | str | Path) -> ScoreResult:
+        """Score an array (H, W[, C]) in [0, 1] or uint8/16, or an image file, fully in memory."""
+        src = open_image(image) if isinstance(image, (str, Path)) else ArraySource(image)
+        with src:
+            self._check_source(src)
+            h, w = src.shape
+            grid = self.grid_for(h, w)
+            tile_scores = np.zeros((grid.n_rows, grid.n_cols), dtype=np.float32)
+            stats = _MapStats()
+            amap = np.empty((h, w), dtype=np.float32)
+            with _maybe_progress(self._progress(grid, Path(src.name).name)) as bar:
+                for y, rows in self._stream(src, grid, tile_scores, stats, None, bar):
+                    amap[y : y + rows.shape[0]] = rows
+        st = stats.as_dict()
+        th = self._thresholds(st)
+        regions = find_regions([(0, amap)], th["pixel"], self.options.min_region_area)
+        score = float(tile_scores.max())
+        return ScoreResult(score, self._verdict(score, th), amap, regions, th, (h, w), tile_scores, st)
+
+    def score_to_files(self, path: str | Path, out_dir: str | Path, stem: str | None = None,
+                       overwrite: bool = False) -> ScoreResult:
+        """Score an image file by streaming; write <stem>.map.tif, .overlay.png and .json in out_dir (main process)."""
+        path, out_dir = Path(path), Path(out_dir)
+        outs = output_paths(out_dir, stem or path.stem)
+        check_outputs(outs, overwrite)
+        with open_image(path) as src:
+            self._check_source(src)
+            h, w = src.shape
+            grid = self.grid_for(h, w)
+            tile_scores = np.zeros((grid.n_rows, grid.n_cols), dtype=np.float32)
+            stats = _MapStats()
+            f = overlay_factor(h, w, self.options.overlay_max_side)
+            views = (Downscaler(w, f, "mean"), Downscaler(w, f, "max"))
+            with _maybe_progress(self._progress(grid, path.name)) as bar:
+                blocks = (rows for _, rows in self._stream(src, grid, tile_scores, stats, views, bar))
+                if self.is_main:
+                    write_map(outs["map"], h, w, blocks)
+                else:
+                    for _ in blocks:
+                        pass
+        st = stats.as_dict()
+        th = self._thresholds(st)
+        score = float(tile_scores.max())
+        result = ScoreResult(score, self._verdict(score, th), None, [], th, (h, w), tile_scores, st)
+        if self.is_main:
+            result.regions = find_regions(read_map_rows(outs["map"]), th["pixel"], self.options.min_region_area)
+            write_overlay(outs["overlay"], render_overlay(views[0].result(), views[1].result(), result.regions, f, th["pixel"]))
+            result.map_path, result.overlay_path, result.report_path = outs["map"], outs["overlay"], outs["json"]
+            report = result.report(str(path))
+            report["model"] = self.name
+            report["search"] = self.options.search.to_dict()
+            report["tiling"] = {"tile": self.tile, "stride": self.stride, "window_floor": self.options.window_floor}
+            report["overlay"] = {"file": outs["overlay"].name, "downscale": f}
+            write_json(outs["json"], report)
+        self._barrier()
+        return result
+
+
+class _maybe_progress:
+    """Context for an optional (Progress, task) pair; yields it (or None) and updates the rate text."""
+
+    def __init__(self, pair):
+        self.pair = pair
+
+    def __enter__(self):
+        if self.pair is None:
+            return None
+        prog, task = self.pair
+        prog.start()
+        class _Bar:
+            def advance(self, n):
+                prog.advance(task, n)
+                speed = prog.tasks[0].speed
+                prog.update(task, rate=f"{speed:.1f} tiles/s" if speed else "")
+
+        return _Bar()
+
+    def __exit__(self, *exc):
+        if self.pair is not None:
+            self.pair[0].stop()
+
+
+def output_paths(out_dir: Path, stem: str) -> dict[str, Path]:
+    return {"map": out_dir / f"{stem}.map.tif", "overlay": out_dir / f"{stem}.overlay.png", "json": out_dir / f"{stem}.json"}
+
+
+def check_outputs(outs: dict[str, Path], overwrite: bool) -> None:
+    if overwrite:
+        return
+    for p in outs.values():
+        if p.exists():
+            raise OutputError(f"{p}: exists (use --overwrite to replace it)")
+
+
+def ensure_writable(out_dir: Path) -> None:
+    """Create out_dir and prove a file can be written there, before any long work starts."""
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        probe = out_dir / f".nsgan-write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise OutputError(f"{out_dir}: output folder is not writable ({exc.strerror or exc})") from None
+
+
+def resolve_inputs(path: str | Path) -> list[tuple[Path, str]]:
+    """(image, output stem) pairs for one image, a folder (recursive; sub-folders kept in the stem) or a .txt list."""
+    path = Path(path)
+    if path.is_dir():
+        images = list_images(path)
+        if not images:
+            raise DataError(f"{path}: no images ({', '.join(IMAGE_SUFFIXES)}) in this folder")
+        pairs = [(p, str(p.relative_to(path).with_suffix("")).replace(os.sep, "__")) for p in images]
+    elif path.suffix.lower() == ".txt":
+        if not path.is_file():
+            raise DataError(f"{path}: no such list file")
+        lines = [ln.strip() for ln in path.read_text().splitlines()]
+        items = [Path(ln) if Path(ln).is_absolute() else path.parent / ln for ln in lines if ln and not ln.startswith("#")]
+        if not items:
+            raise DataError(f"{path}: the list file names no images")
+        pairs = [(p, p.stem) for p in items]
+        stems: dict[str, Path] = {}
+        for p, s in pairs:
+            if s in stems:
+                raise DataError(f"{path}: {stems[s]} and {p} would write the same outputs (same file name)")
+            stems[s] = p
+    else:
+        if not path.is_file():
+            raise DataError(f"{path}: no such image, folder or list file")
+        pairs = [(path, path.stem)]
+    return pairs
+
+
+# -- CLI -------------------------------------------------------------------------------------
+def add_search_arguments(p: argparse.ArgumentParser) -> None:
+    """Options shared by `score` and `calibrate` (thresholds only hold for the settings they were made with)."""
+    d = SearchConfig()
+    g = p.add_argument_group("latent search")
+    g.add_argument("--iterations", type=int, default=d.iterations, help="max gradient steps per start (default %(default)s)")
+    g.add_argument("--lr", type=float, default=d.lr, help="Adam step size on z (default %(default)s)")
+    g.add_argument("--lam", type=float, default=d.lam, help="weight of the feature loss (default %(default)s)")
+    g.add_argument("--restarts", type=int, default=d.restarts, help="random starts per tile (default %(default)s)")
+    g.add_argument("--patience", type=int, default=d.patience, help="early stop after this many steps without improvement")
+    g.add_argument("--precision", choices=PRECISIONS, default=d.precision, help="search precision (default %(default)s)")
+    g.add_argument("--seed", type=int, default=d.seed, help="seed of the random starts (default %(default)s)")
+    t = p.add_argument_group("tiling")
+    t.add_argument("--stride", type=int, default=None, help="tile stride in pixels (default: half a tile)")
+    t.add_argument("--batch", type=int, default=64, help="tiles searched together (default %(default)s)")
+
+
+def options_from_args(args: argparse.Namespace) -> ScoreOptions:
+    search = SearchConfig(iterations=args.iterations, lr=args.lr, lam=args.lam, restarts=args.restarts,
+                          patience=args.patience, precision=args.precision, seed=args.seed)
+    return ScoreOptions(stride=args.stride, batch=args.batch, search=search,
+                        pixel_threshold=getattr(args, "pixel_threshold", None))
+
+
+def configure_parser(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", required=True, help="exported model (.safetensors)")
+    p.add_argument("--image", required=True, help="an image, a folder of images, or a .txt list of image paths")
+    p.add_argument("--out", required=True, help="output folder for <name>.map.tif, .overlay.png and .json")
+    p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    p.add_argument("--pixel-threshold", type=float, default=None, help="region threshold (default: the calibrated one)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_search_arguments(p)
+
+
+def run(args: argparse.Namespace, accelerator: Any = None) -> int:
+    """Score every input; one process here, or many when launch/score.py passes an accelerator."""
+    options = options_from_args(args)
+    inputs = resolve_inputs(args.image)
+    out_dir = Path(args.out)
+    ensure_writable(out_dir)  # on every process, so all fail together rather than some waiting forever
+    for path, stem in inputs:
+        check_outputs(output_paths(out_dir, stem), args.overwrite)
+    scorer = Scorer.from_file(args.model, options, accelerator=accelerator, progress=not args.no_progress)
+    for path, stem in inputs:
+        r = scorer.score_to_files(path, out_dir, stem, overwrite=args.overwrite)
+        if scorer.is_main:
+            top = f", top region at {r.regions[0].bbox}" if r.regions else ""
+            print(f"{path}: score {r.score:.4g}, {r.verdict}, {len(r.regions)} region(s){top} -> {r.report_path}")
+    return 0

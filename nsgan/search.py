@@ -1,0 +1,156 @@
+"""AnoGAN latent search (Schlegl et al. 2017), batched over many tiles and random starts at once.
+
+For a tile x, z* = argmin_z (1−λ)·mean|x − G(z)| + λ·mean|f(x) − f(G(z))| with f = D's
+batch-independent feature layer; G and D stay frozen. All tiles × starts of a batch share one
+forward/backward pass, which is what makes scoring fast; Adam is written out per latent vector so
+each tile stops on its own (early stop) and drops out of the batch without disturbing the others.
+
+Every tile's random starts come from its global tile index and the seed, never from its batch or
+process, so a tile gets the same starting points however the work is split.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import asdict, dataclass
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from .errors import ConfigError
+
+PRECISIONS = ("fp32", "bf16")
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    """Latent-search settings; AnoGAN's λ = 0.1 and 500 steps by default."""
+
+    iterations: int = 500
+    lr: float = 0.05
+    lam: float = 0.1
+    restarts: int = 3
+    patience: int = 25  # steps without relative improvement > min_improvement before a start stops
+    min_improvement: float = 1e-4
+    precision: str = "fp32"
+    seed: int = 0
+
+    def __post_init__(self):
+        checks = {
+            "iterations": self.iterations >= 1,
+            "lr": self.lr > 0,
+            "lam": 0.0 <= self.lam <= 1.0,
+            "restarts": self.restarts >= 1,
+            "patience": self.patience >= 1,
+            "min_improvement": self.min_improvement >= 0,
+            "precision": self.precision in PRECISIONS,
+        }
+        for key, ok in checks.items():
+            if not ok:
+                raise ConfigError(f"search.{key}: invalid value {getattr(self, key)!r}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class SearchResult:
+    """Per tile: score (loss at z*), reconstruction in [-1, 1], residual map in image units [0, 1]."""
+
+    scores: torch.Tensor  # (N,) float32
+    reconstructions: torch.Tensor  # (N, C, T, T)
+    residuals: torch.Tensor  # (N, T, T): mean over channels of |x − G(z*)| / 2
+    latents: torch.Tensor  # (N, latent_dim): z*
+    steps: torch.Tensor  # (N,) gradient steps taken by the winning start
+
+
+def start_latents(tile_ids: Sequence[int], restarts: int, latent_dim: int, seed: int) -> torch.Tensor:
+    """(N·restarts, latent_dim) starting points; tile i's rows depend only on (seed, global id i)."""
+    out = torch.empty(len(tile_ids) * restarts, latent_dim)
+    gen = torch.Generator()
+    for k, tid in enumerate(tile_ids):
+        gen.manual_seed(int(np.random.SeedSequence([seed, int(tid)]).generate_state(1, np.uint64)[0] >> 1))
+        out[k * restarts : (k + 1) * restarts] = torch.randn(restarts, latent_dim, generator=gen)
+    return out
+
+
+class LatentSearch:
+    """Finds z* for batches of tiles with G and D frozen; `search(x, tile_ids)` is the one entry point."""
+
+    def __init__(self, generator: torch.nn.Module, discriminator: torch.nn.Module, config: SearchConfig | None = None):
+        self.G = generator.eval().requires_grad_(False)
+        self.D = discriminator.eval().requires_grad_(False)
+        self.config = config or SearchConfig()
+        self.latent_dim = int(generator.latent_dim)
+
+    def _autocast(self, device: torch.device):
+        if self.config.precision == "bf16":
+            return torch.autocast(device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def _losses(self, x: torch.Tensor, fx: torch.Tensor, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-sample loss (fp32) and the generated images, for latents z against targets x."""
+        lam = self.config.lam
+        with self._autocast(z.device):
+            g = self.G(z)
+            fg = self.D.features(g)
+        g, fg = g.float(), fg.float()
+        residual = (x - g).abs().flatten(1).mean(1)
+        feature = (fx - fg).abs().flatten(1).mean(1)
+        return (1.0 - lam) * residual + lam * feature, g
+
+    def search(self, x: torch.Tensor, tile_ids: Sequence[int]) -> SearchResult:
+        """Search all tiles x (N, C, T, T) in [-1, 1] together; tile_ids are their global indices."""
+        cfg = self.config
+        n, r = x.shape[0], cfg.restarts
+        if len(tile_ids) != n:
+            raise ValueError(f"{len(tile_ids)} tile ids for {n} tiles")
+        device = x.device
+        x = x.float()
+        with torch.no_grad(), self._autocast(device):
+            fx = self.D.features(x).float()
+        xr, fxr = x.repeat_interleave(r, 0), fx.repeat_interleave(r, 0)
+
+        z = start_latents(tile_ids, r, self.latent_dim, cfg.seed).to(device)
+        m, v = torch.zeros_like(z), torch.zeros_like(z)
+        best_loss = torch.full((n * r,), float("inf"), device=device)
+        best_z = z.clone()
+        stale = torch.zeros(n * r, dtype=torch.long, device=device)
+        steps = torch.zeros(n * r, dtype=torch.long, device=device)
+        active = torch.arange(n * r, device=device)
+        b1, b2, eps = 0.9, 0.999, 1e-8
+        for t in range(1, cfg.iterations + 1):
+            za = z[active].requires_grad_(True)
+            loss, _ = self._losses(xr[active], fxr[active], za)
+            (grad,) = torch.autograd.grad(loss.sum(), za)  # sum: each start gets its own gradient
+            loss, za = loss.detach(), za.detach()
+            better = loss < best_loss[active]
+            improved = loss < best_loss[active] * (1.0 - cfg.min_improvement)
+            best_z[active[better]] = za[better]
+            best_loss[active] = torch.where(better, loss, best_loss[active])
+            stale[active] = torch.where(improved, 0, stale[active] + 1)
+            ma = b1 * m[active] + (1 - b1) * grad
+            va = b2 * v[active] + (1 - b2) * grad * grad
+            m[active], v[active] = ma, va
+            step = (ma / (1 - b1**t)) / ((va / (1 - b2**t)).sqrt() + eps)
+            z[active] = za - cfg.lr * step
+            steps[active] += 1
+            active = active[stale[active] < cfg.patience]
+            if active.numel() == 0:
+                break
+
+        loss_nr = best_loss.view(n, r)
+        pick = loss_nr.argmin(1)
+        rows = torch.arange(n, device=device) * r + pick
+        z_star = best_z[rows]
+        with torch.no_grad():
+            _, rec = self._losses(x, fx, z_star)
+        residual = (x - rec).abs().mean(1) / 2.0
+        return SearchResult(
+            scores=loss_nr.gather(1, pick[:, None])[:, 0],
+            reconstructions=rec,
+            residuals=residual,
+            latents=z_star,
+            steps=steps[rows],
+        )
