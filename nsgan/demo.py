@@ -27,10 +27,11 @@ def _downscale2(img: np.ndarray) -> np.ndarray:
     return img[: h // 2 * 2, : w // 2 * 2].reshape(h // 2, 2, w // 2, 2, c).mean(axis=(1, 3))
 
 
-def _material(texture: str, size: int, rng: np.random.Generator) -> np.ndarray:
+def _material(texture: str, size: int, rng: np.random.Generator, part: str = "train") -> np.ndarray:
+    """Material at half the photo's scale; test images come from a part of the photo training never sees."""
     from .textures import texture_image
 
-    return _downscale2(texture_image(texture, 2 * size, rng))
+    return _downscale2(texture_image(texture, 2 * size, rng, part=part))
 
 
 def build_dataset(root: Path, texture: str = "brick", n_normal: int = 60, n_abnormal: int = 12,
@@ -62,7 +63,7 @@ def build_test_image(root: Path, texture: str = "brick", size: int = 512, seed: 
     from .imageio import write_png
 
     rng = np.random.default_rng(seed)
-    img, mask, _ = paint_defects(_material(texture, size, rng), rng, count=3, max_area_frac=0.005)
+    img, mask, _ = paint_defects(_material(texture, size, rng, part="test"), rng, count=3, max_area_frac=0.005)
     root.mkdir(parents=True, exist_ok=True)
     image_path, mask_path = root / "part_full.png", root / "part_full_mask.png"
     write_png(image_path, img)

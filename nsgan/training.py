@@ -39,7 +39,7 @@ class BatchTaker:
     def __init__(self, stream: Any):
         self.stream = stream
         self.iterator: Iterator[Any] = iter(stream)
-        self.position: Any = getattr(stream, "initial_position", None)
+        self.position: Any = stream.position
         self.skipped = 0
 
     def take(self, n: int, device: torch.device) -> torch.Tensor:
@@ -176,6 +176,7 @@ class Trainer:
         self.opt_D = torch.optim.Adam(self.D.parameters(), lr=cfg.schedule.lr, betas=(t.beta1, t.beta2), eps=1e-8)
         self.loss = GANLoss(kind=cfg.loss.kind, gamma=cfg.loss.gamma, r1_gamma=cfg.loss.r1_gamma, gp_lambda=cfg.loss.gp_lambda, drift=cfg.loss.drift)
         self.state = TrainState()
+        torch.manual_seed(cfg.seed * 1000 + 17 + self.rank)  # per-rank stream for in-loss randomness (GP)
         self.latent_gen = _rank_generator(cfg.seed, self.rank)
         positions: dict[str, Any] = {}
         if resume:
@@ -214,6 +215,7 @@ class Trainer:
     def _rank_payload(self) -> dict[str, Any]:
         return {
             "latent_rng": self.latent_gen.get_state().tolist(),
+            "torch_rng": torch.get_rng_state().tolist(),  # WGAN-GP interpolation draws from it
             "normal": self.normal.position,
             "abnormal": self.abnormal.position if self.abnormal else None,
             "skipped_normal": self.normal.skipped,
@@ -270,6 +272,7 @@ class Trainer:
         s.images_seen, s.step, s.phase_index, s.seconds = int(info["images_seen"]), int(info["step"]), int(info["phase_index"]), float(info["seconds"])
         mine = info["ranks"][self.rank]
         self.latent_gen.set_state(torch.tensor(mine["latent_rng"], dtype=torch.uint8))
+        torch.set_rng_state(torch.tensor(mine["torch_rng"], dtype=torch.uint8))
         s.skipped_normal, s.skipped_abnormal = int(mine["skipped_normal"]), int(mine["skipped_abnormal"])
         if self.acc.is_main_process:
             _truncate_metrics(self.run_dir / METRICS, s.images_seen)
@@ -290,14 +293,11 @@ class Trainer:
         if self.abnormal is not None:
             abnormal = fade_real(self.abnormal.take(_abnormal_batch(cfg, batch), dev), level, alpha)
 
-        def D_call(x, lv=level, al=alpha):
-            return self.D(x, lv, al)
-
         # D step: fakes without a graph back into G.
         with self.acc.autocast():
             with torch.no_grad():
                 fakes = self.G_raw(sample_latents(self.latent_gen, batch, cfg.model.latent_dim, dev), level, alpha)
-            loss_d, stats_d = self.loss.d_loss(D_call, reals, fakes.detach(), abnormal, level=level, alpha=alpha)
+            loss_d, stats_d = self.loss.d_loss(self.D, reals, fakes.detach(), abnormal, level=level, alpha=alpha)
         self.opt_D.zero_grad(set_to_none=True)
         self.acc.backward(loss_d)
         self.opt_D.step()
@@ -307,7 +307,7 @@ class Trainer:
         try:
             with self.acc.autocast():
                 fakes = self.G(sample_latents(self.latent_gen, batch, cfg.model.latent_dim, dev), level, alpha)
-                loss_g, stats_g = self.loss.g_loss(lambda x: self.D_raw(x, level, alpha), fakes, level=level, alpha=alpha)
+                loss_g, stats_g = self.loss.g_loss(self.D_raw, fakes, level=level, alpha=alpha)
             self.opt_G.zero_grad(set_to_none=True)
             self.acc.backward(loss_g)
             self.opt_G.step()
