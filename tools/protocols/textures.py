@@ -1,0 +1,105 @@
+"""Protocol (c): real texture photos with painted micro-defects (scratches, pits, cracks).
+
+Normal images are random crops of a photo bundled in scikit-image (nsgan.textures); defects come
+from nsgan.defects, under 1% of each image's pixels. round(ε · n_train) of train/good carry
+unlabelled defects (listed in protocol.json, never masked). Labelled train/defect images carry
+mixed kinds with masks; test/<kind>/ holds one kind per image, so the per-type breakdown is per
+kind. Test material comes from a part of the photo training never sees. `large/` is a second
+category folder with one full-size good and one full-size defective image (with mask), for
+tiled scoring: `nsgan evaluate --data OUT/large`.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+
+from nsgan.defects import KINDS, paint_defects
+from nsgan.errors import DataError
+from nsgan.textures import TEXTURES, texture_image
+
+from .common import CategoryWriter
+
+
+def configure_parser(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", required=True, help="category folder to write")
+    p.add_argument("--texture", default="brick", choices=TEXTURES)
+    p.add_argument("--size", type=int, default=128, help="side of the training and test images")
+    p.add_argument("--epsilon", type=float, default=0.05, help="share of train/good images with unlabelled defects")
+    p.add_argument("--n-train", type=int, default=200, help="train/good images, contaminated ones included")
+    p.add_argument("--n-abnormal", type=int, default=20, help="labelled defective training images (with masks)")
+    p.add_argument("--n-test-good", type=int, default=30)
+    p.add_argument("--n-test-defect", type=int, default=30, help="defective test images, spread over the kinds")
+    p.add_argument("--kinds", default=",".join(KINDS), help="comma-separated defect kinds")
+    p.add_argument("--max-defects", type=int, default=2, help="defects per defective image: 1..this")
+    p.add_argument("--large-size", type=int, default=1024, help="side of the full-size test images (0: none)")
+    p.add_argument("--large-defects", type=int, default=8, help="defects on the full-size defective image")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--overwrite", action="store_true")
+
+
+def run(args) -> dict:
+    kinds = tuple(k.strip() for k in args.kinds.split(",") if k.strip())
+    return build_textures(args.out, texture=args.texture, size=args.size, epsilon=args.epsilon,
+                          n_train=args.n_train, n_abnormal=args.n_abnormal, n_test_good=args.n_test_good,
+                          n_test_defect=args.n_test_defect, kinds=kinds, max_defects=args.max_defects,
+                          large_size=args.large_size, large_defects=args.large_defects, seed=args.seed,
+                          overwrite=args.overwrite)
+
+
+def _info(infos):
+    return [{k: v for k, v in i.items() if k in ("kind", "bbox", "area")} for i in infos]
+
+
+def build_textures(out, *, texture="brick", size=128, epsilon=0.05, n_train=200, n_abnormal=20,
+                   n_test_good=30, n_test_defect=30, kinds=KINDS, max_defects=2, large_size=1024,
+                   large_defects=8, seed=0, overwrite=False) -> dict:
+    """Write the category folder; returns the protocol dict also written to protocol.json."""
+    if not 0 <= epsilon < 1:
+        raise DataError(f"--epsilon must be in [0, 1), got {epsilon}")
+    if max_defects < 1:
+        raise DataError(f"--max-defects must be at least 1, got {max_defects}")
+    unknown = [k for k in kinds if k not in KINDS]
+    if unknown or not kinds:
+        raise DataError(f"--kinds: unknown defect kind(s) {unknown or list(kinds)}; choose from {', '.join(KINDS)}")
+    rng = np.random.default_rng(seed)
+
+    def defective(part, kinds_here, count=None):
+        img = texture_image(texture, size, rng, part=part)
+        n = count or int(rng.integers(1, max_defects + 1))
+        return paint_defects(img, rng, kinds=kinds_here, count=n)
+
+    with CategoryWriter(out, overwrite) as writer:
+        n_hidden = int(round(epsilon * n_train))
+        hidden_at = set(rng.choice(n_train, n_hidden, replace=False).tolist())
+        contaminated = []
+        for k in range(n_train):
+            if k in hidden_at:
+                img, _, infos = defective("train", kinds)
+                contaminated.append({"path": writer.image("train", "good", f"{k:05d}", img), "defects": _info(infos)})
+            else:
+                writer.image("train", "good", f"{k:05d}", texture_image(texture, size, rng, part="train"))
+        for k in range(n_abnormal):
+            img, mask, _ = defective("train", kinds)
+            writer.image("train", "defect", f"{k:05d}", img, mask)
+        for k in range(n_test_good):
+            writer.image("test", "good", f"{k:05d}", texture_image(texture, size, rng, part="test"))
+        for k in range(n_test_defect):
+            kind = kinds[k % len(kinds)]
+            img, mask, _ = defective("test", (kind,))
+            writer.image("test", kind, f"{k:05d}", img, mask)
+        large = None
+        if large_size:
+            good = texture_image(texture, large_size, rng, part="test")
+            writer.image("large/test", "good", "large_000", good)
+            img, mask, infos = paint_defects(texture_image(texture, large_size, rng, part="test"), rng,
+                                             kinds=kinds, count=large_defects)
+            writer.image("large/test", "mixed", "large_000", img, mask)
+            large = {"size": large_size, "defects": _info(infos), "mask_fraction": float(mask.mean())}
+        return writer.finish({
+            "protocol": "textures", "seed": seed, "texture": texture, "size": size, "epsilon": epsilon,
+            "n_train": n_train, "n_abnormal": n_abnormal, "n_test_good": n_test_good,
+            "n_test_defect": n_test_defect, "kinds": list(kinds), "max_defects": max_defects,
+            "pixel_masks": True, "large": large, "contaminated_train": contaminated,
+        })
