@@ -395,9 +395,9 @@ def train(cfg: TrainConfig, source: str = "<config>", resume: bool = False) -> P
     from .display import TrainingDisplay
     from .schedule import schedule, total_images
 
+    sched_cfg = schedule_config(cfg)  # validated before anything is built or written
     trainer = Trainer(cfg, source, resume=resume)
     acc, st, run_dir = trainer.acc, trainer.state, trainer.run_dir
-    sched_cfg = schedule_config(cfg)
     if trainer.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "samples").mkdir(exist_ok=True)
@@ -521,14 +521,11 @@ def schedule_config(cfg: TrainConfig):
     from .schedule import ScheduleConfig
 
     s = cfg.schedule
-    try:
-        return ScheduleConfig(
-            resolution=cfg.model.resolution, start_resolution=s.start_resolution, stable_kimg=s.stable_kimg,
-            fade_kimg=s.fade_kimg, total_kimg=s.total_kimg, batch=dict(s.batch), default_batch=s.default_batch,
-            lr=s.lr, lr_per_res=dict(s.lr_per_res),
-        )
-    except ValueError as err:
-        raise ConfigError(f"schedule: {err}") from None
+    return ScheduleConfig(  # raises ConfigError naming the field
+        resolution=cfg.model.resolution, start_resolution=s.start_resolution, stable_kimg=s.stable_kimg,
+        fade_kimg=s.fade_kimg, total_kimg=s.total_kimg, batch=dict(s.batch), default_batch=s.default_batch,
+        lr=s.lr, lr_per_res=dict(s.lr_per_res),
+    )
 
 
 # ----------------------------------------------------------------------------- CLI

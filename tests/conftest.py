@@ -1,0 +1,54 @@
+"""Shared fixtures: a tiny painted dataset as shards, and a tiny training config around it."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+# Two cores shared by everything: one thread per process is much faster for tiny networks.
+torch.set_num_threads(1)
+
+REPO = Path(__file__).resolve().parent.parent
+
+# Tiny settings every training test starts from: 16-px gray tiles, narrow networks, a few hundred images.
+TINY = [
+    "model.resolution=16", "model.latent_dim=16", "model.fmap_base=64", "model.fmap_max=16",
+    "schedule.start_resolution=8", "schedule.stable_kimg=0.064", "schedule.fade_kimg=0.064",
+    "schedule.total_kimg=0.256", "schedule.batch={8: 16, 16: 8}", "schedule.default_batch=8",
+    "train.checkpoint_kimg=0.064", "train.log_every=2", "train.grid_size=2", "train.display=false",
+    "train.mixed_precision=no", "data.num_workers=0", "loss.gamma=0.2", "loss.r1_gamma=1",
+]
+
+
+@pytest.fixture(scope="session")
+def tiny_shards(tmp_path_factory) -> Path:
+    """Shards of 16-px tiles cut from a few painted brick images (normal + abnormal with masks)."""
+    from nsgan.demo import build_dataset
+    from nsgan.shards import write_shards
+
+    root = tmp_path_factory.mktemp("tiny")
+    build_dataset(root / "data", n_normal=6, n_abnormal=3, size=64, seed=0)
+    write_shards(root / "data" / "normal", root / "data" / "abnormal", root / "data" / "abnormal_masks",
+                 tile=16, out=root / "shards", stride=16, channels=1, seed=0)
+    return root / "shards"
+
+
+@pytest.fixture
+def tiny_overrides(tiny_shards, tmp_path) -> list[str]:
+    return [*TINY, f"data.normal={tiny_shards / 'normal'}", f"data.abnormal={tiny_shards / 'abnormal'}", f"run_dir={tmp_path / 'run'}"]
+
+
+def subprocess_env() -> dict[str, str]:
+    """Environment for child processes: the repo importable, CPU only, unbuffered, few threads."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    env["PYTHONUNBUFFERED"] = "1"
+    env["OMP_NUM_THREADS"] = "1"
+    env["ACCELERATE_USE_CPU"] = "1"
+    env.pop("RANK", None)
+    env.pop("WORLD_SIZE", None)
+    env.pop("LOCAL_RANK", None)
+    return env
