@@ -113,6 +113,9 @@ def test_textures_layout_masks_large_image_and_seed(tmp_path):
     assert read_image(large[0]).shape == (300, 300, 1) and _count(out / "large", "test/good") == 1
     build_textures(tmp_path / "b", **kw)
     _same_tree(out, tmp_path / "b")
+    build_textures(tmp_path / "half", **{**kw, "downscale": 2, "large_size": 0})
+    assert read_image(tmp_path / "half/test/good/00000.png").shape == (64, 64, 1)
+    assert not (tmp_path / "half/large").exists()
 
 
 def _fake_caltech(root, n_cats=4, per_cat=10, clutter=30):

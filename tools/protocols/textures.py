@@ -26,6 +26,8 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="category folder to write")
     p.add_argument("--texture", default="brick", choices=TEXTURES)
     p.add_argument("--size", type=int, default=128, help="side of the training and test images")
+    p.add_argument("--downscale", type=int, default=1,
+                   help="view the photo at 1/N scale (block average) so a small image holds more of the pattern")
     p.add_argument("--epsilon", type=float, default=0.05, help="share of train/good images with unlabelled defects")
     p.add_argument("--n-train", type=int, default=200, help="train/good images, contaminated ones included")
     p.add_argument("--n-abnormal", type=int, default=20, help="labelled defective training images (with masks)")
@@ -41,7 +43,7 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
 
 def run(args) -> dict:
     kinds = tuple(k.strip() for k in args.kinds.split(",") if k.strip())
-    return build_textures(args.out, texture=args.texture, size=args.size, epsilon=args.epsilon,
+    return build_textures(args.out, texture=args.texture, size=args.size, downscale=args.downscale, epsilon=args.epsilon,
                           n_train=args.n_train, n_abnormal=args.n_abnormal, n_test_good=args.n_test_good,
                           n_test_defect=args.n_test_defect, kinds=kinds, max_defects=args.max_defects,
                           large_size=args.large_size, large_defects=args.large_defects, seed=args.seed,
@@ -52,12 +54,22 @@ def _info(infos):
     return [{k: v for k, v in i.items() if k in ("kind", "bbox", "area")} for i in infos]
 
 
-def build_textures(out, *, texture="brick", size=128, epsilon=0.05, n_train=200, n_abnormal=20,
+def _material(texture, size, rng, part, downscale):
+    """A normal image; with downscale N, an N·size crop block-averaged by N (defects are painted after)."""
+    img = texture_image(texture, size * downscale, rng, part=part)
+    if downscale == 1:
+        return img
+    return img.reshape(size, downscale, size, downscale, 1).mean(axis=(1, 3)).astype(np.float32)
+
+
+def build_textures(out, *, texture="brick", size=128, downscale=1, epsilon=0.05, n_train=200, n_abnormal=20,
                    n_test_good=30, n_test_defect=30, kinds=KINDS, max_defects=2, large_size=1024,
                    large_defects=8, seed=0, overwrite=False) -> dict:
     """Write the category folder; returns the protocol dict also written to protocol.json."""
     if not 0 <= epsilon < 1:
         raise DataError(f"--epsilon must be in [0, 1), got {epsilon}")
+    if downscale < 1:
+        raise DataError(f"--downscale must be at least 1, got {downscale}")
     if max_defects < 1:
         raise DataError(f"--max-defects must be at least 1, got {max_defects}")
     unknown = [k for k in kinds if k not in KINDS]
@@ -66,7 +78,7 @@ def build_textures(out, *, texture="brick", size=128, epsilon=0.05, n_train=200,
     rng = np.random.default_rng(seed)
 
     def defective(part, kinds_here, count=None):
-        img = texture_image(texture, size, rng, part=part)
+        img = _material(texture, size, rng, part, downscale)
         n = count or int(rng.integers(1, max_defects + 1))
         return paint_defects(img, rng, kinds=kinds_here, count=n)
 
@@ -79,26 +91,26 @@ def build_textures(out, *, texture="brick", size=128, epsilon=0.05, n_train=200,
                 img, _, infos = defective("train", kinds)
                 contaminated.append({"path": writer.image("train", "good", f"{k:05d}", img), "defects": _info(infos)})
             else:
-                writer.image("train", "good", f"{k:05d}", texture_image(texture, size, rng, part="train"))
+                writer.image("train", "good", f"{k:05d}", _material(texture, size, rng, "train", downscale))
         for k in range(n_abnormal):
             img, mask, _ = defective("train", kinds)
             writer.image("train", "defect", f"{k:05d}", img, mask)
         for k in range(n_test_good):
-            writer.image("test", "good", f"{k:05d}", texture_image(texture, size, rng, part="test"))
+            writer.image("test", "good", f"{k:05d}", _material(texture, size, rng, "test", downscale))
         for k in range(n_test_defect):
             kind = kinds[k % len(kinds)]
             img, mask, _ = defective("test", (kind,))
             writer.image("test", kind, f"{k:05d}", img, mask)
         large = None
         if large_size:
-            good = texture_image(texture, large_size, rng, part="test")
+            good = _material(texture, large_size, rng, "test", downscale)
             writer.image("large/test", "good", "large_000", good)
-            img, mask, infos = paint_defects(texture_image(texture, large_size, rng, part="test"), rng,
+            img, mask, infos = paint_defects(_material(texture, large_size, rng, "test", downscale), rng,
                                              kinds=kinds, count=large_defects)
             writer.image("large/test", "mixed", "large_000", img, mask)
             large = {"size": large_size, "defects": _info(infos), "mask_fraction": float(mask.mean())}
         return writer.finish({
-            "protocol": "textures", "seed": seed, "texture": texture, "size": size, "epsilon": epsilon,
+            "protocol": "textures", "seed": seed, "texture": texture, "size": size, "downscale": downscale, "epsilon": epsilon,
             "n_train": n_train, "n_abnormal": n_abnormal, "n_test_good": n_test_good,
             "n_test_defect": n_test_defect, "kinds": list(kinds), "max_defects": max_defects,
             "pixel_masks": True, "large": large, "contaminated_train": contaminated,
