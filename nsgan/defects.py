@@ -202,7 +202,7 @@ def paint_crack(img: np.ndarray, rng: np.random.Generator, max_area: int | None 
     budget = _default_budget(img) if max_area is None else max_area
     width = float(rng.choice([1.0, 1.0, 1.5, 2.0]))
     max_len = max(1.0, budget / (width + 0.5) - 1)
-    total_len = min(max_len, float(rng.uniform(0.2, 0.6)) * min(h, w) * 1.5)
+    total_len = min(max_len, float(rng.uniform(0.2, 0.6)) * min(h, w))
     total_len = max(total_len, min(max_len, 4.0))
     main_len = total_len * float(rng.uniform(0.6, 0.85))
     paths = []
@@ -224,12 +224,17 @@ def paint_crack(img: np.ndarray, rng: np.random.Generator, max_area: int | None 
 
 
 def _walk(start, heading, length, rng, shape):
-    """Points of a 1-px-step random walk whose heading drifts, stopped at the image border."""
+    """Points of a 1-px-step random walk, stopped at the image border.
+
+    The heading wiggles around its start value (a mean-reverting deviation, about ±0.4 rad), so
+    long cracks keep a direction instead of curling into loops.
+    """
     h, w = shape
     pts = [np.asarray(start, dtype=np.float64)]
+    deviation = 0.0
     for _ in range(max(1, int(round(length)))):
-        heading += rng.normal(0.0, 0.25)
-        nxt = pts[-1] + np.array([np.cos(heading), np.sin(heading)])
+        deviation = 0.95 * deviation + rng.normal(0.0, 0.12)
+        nxt = pts[-1] + np.array([np.cos(heading + deviation), np.sin(heading + deviation)])
         if not (0 <= nxt[0] <= w - 1 and 0 <= nxt[1] <= h - 1):
             break
         pts.append(nxt)

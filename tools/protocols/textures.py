@@ -6,7 +6,8 @@ unlabelled defects (listed in protocol.json, never masked). Labelled train/defec
 mixed kinds with masks; test/<kind>/ holds one kind per image, so the per-type breakdown is per
 kind. Test material comes from a part of the photo training never sees. `large/` is a second
 category folder with one full-size good and one full-size defective image (with mask), for
-tiled scoring: `nsgan evaluate --data OUT/large`.
+tiled scoring: `nsgan evaluate --data OUT/large`; it is cut from the whole photo (mirror-tiled
+beyond 512 px), so it shares material with training: a check of tiling, not of generalisation.
 """
 
 from __future__ import annotations
@@ -103,12 +104,14 @@ def build_textures(out, *, texture="brick", size=128, downscale=1, epsilon=0.05,
             writer.image("test", kind, f"{k:05d}", img, mask)
         large = None
         if large_size:
-            good = _material(texture, large_size, rng, "test", downscale)
+            # From the whole photo: a test strip mirror-tiled to full size would be mostly seams.
+            good = _material(texture, large_size, rng, "all", downscale)
             writer.image("large/test", "good", "large_000", good)
-            img, mask, infos = paint_defects(_material(texture, large_size, rng, "test", downscale), rng,
+            img, mask, infos = paint_defects(_material(texture, large_size, rng, "all", downscale), rng,
                                              kinds=kinds, count=large_defects)
             writer.image("large/test", "mixed", "large_000", img, mask)
-            large = {"size": large_size, "defects": _info(infos), "mask_fraction": float(mask.mean())}
+            large = {"size": large_size, "defects": _info(infos), "mask_fraction": float(mask.mean()),
+                     "material": "whole photo, mirror-tiled beyond its size; overlaps training material"}
         return writer.finish({
             "protocol": "textures", "seed": seed, "texture": texture, "size": size, "downscale": downscale, "epsilon": epsilon,
             "n_train": n_train, "n_abnormal": n_abnormal, "n_test_good": n_test_good,
