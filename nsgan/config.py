@@ -138,7 +138,9 @@ def _convert(value: Any, tp: Any, key: str, source: str) -> Any:
     if tp is str:
         if value is None:
             return ""
-        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+        if isinstance(value, bool):  # YAML 1.1 reads a bare `no` (mixed_precision: no) as False
+            return "yes" if value else "no"
+        if isinstance(value, (str, int, float)):
             return str(value)
         raise bad("a string")
     raise ConfigError(f"{source}: key '{key}' has an unsupported type")  # pragma: no cover

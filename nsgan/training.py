@@ -445,11 +445,12 @@ def train(cfg: TrainConfig, source: str = "<config>", resume: bool = False) -> P
                 trainer.save_checkpoint()
                 next_ckpt += cfg.train.checkpoint_kimg * 1000
         trainer.save_checkpoint()
+        digests = check_ranks_in_sync(trainer)
         model_path = run_dir / MODEL
         if trainer.is_main:
             trainer.save_grid("final.png", phase.level if prev_phase is None else prev_phase.level, 1.0)
             model_path = trainer.export()
-            _write_summary(trainer)
+            _write_summary(trainer, digests)
         acc.wait_for_everyone()
         return model_path
     except KeyboardInterrupt:
@@ -487,7 +488,30 @@ def _metrics_row(trainer: Trainer, phase, stats: dict[str, float], img_s: float)
     }
 
 
-def _write_summary(trainer: Trainer) -> None:
+def weights_digest(modules) -> str:
+    """SHA-256 over the modules' parameters and buffers (in order): equal on all ranks or a bug."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for module in modules:
+        for name, t in list(module.named_parameters()) + list(module.named_buffers()):
+            h.update(name.encode())
+            h.update(t.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def check_ranks_in_sync(trainer: Trainer) -> list[str]:
+    """Every rank hashes its own G, D and EMA; differing hashes mean DDP lost sync (an error)."""
+    from accelerate.utils import gather_object
+
+    mine = weights_digest([trainer.G_raw, trainer.G_ema, trainer.D_raw])
+    digests = gather_object([mine]) if trainer.world > 1 else [mine]
+    if len(set(digests)) != 1:
+        raise NsganError(f"ranks ended with different weights ({len(set(digests))} distinct digests): DDP lost sync", 6)
+    return digests
+
+
+def _write_summary(trainer: Trainer, digests: list[str]) -> None:
     from .checkpoint import write_json_atomic
 
     st = trainer.state
@@ -500,6 +524,8 @@ def _write_summary(trainer: Trainer) -> None:
         "skipped_normal": st.skipped_normal + trainer.normal.skipped,
         "skipped_abnormal": st.skipped_abnormal + (trainer.abnormal.skipped if trainer.abnormal else 0),
         "model": MODEL,
+        "rank_digests": digests,
+        "export_digest": weights_digest([trainer.G_ema, trainer.D_raw]),
     })
 
 
@@ -532,28 +558,24 @@ def schedule_config(cfg: TrainConfig):
 
 
 def configure_parser(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", help="YAML run config (see configs/)")
-    p.add_argument("--resume", nargs="?", const=True, default=False, metavar="RUN_DIR",
-                   help="continue the run at its last complete state (the config's run_dir, or RUN_DIR)")
+    p.add_argument("--config", help="YAML run config (see configs/); with --resume it may be left out if run_dir=RUN is given")
+    p.add_argument("--resume", action="store_true", help="continue the run in run_dir at its last complete state")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides, e.g. loss.gamma=0.1 schedule.total_kimg=20")
 
 
 def config_for_args(args: argparse.Namespace) -> tuple[TrainConfig, str]:
-    """The config a train command means: --config + overrides, or a run folder's saved config."""
+    """The config a train command means: --config + overrides, or (resuming) the run's saved config."""
+    from .config import parse_override
+
     if args.config:
-        cfg = load_config(args.config, args.overrides)
-        source = args.config
-        if isinstance(args.resume, str):
-            cfg.run_dir = args.resume
-        return cfg, source
-    if isinstance(args.resume, str):
-        saved = Path(args.resume) / "config.yaml"
+        return load_config(args.config, args.overrides), args.config
+    run_dirs = [value for keys, value in map(parse_override, args.overrides) if keys == ["run_dir"]]
+    if args.resume and run_dirs:
+        saved = Path(str(run_dirs[-1])) / "config.yaml"
         if not saved.is_file():
             raise ConfigError(f"{saved}: not found; pass --config with the run's config")
-        cfg = load_config(saved, args.overrides)
-        cfg.run_dir = args.resume
-        return cfg, str(saved)
-    raise ConfigError("--config is required (or --resume RUN_DIR)")
+        return load_config(saved, args.overrides), str(saved)
+    raise ConfigError("--config is required (or --resume run_dir=RUN to continue a run with its saved config)")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -1,0 +1,174 @@
+"""Training end to end on tiny data: export, config errors, exact resume, kills, two processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from nsgan.cli import main as cli
+from nsgan.config import load_config
+from nsgan.export import load_model
+from nsgan.training import train
+
+from .conftest import REPO, subprocess_env
+
+
+def _run(overrides, resume=False):
+    return train(load_config(None, overrides), resume=resume)
+
+
+def test_train_exports_a_model_that_loads_and_generates(tiny_overrides, tmp_path):
+    model_path = _run(tiny_overrides)
+    run = tmp_path / "run"
+    assert model_path == run / "model.safetensors"
+    m = load_model(model_path)
+    assert m.resolution == 16 and m.channels == 1 and m.meta["images_seen"] >= 256
+    assert m.meta["config"]["loss"]["gamma"] == 0.2
+    img = m.generator(torch.randn(3, m.latent_dim))
+    assert img.shape == (3, 1, 16, 16) and torch.isfinite(img).all()
+    assert m.discriminator(img).shape == (3,)
+    # one grid per phase (8 stable, 16 fade, 16 stable), the reals and the final grid
+    names = sorted(p.name for p in (run / "samples").glob("*.png"))
+    assert names == ["final.png", "phase00-8px-stable.png", "phase01-16px-fade.png", "reals.png"] or "phase02-16px-stable.png" in names
+    rows = [json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines()]
+    assert rows and {"kimg", "resolution", "alpha", "img_s", "loss_d", "loss_g", "d_abnormal", "skipped_normal"} <= rows[-1].keys()
+    assert rows[-1]["resolution"] == 16
+    assert (run / "checkpoints" / "latest.json").is_file()
+
+
+def test_resume_matches_uninterrupted_run(tiny_shards, tmp_path):
+    from .conftest import TINY
+
+    base = [*TINY, f"data.normal={tiny_shards / 'normal'}", f"data.abnormal={tiny_shards / 'abnormal'}"]
+    full = _run([*base, f"run_dir={tmp_path / 'full'}"])
+    # stop half-way (total 0.128 kimg, a state at the end), then continue the same run to 0.256
+    _run([*base, f"run_dir={tmp_path / 'split'}", "schedule.total_kimg=0.128"])
+    split = _run([*base, f"run_dir={tmp_path / 'split'}"], resume=True)
+    a, b = load_file(str(full)), load_file(str(split))
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    assert load_model(split).meta["images_seen"] == load_model(full).meta["images_seen"]
+
+
+@pytest.mark.parametrize("bad, needle", [
+    (["model.colour=3"], "unknown key 'model.colour'"),
+    (["model.resolution=big"], "key 'model.resolution' must be an integer"),
+    (["data.normal=/nonexistent/shards"], "data.normal"),
+    (["data.abnormal="], "loss.gamma"),
+])
+def test_config_errors_are_one_line_exit_2_and_write_nothing(tiny_overrides, tmp_path, capsys, bad, needle):
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text("seed: 0\n")
+    code = cli(["train", "--config", str(cfg), *tiny_overrides, *bad])
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert needle in err and str(cfg) in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "run").exists()
+
+
+def test_config_file_unknown_key_names_file_and_key(tmp_path, capsys):
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text("loss:\n  gama: 0.1\n")
+    assert cli(["train", "--config", str(cfg)]) == 2
+    err = capsys.readouterr().err
+    assert "bad.yaml" in err and "loss.gama" in err
+
+
+def test_existing_run_is_not_overwritten(tiny_overrides, tmp_path, capsys):
+    _run(tiny_overrides)
+    before = (tmp_path / "run" / "model.safetensors").read_bytes()
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text("seed: 0\n")
+    assert cli(["train", "--config", str(cfg), *tiny_overrides]) == 5
+    assert "--resume" in capsys.readouterr().err
+    assert (tmp_path / "run" / "model.safetensors").read_bytes() == before
+
+
+@pytest.mark.parametrize("damage", ["missing", "truncated", "foreign"])
+def test_bad_model_file_gives_clear_error(tmp_path, damage):
+    from safetensors.torch import save_file
+
+    from nsgan.errors import ModelError
+
+    path = tmp_path / "model.safetensors"
+    if damage == "truncated":
+        from nsgan.export import save_model
+        from nsgan.networks import Discriminator, Generator
+
+        save_model(path, Generator(16, 1, 8, 32, 8), Discriminator(16, 1, 32, 8), {"config": {}})
+        path.write_bytes(path.read_bytes()[:-200])
+    elif damage == "foreign":
+        save_file({"weight": torch.zeros(3)}, str(path), metadata={"format": "pt"})
+    with pytest.raises(ModelError, match=str(path.name)):
+        load_model(path)
+
+
+def test_partial_state_from_a_crash_while_saving_is_ignored(tiny_overrides, tmp_path):
+    """A save killed half-way leaves a .tmp folder or a folder without state.json: resume skips them."""
+    _run([*tiny_overrides, "schedule.total_kimg=0.128"])
+    ckpt = tmp_path / "run" / "checkpoints"
+    (ckpt / "state-999999999999.tmp").mkdir()
+    (ckpt / "state-999999999999.tmp" / "tensors.safetensors").write_bytes(b"\0" * 10)
+    half = ckpt / "state-999999999998"
+    half.mkdir()
+    (half / "tensors.safetensors").write_bytes(b"\0" * 10)  # state.json never written
+    (ckpt / "latest.json").write_text('{"state": "state-9999')  # pointer torn mid-write
+    model = _run(tiny_overrides, resume=True)
+    assert load_model(model).meta["images_seen"] >= 256
+
+
+def test_sigkill_during_training_then_resume(tiny_shards, tmp_path):
+    """A real SIGKILL mid-run: the newest complete state survives and --resume finishes the run."""
+    from .conftest import TINY
+
+    run = tmp_path / "run"
+    args = [*TINY, "schedule.total_kimg=2", "train.checkpoint_kimg=0.032",
+            f"data.normal={tiny_shards / 'normal'}", f"data.abnormal={tiny_shards / 'abnormal'}", f"run_dir={run}"]
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text("seed: 0\n")
+    proc = subprocess.Popen([sys.executable, "-m", "nsgan.cli", "train", "--config", str(cfg), *args],
+                            env=subprocess_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list((run / "checkpoints").glob("state-*"))) < 3:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)  # likely in the middle of a save: states come every few steps
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    assert not (run / "model.safetensors").exists()
+    resumed = subprocess.run([sys.executable, "-m", "nsgan.cli", "train", "--config", str(cfg), "--resume",
+                              *args, "schedule.total_kimg=0.512"], env=subprocess_env(), capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert load_model(run / "model.safetensors").meta["images_seen"] >= 512
+
+
+def test_two_processes_train_identical_weights_and_export(tiny_shards, tmp_path):
+    """DDP over gloo with 2 CPU processes: both ranks end with the same weights; the export works."""
+    from nsgan.training import weights_digest
+
+    from .conftest import TINY
+
+    run = tmp_path / "run"
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text("seed: 0\n")
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+           "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "29631", str(REPO / "launch" / "train.py"),
+           "--config", str(cfg), *TINY, f"data.normal={tiny_shards / 'normal'}", f"data.abnormal={tiny_shards / 'abnormal'}", f"run_dir={run}"]
+    proc = subprocess.run(cmd, env=subprocess_env(), capture_output=True, text=True, timeout=300, cwd=REPO)
+    summary = json.loads((run / "run.json").read_text())
+    digests = summary["rank_digests"]  # each rank's own hash of G, G_ema and D, gathered at the end
+    assert len(digests) == 2 and digests[0] == digests[1], proc.stderr[-3000:]
+    m = load_model(run / "model.safetensors")
+    assert m.meta["trained_with"]["world_size"] == 2 and m.meta["images_seen"] >= 256
+    assert weights_digest([m.generator, m.discriminator]) == summary["export_digest"]
+    assert torch.isfinite(m.generator(torch.randn(2, m.latent_dim))).all()
+    assert proc.returncode == 0, proc.stderr[-3000:]
