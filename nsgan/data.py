@@ -27,7 +27,7 @@ import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Iterator
 
 import numpy as np
 import torch
@@ -40,7 +40,11 @@ MANIFEST_NAME = "manifest.json"
 _GRAY_MODES = {"L": 255, "I;16": 65535, "I;16B": 65535, "I;16L": 65535, "I;16N": 65535, "I": 65535}
 
 
-class CorruptSampleWarning(UserWarning):
+class DataWarning(UserWarning):
+    """Something about a stream the user should know, which does not stop training."""
+
+
+class CorruptSampleWarning(DataWarning):
     """A sample or shard of a stream could not be used; shown once per kind of problem."""
 
 
@@ -207,7 +211,7 @@ class ShardStream:
         warnings.warn(
             f"stream position was saved for (version, seed, rank, world, shards) = {setup} and {len(workers)} "
             f"worker(s), now {expected} and {self.n_workers}: continuing on fresh epochs, not exactly",
-            CorruptSampleWarning,
+            DataWarning,
             stacklevel=3,
         )
         epoch = max((e for e, _ in workers), default=-1) + 1
@@ -430,4 +434,4 @@ def decode_sample(sample: dict, tile: int, channels: int) -> tuple[np.ndarray | 
     return np.transpose(unit * 2.0 - 1.0, (2, 0, 1)), "", ""
 
 
-__all__ = ["ShardStream", "StreamBatch", "CorruptSampleWarning", "resolve_shards", "read_manifest", "measure_loader", "decode_sample"]
+__all__ = ["ShardStream", "StreamBatch", "DataWarning", "CorruptSampleWarning", "resolve_shards", "read_manifest", "measure_loader", "decode_sample"]

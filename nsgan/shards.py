@@ -31,7 +31,7 @@ import numpy as np
 
 from . import __version__
 from .errors import DataError, NsganError, OutputError
-from .imageio import IMAGE_SUFFIXES, list_images, read_image, read_raw, to_channels, to_unit_float
+from .imageio import list_images, read_image, read_raw, to_channels, to_unit_float
 
 Manifest = dict[str, Any]
 
@@ -544,4 +544,4 @@ class _progress_bar:
             self.progress.stop()
 
 
-__all__ = ["write_shards", "configure_parser", "run", "Manifest", "MANIFEST_NAME", "IMAGE_SUFFIXES"]
+__all__ = ["write_shards", "configure_parser", "run", "Manifest", "MANIFEST_NAME"]

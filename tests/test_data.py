@@ -15,7 +15,7 @@ import webdataset as wds
 from PIL import Image
 
 from nsgan import data
-from nsgan.data import CorruptSampleWarning, ShardStream, measure_loader, read_manifest, resolve_shards
+from nsgan.data import CorruptSampleWarning, DataWarning, ShardStream, measure_loader, read_manifest, resolve_shards
 from nsgan.errors import DataError
 from nsgan.imageio import read_image, to_channels
 from nsgan.shards import write_shards
@@ -99,6 +99,13 @@ def test_tiles_round_trip_from_images_through_shards(tmp_path):
                 assert min(errors) <= 2 / 255 + 1e-5  # 1/255 in [0, 1]
                 seen.add(int(np.argmin(errors)))
         assert seen == set(range(6))
+
+
+def test_gray_shards_are_streamed_as_rgb_on_request(numbered_shards):
+    (b,) = take(ShardStream(numbered_shards[:1], TILE, 3, batch=6, seed=0, num_workers=0), 1)
+    assert b.images.shape == (6, 3, TILE, TILE)
+    assert torch.equal(b.images[:, :1].expand(-1, 3, -1, -1), b.images)
+    assert sorted(value_of(i) for i in b.images) == [0, 1, 2, 3, 4, 5]
 
 
 def test_corrupt_samples_are_dropped_counted_and_warned_once_per_kind(tmp_path):
@@ -189,7 +196,7 @@ def test_resume_does_not_decode_the_samples_it_skips(numbered_shards, monkeypatc
 
 def test_a_position_from_another_setup_warns_and_starts_fresh_epochs(numbered_shards):
     first = take(ShardStream(numbered_shards, TILE, 1, batch=2, seed=0, num_workers=0), 2)
-    with pytest.warns(CorruptSampleWarning, match="not exactly"):
+    with pytest.warns(DataWarning, match="not exactly"):
         s = ShardStream(numbered_shards, TILE, 1, batch=2, seed=0, num_workers=2, position=first[-1].position)
     assert [w["epoch"] for w in s.position["workers"]] == [1, 1]
     with pytest.raises(DataError, match="malformed"):
