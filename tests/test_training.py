@@ -172,3 +172,31 @@ def test_two_processes_train_identical_weights_and_export(tiny_shards, tmp_path)
     assert weights_digest([m.generator, m.discriminator]) == summary["export_digest"]
     assert torch.isfinite(m.generator(torch.randn(2, m.latent_dim))).all()
     assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+def test_corrupt_tiles_and_truncated_tar_are_skipped_and_counted(tiny_shards, tmp_path):
+    """A broken sample inside a shard and a truncated tar: warned, counted in metrics, training goes on."""
+    import io
+    import shutil
+    import tarfile
+
+    from .conftest import TINY
+
+    normal = tmp_path / "normal"
+    shutil.copytree(tiny_shards / "normal", normal)
+    first = sorted(normal.glob("*.tar"))[0]
+    with tarfile.open(normal / "bad-000000.tar", "w") as tar:  # a shard whose samples do not decode
+        for i in range(40):
+            for ext, data in (("png", b"not a png at all"), ("json", b"{}")):
+                info = tarfile.TarInfo(f"broken{i:04d}.{ext}")
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+    data = first.read_bytes()
+    (normal / "cut-000000.tar").write_bytes(data[: len(data) // 3 + 100])  # breaks off inside a sample
+    _run([*TINY, f"data.normal={normal}", f"data.abnormal={tiny_shards / 'abnormal'}", f"run_dir={tmp_path / 'run'}",
+          "model.resolution=16", "data.channels=1"])
+    summary = json.loads((tmp_path / "run" / "run.json").read_text())
+    rows = [json.loads(l) for l in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert summary["skipped_normal"] > 0
+    assert rows[-1]["skipped_normal"] == summary["skipped_normal"]
+    assert load_model(tmp_path / "run" / "model.safetensors").meta["images_seen"] >= 256
