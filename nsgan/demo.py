@@ -3,8 +3,7 @@
 Builds a small factory-like dataset from a real texture photo bundled in scikit-image (brick),
 paints micro-scratches, pits and cracks into it — a few hidden among the "normal" images, as in
 real dirty data, and some labelled with masks — writes shards, trains `configs/demo.yaml`, and
-exports the model. Then it scores a full-size image with painted defects, if the scoring part is
-installed, and says where to look.
+exports the model. Then it scores a full-size image with painted defects and says where to look.
 """
 
 from __future__ import annotations
@@ -57,7 +56,7 @@ def build_dataset(root: Path, texture: str = "brick", n_normal: int = 60, n_abno
     return {"texture": texture, "normal": n_normal, "hidden_defects": len(hidden), "abnormal": n_abnormal, "size": size}
 
 
-def build_test_image(root: Path, texture: str = "brick", size: int = 512, seed: int = 1) -> tuple[Path, Path]:
+def build_test_image(root: Path, texture: str = "brick", size: int = 256, seed: int = 1) -> tuple[Path, Path]:
     """One full-size image with painted defects and its mask (what the demo scores)."""
     from .defects import paint_defects
     from .imageio import write_png
@@ -77,6 +76,8 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--texture", default="brick", help="bundled texture photo: brick, grass or gravel")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--overwrite", action="store_true", help="replace an earlier demo in --out")
+    p.add_argument("--image-size", type=int, default=256, help="side of the full-size test image that is scored")
+    p.add_argument("--search-iterations", type=int, default=100, help="latent-search steps per tile (AnoGAN uses 500)")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="training config overrides, e.g. schedule.total_kimg=10")
 
 
@@ -89,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
     from .shards import write_shards
     from .training import train
 
-    console = Console()
+    console = Console(soft_wrap=True)  # paths stay whole, so they can be copied
     out = Path(args.out)
     if not Path(args.config).is_file():
         raise ConfigError(f"{args.config}: demo config not found (run from a source checkout, or pass --config)")
@@ -116,7 +117,7 @@ def run(args: argparse.Namespace) -> int:
     model = train(cfg, source=args.config)
     summary = {"data": made, "model": str(model), "samples": str(out / "run" / "samples"), "train_minutes": round((time.perf_counter() - t0) / 60, 2)}
     console.print(f"4/4 scoring a full-size image with painted defects → {out / 'score'}")
-    summary.update(_score_full_image(out, model, args.texture, args.seed, console))
+    summary.update(_score_full_image(out, model, args.texture, args.seed, console, args.image_size, args.search_iterations))
     summary["total_minutes"] = round((time.perf_counter() - t0) / 60, 2)
     (out / "demo.json").write_text(json.dumps(summary, indent=1))
     console.rule("[bold green]done")
@@ -130,12 +131,23 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _score_full_image(out: Path, model: Path, texture: str, seed: int, console) -> dict:
-    """Score the full-size test image; scoring arrives with its own issue, so this is optional."""
-    image, mask = build_test_image(out / "data" / "test", texture=texture, seed=seed + 1)
-    try:
-        from .scoring import score_for_demo
-    except ImportError:
-        console.print("    (scoring not installed yet: skipped)")
-        return {"test_image": str(image), "test_mask": str(mask)}
-    return {"test_image": str(image), "test_mask": str(mask), **score_for_demo(model, image, mask, out / "score")}
+def _score_full_image(out: Path, model: Path, texture: str, seed: int, console, size: int, iterations: int) -> dict:
+    """Score a full-size test image with painted defects; say whether the top region hits one."""
+    from .imageio import read_image
+    from .scoring import Scorer, ScoreOptions
+    from .search import SearchConfig
+
+    image, mask_path = build_test_image(out / "data" / "test", texture=texture, size=size, seed=seed + 1)
+    options = ScoreOptions(search=SearchConfig(iterations=iterations, restarts=1, seed=seed))
+    scorer = Scorer.from_file(model, options, progress=True)
+    result = scorer.score_to_files(image, out / "score")
+    mask = read_image(mask_path)[:, :, 0] > 0.5
+    hits = []
+    for region in sorted(result.regions, key=lambda r: -r.peak)[:3]:
+        x0, y0, x1, y1 = region.bbox
+        hits.append(bool(mask[y0:y1, x0:x1].any()))
+    console.print(f"    image score {result.score:.4f} ({result.verdict}); {len(result.regions)} regions above the map's "
+                  f"threshold; the strongest {len(hits)} touch a painted defect: {hits}")
+    return {"test_image": str(image), "test_mask": str(mask_path), "overlay": str(result.overlay_path),
+            "report": str(result.report_path), "map": str(result.map_path), "image_score": result.score,
+            "top_regions_hit_defect": hits}
