@@ -129,10 +129,10 @@ class TrainState:
 
     images_seen: int = 0
     step: int = 0
-    phase_index: int = -1
     skipped_normal: int = 0
     skipped_abnormal: int = 0
     seconds: float = 0.0  # training wall time so far (for the ETA and the summary)
+    last_phase: dict[str, Any] = field(default_factory=dict)  # phase of the last step taken
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -241,7 +241,7 @@ class Trainer:
             s = self.state
             info = {
                 "step": s.step,
-                "phase_index": s.phase_index,
+                "last_phase": s.last_phase,
                 "seconds": s.seconds,
                 "world_size": self.world,
                 "config": self.cfg.to_dict(),
@@ -269,7 +269,8 @@ class Trainer:
         self.opt_G.load_state_dict(unflatten_optimizer(info["optimizers"]["opt_G"], tensors))
         self.opt_D.load_state_dict(unflatten_optimizer(info["optimizers"]["opt_D"], tensors))
         s = self.state
-        s.images_seen, s.step, s.phase_index, s.seconds = int(info["images_seen"]), int(info["step"]), int(info["phase_index"]), float(info["seconds"])
+        s.images_seen, s.step, s.seconds = int(info["images_seen"]), int(info["step"]), float(info["seconds"])
+        s.last_phase = dict(info.get("last_phase") or {})
         mine = info["ranks"][self.rank]
         self.latent_gen.set_state(torch.tensor(mine["latent_rng"], dtype=torch.uint8))
         torch.set_rng_state(torch.tensor(mine["torch_rng"], dtype=torch.uint8))
@@ -316,6 +317,11 @@ class Trainer:
 
         self._update_ema(batch * self.world)
         return {**stats_d, **stats_g}
+
+    def reset_optimizers(self) -> None:
+        """Forget Adam's moments: the new level's layers and the changed objective start fresh."""
+        for opt in (self.opt_G, self.opt_D):
+            opt.state.clear()
 
     @torch.no_grad()
     def _update_ema(self, images: int) -> None:
@@ -410,21 +416,23 @@ def train(cfg: TrainConfig, source: str = "<config>", resume: bool = False) -> P
     metrics_fh = open(run_dir / METRICS, "a") if trainer.is_main else None
     next_ckpt = (math.floor(st.images_seen / (cfg.train.checkpoint_kimg * 1000)) + 1) * cfg.train.checkpoint_kimg * 1000
     window_t, window_imgs, sums, count = time.perf_counter(), 0, {}, 0
-    prev_phase = None
     try:
         while True:
             phase = schedule(st.images_seen, sched_cfg, trainer.world)
-            if prev_phase is not None and phase.index != prev_phase.index and trainer.is_main:
-                trainer.save_grid(_grid_name(prev_phase), prev_phase.level, prev_phase.alpha)
+            # Decisions at phase edges read only the saved state, so a resumed run makes the same ones.
+            last = st.last_phase
+            if last and phase.index != last["index"] and trainer.is_main:
+                trainer.save_grid(_grid_name(last), last["level"], last["alpha"])
             if phase.done:
                 break
+            if last and phase.level != last["level"]:
+                trainer.reset_optimizers()  # PGGAN resets Adam's moments when a new level fades in
             t0 = time.perf_counter()
             stats = trainer.step(phase)
             st.seconds += time.perf_counter() - t0
             st.images_seen += phase.batch * trainer.world
             st.step += 1
-            st.phase_index = phase.index
-            prev_phase = phase
+            st.last_phase = {"index": phase.index, "level": phase.level, "alpha": phase.alpha, "resolution": phase.resolution, "stage": phase.stage}
             window_imgs += phase.batch * trainer.world
             for k, v in stats.items():
                 sums[k] = sums.get(k, 0.0) + float(v)
@@ -448,7 +456,7 @@ def train(cfg: TrainConfig, source: str = "<config>", resume: bool = False) -> P
         digests = check_ranks_in_sync(trainer)
         model_path = run_dir / MODEL
         if trainer.is_main:
-            trainer.save_grid("final.png", phase.level if prev_phase is None else prev_phase.level, 1.0)
+            trainer.save_grid("final.png", phase.level, 1.0)
             model_path = trainer.export()
             _write_summary(trainer, digests)
         acc.wait_for_everyone()
@@ -464,8 +472,8 @@ def train(cfg: TrainConfig, source: str = "<config>", resume: bool = False) -> P
         _shutdown(acc)
 
 
-def _grid_name(phase) -> str:
-    return f"phase{phase.index:02d}-{phase.resolution}px-{phase.stage}.png"
+def _grid_name(phase: dict) -> str:
+    return f"phase{phase['index']:02d}-{phase['resolution']}px-{phase['stage']}.png"
 
 
 def _metrics_row(trainer: Trainer, phase, stats: dict[str, float], img_s: float) -> dict[str, Any]:

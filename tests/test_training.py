@@ -45,13 +45,14 @@ def test_train_exports_a_model_that_loads_and_generates(tiny_overrides, tmp_path
     assert (run / "checkpoints" / "latest.json").is_file()
 
 
-def test_resume_matches_uninterrupted_run(tiny_shards, tmp_path):
+@pytest.mark.parametrize("stop_kimg", ["0.064", "0.128"])  # at a level change (optimizer reset), mid-level
+def test_resume_matches_uninterrupted_run(tiny_shards, tmp_path, stop_kimg):
     from .conftest import TINY
 
     base = [*TINY, f"data.normal={tiny_shards / 'normal'}", f"data.abnormal={tiny_shards / 'abnormal'}"]
     full = _run([*base, f"run_dir={tmp_path / 'full'}"])
-    # stop half-way (total 0.128 kimg, a state at the end), then continue the same run to 0.256
-    _run([*base, f"run_dir={tmp_path / 'split'}", "schedule.total_kimg=0.128"])
+    # stop early (a state at the end), then continue the same run to 0.256 kimg
+    _run([*base, f"run_dir={tmp_path / 'split'}", f"schedule.total_kimg={stop_kimg}"])
     split = _run([*base, f"run_dir={tmp_path / 'split'}"], resume=True)
     a, b = load_file(str(full)), load_file(str(split))
     assert a.keys() == b.keys()
