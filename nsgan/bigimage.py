@@ -206,6 +206,7 @@ def write_map(path: str | Path, height: int, width: int, row_blocks: Iterable[np
                 tile=(tile, tile),
                 photometric="minisblack",
                 compression="zlib",
+                compressionargs={"level": 1},  # fast; near-zero maps still shrink a lot
                 metadata=None,
             )
         os.replace(tmp, path)

@@ -66,7 +66,10 @@ def find_regions(blocks: Iterable[tuple[int, np.ndarray]], threshold: float, min
     for y0, rows in blocks:
         lab, n = ndimage.label(rows > threshold, structure=eight)
         base = len(stats)
-        glab = np.where(lab > 0, lab + base - 1, -1)
+
+        def glob(row: np.ndarray) -> np.ndarray:  # local labels -> global ids (-1: background)
+            return np.where(row > 0, row.astype(np.int64) + base - 1, -1)
+
         if n:
             uf.add(n)
             ids = np.arange(1, n + 1)
@@ -77,14 +80,14 @@ def find_regions(blocks: Iterable[tuple[int, np.ndarray]], threshold: float, min
                 stats.append([int(area[k]), sl[1].start, y0 + sl[0].start, sl[1].stop, y0 + sl[0].stop,
                               float(peaks[k]), int(ppos[k][1]), y0 + int(ppos[k][0])])
         if prev_last is not None and rows.shape[0]:
-            first, w = glab[0], rows.shape[1]
+            first, w = glob(lab[0]), rows.shape[1]
             for d in (-1, 0, 1):  # 8-connectivity across the band border
                 a = prev_last[max(0, d) : w + min(0, d)]
                 b = first[max(0, -d) : w + min(0, -d)]
                 for i, j in {(int(i), int(j)) for i, j in zip(a, b) if i >= 0 and j >= 0}:
                     uf.union(i, j)
         if rows.shape[0]:
-            prev_last = glab[-1].copy()
+            prev_last = glob(lab[-1])
 
     merged: dict[int, list] = {}
     for g, s in enumerate(stats):
@@ -144,12 +147,12 @@ def render_overlay(image: np.ndarray, amap: np.ndarray, regions: list[Region], f
     from PIL import Image, ImageDraw
     from skimage.segmentation import find_boundaries
 
-    base = image if image.shape[2] == 3 else np.repeat(image, 3, axis=2)
     vmax = 2.0 * threshold if threshold > 0 else float(amap.max() or 1.0)
-    level = np.clip(amap / vmax, 0.0, 1.0)
-    heat = colormaps["inferno"](level)[..., :3].astype(np.float32)
-    alpha = (0.65 * level)[..., None]
-    rgb = (1 - alpha) * base + alpha * heat
+    level = (np.clip(amap / vmax, 0.0, 1.0) * 255).astype(np.uint8)
+    lut = colormaps["inferno"](np.linspace(0.0, 1.0, 256))[:, :3].astype(np.float32)
+    alpha = (np.linspace(0.0, 0.65, 256, dtype=np.float32))[level][..., None]
+    rgb = (1 - alpha) * image + alpha * lut[level]  # gray images broadcast to RGB here
+    del alpha
     rgb[find_boundaries(amap > threshold, mode="inner")] = (0.0, 1.0, 1.0)
     im = Image.fromarray((np.clip(rgb, 0, 1) * 255 + 0.5).astype(np.uint8))
     draw = ImageDraw.Draw(im)

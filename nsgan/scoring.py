@@ -31,6 +31,7 @@ from .search import PRECISIONS, LatentSearch, SearchConfig
 from .tiling import BandBlender, TileGrid, cut_tiles, read_padded_rows
 
 UNCALIBRATED_K = 4.0  # without a pixel threshold, regions are drawn above mean + K·std of the map
+REGION_BAND_ROWS = 64  # map rows labelled at a time in the region pass (bounds its memory)
 
 
 @dataclass(frozen=True)
@@ -292,6 +293,7 @@ class Scorer:
                        overwrite: bool = False) -> ScoreResult:
         """Score an image file by streaming; write <stem>.map.tif, .overlay.png and .json in out_dir (main process)."""
         path, out_dir = Path(path), Path(out_dir)
+        ensure_writable(out_dir)
         outs = output_paths(out_dir, stem or path.stem)
         check_outputs(outs, overwrite)
         with open_image(path) as src:
@@ -314,7 +316,7 @@ class Scorer:
         score = float(tile_scores.max())
         result = ScoreResult(score, self._verdict(score, th), None, [], th, (h, w), tile_scores, st)
         if self.is_main:
-            result.regions = find_regions(read_map_rows(outs["map"]), th["pixel"], self.options.min_region_area)
+            result.regions = find_regions(read_map_rows(outs["map"], REGION_BAND_ROWS), th["pixel"], self.options.min_region_area)
             write_overlay(outs["overlay"], render_overlay(views[0].result(), views[1].result(), result.regions, f, th["pixel"]))
             result.map_path, result.overlay_path, result.report_path = outs["map"], outs["overlay"], outs["json"]
             report = result.report(str(path))

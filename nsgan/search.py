@@ -66,12 +66,16 @@ class SearchResult:
 
 
 def start_latents(tile_ids: Sequence[int], restarts: int, latent_dim: int, seed: int) -> torch.Tensor:
-    """(N·restarts, latent_dim) starting points; tile i's rows depend only on (seed, global id i)."""
+    """(N·restarts, latent_dim) starting points; start r of tile i depends only on (seed, global id i, r)."""
     out = torch.empty(len(tile_ids) * restarts, latent_dim)
     gen = torch.Generator()
-    for k, tid in enumerate(tile_ids):
-        gen.manual_seed(int(np.random.SeedSequence([seed, int(tid)]).generate_state(1, np.uint64)[0] >> 1))
-        out[k * restarts : (k + 1) * restarts] = torch.randn(restarts, latent_dim, generator=gen)
+    k = 0
+    for tid in tile_ids:
+        states = np.random.SeedSequence([seed, int(tid)]).generate_state(restarts, np.uint64)
+        for state in states:
+            gen.manual_seed(int(state >> np.uint64(1)))
+            out[k] = torch.randn(latent_dim, generator=gen)
+            k += 1
     return out
 
 

@@ -1,0 +1,119 @@
+"""`nsgan calibrate`: image and pixel thresholds from held-out images, stored inside the model file.
+
+From normal images only: image threshold = max(mean + k·std of their scores, the highest of them),
+so no held-out normal image is flagged; pixel threshold = a high quantile (0.999) of their map
+values. With abnormal images the image threshold is the one that maximises F1 over both sets,
+and with defect masks the pixel threshold maximises pixel-level F1. The search settings used are
+stored with the thresholds, since scores depend on them; scoring warns when they differ.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+
+from .errors import DataError
+from .export import update_metadata
+from .imageio import IMAGE_SUFFIXES, list_images, read_image
+from .scoring import Scorer, add_search_arguments, options_from_args
+
+SAMPLES_PER_IMAGE = 200_000  # map values kept per normal image for the pixel quantile
+
+
+def best_f1_threshold(neg: np.ndarray, pos: np.ndarray, candidates: np.ndarray | None = None) -> tuple[float, float]:
+    """(threshold, F1) maximising F1 of `value > threshold` with pos as positives, neg as negatives."""
+    neg, pos = np.sort(np.asarray(neg, np.float64)), np.sort(np.asarray(pos, np.float64))
+    if candidates is None:
+        v = np.unique(np.concatenate([neg, pos]))
+        candidates = np.concatenate([[v[0] - 1e-6], (v[:-1] + v[1:]) / 2]) if len(v) > 1 else v - 1e-6
+    tp = len(pos) - np.searchsorted(pos, candidates, side="right")
+    fp = len(neg) - np.searchsorted(neg, candidates, side="right")
+    fn = len(pos) - tp
+    f1 = 2 * tp / np.maximum(2 * tp + fp + fn, 1)
+    k = int(np.argmax(f1))
+    return float(candidates[k]), float(f1[k])
+
+
+def _mask_for(image: Path, abnormal_root: Path, mask_root: Path) -> Path:
+    """MVTec layout: masks/<same sub-folder>/<stem>_mask.png, or the same stem."""
+    rel = image.relative_to(abnormal_root).parent
+    for name in (f"{image.stem}_mask", image.stem):
+        for suffix in IMAGE_SUFFIXES:
+            p = mask_root / rel / f"{name}{suffix}"
+            if p.is_file():
+                return p
+    raise DataError(f"{image}: no mask in {mask_root / rel} (looked for {image.stem}_mask.* and {image.stem}.*)")
+
+
+def calibrate(scorer: Scorer, normal: list[Path], abnormal: list[Path] | None = None,
+              masks: list[Path] | None = None, k: float = 3.0, pixel_quantile: float = 0.999) -> dict:
+    """Score the held-out sets and return the thresholds entry to store with the model."""
+    if not normal:
+        raise DataError("calibration needs at least one normal image")
+    n_scores, n_pixels = [], []
+    for p in normal:
+        r = scorer.score(p)
+        n_scores.append(r.score)
+        flat = r.map.ravel()
+        n_pixels.append(flat[:: max(1, flat.size // SAMPLES_PER_IMAGE)])
+    n_scores_a, n_pix = np.array(n_scores), np.concatenate(n_pixels)
+    th: dict = {
+        "image": float(max(n_scores_a.mean() + k * n_scores_a.std(), n_scores_a.max())),
+        "image_method": f"max(mean + {k:g}·std, max) of {len(normal)} normal image scores",
+        "pixel": float(np.quantile(n_pix, pixel_quantile)),
+        "pixel_method": f"{pixel_quantile:g} quantile of normal map values",
+        "n_normal": len(normal),
+    }
+    if abnormal:
+        a_scores, pos_pix, neg_pix = [], [], [n_pix]
+        for i, p in enumerate(abnormal):
+            r = scorer.score(p)
+            a_scores.append(r.score)
+            if masks:
+                m = read_image(masks[i])[:, :, 0] > 0.5
+                if m.shape != r.map.shape:
+                    raise DataError(f"{masks[i]}: mask is {m.shape[1]}×{m.shape[0]}, image {p} is {r.shape[1]}×{r.shape[0]}")
+                pos_pix.append(r.map[m])
+                neg_pix.append(r.map[~m])
+        th["image"], th["image_f1"] = best_f1_threshold(n_scores_a, np.array(a_scores))
+        th["image_method"] = f"best F1 over {len(normal)} normal and {len(abnormal)} abnormal images"
+        th["n_abnormal"] = len(abnormal)
+        if masks:
+            pos, neg = np.concatenate(pos_pix), np.concatenate(neg_pix)
+            cands = np.unique(np.quantile(np.concatenate([pos, neg[:: max(1, neg.size // 1_000_000)]]), np.linspace(0, 1, 1025)))
+            th["pixel"], th["pixel_f1"] = best_f1_threshold(neg, pos, cands)
+            th["pixel_method"] = "best pixel F1 over the masks"
+    th["search"] = scorer.options.search.to_dict()
+    th["stride"] = scorer.stride
+    return th
+
+
+def configure_parser(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", required=True, help="exported model (.safetensors); thresholds are written into it")
+    p.add_argument("--normal", required=True, help="folder of held-out normal images")
+    p.add_argument("--abnormal", help="folder of images with defects (image threshold by best F1)")
+    p.add_argument("--masks", help="folder of defect masks for --abnormal (pixel threshold by best F1)")
+    p.add_argument("--k", type=float, default=3.0, help="normal-only image threshold: mean + k·std (default %(default)s)")
+    p.add_argument("--pixel-quantile", type=float, default=0.999, help="normal-only pixel threshold quantile (default %(default)s)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_search_arguments(p)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.masks and not args.abnormal:
+        raise DataError("--masks needs --abnormal (the images the masks belong to)")
+    if not 0.0 < args.pixel_quantile < 1.0:
+        raise DataError(f"--pixel-quantile: {args.pixel_quantile} is not in (0, 1)")
+    normal = list_images(args.normal)
+    if not normal:
+        raise DataError(f"{args.normal}: no images in this folder")
+    abnormal = list_images(args.abnormal) if args.abnormal else None
+    masks = [_mask_for(p, Path(args.abnormal), Path(args.masks)) for p in abnormal] if args.masks else None
+    scorer = Scorer.from_file(args.model, options_from_args(args), progress=not args.no_progress)
+    th = calibrate(scorer, normal, abnormal, masks, k=args.k, pixel_quantile=args.pixel_quantile)
+    update_metadata(args.model, thresholds=th)
+    print(f"{args.model}: image threshold {th['image']:.4g} ({th['image_method']}), "
+          f"pixel threshold {th['pixel']:.4g} ({th['pixel_method']})")
+    return 0
