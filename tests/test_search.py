@@ -33,7 +33,7 @@ class TinyD(torch.nn.Module):
     def __init__(self, channels: int = 1):
         super().__init__()
         g = torch.Generator().manual_seed(1)
-        self.conv = torch.nn.Conv2d(channels, 4, 3, padding=1)
+        self.conv = torch.nn.Conv2d(channels, 4, 3, padding=1, bias=False)
         with torch.no_grad():
             self.conv.weight.copy_(torch.randn(self.conv.weight.shape, generator=g) * 0.3)
 
