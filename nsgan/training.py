@@ -24,6 +24,7 @@ import torch
 
 from . import __version__
 from .config import TrainConfig, config_from_dict, load_config
+from .engines import engine_for, peer_failure
 from .errors import ConfigError, DataError, NsganError, OutputError
 
 METRICS = "metrics.jsonl"
@@ -115,10 +116,15 @@ def make_accelerator(cfg: TrainConfig):
     from accelerate import Accelerator
     from accelerate.utils import DistributedDataParallelKwargs, InitProcessGroupKwargs
 
+    from .engines import deepspeed_requested, make_deepspeed_accelerator
+
+    timeout = timedelta(seconds=float(os.environ.get("NSGAN_PG_TIMEOUT", "600")))
+    if deepspeed_requested():  # engine: DeepSpeed ZeRO-1/2 (nsgan/engines.py)
+        return make_deepspeed_accelerator(cfg, timeout)
     mp = None if cfg.train.mixed_precision == "auto" else cfg.train.mixed_precision
     handlers = [
         DistributedDataParallelKwargs(find_unused_parameters=True),
-        InitProcessGroupKwargs(timeout=timedelta(seconds=float(os.environ.get("NSGAN_PG_TIMEOUT", "600")))),
+        InitProcessGroupKwargs(timeout=timeout),
     ]
     return Accelerator(mixed_precision=mp, kwargs_handlers=handlers)
 
@@ -162,6 +168,7 @@ class Trainer:
         self.normal_shards, self.abnormal_shards, self.channels = resolve_data(cfg, source)
         self._check_run_dir(resume)
         self.acc = make_accelerator(cfg)
+        self.engine = engine_for(self.acc)  # DDP or DeepSpeed ZeRO-1/2: wrapping, updates, optimizer state
         self.device = self.acc.device
         self.rank, self.world = self.acc.process_index, self.acc.num_processes
         self.is_main = self.acc.is_main_process
@@ -181,11 +188,17 @@ class Trainer:
         positions: dict[str, Any] = {}
         if resume:
             positions = self._load_latest()
-        self.G, self.D, self.opt_G, self.opt_D = self.acc.prepare(self.G, self.D, self.opt_G, self.opt_D)
+        self.G, self.D, self.opt_G, self.opt_D = self.engine.prepare(self.acc, self.G, self.D, self.opt_G, self.opt_D)
         self.G_raw, self.D_raw = self.acc.unwrap_model(self.G), self.acc.unwrap_model(self.D)
+        self.G_step, self.D_step = self.engine.forward_modules(self.G, self.D, self.G_raw, self.D_raw)
+        if resume and self.engine.shards_optimizer:  # each rank's partition exists only now
+            self.engine.load_optimizer_states(self._optimizers(), *self._saved_optimizers, rank=self.rank)
         self._make_streams(positions)
         grid = torch.Generator().manual_seed(cfg.seed + 12345)
         self.grid_z = torch.randn(cfg.train.grid_size**2, m.latent_dim, generator=grid)
+
+    def _optimizers(self) -> tuple[tuple[str, Any], ...]:
+        return (("opt_G", self.opt_G), ("opt_D", self.opt_D))
 
     # -- run folder -------------------------------------------------------------------------
 
@@ -226,24 +239,22 @@ class Trainer:
         """Collect every rank's stream position and RNG, then the main process writes one state."""
         from accelerate.utils import gather_object
 
-        from .checkpoint import flatten_optimizer, save_state
+        from .checkpoint import save_state
 
         payloads = gather_object([self._rank_payload()]) if self.world > 1 else [self._rank_payload()]
+        opt_tensors, opt_info = self.engine.optimizer_states(self.acc, self._optimizers())  # main: all of it; others: {}
         if self.is_main:
             tensors: dict[str, torch.Tensor] = {}
             for prefix, module in (("G", self.G_raw), ("D", self.D_raw), ("G_ema", self.G_ema)):
                 tensors.update({f"{prefix}.{k}": v for k, v in module.state_dict().items()})
-            opt_info = {}
-            for prefix, opt in (("opt_G", self.opt_G), ("opt_D", self.opt_D)):
-                t, plain = flatten_optimizer(prefix, opt.state_dict())
-                tensors.update(t)
-                opt_info[prefix] = plain
+            tensors.update(opt_tensors)
             s = self.state
             info = {
                 "step": s.step,
                 "last_phase": s.last_phase,
                 "seconds": s.seconds,
                 "world_size": self.world,
+                "engine": self.engine.name,
                 "config": self.cfg.to_dict(),
                 "optimizers": opt_info,
                 "ranks": payloads,
@@ -252,7 +263,7 @@ class Trainer:
         self.acc.wait_for_everyone()
 
     def _load_latest(self) -> dict[str, Any]:
-        from .checkpoint import find_latest, load_state, unflatten_optimizer
+        from .checkpoint import find_latest, load_state
 
         state_dir = find_latest(self.run_dir)
         tensors, info = load_state(state_dir)
@@ -266,8 +277,12 @@ class Trainer:
             )
         for prefix, module in (("G", self.G), ("D", self.D), ("G_ema", self.G_ema)):
             module.load_state_dict({k[len(prefix) + 1:]: v for k, v in tensors.items() if k.startswith(prefix + ".")})
-        self.opt_G.load_state_dict(unflatten_optimizer(info["optimizers"]["opt_G"], tensors))
-        self.opt_D.load_state_dict(unflatten_optimizer(info["optimizers"]["opt_D"], tensors))
+        if info.get("engine", "ddp") != self.engine.name:
+            raise ConfigError(f"{state_dir}: saved with engine {info.get('engine', 'ddp')}, resumed with {self.engine.name}; "
+                              "optimizer state is stored per engine, resume with the same accelerate config")
+        self._saved_optimizers = (info["optimizers"], tensors)
+        if not self.engine.shards_optimizer:
+            self.engine.load_optimizer_states(self._optimizers(), *self._saved_optimizers, rank=self.rank)
         s = self.state
         s.images_seen, s.step, s.seconds = int(info["images_seen"]), int(info["step"]), float(info["seconds"])
         s.last_phase = dict(info.get("last_phase") or {})
@@ -298,20 +313,16 @@ class Trainer:
         with self.acc.autocast():
             with torch.no_grad():
                 fakes = self.G_raw(sample_latents(self.latent_gen, batch, cfg.model.latent_dim, dev), level, alpha)
-            loss_d, stats_d = self.loss.d_loss(self.D, reals, fakes.detach(), abnormal, level=level, alpha=alpha)
-        self.opt_D.zero_grad(set_to_none=True)
-        self.acc.backward(loss_d)
-        self.opt_D.step()
+            loss_d, stats_d = self.loss.d_loss(self.D_step, reals, fakes.detach(), abnormal, level=level, alpha=alpha)
+        self.engine.update(self.acc, self.D, self.opt_D, loss_d)
 
         # G step: through the bare D (no DDP hooks, no D gradients); G's gradients are averaged by DDP.
         self.D_raw.requires_grad_(False)
         try:
             with self.acc.autocast():
-                fakes = self.G(sample_latents(self.latent_gen, batch, cfg.model.latent_dim, dev), level, alpha)
+                fakes = self.G_step(sample_latents(self.latent_gen, batch, cfg.model.latent_dim, dev), level, alpha)
                 loss_g, stats_g = self.loss.g_loss(self.D_raw, fakes, level=level, alpha=alpha)
-            self.opt_G.zero_grad(set_to_none=True)
-            self.acc.backward(loss_g)
-            self.opt_G.step()
+            self.engine.update(self.acc, self.G, self.opt_G, loss_g)
         finally:
             self.D_raw.requires_grad_(True)
 
@@ -416,6 +427,7 @@ def train(cfg: TrainConfig, source: str = "<config>", resume: bool = False) -> P
     metrics_fh = open(run_dir / METRICS, "a") if trainer.is_main else None
     next_ckpt = (math.floor(st.images_seen / (cfg.train.checkpoint_kimg * 1000)) + 1) * cfg.train.checkpoint_kimg * 1000
     window_t, window_imgs, sums, count = time.perf_counter(), 0, {}, 0
+    lost_peer = False
     try:
         while True:
             phase = schedule(st.images_seen, sched_cfg, trainer.world)
@@ -465,11 +477,20 @@ def train(cfg: TrainConfig, source: str = "<config>", resume: bool = False) -> P
         if trainer.world == 1:  # one process: keep the progress made since the last state
             trainer.save_checkpoint()
         raise
+    except Exception as exc:  # a collective failing because another rank died: one clear line, exit 6, no hang
+        why = peer_failure(exc) if trainer.world > 1 else None
+        if why is None:
+            raise
+        lost_peer = True
+        raise NsganError(
+            f"rank {trainer.rank}: lost contact with another process of this run at kimg {st.images_seen / 1000:.3f} ({why}); "
+            f"stopping. Restart all processes with --resume to continue from the last complete state in {run_dir / 'checkpoints'}", 6
+        ) from exc
     finally:
         display.close()
         if metrics_fh:
             metrics_fh.close()
-        _shutdown(acc)
+        _shutdown(acc, peers_alive=not lost_peer)
 
 
 def _grid_name(phase: dict) -> str:
@@ -537,10 +558,12 @@ def _write_summary(trainer: Trainer, digests: list[str]) -> None:
     })
 
 
-def _shutdown(acc) -> None:
-    """Leave the process group cleanly: gloo jobs that skip this sometimes abort at exit."""
+def _shutdown(acc, peers_alive: bool = True) -> None:
+    """Leave the process group cleanly: gloo jobs that skip this sometimes abort at exit.
+    With a peer gone there is nobody to wait for: skip the barrier, only drop the group."""
     try:
-        acc.wait_for_everyone()
+        if peers_alive:
+            acc.wait_for_everyone()
         acc.end_training()
     except Exception:
         pass
@@ -600,7 +623,16 @@ def launch_main(argv: list[str] | None = None) -> int:
     configure_parser(parser)
     args = parser.parse_args(argv)
     try:
-        return run(args)
+        code = run(args)
     except NsganError as err:
         print(f"nsgan train: error: {err}", file=sys.stderr)
-        return err.exit_code
+        code = err.exit_code
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        # Every output is written (atomically) and the process group is gone. gloo's threads sometimes
+        # abort the interpreter's teardown ("terminate called without an active exception", ~1 run in
+        # 10), which would turn a finished run into a crash: leave with the run's own exit code instead.
+        # Exceptions other than NsganError never get here: they still end with their traceback.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code
