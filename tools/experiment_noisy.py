@@ -1,0 +1,292 @@
+"""Noisy-normals experiment: does the abnormal penalty (γ > 0) beat plain AnoGAN training (γ = 0)?
+
+For each protocol (mnist, ir_mnist, textures) and each contamination ε, one category folder is
+built (seeded: the same ε gives the same images for every γ) and cut into one shard set; then a
+model is trained per γ with the same seed, schedule and budget, and every model is evaluated by
+`nsgan evaluate` with the same latent search. Each finished cell leaves `cells/<cell>/cell.json`;
+`--resume` skips those, so the grid survives interruptions. After every cell the table
+(`results.md`, `results.json`) and the plot (`results.png`) are rewritten from all finished cells.
+
+    python tools/experiment_noisy.py --config configs/experiments/noisy-cpu.yaml --out runs/noisy --resume
+
+γ values: a number, or `auto` = ε/(1−ε) (the paper's value when p_a matches the contaminants).
+Command-line options override the experiment config.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+import yaml  # noqa: E402
+
+from nsgan.errors import ConfigError, NsganError  # noqa: E402
+
+PROTOCOLS = ("mnist", "ir_mnist", "textures")
+METRICS = ("image_auroc", "pixel_auroc", "aupro")
+
+
+# ------------------------------------------------------------------------------ settings
+
+@dataclass(frozen=True)
+class Cell:
+    protocol: str
+    eps: float
+    gamma_spec: str  # as given: "0", "0.2" or "auto"
+
+    @property
+    def gamma(self) -> float:
+        return self.eps / (1 - self.eps) if self.gamma_spec == "auto" else float(self.gamma_spec)
+
+    @property
+    def data_name(self) -> str:
+        return f"{self.protocol}-eps{self.eps:g}"
+
+    @property
+    def name(self) -> str:
+        return f"{self.data_name}-gamma{self.gamma_spec}"
+
+
+def load_experiment(path: str | Path) -> dict:
+    path = Path(path)
+    try:
+        cfg = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"{path}: cannot read experiment config ({exc})") from None
+    for key in ("train_config", "protocols", "search", "budget_kimg", "eps", "gammas"):
+        if key not in cfg:
+            raise ConfigError(f"{path}: missing key {key!r}")
+    unknown = set(cfg["protocols"]) - set(PROTOCOLS)
+    if unknown:
+        raise ConfigError(f"{path}: protocols: unknown {sorted(unknown)}; choose from {', '.join(PROTOCOLS)}")
+    cfg["train_config"] = str((path.parent / cfg["train_config"]).resolve()) if not Path(cfg["train_config"]).is_absolute() else cfg["train_config"]
+    return cfg
+
+
+def _gamma_spec(text: str) -> str:
+    text = text.strip()
+    if text == "auto":
+        return text
+    try:
+        value = float(text)
+    except ValueError:
+        raise ConfigError(f"--gammas: {text!r} is not a number or 'auto'") from None
+    if value < 0:
+        raise ConfigError(f"--gammas: γ must be >= 0, got {value}")
+    return f"{value:g}"
+
+
+def cells(cfg: dict) -> list[Cell]:
+    """ε outermost (a cut-off grid still covers every protocol at the first ε), then protocol, then γ."""
+    return [Cell(p, float(e), _gamma_spec(str(g))) for e in cfg["eps"] for p in cfg["protocols"] for g in cfg["gammas"]]
+
+
+# ------------------------------------------------------------------------------ one cell
+
+def build_data(cell: Cell, spec: dict, out: Path, seed: int) -> Path:
+    """The protocol folder and its shard set for (protocol, ε); reused by every γ."""
+    from nsgan.shards import write_shards
+
+    data = out / "data" / cell.data_name
+    if not (data / "protocol.json").is_file():
+        import importlib
+
+        module = importlib.import_module(f"tools.protocols.{cell.protocol}")
+        builder = getattr(module, f"build_{cell.protocol}")
+        builder(data, epsilon=cell.eps, seed=seed, overwrite=True, **spec.get("build", {}))
+    shards = out / "shards" / cell.data_name
+    if not (shards / "manifest.json").is_file():
+        masks = data / "ground_truth_train" / "defect"
+        write_shards(data / "train" / "good", data / "train" / "defect", masks if masks.is_dir() else None,
+                     tile=spec["tile"], out=shards, stride=spec.get("shard_stride", spec["tile"]), channels=1,
+                     seed=seed, overwrite=True)
+    return data
+
+
+def train_overrides(cell: Cell, spec: dict, cfg: dict, shards: Path, run_dir: Path) -> list[str]:
+    budget = float(cfg["budget_kimg"])
+    unit = budget / 6  # 8 px stable, 16 px fade + stable, 32 px fade, then 32 px stable for the remaining 2 units
+    ov = [f"data.normal={shards / 'normal'}", f"data.abnormal={shards / 'abnormal'}", f"run_dir={run_dir}",
+          f"seed={cfg.get('seed', 0)}", f"model.resolution={spec['tile']}", f"loss.gamma={cell.gamma}",
+          f"schedule.total_kimg={budget}", f"schedule.stable_kimg={unit:.6g}", f"schedule.fade_kimg={unit:.6g}",
+          f"train.checkpoint_kimg={max(budget / 3, 0.001):.6g}", "train.display=false"]
+    return ov + [f"{k}={v}" for k, v in spec.get("train", {}).items()]
+
+
+def train_cell(cell: Cell, spec: dict, cfg: dict, out: Path) -> tuple[Path, float]:
+    """Train (or resume, or reuse) the cell's model; returns (model path, seconds spent now)."""
+    from nsgan.config import load_config
+    from nsgan.training import train
+
+    run_dir = out / "cells" / cell.name / "run"
+    model = run_dir / "model.safetensors"
+    if model.is_file():
+        return model, 0.0
+    t0 = time.perf_counter()
+    ov = train_overrides(cell, spec, cfg, out / "shards" / cell.data_name, run_dir)
+    tc = load_config(cfg["train_config"], ov)
+    resumable = (run_dir / "checkpoints" / "latest.json").is_file()
+    if run_dir.exists() and not resumable:
+        shutil.rmtree(run_dir)  # died before its first state: nothing to keep
+    path = train(tc, source=cfg["train_config"], resume=resumable)
+    return Path(path), time.perf_counter() - t0
+
+
+def evaluate_cell(cell: Cell, spec: dict, cfg: dict, data: Path, model: Path, out: Path) -> dict:
+    from nsgan.evaluate import evaluate
+    from nsgan.scoring import ScoreOptions
+    from nsgan.search import SearchConfig
+
+    options = ScoreOptions(stride=spec.get("score_stride"), batch=int(cfg.get("score_batch", 64)),
+                           search=SearchConfig(seed=cfg.get("seed", 0), **cfg["search"]))
+    return evaluate(model, data, out / "cells" / cell.name / "eval", options, overwrite=True)
+
+
+def run_cell(cell: Cell, cfg: dict, out: Path, log) -> dict:
+    spec = cfg["protocols"][cell.protocol]
+    t0 = time.perf_counter()
+    data = build_data(cell, spec, out, int(cfg.get("seed", 0)))
+    log(f"{cell.name}: training γ={cell.gamma:.4g} for {cfg['budget_kimg']} kimg")
+    model, train_s = train_cell(cell, spec, cfg, out)
+    log(f"{cell.name}: evaluating")
+    m = evaluate_cell(cell, spec, cfg, data, model, out)
+    px = m["pixel"] or {}
+    row = {"protocol": cell.protocol, "eps": cell.eps, "gamma_spec": cell.gamma_spec, "gamma": cell.gamma,
+           "image_auroc": m["image"]["auroc"], "image_f1": m["image"]["f1"],
+           "pixel_auroc": px.get("pixel_auroc"), "aupro": px.get("aupro"),
+           "train_s": train_s, "score_s": m["seconds"]["total"], "cell_s": time.perf_counter() - t0,
+           "budget_kimg": cfg["budget_kimg"], "search": m["search"], "seed": cfg.get("seed", 0)}
+    tmp = out / "cells" / cell.name / "cell.json.tmp"
+    tmp.write_text(json.dumps(row, indent=2) + "\n")
+    os.replace(tmp, out / "cells" / cell.name / "cell.json")  # written last: the cell is finished
+    return row
+
+
+# ------------------------------------------------------------------------------ the table
+
+def _fmt(v) -> str:
+    return "–" if v is None else f"{v:.3f}"
+
+
+def markdown_table(rows: list[dict]) -> str:
+    """One line per (protocol, ε): each metric for every γ side by side, γ = 0 first."""
+    gammas = sorted({r["gamma_spec"] for r in rows}, key=lambda g: (g != "0", g))
+    head = ["protocol", "ε"] + [f"{m.replace('_', ' ')} γ={g}" for m in METRICS for g in gammas]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    keys = sorted({(r["protocol"], r["eps"]) for r in rows}, key=lambda k: (PROTOCOLS.index(k[0]), k[1]))
+    by = {(r["protocol"], r["eps"], r["gamma_spec"]): r for r in rows}
+    for proto, eps in keys:
+        vals = [_fmt(by[(proto, eps, g)][m]) if (proto, eps, g) in by else "…" for m in METRICS for g in gammas]
+        lines.append("| " + " | ".join([proto, f"{eps:g}"] + vals) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_results(out: Path) -> list[dict]:
+    rows = [json.loads(p.read_text()) for p in sorted((out / "cells").glob("*/cell.json"))]
+    if not rows:
+        return rows
+    (out / "results.json").write_text(json.dumps(rows, indent=2) + "\n")
+    s = rows[0]["search"]
+    note = (f"\nBudget {rows[0]['budget_kimg']} kimg per model; search: {s['iterations']} steps, {s['restarts']} start(s), "
+            f"lr {s['lr']}, λ {s['lam']}; seed {rows[0]['seed']}. '–': no pixel masks; '…': cell not run.\n")
+    (out / "results.md").write_text(markdown_table(rows) + note)
+    from nsgan.plots import plot_experiment
+
+    plot_for = [{**r, "gamma": float(r["gamma"]) if r["gamma_spec"] != "auto" else -1.0} for r in rows]
+    plot_experiment(out / "results.png", plot_for, METRICS)
+    return rows
+
+
+# ------------------------------------------------------------------------------ CLI
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", default=str(REPO / "configs" / "experiments" / "noisy-cpu.yaml"))
+    p.add_argument("--out", required=True, help="experiment folder (data, shards, cells, results.*)")
+    p.add_argument("--protocols", help="comma list of mnist, ir_mnist, textures (default: the config's)")
+    p.add_argument("--eps", help="comma list of contamination ratios ε, e.g. 0.1,0,0.05")
+    p.add_argument("--gammas", help="comma list of γ values or 'auto' (= ε/(1−ε)), e.g. 0,0.2")
+    p.add_argument("--budget-kimg", type=float, help="training images per model, in thousands")
+    p.add_argument("--search-iterations", type=int, help="latent search steps per tile")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest for these small nets)")
+    p.add_argument("--resume", action="store_true", help="skip finished cells (those with cell.json)")
+    return p.parse_args(argv)
+
+
+def apply_args(cfg: dict, args: argparse.Namespace) -> dict:
+    cfg = dict(cfg)
+    if args.protocols:
+        names = [p.strip() for p in args.protocols.split(",") if p.strip()]
+        bad = [p for p in names if p not in cfg["protocols"]]
+        if bad:
+            raise ConfigError(f"--protocols: {bad} not in the experiment config ({', '.join(cfg['protocols'])})")
+        cfg["protocols"] = {p: cfg["protocols"][p] for p in names}
+    if args.eps:
+        try:
+            cfg["eps"] = [float(e) for e in args.eps.split(",")]
+        except ValueError:
+            raise ConfigError(f"--eps: {args.eps!r} is not a comma list of numbers") from None
+        if not all(0 <= e < 1 for e in cfg["eps"]):
+            raise ConfigError(f"--eps: every ε must be in [0, 1), got {args.eps}")
+    if args.gammas:
+        cfg["gammas"] = [g for g in args.gammas.split(",") if g.strip()]
+    if args.budget_kimg is not None:
+        if args.budget_kimg <= 0:
+            raise ConfigError(f"--budget-kimg must be > 0, got {args.budget_kimg}")
+        cfg["budget_kimg"] = args.budget_kimg
+    if args.search_iterations is not None:
+        cfg["search"] = {**cfg["search"], "iterations": args.search_iterations}
+    if args.seed is not None:
+        cfg["seed"] = args.seed
+    return cfg
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    import torch
+
+    torch.set_num_threads(args.threads)
+    out = Path(args.out)
+
+    def log(msg: str) -> None:
+        print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+    try:
+        cfg = apply_args(load_experiment(args.config), args)
+        todo = cells(cfg)
+        out.mkdir(parents=True, exist_ok=True)
+        done_before = {c.name for c in todo if (out / "cells" / c.name / "cell.json").is_file()}
+        if done_before and not args.resume:
+            raise NsganError(f"{out}: holds finished cells ({', '.join(sorted(done_before))}); pass --resume to keep them "
+                             "or choose another --out", exit_code=5)
+        (out / "experiment.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+        for k, cell in enumerate(todo, 1):
+            if cell.name in done_before:
+                log(f"[{k}/{len(todo)}] {cell.name}: finished earlier, skipped")
+                continue
+            row = run_cell(cell, cfg, out, lambda m: log(f"[{k}/{len(todo)}] {m}"))
+            log(f"[{k}/{len(todo)}] {cell.name}: image AUROC {_fmt(row['image_auroc'])}, pixel AUROC "
+                f"{_fmt(row['pixel_auroc'])}, AUPRO {_fmt(row['aupro'])} ({row['cell_s']:.0f} s)")
+            write_results(out)
+        write_results(out)
+    except NsganError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return err.exit_code
+    print((out / "results.md").read_text() if (out / "results.md").is_file() else "no finished cells")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
