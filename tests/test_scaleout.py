@@ -181,3 +181,26 @@ def test_dead_rank_stops_the_other_quickly_then_resume_finishes(tiny_shards, tmp
     seen = [json.loads(line)["images_seen"] for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert seen == sorted(set(seen)) and seen[-1] == 512 and any(s > saved for s in seen)  # continued, nothing logged twice
     assert codes == [0, 0], _tail(resumed)
+
+
+@pytest.mark.parametrize("env, needle", [
+    ({"ACCELERATE_DEEPSPEED_ZERO_STAGE": "3"}, "ZeRO-3 partitions the weights"),
+    ({"ACCELERATE_DEEPSPEED_ZERO_STAGE": "0"}, "plain data parallelism"),
+    ({"ACCELERATE_DEEPSPEED_ZERO_STAGE": "2", "ACCELERATE_MIXED_PRECISION": "bf16"}, "train.mixed_precision"),
+])
+def test_deepspeed_settings_nsgan_does_not_train_are_config_errors(monkeypatch, tiny_overrides, env, needle):
+    """Stages and precisions that cannot train this GAN as under DDP stop before anything starts."""
+    from datetime import timedelta
+
+    from nsgan.config import load_config
+    from nsgan.engines import make_deepspeed_accelerator
+    from nsgan.errors import ConfigError
+
+    monkeypatch.delenv("ACCELERATE_USE_CPU", raising=False)
+    monkeypatch.delenv("ACCELERATE_MIXED_PRECISION", raising=False)
+    monkeypatch.setenv("ACCELERATE_USE_DEEPSPEED", "true")
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    cfg = load_config(None, [*tiny_overrides, "train.mixed_precision=auto"])
+    with pytest.raises(ConfigError, match=needle):
+        make_deepspeed_accelerator(cfg, timedelta(seconds=10))
