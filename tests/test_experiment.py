@@ -1,0 +1,97 @@
+"""tools/experiment_noisy.py: the grid runs end to end on tiny budgets, resumes, and reports what it measured."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tools import experiment_noisy as ex
+
+TINY_TRAIN = {
+    "data": {"channels": 1, "num_workers": 0, "abnormal_fraction": 0.25},
+    "model": {"resolution": 16, "latent_dim": 16, "fmap_base": 64, "fmap_max": 16},
+    "loss": {"kind": "nsgan", "gamma": 0.0, "r1_gamma": 1.0},
+    "schedule": {"start_resolution": 8, "batch": {8: 16, 16: 8}, "default_batch": 8, "lr": 0.002},
+    "train": {"mixed_precision": "no", "log_every": 2, "grid_size": 2, "display": False},
+}
+
+
+@pytest.fixture
+def tiny_experiment(tmp_path) -> Path:
+    (tmp_path / "train.yaml").write_text(yaml.safe_dump(TINY_TRAIN))
+    cfg = {
+        "seed": 0, "train_config": "train.yaml", "budget_kimg": 0.096, "eps": [0.1], "gammas": [0, "auto"],
+        "search": {"iterations": 2, "restarts": 1, "lr": 0.1, "lam": 0.1},
+        "protocols": {
+            "mnist": {"tile": 16, "shard_stride": 16, "score_stride": 16,
+                      "build": {"n_train": 20, "n_abnormal": 4, "n_test_good": 3, "n_test_defect": 3, "size": 32}},
+            "textures": {"tile": 16, "shard_stride": 16, "score_stride": 16,
+                         "build": {"size": 48, "n_train": 10, "n_abnormal": 4, "n_test_good": 3, "n_test_defect": 3,
+                                   "large_size": 0}},
+        },
+    }
+    path = tmp_path / "exp.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def test_grid_runs_resumes_and_writes_the_table(tiny_experiment, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert ex.main(["--config", str(tiny_experiment), "--out", str(out)]) == 0
+    rows = json.loads((out / "results.json").read_text())
+    assert {(r["protocol"], r["gamma_spec"]) for r in rows} == {
+        ("mnist", "0"), ("mnist", "auto"), ("textures", "0"), ("textures", "auto")}
+    for r in rows:
+        assert r["gamma"] == (0.0 if r["gamma_spec"] == "0" else pytest.approx(0.1 / 0.9))
+        assert 0.0 <= r["image_auroc"] <= 1.0
+        assert (r["pixel_auroc"] is None) == (r["protocol"] == "mnist")  # mnist has image labels only
+    # Same data for both γ: one protocol folder and one shard set per (protocol, ε).
+    assert sorted(p.name for p in (out / "data").iterdir()) == ["mnist-eps0.1", "textures-eps0.1"]
+    cfg_g = yaml.safe_load((out / "cells" / "textures-eps0.1-gammaauto" / "run" / "config.yaml").read_text())
+    cfg_0 = yaml.safe_load((out / "cells" / "textures-eps0.1-gamma0" / "run" / "config.yaml").read_text())
+    assert cfg_g["loss"]["gamma"] == pytest.approx(0.1 / 0.9) and cfg_0["loss"]["gamma"] == 0.0
+    cfg_g["loss"]["gamma"] = cfg_g["run_dir"] = cfg_0["run_dir"] = 0
+    assert cfg_g == cfg_0  # nothing else differs: data, seed, schedule, networks
+    table = (out / "results.md").read_text()
+    assert "| textures | 0.1 |" in table and "| mnist | 0.1 |" in table and "image auroc γ=auto" in table
+    assert (out / "results.png").stat().st_size > 1000
+    capsys.readouterr()
+
+    # A finished grid is not silently mixed with a new one ...
+    assert ex.main(["--config", str(tiny_experiment), "--out", str(out)]) == 5
+    assert "--resume" in capsys.readouterr().err
+    # ... and --resume skips every finished cell (nothing retrained or rescored).
+    stamp = {p: p.stat().st_mtime_ns for p in out.glob("cells/*/cell.json")}
+    assert ex.main(["--config", str(tiny_experiment), "--out", str(out), "--resume"]) == 0
+    assert "finished earlier, skipped" in capsys.readouterr().out
+    assert {p: p.stat().st_mtime_ns for p in out.glob("cells/*/cell.json")} == stamp
+
+    # A cell killed while scoring (model written, no cell.json) is rescored, not retrained.
+    cell = out / "cells" / "textures-eps0.1-gammaauto"
+    first = json.loads((cell / "cell.json").read_text())
+    (cell / "cell.json").unlink()
+    model_time = (cell / "run" / "model.safetensors").stat().st_mtime_ns
+    assert ex.main(["--config", str(tiny_experiment), "--out", str(out), "--resume"]) == 0
+    again = json.loads((cell / "cell.json").read_text())
+    assert (cell / "run" / "model.safetensors").stat().st_mtime_ns == model_time
+    assert again["train_s"] == 0.0 and again["image_auroc"] == first["image_auroc"]  # same search, same figures
+
+
+def test_options_are_checked(tiny_experiment, tmp_path, capsys):
+    base = ["--config", str(tiny_experiment), "--out", str(tmp_path / "o")]
+    assert ex.main([*base, "--protocols", "caltech"]) == 2
+    assert "--protocols" in capsys.readouterr().err
+    assert ex.main([*base, "--eps", "0.1,1.5"]) == 2
+    assert ex.main([*base, "--gammas", "0,lots"]) == 2
+    assert "'lots'" in capsys.readouterr().err
+
+
+def test_markdown_table_puts_gammas_side_by_side():
+    rows = [{"protocol": p, "eps": 0.05, "gamma_spec": g, "image_auroc": a, "pixel_auroc": None, "aupro": None}
+            for p, g, a in (("mnist", "0.2", 0.9), ("mnist", "0", 0.8))]
+    lines = ex.markdown_table(rows).splitlines()
+    assert lines[0].startswith("| protocol | ε | image auroc γ=0 | image auroc γ=0.2 |")
+    assert lines[2].startswith("| mnist | 0.05 | 0.800 | 0.900 | – | – |")
