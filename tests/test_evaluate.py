@@ -195,7 +195,9 @@ def test_collect_reads_protocol_builder_output(tmp_path):
     from tools.protocols.textures import build_textures
 
     out = tmp_path / "tex"
-    build_textures(out, size=64, n_train=2, n_abnormal=1, n_test_good=2, n_test_defect=3, large_size=0, seed=0)
+    build_textures(out, size=64, n_train=2, n_abnormal=1, n_test_good=2, n_test_defect=3, large_size=128, seed=0)
     items, masks = collect(out)
     assert masks and sum(it.defective for it in items) == 3
     assert all(it.mask is not None and it.mask.exists() for it in items if it.defective)
+    items, masks = collect(out / "large")  # the full-size pair, for tiled scoring
+    assert masks and [(it.kind, it.mask is not None) for it in items] == [("good", False), ("mixed", True)]
