@@ -95,3 +95,16 @@ def test_markdown_table_puts_gammas_side_by_side():
     lines = ex.markdown_table(rows).splitlines()
     assert lines[0].startswith("| protocol | ε | image auroc γ=0 | image auroc γ=0.2 |")
     assert lines[2].startswith("| mnist | 0.05 | 0.800 | 0.900 | – | – |")
+
+
+def test_runners_sharing_a_folder_claim_cells(tmp_path):
+    import subprocess
+    import sys
+
+    cell = ex.Cell("mnist", 0.1, "0")
+    assert ex.claim(cell, tmp_path)  # this process owns it now
+    assert not ex.claim(cell, tmp_path)  # a live owner keeps it
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    (tmp_path / "cells" / cell.name / "claim.pid").write_text(str(dead.pid))
+    assert ex.claim(cell, tmp_path)  # a claim whose process is gone is taken over

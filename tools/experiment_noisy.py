@@ -4,7 +4,8 @@ For each protocol (mnist, ir_mnist, textures) and each contamination ε, one cat
 built (seeded: the same ε gives the same images for every γ) and cut into one shard set; then a
 model is trained per γ with the same seed, schedule and budget, and every model is evaluated by
 `nsgan evaluate` with the same latent search. Each finished cell leaves `cells/<cell>/cell.json`;
-`--resume` skips those, so the grid survives interruptions. After every cell the table
+`--resume` skips those, so the grid survives interruptions. Several runners may share one --out
+(each claims a cell with a pid file before working on it), to use more cores. After every cell the table
 (`results.md`, `results.json`) and the plot (`results.png`) are rewritten from all finished cells.
 
     python tools/experiment_noisy.py --config configs/experiments/noisy-cpu.yaml --out runs/noisy --resume
@@ -94,7 +95,28 @@ def cells(cfg: dict) -> list[Cell]:
 # ------------------------------------------------------------------------------ one cell
 
 def build_data(cell: Cell, spec: dict, out: Path, seed: int) -> Path:
-    """The protocol folder and its shard set for (protocol, ε); reused by every γ."""
+    """The protocol folder and its shard set for (protocol, ε); reused by every γ (built once, under a lock)."""
+    lock = out / "data" / f".{cell.data_name}.lock"
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    while True:
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            break
+        except FileExistsError:
+            try:
+                if time.time() - lock.stat().st_mtime > 600:  # a builder died holding it (builds take seconds)
+                    lock.unlink(missing_ok=True)
+            except FileNotFoundError:
+                pass
+            time.sleep(1)
+    try:
+        return _build_data(cell, spec, out, seed)
+    finally:
+        os.close(fd)
+        lock.unlink(missing_ok=True)
+
+
+def _build_data(cell: Cell, spec: dict, out: Path, seed: int) -> Path:
     from nsgan.shards import write_shards
 
     data = out / "data" / cell.data_name
@@ -172,6 +194,30 @@ def run_cell(cell: Cell, cfg: dict, out: Path, log) -> dict:
     return row
 
 
+def claim(cell: Cell, out: Path) -> bool:
+    """Take the cell for this process (several runners may share one --out on one machine).
+
+    A claim is a file holding the owner's pid; a claim whose process is gone is taken over.
+    """
+    folder = out / "cells" / cell.name
+    folder.mkdir(parents=True, exist_ok=True)
+    lock = folder / "claim.pid"
+    try:
+        fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+        try:
+            os.kill(int(lock.read_text().strip() or 0), 0)
+            return False  # its owner is alive
+        except (ProcessLookupError, ValueError, FileNotFoundError):
+            lock.unlink(missing_ok=True)
+            return claim(cell, out)
+        except PermissionError:
+            return False
+    with os.fdopen(fd, "w") as f:
+        f.write(str(os.getpid()))
+    return True
+
+
 # ------------------------------------------------------------------------------ the table
 
 def _fmt(v) -> str:
@@ -191,15 +237,21 @@ def markdown_table(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")  # per process: runners may share --out
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
 def write_results(out: Path) -> list[dict]:
     rows = [json.loads(p.read_text()) for p in sorted((out / "cells").glob("*/cell.json"))]
     if not rows:
         return rows
-    (out / "results.json").write_text(json.dumps(rows, indent=2) + "\n")
+    _write_text(out / "results.json", json.dumps(rows, indent=2) + "\n")
     s = rows[0]["search"]
     note = (f"\nBudget {rows[0]['budget_kimg']} kimg per model; search: {s['iterations']} steps, {s['restarts']} start(s), "
             f"lr {s['lr']}, λ {s['lam']}; seed {rows[0]['seed']}. '–': no pixel masks; '…': cell not run.\n")
-    (out / "results.md").write_text(markdown_table(rows) + note)
+    _write_text(out / "results.md", markdown_table(rows) + note)
     from nsgan.plots import plot_experiment
 
     plot_for = [{**r, "gamma": float(r["gamma"]) if r["gamma_spec"] != "auto" else -1.0} for r in rows]
@@ -271,12 +323,21 @@ def main(argv=None) -> int:
         if done_before and not args.resume:
             raise NsganError(f"{out}: holds finished cells ({', '.join(sorted(done_before))}); pass --resume to keep them "
                              "or choose another --out", exit_code=5)
-        (out / "experiment.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+        _write_text(out / "experiment.yaml", yaml.safe_dump(cfg, sort_keys=False))
         for k, cell in enumerate(todo, 1):
             if cell.name in done_before:
                 log(f"[{k}/{len(todo)}] {cell.name}: finished earlier, skipped")
                 continue
-            row = run_cell(cell, cfg, out, lambda m: log(f"[{k}/{len(todo)}] {m}"))
+            if (out / "cells" / cell.name / "cell.json").is_file():
+                log(f"[{k}/{len(todo)}] {cell.name}: finished by another runner")
+                continue
+            if not claim(cell, out):
+                log(f"[{k}/{len(todo)}] {cell.name}: another runner has it, skipped")
+                continue
+            try:
+                row = run_cell(cell, cfg, out, lambda m: log(f"[{k}/{len(todo)}] {m}"))
+            finally:
+                (out / "cells" / cell.name / "claim.pid").unlink(missing_ok=True)
             log(f"[{k}/{len(todo)}] {cell.name}: image AUROC {_fmt(row['image_auroc'])}, pixel AUROC "
                 f"{_fmt(row['pixel_auroc'])}, AUPRO {_fmt(row['aupro'])} ({row['cell_s']:.0f} s)")
             write_results(out)
