@@ -48,6 +48,7 @@ def test_grid_runs_resumes_and_writes_the_table(tiny_experiment, tmp_path, capsy
         assert r["gamma"] == (0.0 if r["gamma_spec"] == "0" else pytest.approx(0.1 / 0.9))
         assert 0.0 <= r["image_auroc"] <= 1.0
         assert (r["pixel_auroc"] is None) == (r["protocol"] == "mnist")  # mnist has image labels only
+        assert ("g_other_digit" in r) == (r["protocol"] == "mnist") and 0.0 <= r.get("g_other_digit", 0.0) <= 1.0
     # Same data for both γ: one protocol folder and one shard set per (protocol, ε).
     assert sorted(p.name for p in (out / "data").iterdir()) == ["mnist-eps0.1", "textures-eps0.1"]
     cfg_g = yaml.safe_load((out / "cells" / "textures-eps0.1-gammaauto" / "run" / "config.yaml").read_text())
@@ -58,6 +59,7 @@ def test_grid_runs_resumes_and_writes_the_table(tiny_experiment, tmp_path, capsy
     table = (out / "results.md").read_text()
     assert "| textures | 0.1 |" in table and "| mnist | 0.1 |" in table and "image auroc γ=auto" in table
     assert (out / "results.png").stat().st_size > 1000
+    assert "5-NN classifier calls another digit" in table
     capsys.readouterr()
 
     # A finished grid is not silently mixed with a new one ...

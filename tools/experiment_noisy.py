@@ -174,6 +174,32 @@ def evaluate_cell(cell: Cell, spec: dict, cfg: dict, data: Path, model: Path, ou
     return evaluate(model, data, out / "cells" / cell.name / "eval", options, overwrite=True)
 
 
+def other_digit_share(model: Path, normal_digit: int = 0, n: int = 512, seed: int = 0, k: int = 5) -> float:
+    """mnist diagnostic of the mechanism itself: the share of G's samples a k-NN classifier (on the
+    bundled MNIST digits) calls another digit than the normal one. γ > 0 should push it towards 0."""
+    import numpy as np
+    import torch
+
+    from nsgan.export import load_model
+    from tools.protocols.common import load_mnist, pad_to
+
+    m = load_model(model)
+    x, y = load_mnist()
+    size = m.resolution
+    ref = torch.from_numpy(np.stack([pad_to(d, max(size, 32)) for d in x]).astype(np.float32) / 255.0)[:, None]
+    if size < 32:  # the mnist protocol pads to 32 px; a smaller model sees the digits scaled down
+        ref = torch.nn.functional.interpolate(ref, size=(size, size), mode="area")
+    ref = ref.reshape(len(x), -1)
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        g = m.generator(torch.randn(n, m.latent_dim, generator=gen))
+    g = ((g.clamp(-1, 1) + 1) / 2).reshape(n, -1)
+    nearest = torch.cdist(g, ref).topk(k, largest=False).indices.numpy()
+    votes = y[nearest]
+    pred = np.array([np.bincount(v, minlength=10).argmax() for v in votes])
+    return float((pred != normal_digit).mean())
+
+
 def run_cell(cell: Cell, cfg: dict, out: Path, log) -> dict:
     spec = cfg["protocols"][cell.protocol]
     t0 = time.perf_counter()
@@ -188,6 +214,8 @@ def run_cell(cell: Cell, cfg: dict, out: Path, log) -> dict:
            "pixel_auroc": px.get("pixel_auroc"), "aupro": px.get("aupro"),
            "train_s": train_s, "score_s": m["seconds"]["total"], "cell_s": time.perf_counter() - t0,
            "budget_kimg": cfg["budget_kimg"], "search": m["search"], "seed": cfg.get("seed", 0)}
+    if cell.protocol == "mnist":
+        row["g_other_digit"] = other_digit_share(model, spec.get("build", {}).get("normal_digit", 0))
     tmp = out / "cells" / cell.name / "cell.json.tmp"
     tmp.write_text(json.dumps(row, indent=2) + "\n")
     os.replace(tmp, out / "cells" / cell.name / "cell.json")  # written last: the cell is finished
@@ -237,6 +265,20 @@ def markdown_table(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def diagnostic_table(rows: list[dict]) -> str:
+    """mnist: share of generated samples that look like another digit (5-NN), per ε and γ."""
+    diag = [r for r in rows if r.get("g_other_digit") is not None]
+    if not diag:
+        return ""
+    gammas = sorted({r["gamma_spec"] for r in diag}, key=lambda g: (g != "0", g))
+    by = {(r["eps"], r["gamma_spec"]): r["g_other_digit"] for r in diag}
+    lines = ["", "mnist, share of G's samples a 5-NN classifier calls another digit (lower = contaminants carved out):", "",
+             "| ε | " + " | ".join(f"γ={g}" for g in gammas) + " |", "|---|" + "---|" * len(gammas)]
+    for eps in sorted({r["eps"] for r in diag}):
+        lines.append(f"| {eps:g} | " + " | ".join(_fmt(by.get((eps, g))) for g in gammas) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def _write_text(path: Path, text: str) -> None:
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")  # per process: runners may share --out
     tmp.write_text(text)
@@ -251,7 +293,7 @@ def write_results(out: Path) -> list[dict]:
     s = rows[0]["search"]
     note = (f"\nBudget {rows[0]['budget_kimg']} kimg per model; search: {s['iterations']} steps, {s['restarts']} start(s), "
             f"lr {s['lr']}, λ {s['lam']}; seed {rows[0]['seed']}. '–': no pixel masks; '…': cell not run.\n")
-    _write_text(out / "results.md", markdown_table(rows) + note)
+    _write_text(out / "results.md", markdown_table(rows) + note + diagnostic_table(rows))
     from nsgan.plots import plot_experiment
 
     plot_for = [{**r, "gamma": float(r["gamma"]) if r["gamma_spec"] != "auto" else -1.0} for r in rows]
@@ -273,6 +315,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--seed", type=int)
     p.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest for these small nets)")
     p.add_argument("--resume", action="store_true", help="skip finished cells (those with cell.json)")
+    p.add_argument("--diagnose", action="store_true",
+                   help="only add the mnist generator diagnostic to finished cells that lack it, and rewrite the table")
     return p.parse_args(argv)
 
 
@@ -317,6 +361,15 @@ def main(argv=None) -> int:
 
     try:
         cfg = apply_args(load_experiment(args.config), args)
+        if args.diagnose:
+            for path in sorted(out.glob("cells/mnist-*/cell.json")):
+                row = json.loads(path.read_text())
+                if row.get("g_other_digit") is None:
+                    row["g_other_digit"] = other_digit_share(path.parent / "run" / "model.safetensors")
+                    _write_text(path, json.dumps(row, indent=2) + "\n")
+            write_results(out)
+            print((out / "results.md").read_text() if (out / "results.md").is_file() else "no finished cells")
+            return 0
         todo = cells(cfg)
         out.mkdir(parents=True, exist_ok=True)
         done_before = {c.name for c in todo if (out / "cells" / c.name / "cell.json").is_file()}
