@@ -141,6 +141,9 @@ def overlay_factor(height: int, width: int, max_side: int) -> int:
     return max(1, math.ceil(max(height, width) / max_side))
 
 
+OVERLAY_MIN_SIDE = 512
+
+
 def render_overlay(image: np.ndarray, amap: np.ndarray, regions: list[Region], factor: int, threshold: float) -> np.ndarray:
     """uint8 RGB: the downscaled image in gray/colour, heat colours where the map is high, regions boxed."""
     from matplotlib import colormaps
@@ -155,10 +158,13 @@ def render_overlay(image: np.ndarray, amap: np.ndarray, regions: list[Region], f
     del alpha
     rgb[find_boundaries(amap > threshold, mode="inner")] = (0.0, 1.0, 1.0)
     im = Image.fromarray((np.clip(rgb, 0, 1) * 255 + 0.5).astype(np.uint8))
+    zoom = max(1, OVERLAY_MIN_SIDE // max(im.size))  # small images are enlarged so a person can see the defect
+    if zoom > 1:
+        im = im.resize((im.width * zoom, im.height * zoom), Image.NEAREST)
     draw = ImageDraw.Draw(im)
     for rank, r in enumerate(regions[:20], start=1):
         x0, y0, x1, y1 = r.bbox
-        box = (x0 // factor - 1, y0 // factor - 1, (x1 - 1) // factor + 1, (y1 - 1) // factor + 1)
+        box = tuple(v * zoom for v in (x0 // factor - 1, y0 // factor - 1, (x1 - 1) // factor + 1, (y1 - 1) // factor + 1))
         draw.rectangle(box, outline=(0, 255, 0))
         draw.text((box[0], max(0, box[1] - 11)), str(rank), fill=(0, 255, 0))
     return np.asarray(im)
