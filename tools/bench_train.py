@@ -177,7 +177,7 @@ def _config(res: int, width: str, shards: Path, run_dir: Path, precision: str):
     from nsgan.config import load_config
 
     return load_config(DEMO_CONFIG, [
-        f"model.resolution={res}", *WIDTHS[width], f"data.normal={shards / 'normal'}", f"data.abnormal={shards / 'abnormal'}",
+        f"model.resolution={res}", f"schedule.start_resolution={res}", *WIDTHS[width], f"data.normal={shards / 'normal'}", f"data.abnormal={shards / 'abnormal'}",
         f"run_dir={run_dir}", f"train.mixed_precision={precision}", "train.display=false", "data.num_workers=0",
     ])
 
@@ -234,7 +234,7 @@ def worker(conn, precision: str, threads: int, cases: list[tuple[int, str]], sha
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--resolutions", default="4,8,16,32,64", help="comma-separated final resolutions (demo widths)")
+    p.add_argument("--resolutions", default="8,16,32,64", help="comma-separated final resolutions (demo widths)")
     p.add_argument("--wide", default="", help="comma-separated resolutions to also run with a wider model "
                    f"({' '.join(WIDTHS['wide'])})")
     p.add_argument("--repeats", type=int, default=3, help="rounds; figures are medians over rounds")
@@ -273,8 +273,12 @@ def main(argv: list[str] | None = None) -> int:
             proc = ctx.Process(target=worker, args=(child, prec, args.threads, cases, {r: str(s) for r, s in shards.items()}, tmp), daemon=True)
             proc.start()
             workers[prec] = (proc, parent)
-            if not parent.poll(600):
-                raise RuntimeError(f"benchmark worker ({prec}) did not get ready within 600 s")
+            deadline = time.time() + 600
+            while not parent.poll(1.0):
+                if not proc.is_alive():
+                    raise RuntimeError(f"benchmark worker ({prec}) died while setting up (exit {proc.exitcode}); its traceback is above")
+                if time.time() > deadline:
+                    raise RuntimeError(f"benchmark worker ({prec}) did not get ready within 600 s")
             info[prec] = parent.recv()
         print(f"workers ready after {time.perf_counter() - t_start:.1f} s (fp32 trainer == bare loop bit for bit after 2 steps: "
               f"{all(v for k, v in info['no']['checks'].items() if not k.endswith('/params'))})", flush=True)
