@@ -8,3 +8,13 @@ __version__ = "0.1.0"
 # busy process (measured here: 3 vs 87 img/s for the demo's networks). Sleeping waiters cost little
 # when the machine is quiet. Must be set before torch loads; a value the user set wins.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+# DeepSpeed (imported by accelerate when installed) warns "Setting accelerator to CPU. If you have
+# GPU ..." on every start when it finds no GPU. With torch's CPU wheel there can be none: say so.
+try:
+    from importlib.metadata import version as _version
+
+    if _version("torch").endswith("+cpu"):
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")
+except Exception:  # torch not installed as a distribution (a source build): leave DeepSpeed to detect
+    pass

@@ -119,7 +119,7 @@ def test_deepspeed_zero2_trains_resumes_and_matches_ddp(loopback_run, tiny_shard
     assert info["engine"] == "deepspeed-zero2" and info["images_seen"] == 128
     assert len(info["optimizers"]["opt_D"]["ranks"]) == 2  # each rank's partition of Adam's moments
     (run / "model.safetensors").unlink()
-    second = launch("schedule.total_kimg=0.256", "--resume")  # --resume last: it takes an optional RUN_DIR
+    second = launch("schedule.total_kimg=0.256", "--resume")
     summary = json.loads((run / "run.json").read_text())
     assert summary["rank_digests"][0] == summary["rank_digests"][1], second.stderr[-3000:]
     m = load_model(run / "model.safetensors")
