@@ -52,3 +52,15 @@ def subprocess_env() -> dict[str, str]:
     env.pop("WORLD_SIZE", None)
     env.pop("LOCAL_RANK", None)
     return env
+
+
+@pytest.fixture(scope="session")
+def model_file(tmp_path_factory) -> Path:
+    """A real (untrained) exported 16-px gray model, for the CLI paths of score and evaluate."""
+    from nsgan.export import save_model
+    from nsgan.networks import Discriminator, Generator
+
+    torch.manual_seed(0)
+    g = Generator(16, 1, latent_dim=16, fmap_base=64, fmap_max=16)
+    d = Discriminator(16, 1, fmap_base=64, fmap_max=16)
+    return save_model(tmp_path_factory.mktemp("model") / "m.safetensors", g, d, {"config": {}, "images_seen": 0})

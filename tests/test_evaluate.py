@@ -14,7 +14,6 @@ from sklearn.metrics import roc_auc_score
 
 from nsgan.cli import main
 from nsgan.evaluate import collect, evaluate, pick_cases
-from nsgan.export import save_model
 from nsgan.imageio import read_image, write_png
 from nsgan.scoring import Scorer, ScoreOptions
 from nsgan.search import SearchConfig
@@ -56,17 +55,6 @@ def pattern_options(iterations=60) -> ScoreOptions:
 
 def pattern_scorer() -> Scorer:
     return Scorer(PatternG(16), TinyD(), resolution=16, channels=1, options=pattern_options())
-
-
-@pytest.fixture(scope="module")
-def model_file(tmp_path_factory) -> Path:
-    """A real (untrained) exported 16-px gray model, for the CLI path."""
-    from nsgan.networks import Discriminator, Generator
-
-    torch.manual_seed(0)
-    g = Generator(16, 1, latent_dim=16, fmap_base=64, fmap_max=16)
-    d = Discriminator(16, 1, fmap_base=64, fmap_max=16)
-    return save_model(tmp_path_factory.mktemp("model") / "m.safetensors", g, d, {"config": {}, "images_seen": 0})
 
 
 def read_scores(path: Path) -> list[dict]:

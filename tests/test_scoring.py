@@ -30,16 +30,6 @@ def pattern_scorer(**kw) -> Scorer:
     return Scorer(PatternG(32), TinyD(), resolution=32, channels=1, options=opts)
 
 
-@pytest.fixture(scope="module")
-def model_file(tmp_path_factory) -> Path:
-    from nsgan.networks import Discriminator, Generator
-
-    torch.manual_seed(0)
-    g = Generator(16, 1, latent_dim=16, fmap_base=64, fmap_max=16)
-    d = Discriminator(16, 1, fmap_base=64, fmap_max=16)
-    return save_model(tmp_path_factory.mktemp("model") / "m.safetensors", g, d, {"config": {}, "images_seen": 0})
-
-
 @pytest.fixture()
 def gray_png(tmp_path) -> Path:
     write_png(tmp_path / "img.png", np.random.default_rng(0).random((40, 52, 1)).astype(np.float32))
