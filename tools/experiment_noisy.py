@@ -164,14 +164,39 @@ def train_cell(cell: Cell, spec: dict, cfg: dict, out: Path) -> tuple[Path, floa
     return Path(path), time.perf_counter() - t0
 
 
-def evaluate_cell(cell: Cell, spec: dict, cfg: dict, data: Path, model: Path, out: Path) -> dict:
-    from nsgan.evaluate import evaluate
+def score_options(spec: dict, cfg: dict):
+    """The one latent search every model of the grid is scored with."""
     from nsgan.scoring import ScoreOptions
     from nsgan.search import SearchConfig
 
-    options = ScoreOptions(stride=spec.get("score_stride"), batch=int(cfg.get("score_batch", 64)),
-                           search=SearchConfig(seed=cfg.get("seed", 0), **cfg["search"]))
-    return evaluate(model, data, out / "cells" / cell.name / "eval", options, overwrite=True)
+    return ScoreOptions(stride=spec.get("score_stride"), batch=int(cfg.get("score_batch", 64)),
+                        search=SearchConfig(seed=cfg.get("seed", 0), **cfg["search"]))
+
+
+def evaluate_cell(cell: Cell, spec: dict, cfg: dict, data: Path, model: Path, out: Path) -> dict:
+    from nsgan.evaluate import evaluate
+
+    return evaluate(model, data, out / "cells" / cell.name / "eval", score_options(spec, cfg), overwrite=True)
+
+
+def ink_pixel_auroc(model: Path, data: Path, options) -> float:
+    """ir_mnist diagnostic: pixel AUROC over ink pixels only (image > 0.5). On puzzles of digits the
+    all-pixel AUROC mostly tells ink from background; this says whether the map tells the '3's
+    from the other digits, which is the anomaly the protocol asks for."""
+    import numpy as np
+
+    from nsgan.evaluate import collect, read_mask
+    from nsgan.imageio import read_image
+    from nsgan.metrics import image_auroc
+    from nsgan.scoring import Scorer
+
+    scorer = Scorer.from_file(model, options, progress=False)
+    values, labels = [], []
+    for item in collect(data)[0]:
+        ink = read_image(item.path).max(axis=2) > 0.5
+        values.append(scorer.score(item.path).map[ink])
+        labels.append(read_mask(item.mask, ink.shape)[ink])
+    return image_auroc(np.concatenate(values), np.concatenate(labels))
 
 
 def other_digit_share(model: Path, normal_digit: int = 0, n: int = 512, seed: int = 0, k: int = 5) -> float:
@@ -265,18 +290,26 @@ def markdown_table(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+DIAGNOSTICS = {
+    "g_other_digit": "mnist, share of G's samples a 5-NN classifier calls another digit (lower = contaminants carved out)",
+    "ink_pixel_auroc": "ir_mnist, pixel AUROC on ink pixels only ('3's against the other digits; 0.5 = chance)",
+}
+
+
 def diagnostic_table(rows: list[dict]) -> str:
-    """mnist: share of generated samples that look like another digit (5-NN), per ε and γ."""
-    diag = [r for r in rows if r.get("g_other_digit") is not None]
-    if not diag:
-        return ""
-    gammas = sorted({r["gamma_spec"] for r in diag}, key=lambda g: (g != "0", g))
-    by = {(r["eps"], r["gamma_spec"]): r["g_other_digit"] for r in diag}
-    lines = ["", "mnist, share of G's samples a 5-NN classifier calls another digit (lower = contaminants carved out):", "",
-             "| ε | " + " | ".join(f"γ={g}" for g in gammas) + " |", "|---|" + "---|" * len(gammas)]
-    for eps in sorted({r["eps"] for r in diag}):
-        lines.append(f"| {eps:g} | " + " | ".join(_fmt(by.get((eps, g))) for g in gammas) + " |")
-    return "\n".join(lines) + "\n"
+    """Per ε and γ: the mnist generator diagnostic and the ir_mnist ink-only pixel AUROC, where measured."""
+    text = ""
+    for key, title in DIAGNOSTICS.items():
+        diag = [r for r in rows if r.get(key) is not None]
+        if not diag:
+            continue
+        gammas = sorted({r["gamma_spec"] for r in diag}, key=lambda g: (g != "0", g))
+        by = {(r["eps"], r["gamma_spec"]): r[key] for r in diag}
+        lines = ["", f"{title}:", "", "| ε | " + " | ".join(f"γ={g}" for g in gammas) + " |", "|---|" + "---|" * len(gammas)]
+        for eps in sorted({r["eps"] for r in diag}):
+            lines.append(f"| {eps:g} | " + " | ".join(_fmt(by.get((eps, g))) for g in gammas) + " |")
+        text += "\n".join(lines) + "\n"
+    return text
 
 
 def _write_text(path: Path, text: str) -> None:
@@ -316,7 +349,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest for these small nets)")
     p.add_argument("--resume", action="store_true", help="skip finished cells (those with cell.json)")
     p.add_argument("--diagnose", action="store_true",
-                   help="only add the mnist generator diagnostic to finished cells that lack it, and rewrite the table")
+                   help="only add the diagnostics (mnist: what G draws; ir_mnist: pixel AUROC on ink only) to finished cells that lack them, and rewrite the table")
     return p.parse_args(argv)
 
 
@@ -362,11 +395,19 @@ def main(argv=None) -> int:
     try:
         cfg = apply_args(load_experiment(args.config), args)
         if args.diagnose:
-            for path in sorted(out.glob("cells/mnist-*/cell.json")):
+            for path in sorted(out.glob("cells/*/cell.json")):
                 row = json.loads(path.read_text())
-                if row.get("g_other_digit") is None:
-                    row["g_other_digit"] = other_digit_share(path.parent / "run" / "model.safetensors")
-                    _write_text(path, json.dumps(row, indent=2) + "\n")
+                model = path.parent / "run" / "model.safetensors"
+                if row["protocol"] == "mnist" and row.get("g_other_digit") is None:
+                    row["g_other_digit"] = other_digit_share(model)
+                elif row["protocol"] == "ir_mnist" and row.get("ink_pixel_auroc") is None:
+                    cell = Cell(row["protocol"], row["eps"], row["gamma_spec"])
+                    log(f"{cell.name}: pixel AUROC on ink pixels only")
+                    spec = cfg["protocols"]["ir_mnist"]
+                    row["ink_pixel_auroc"] = ink_pixel_auroc(model, out / "data" / cell.data_name, score_options(spec, cfg))
+                else:
+                    continue
+                _write_text(path, json.dumps(row, indent=2) + "\n")
             write_results(out)
             print((out / "results.md").read_text() if (out / "results.md").is_file() else "no finished cells")
             return 0
