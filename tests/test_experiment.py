@@ -112,30 +112,26 @@ def test_runners_sharing_a_folder_claim_cells(tmp_path):
     assert ex.claim(cell, tmp_path)  # a claim whose process is gone is taken over
 
 
-def test_ink_pixel_auroc_matches_sklearn_on_the_ink_pixels(tmp_path, model_file):
-    """The ir_mnist diagnostic: AUROC of the map's values on ink pixels only, '3' masks as positives."""
+def test_ink_pixel_auroc_counts_ink_only_and_matches_sklearn(tmp_path, model_file):
+    """The ir_mnist diagnostic: the map's values on ink pixels only, '3' masks as positives."""
     import numpy as np
     from sklearn.metrics import roc_auc_score
 
-    from nsgan.evaluate import collect, read_mask
     from nsgan.imageio import read_image
-    from nsgan.scoring import Scorer, ScoreOptions
+    from nsgan.scoring import ScoreOptions
     from nsgan.search import SearchConfig
     from tools.protocols.ir_mnist import build_ir_mnist
 
     data = tmp_path / "ir"
     build_ir_mnist(data, epsilon=0.0, n_train=1, n_abnormal=1, n_test_good=1, n_test_defect=2)
     options = ScoreOptions(stride=16, batch=256, search=SearchConfig(iterations=2, restarts=1, lr=0.1))
-    got = ex.ink_pixel_auroc(model_file, data, options)
-    scorer = Scorer.from_file(model_file, options, progress=False)
-    values, labels = [], []
-    for item in collect(data)[0]:
-        ink = read_image(item.path).max(axis=2) > 0.5
-        values.append(scorer.score(item.path).map[ink])
-        labels.append(read_mask(item.mask, ink.shape)[ink])
-    y = np.concatenate(labels)
-    assert 0 < y.mean() < 1  # both classes among the ink pixels
-    assert got == pytest.approx(roc_auc_score(y, np.concatenate(values)), abs=1e-9)
+    values, labels = ex.ink_pixels(model_file, data, options)
+    images = sorted((data / "test").rglob("*.png"))
+    assert len(values) == len(labels) == sum(int((read_image(p).max(axis=2) > 0.5).sum()) for p in images)
+    masks = sorted((data / "ground_truth").rglob("*_mask.png"))
+    assert labels.sum() == sum(int((read_image(m).max(axis=2) > 0.5).sum()) for m in masks)  # every mask pixel is ink
+    assert 0 < labels.mean() < 1
+    assert ex.ink_pixel_auroc(model_file, data, options) == pytest.approx(roc_auc_score(labels, values), abs=1e-9)
 
 
 def test_diagnostic_table_lists_each_measured_diagnostic():

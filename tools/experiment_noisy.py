@@ -179,15 +179,12 @@ def evaluate_cell(cell: Cell, spec: dict, cfg: dict, data: Path, model: Path, ou
     return evaluate(model, data, out / "cells" / cell.name / "eval", score_options(spec, cfg), overwrite=True)
 
 
-def ink_pixel_auroc(model: Path, data: Path, options) -> float:
-    """ir_mnist diagnostic: pixel AUROC over ink pixels only (image > 0.5). On puzzles of digits the
-    all-pixel AUROC mostly tells ink from background; this says whether the map tells the '3's
-    from the other digits, which is the anomaly the protocol asks for."""
+def ink_pixels(model: Path, data: Path, options):
+    """The map's values on ink pixels (image > 0.5) of every test image, and whether each is in a mask."""
     import numpy as np
 
     from nsgan.evaluate import collect, read_mask
     from nsgan.imageio import read_image
-    from nsgan.metrics import image_auroc
     from nsgan.scoring import Scorer
 
     scorer = Scorer.from_file(model, options, progress=False)
@@ -196,7 +193,16 @@ def ink_pixel_auroc(model: Path, data: Path, options) -> float:
         ink = read_image(item.path).max(axis=2) > 0.5
         values.append(scorer.score(item.path).map[ink])
         labels.append(read_mask(item.mask, ink.shape)[ink])
-    return image_auroc(np.concatenate(values), np.concatenate(labels))
+    return np.concatenate(values), np.concatenate(labels)
+
+
+def ink_pixel_auroc(model: Path, data: Path, options) -> float:
+    """ir_mnist diagnostic: pixel AUROC over ink pixels only. On puzzles of digits the all-pixel
+    AUROC mostly tells ink from background; this says whether the map tells the '3's from the
+    other digits, which is the anomaly the protocol asks for."""
+    from nsgan.metrics import image_auroc
+
+    return image_auroc(*ink_pixels(model, data, options))
 
 
 def other_digit_share(model: Path, normal_digit: int = 0, n: int = 512, seed: int = 0, k: int = 5) -> float:
