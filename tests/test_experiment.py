@@ -138,3 +138,15 @@ def test_diagnostic_table_lists_each_measured_diagnostic():
     rows = [{"protocol": "ir_mnist", "eps": 0.1, "gamma_spec": g, "ink_pixel_auroc": v} for g, v in (("0", 0.53), ("0.2", 0.44))]
     text = ex.diagnostic_table(rows)
     assert "ink pixels only" in text and "| 0.1 | 0.530 | 0.440 |" in text and "5-NN" not in text
+
+
+def test_diagnose_names_a_protocol_missing_from_the_config(tmp_path, capsys):
+    cell = tmp_path / "out" / "cells" / "ir_mnist-eps0.1-gamma0"
+    cell.mkdir(parents=True)
+    (cell / "cell.json").write_text(json.dumps({"protocol": "ir_mnist", "eps": 0.1, "gamma_spec": "0", "search": {}}))
+    cfg = tmp_path / "exp.yaml"
+    cfg.write_text(yaml.safe_dump({"train_config": "t.yaml", "budget_kimg": 1, "eps": [0.1], "gammas": [0],
+                                   "search": {}, "protocols": {"mnist": {"tile": 16}}}))
+    assert ex.main(["--config", str(cfg), "--out", str(tmp_path / "out"), "--diagnose"]) == 2
+    err = capsys.readouterr().err
+    assert "no 'ir_mnist' protocol" in err and "ir_mnist-eps0.1-gamma0" in err and "Traceback" not in err

@@ -404,15 +404,23 @@ def main(argv=None) -> int:
             for path in sorted(out.glob("cells/*/cell.json")):
                 row = json.loads(path.read_text())
                 model = path.parent / "run" / "model.safetensors"
-                if row["protocol"] == "mnist" and row.get("g_other_digit") is None:
-                    row["g_other_digit"] = other_digit_share(model)
-                elif row["protocol"] == "ir_mnist" and row.get("ink_pixel_auroc") is None:
-                    cell = Cell(row["protocol"], row["eps"], row["gamma_spec"])
-                    log(f"{cell.name}: pixel AUROC on ink pixels only")
-                    spec = cfg["protocols"]["ir_mnist"]
-                    row["ink_pixel_auroc"] = ink_pixel_auroc(model, out / "data" / cell.data_name, score_options(spec, cfg))
-                else:
+                wanted = {"mnist": "g_other_digit", "ir_mnist": "ink_pixel_auroc"}.get(row["protocol"])
+                if wanted is None or row.get(wanted) is not None:
                     continue
+                cell = Cell(row["protocol"], row["eps"], row["gamma_spec"])
+                spec = cfg["protocols"].get(cell.protocol)
+                if spec is None:
+                    raise ConfigError(f"{args.config}: no '{cell.protocol}' protocol, needed to diagnose {path.parent}")
+                log(f"{cell.name}: diagnostic {wanted}")
+                if cell.protocol == "mnist":
+                    row[wanted] = other_digit_share(model, spec.get("build", {}).get("normal_digit", 0))
+                else:  # scored with the search the cell was evaluated with
+                    from dataclasses import replace
+
+                    from nsgan.search import SearchConfig
+
+                    options = replace(score_options(spec, cfg), search=SearchConfig(**row["search"]))
+                    row[wanted] = ink_pixel_auroc(model, out / "data" / cell.data_name, options)
                 _write_text(path, json.dumps(row, indent=2) + "\n")
             write_results(out)
             print((out / "results.md").read_text() if (out / "results.md").is_file() else "no finished cells")
