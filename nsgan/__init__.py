@@ -11,10 +11,10 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 # DeepSpeed (imported by accelerate when installed) warns "Setting accelerator to CPU. If you have
 # GPU ..." on every start when it finds no GPU. With torch's CPU wheel there can be none: say so.
-try:
-    from importlib.metadata import version as _version
+from importlib.metadata import PackageNotFoundError, version as _version
 
+try:
     if _version("torch").endswith("+cpu"):
         os.environ.setdefault("DS_ACCELERATOR", "cpu")
-except Exception:  # torch not installed as a distribution (a source build): leave DeepSpeed to detect
+except PackageNotFoundError:  # torch not installed as a distribution (a source build): leave DeepSpeed to detect
     pass
