@@ -148,6 +148,30 @@ class TiffSource:
         self.close()
 
 
+def _load_malloc_trim():
+    try:
+        import ctypes
+
+        return ctypes.CDLL("libc.so.6").malloc_trim
+    except (OSError, AttributeError):  # not glibc (macOS, musl, Windows): nothing to do
+        return None
+
+
+_MALLOC_TRIM = _load_malloc_trim()
+
+
+def release_freed_memory() -> None:
+    """Hand memory freed by the last band back to the OS (glibc's malloc_trim).
+
+    Without it, glibc raises its mmap threshold after the first large frees and later band buffers
+    land on the heap, where they fragment: peak RSS then crept up with the image's height,
+    by a varying amount from run to run (74-204 MiB over an 8192² image). Once per band it costs
+    far less than the band's search.
+    """
+    if _MALLOC_TRIM is not None:
+        _MALLOC_TRIM(0)
+
+
 def open_image(path: str | Path) -> ArraySource | TiffSource:
     """A region reader for `path`: lazy for TIFF, whole-file for PNG/JPEG; DataError names the file."""
     path = Path(path)

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .bigimage import ArraySource, open_image, read_map_rows, write_map
+from .bigimage import ArraySource, open_image, read_map_rows, release_freed_memory, write_map
 from .errors import EXIT_RUNTIME, ConfigError, DataError, NsganError, OutputError
 from .imageio import IMAGE_SUFFIXES, list_images
 from .report import Downscaler, Region, find_regions, overlay_factor, render_overlay, write_json, write_overlay
@@ -192,6 +192,7 @@ class Scorer:
         band_rows = max(1, math.ceil(opt.batch * opt.batches_per_band / grid.n_cols))
         batch_no = 0  # global batch counter: batch k is searched by rank k % world
         for band in grid.bands(band_rows):
+            release_freed_memory()  # the previous band's buffers: keeps peak memory flat with height
             y0, y1 = int(grid.ys[band[0]]), int(grid.ys[band[-1]]) + grid.tile
             img = read_padded_rows(lambda a, b: src.read(a, b), h, w, y0, y1, padded_w)
             tiles = cut_tiles(img, y0, grid, band)
@@ -311,6 +312,7 @@ class Scorer:
                 else:
                     for _ in blocks:
                         pass
+        release_freed_memory()  # the last band's buffers, before the region pass and the report
         st = stats.as_dict()
         th = self._thresholds(st)
         score = float(tile_scores.max())
