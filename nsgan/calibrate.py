@@ -86,6 +86,7 @@ def calibrate(scorer: Scorer, normal: list[Path], abnormal: list[Path] | None = 
             th["pixel"], th["pixel_f1"] = best_f1_threshold(neg, pos, cands)
             th["pixel_method"] = "best pixel F1 over the masks"
     th["search"] = scorer.options.search.to_dict()
+    th["map"] = scorer.map_settings()
     th["stride"] = scorer.stride
     return th
 

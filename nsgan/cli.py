@@ -18,6 +18,7 @@ from .errors import NsganError
 COMMANDS: dict[str, tuple[str, str]] = {
     "shards": ("nsgan.shards", "cut images into tiles and write WebDataset shards"),
     "train": ("nsgan.training", "train the progressive GAN (one process; use `accelerate launch launch/train.py` for many)"),
+    "train-encoder": ("nsgan.encoder_training", "train the f-AnoGAN encoder for an existing model file (fast scoring)"),
     "demo": ("nsgan.demo", "build a demo dataset from bundled texture photos, train, export and score"),
     "score": ("nsgan.scoring", "score full-size images tile by tile and write anomaly maps and reports"),
     "calibrate": ("nsgan.calibrate", "set image and pixel thresholds from held-out images and store them with the model"),

@@ -70,6 +70,20 @@ class TrainSection:
 
 
 @dataclass
+class EncoderSection:
+    """f-AnoGAN encoder trained after the GAN (nsgan/encoder.py); kimg 0 = no encoder."""
+
+    kimg: float = 0.0  # normal tiles (thousands) shown to the encoder after the GAN's schedule ends
+    batch: int = 32  # per process
+    lr: float = 0.001
+    kappa: float = 1.0  # weight of the D-feature term of the izi_f loss
+    fmap_base: int = 0  # 0: the GAN's model.fmap_base
+    fmap_max: int = 0  # 0: the GAN's model.fmap_max
+    checkpoint_kimg: float = 0.0  # 0: train.checkpoint_kimg
+    log_every: int = 20
+
+
+@dataclass
 class TrainConfig:
     run_dir: str = "runs/run"
     seed: int = 0
@@ -78,6 +92,7 @@ class TrainConfig:
     loss: LossConfig = field(default_factory=LossConfig)
     schedule: ScheduleSection = field(default_factory=ScheduleSection)
     train: TrainSection = field(default_factory=TrainSection)
+    encoder: EncoderSection = field(default_factory=EncoderSection)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -250,6 +265,23 @@ def validate(cfg: TrainConfig, source: str = "<config>") -> None:
     _check(t.log_every >= 1, source, "train.log_every", "must be ≥ 1")
     _check(1 <= t.grid_size <= 32, source, "train.grid_size", "must be between 1 and 32")
     _check(bool(cfg.run_dir), source, "run_dir", "is required")
+    validate_encoder(cfg, source)
+
+
+def validate_encoder(cfg: TrainConfig, source: str = "<config>") -> None:
+    e = cfg.encoder
+    for key, ok, why in (
+        ("kimg", e.kimg >= 0, "must be ≥ 0 (0: no encoder)"),
+        ("batch", e.batch >= 1, "must be ≥ 1"),
+        ("lr", e.lr > 0, "must be > 0"),
+        ("kappa", e.kappa >= 0, "must be ≥ 0"),
+        ("fmap_base", e.fmap_base >= 0, "must be ≥ 0 (0: the GAN's)"),
+        ("fmap_max", e.fmap_max >= 0, "must be ≥ 0 (0: the GAN's)"),
+        ("checkpoint_kimg", e.checkpoint_kimg >= 0, "must be ≥ 0 (0: train.checkpoint_kimg)"),
+        ("log_every", e.log_every >= 1, "must be ≥ 1"),
+    ):
+        value = getattr(e, key)
+        _check(ok and value == value, source, f"encoder.{key}", f"{why}, got {value}")
 
 
 def config_from_dict(values: dict[str, Any], source: str = "<saved config>") -> TrainConfig:

@@ -14,12 +14,13 @@ class TrainingDisplay:
     log files) it prints one plain line per metrics row so logs stay readable.
     """
 
-    def __init__(self, total_images: int, enabled: bool = True, start: int = 0):
+    def __init__(self, total_images: int, enabled: bool = True, start: int = 0, label: str = "train"):
         self.enabled = enabled
         self.total = total_images
         self.progress = None
         self.live = enabled and sys.stdout.isatty()
         self.last_plain = 0.0
+        self.label = label
         if not enabled:
             return
         if self.live:
@@ -29,7 +30,7 @@ class TrainingDisplay:
                 TextColumn("[bold]{task.description}"), BarColumn(), TaskProgressColumn(),
                 TextColumn("{task.fields[info]}"), TimeRemainingColumn(), transient=False,
             )
-            self.task = self.progress.add_task("train", total=total_images, completed=start, info="starting…")
+            self.task = self.progress.add_task(label, total=total_images, completed=start, info="starting…")
             self.progress.start()
 
     def advance(self, images_seen: int) -> None:
@@ -39,7 +40,7 @@ class TrainingDisplay:
     def update(self, row: dict[str, Any]) -> None:
         if not self.enabled:
             return
-        losses = " ".join(f"{k.replace('loss_', '')}={row[k]:.3f}" for k in ("loss_d", "loss_g") if k in row)
+        losses = " ".join(f"{k.replace('loss_', '')}={row[k]:.3f}" for k in row if k.startswith("loss_"))
         remaining = max(self.total - row["images_seen"], 0)
         eta = remaining / row["img_s"] if row.get("img_s") else float("nan")
         info = (f"{row['resolution']}px α={row['alpha']:.2f} kimg {row['kimg']:.1f}/{self.total / 1000:.0f} "
@@ -50,7 +51,7 @@ class TrainingDisplay:
             self.progress.update(self.task, completed=row["images_seen"], info=info)
         elif time.monotonic() - self.last_plain > 5.0:
             self.last_plain = time.monotonic()
-            print(f"[train] {info} eta {eta:.0f}s", flush=True)
+            print(f"[{self.label}] {info} eta {eta:.0f}s", flush=True)
 
     def close(self) -> None:
         if self.progress is not None:

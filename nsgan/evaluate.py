@@ -201,7 +201,8 @@ def evaluate(model: str | Path, data: str | Path, out: str | Path, options=None,
                       "per_type_auroc": auroc_per_type(scores, kinds, good=GOOD),
                       "n_good": int((~labels).sum()), "n_defective": int(labels.sum())},
             "pixel": None,
-            "search": options.search.to_dict(),
+            "search": scorer.options.search.to_dict(),
+            "map_settings": scorer.map_settings(),
             "tiling": {"tile": scorer.tile, "stride": scorer.stride},
             "seconds": {"scoring": search_s},
         }
@@ -295,34 +296,22 @@ def summary_table(metrics: dict):
 
 
 def configure_parser(p: argparse.ArgumentParser) -> None:
-    from .search import PRECISIONS, SearchConfig
+    from .scoring import add_search_arguments
 
-    d = SearchConfig()
     p.add_argument("--model", required=True, help="exported model (model.safetensors)")
     p.add_argument("--data", required=True, help="category folder: test/good, test/<type>, ground_truth/<type>")
     p.add_argument("--out", required=True, help="folder for metrics.json, scores.csv, roc.png, cases.png")
     p.add_argument("--overwrite", action="store_true", help="replace earlier outputs in OUT")
-    p.add_argument("--iterations", type=int, default=d.iterations, help="latent search steps per start")
-    p.add_argument("--restarts", type=int, default=d.restarts, help="random starts per tile")
-    p.add_argument("--lr", type=float, default=d.lr, help="latent search step size (Adam)")
-    p.add_argument("--lam", type=float, default=d.lam, help="weight λ of the feature term")
-    p.add_argument("--patience", type=int, default=d.patience, help="steps without improvement before a start stops")
-    p.add_argument("--precision", choices=PRECISIONS, default=d.precision)
-    p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--stride", type=int, default=None, help="tile stride in pixels (default: half a tile)")
-    p.add_argument("--batch", type=int, default=64, help="tiles per search batch")
     p.add_argument("--bins", type=int, default=DEFAULT_BINS, help="score bins of the pixel metrics")
     p.add_argument("--cases", type=int, default=2, help="best and worst cases of each label in cases.png")
     p.add_argument("--no-progress", action="store_true")
+    add_search_arguments(p)  # the same inversion, tiling and map options as `nsgan score`
 
 
 def options_from_args(args):
-    from .scoring import ScoreOptions
-    from .search import SearchConfig
+    from .scoring import options_from_args as score_options
 
-    search = SearchConfig(iterations=args.iterations, restarts=args.restarts, lr=args.lr, lam=args.lam,
-                          patience=args.patience, precision=args.precision, seed=args.seed)
-    return ScoreOptions(stride=args.stride, batch=args.batch, search=search)
+    return score_options(args)
 
 
 def run(args: argparse.Namespace) -> int:

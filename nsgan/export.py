@@ -1,4 +1,5 @@
-"""The shared model file: `model.safetensors` with the EMA generator and the discriminator.
+"""The shared model file: `model.safetensors` with the EMA generator, the discriminator and,
+once trained, the f-AnoGAN encoder (`E.*` tensors; a model without it still scores by search).
 
 Everything needed to rebuild the networks (their constructor arguments), the training config,
 images seen, the nsgan version and, once calibrated, the thresholds travel in the safetensors
@@ -21,6 +22,7 @@ from .errors import ModelError
 FORMAT = "nsgan-model/1"
 G_PREFIX = "G_ema."
 D_PREFIX = "D."
+E_PREFIX = "E."
 
 
 @dataclass
@@ -31,6 +33,7 @@ class LoadedModel:
     discriminator: torch.nn.Module
     meta: dict[str, Any] = field(default_factory=dict)
     path: Path | None = None
+    encoder: torch.nn.Module | None = None  # None: the file holds no encoder (scoring by search only)
 
     @property
     def resolution(self) -> int:
@@ -126,7 +129,16 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> LoadedMo
         d = Discriminator(**meta["discriminator"])
     except (TypeError, ValueError) as exc:
         raise ModelError(f"{path}: network settings in the metadata are not usable ({exc})") from None
-    for module, prefix, name in ((g, G_PREFIX, "generator"), (d, D_PREFIX, "discriminator")):
+    e = None
+    if "encoder" in meta:
+        from .encoder import Encoder
+
+        try:
+            e = Encoder(**meta["encoder"]["network"])
+        except (TypeError, ValueError, KeyError) as exc:
+            raise ModelError(f"{path}: encoder settings in the metadata are not usable ({exc})") from None
+    modules = [(g, G_PREFIX, "generator"), (d, D_PREFIX, "discriminator")] + ([(e, E_PREFIX, "encoder")] if e is not None else [])
+    for module, prefix, name in modules:
         state = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
         try:
             module.load_state_dict(state, strict=True)
@@ -134,7 +146,28 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> LoadedMo
             first = str(exc).strip().splitlines()[0]
             raise ModelError(f"{path}: {name} weights do not match its settings ({first})") from None
         module.eval().requires_grad_(False).to(device)
-    return LoadedModel(generator=g, discriminator=d, meta=meta, path=path)
+    return LoadedModel(generator=g, discriminator=d, meta=meta, path=path, encoder=e)
+
+
+def add_encoder(path: str | Path, encoder: torch.nn.Module, info: dict[str, Any]) -> None:
+    """Put a trained encoder (E.* tensors, its settings and `info` in metadata["encoder"]) into a model file.
+
+    Replaces an earlier encoder; G, D, thresholds and everything else stay as they are. Thresholds
+    calibrated for an encoder mode no longer hold for the new E, so they are dropped then.
+    """
+    from safetensors.torch import load_file
+
+    from .encoder import encoder_kwargs
+
+    path = Path(path)
+    meta = read_metadata(path)
+    tensors = {k: v for k, v in load_file(str(path), device="cpu").items() if not k.startswith(E_PREFIX)}
+    tensors.update(_state(encoder, E_PREFIX))
+    meta["encoder"] = {"network": encoder_kwargs(encoder), **info}
+    mode = ((meta.get("thresholds") or {}).get("search") or {}).get("mode", "search")
+    if mode != "search":
+        meta.pop("thresholds", None)
+    _atomic_save(tensors, {k: json.dumps(v) for k, v in meta.items()}, path)
 
 
 def update_metadata(path: str | Path, **entries: Any) -> None:

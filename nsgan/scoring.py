@@ -24,10 +24,11 @@ import numpy as np
 import torch
 
 from .bigimage import ArraySource, open_image, read_map_rows, release_freed_memory, write_map
-from .errors import EXIT_RUNTIME, ConfigError, DataError, NsganError, OutputError
+from .errors import EXIT_RUNTIME, ConfigError, DataError, ModelError, NsganError, OutputError
 from .imageio import IMAGE_SUFFIXES, list_images
 from .report import Downscaler, Region, find_regions, overlay_factor, render_overlay, write_json, write_overlay
-from .search import PRECISIONS, LatentSearch, SearchConfig
+from .maps import IMAGE_SCORES, smooth_stream
+from .search import AUTO, MODES, PRECISIONS, LatentSearch, SearchConfig
 from .tiling import BandBlender, TileGrid, cut_tiles, read_padded_rows
 
 UNCALIBRATED_K = 4.0  # without a pixel threshold, regions are drawn above mean + K·std of the map
@@ -46,6 +47,8 @@ class ScoreOptions:
     min_region_area: int = 4
     pixel_threshold: float | None = None  # overrides the model's calibrated one
     search: SearchConfig = field(default_factory=SearchConfig)
+    map_sigma: float = 0.0  # Gaussian smoothing of the blended map, in pixels (0: none)
+    image_score: str = "tile"  # map_max: the max of the (smoothed) map; tile: the highest tile loss
 
     def __post_init__(self):
         for key, ok in {
@@ -55,6 +58,8 @@ class ScoreOptions:
             "window_floor": 0.0 < self.window_floor <= 1.0,
             "overlay_max_side": self.overlay_max_side >= 16,
             "min_region_area": self.min_region_area >= 1,
+            "map_sigma": 0.0 <= self.map_sigma <= 64,
+            "image_score": self.image_score in IMAGE_SCORES,
         }.items():
             if not ok:
                 raise ConfigError(f"{key}: invalid value {getattr(self, key)!r}")
@@ -64,7 +69,7 @@ class ScoreOptions:
 class ScoreResult:
     """One scored image. `map` is the full-resolution map when scored in memory, else None (see map_path)."""
 
-    score: float  # image score: the highest tile score
+    score: float  # image score, by ScoreOptions.image_score
     verdict: str  # "anomalous", "normal" or "uncalibrated"
     map: np.ndarray | None
     regions: list[Region]
@@ -124,8 +129,16 @@ class Scorer:
         device: str | torch.device | None = None,
         progress: bool = False,
         name: str = "<model>",
+        encoder: torch.nn.Module | None = None,
     ):
-        self.options = options or ScoreOptions()
+        from dataclasses import replace
+
+        options = options or ScoreOptions()
+        search = options.search.resolved(encoder is not None)
+        if search.mode != "search" and encoder is None:
+            raise ModelError(f"{name}: holds no encoder, so inversion mode '{search.mode}' cannot run; train one with "
+                             f"`nsgan train-encoder --model {name} encoder.kimg=N` or score with --inversion search")
+        self.options = options = replace(options, search=search)
         self.tile, self.channels = int(resolution), int(channels)
         self.stride = self.options.stride or max(1, self.tile // 2)
         if self.stride > self.tile:
@@ -134,7 +147,8 @@ class Scorer:
         if device is None:
             device = accelerator.device if accelerator is not None else ("cuda" if torch.cuda.is_available() else "cpu")
         self.device = torch.device(device)
-        self.search = LatentSearch(generator.to(self.device), discriminator.to(self.device), self.options.search)
+        self.search = LatentSearch(generator.to(self.device), discriminator.to(self.device), self.options.search,
+                                   encoder=encoder.to(self.device) if encoder is not None else None)
         self.thresholds = dict(thresholds or {})
         self.progress = progress
         self.name = name
@@ -146,7 +160,7 @@ class Scorer:
 
         m = load_model(path)
         return cls(m.generator, m.discriminator, resolution=m.resolution, channels=m.channels,
-                   thresholds=m.thresholds, options=options, name=str(path), **kwargs)
+                   thresholds=m.thresholds, options=options, name=str(path), encoder=m.encoder, **kwargs)
 
     # -- processes -------------------------------------------------------------------------
     @property
@@ -184,7 +198,16 @@ class Scorer:
 
     def _stream(self, src, grid: TileGrid, tile_scores: np.ndarray, stats: _MapStats,
                 views: tuple[Downscaler, Downscaler] | None, bar) -> Iterator[tuple[int, np.ndarray]]:
-        """Finished map rows (first row, rows), top to bottom; fills tile_scores, stats and views."""
+        """Finished map rows (first row, rows), top to bottom, smoothed by map_sigma; fills tile_scores, stats, views."""
+        for first, rows in smooth_stream(self._blended(src, grid, tile_scores, views, bar), grid.height, self.options.map_sigma):
+            stats.add(rows)
+            if views is not None:
+                views[1].add(rows)
+            yield first, rows
+
+    def _blended(self, src, grid: TileGrid, tile_scores: np.ndarray,
+                 views: tuple[Downscaler, Downscaler] | None, bar) -> Iterator[tuple[int, np.ndarray]]:
+        """The blended (unsmoothed) map rows, top to bottom; fills tile_scores and the image view."""
         opt = self.options
         h, w = grid.height, grid.width
         padded_w = int(grid.xs[-1]) + grid.tile
@@ -234,10 +257,8 @@ class Scorer:
             tile_scores[band[0] : band[-1] + 1] = sc.reshape(len(band), grid.n_cols)
             first, rows = blender.add(band, res)
             if rows.shape[0]:
-                stats.add(rows)
                 if views is not None:
                     views[0].add(img[first - y0 : first - y0 + rows.shape[0], :w])
-                    views[1].add(rows)
                 yield first, rows
 
     def _thresholds(self, stats: dict[str, float]) -> dict[str, Any]:
@@ -250,9 +271,20 @@ class Scorer:
             th["pixel"] = stats["mean"] + UNCALIBRATED_K * stats["std"]
             th["pixel_source"] = f"uncalibrated: map mean + {UNCALIBRATED_K:g}·std of this image"
         th["image_source"] = "calibrated" if th["image"] is not None else "uncalibrated"
-        if self.thresholds.get("search") and self.thresholds["search"] != self.options.search.to_dict():
+        if self.thresholds.get("search") and {"mode": "search", **self.thresholds["search"]} != self.options.search.to_dict():
             th["warning"] = "thresholds were calibrated with other search settings"
+        if self.thresholds.get("map") and self.thresholds["map"] != self.map_settings():
+            th["warning"] = "thresholds were calibrated with other map settings (map_sigma, image_score)"
         return th
+
+    def map_settings(self) -> dict[str, Any]:
+        """What the map and the image score depend on besides the search (recorded with thresholds)."""
+        return {"map_sigma": self.options.map_sigma, "image_score": self.options.image_score}
+
+    def image_score(self, tile_scores: np.ndarray, stats: dict[str, float]) -> float:
+        if self.options.image_score == "map_max":
+            return float(stats["max"])
+        return float(tile_scores.max())
 
     def _verdict(self, score: float, th: dict[str, Any]) -> str:
         if th["image"] is None:
@@ -287,7 +319,7 @@ class Scorer:
         st = stats.as_dict()
         th = self._thresholds(st)
         regions = find_regions([(0, amap)], th["pixel"], self.options.min_region_area)
-        score = float(tile_scores.max())
+        score = self.image_score(tile_scores, st)
         return ScoreResult(score, self._verdict(score, th), amap, regions, th, (h, w), tile_scores, st)
 
     def score_to_files(self, path: str | Path, out_dir: str | Path, stem: str | None = None,
@@ -315,7 +347,7 @@ class Scorer:
         release_freed_memory()  # the last band's buffers, before the region pass and the report
         st = stats.as_dict()
         th = self._thresholds(st)
-        score = float(tile_scores.max())
+        score = self.image_score(tile_scores, st)
         result = ScoreResult(score, self._verdict(score, th), None, [], th, (h, w), tile_scores, st)
         if self.is_main:
             result.regions = find_regions(read_map_rows(outs["map"], REGION_BAND_ROWS), th["pixel"], self.options.min_region_area)
@@ -324,6 +356,7 @@ class Scorer:
             report = result.report(str(path))
             report["model"] = self.name
             report["search"] = self.options.search.to_dict()
+            report["map_settings"] = self.map_settings()
             report["tiling"] = {"tile": self.tile, "stride": self.stride, "window_floor": self.options.window_floor}
             report["overlay"] = {"file": outs["overlay"].name, "downscale": f}
             write_json(outs["json"], report)
@@ -410,8 +443,12 @@ def resolve_inputs(path: str | Path) -> list[tuple[Path, str]]:
 def add_search_arguments(p: argparse.ArgumentParser) -> None:
     """Options shared by `score` and `calibrate` (thresholds only hold for the settings they were made with)."""
     d = SearchConfig()
-    g = p.add_argument_group("latent search")
-    g.add_argument("--iterations", type=int, default=d.iterations, help="max gradient steps per start (default %(default)s)")
+    g = p.add_argument_group("inversion (how each tile's latent z is found)")
+    g.add_argument("--inversion", choices=(AUTO, *MODES), default=AUTO,
+                   help="search: AnoGAN's latent search; encoder: z = E(x), one pass; refine: E(x) then a short search; "
+                        "auto (default): refine when the model has an encoder, else search")
+    g.add_argument("--iterations", type=int, default=None,
+                   help="search steps per start (default: 500 for search, 20 for refine)")
     g.add_argument("--lr", type=float, default=d.lr, help="Adam step size on z (default %(default)s)")
     g.add_argument("--lam", type=float, default=d.lam, help="weight of the feature loss (default %(default)s)")
     g.add_argument("--restarts", type=int, default=d.restarts, help="random starts per tile (default %(default)s)")
@@ -421,13 +458,19 @@ def add_search_arguments(p: argparse.ArgumentParser) -> None:
     t = p.add_argument_group("tiling")
     t.add_argument("--stride", type=int, default=None, help="tile stride in pixels (default: half a tile)")
     t.add_argument("--batch", type=int, default=64, help="tiles searched together (default %(default)s)")
+    dm = ScoreOptions()
+    m = p.add_argument_group("map and image score")
+    m.add_argument("--map-sigma", type=float, default=dm.map_sigma, help="Gaussian smoothing of the map in pixels, 0 = none (default %(default)s)")
+    m.add_argument("--image-score", choices=IMAGE_SCORES, default=dm.image_score,
+                   help="map_max: max of the smoothed map; tile: highest tile loss (default %(default)s)")
 
 
 def options_from_args(args: argparse.Namespace) -> ScoreOptions:
-    search = SearchConfig(iterations=args.iterations, lr=args.lr, lam=args.lam, restarts=args.restarts,
+    """ScoreOptions from the arguments add_search_arguments defines (score, calibrate, evaluate)."""
+    search = SearchConfig(mode=args.inversion, iterations=args.iterations, lr=args.lr, lam=args.lam, restarts=args.restarts,
                           patience=args.patience, precision=args.precision, seed=args.seed)
-    return ScoreOptions(stride=args.stride, batch=args.batch, search=search,
-                        pixel_threshold=getattr(args, "pixel_threshold", None))
+    return ScoreOptions(stride=args.stride, batch=args.batch, search=search, map_sigma=args.map_sigma,
+                        image_score=args.image_score, pixel_threshold=getattr(args, "pixel_threshold", None))
 
 
 def configure_parser(p: argparse.ArgumentParser) -> None:

@@ -1,4 +1,7 @@
-"""AnoGAN latent search (Schlegl et al. 2017), batched over many tiles and random starts at once.
+"""Latent inversion of tiles: AnoGAN's search (Schlegl et al. 2017), f-AnoGAN's encoder, or both.
+
+Modes: `search` (random starts, up to `iterations` Adam steps each), `encoder` (z = E(x), one
+forward pass, no gradients) and `refine` (E(x) as the one start, then `iterations` search steps).
 
 For a tile x, z* = argmin_z (1−λ)·mean|x − G(z)| + λ·mean|f(x) − f(G(z))| with f = D's
 batch-independent feature layer; G and D stay frozen. All tiles × starts of a batch share one
@@ -21,13 +24,22 @@ import torch
 from .errors import ConfigError
 
 PRECISIONS = ("fp32", "bf16")
+MODES = ("search", "encoder", "refine")
+AUTO = "auto"  # the best measured mode the model allows: AUTO_WITH_ENCODER if it has an encoder, else search
+AUTO_WITH_ENCODER = "refine"
+DEFAULT_STEPS = {"search": 500, "encoder": 0, "refine": 20}  # AnoGAN's 500; refine: see README "Inversion"
 
 
 @dataclass(frozen=True)
 class SearchConfig:
-    """Latent-search settings; AnoGAN's λ = 0.1 and 500 steps by default."""
+    """Inversion settings: mode, then the search's; AnoGAN's λ = 0.1 and 500 steps by default.
 
-    iterations: int = 500
+    `iterations=None` takes the mode's default (DEFAULT_STEPS). In `encoder` mode there are no
+    steps; `encoder` and `refine` use one start (E(x)), so `restarts` only applies to `search`.
+    """
+
+    mode: str = AUTO
+    iterations: int | None = None
     lr: float = 0.05
     lam: float = 0.1
     restarts: int = 3
@@ -37,8 +49,16 @@ class SearchConfig:
     seed: int = 0
 
     def __post_init__(self):
+        if self.mode not in (AUTO, *MODES):
+            raise ConfigError(f"search.mode: invalid value {self.mode!r} (one of {AUTO}, {', '.join(MODES)})")
+        if self.mode != AUTO:
+            steps = DEFAULT_STEPS[self.mode] if self.iterations is None or self.mode == "encoder" else self.iterations
+            object.__setattr__(self, "iterations", steps)
+        if self.mode in ("encoder", "refine"):
+            object.__setattr__(self, "restarts", 1)
         checks = {
-            "iterations": self.iterations >= 1,
+            # 0 steps only where E gives the start; `auto` may mean search, so it needs ≥ 1 too
+            "iterations": self.iterations is None or self.iterations >= (0 if self.mode in ("encoder", "refine") else 1),
             "lr": self.lr > 0,
             "lam": 0.0 <= self.lam <= 1.0,
             "restarts": self.restarts >= 1,
@@ -49,6 +69,13 @@ class SearchConfig:
         for key, ok in checks.items():
             if not ok:
                 raise ConfigError(f"search.{key}: invalid value {getattr(self, key)!r}")
+
+    def resolved(self, has_encoder: bool) -> "SearchConfig":
+        """The concrete settings for a model with or without an encoder (`auto` picks the mode)."""
+        if self.mode != AUTO:
+            return self
+        mode = AUTO_WITH_ENCODER if has_encoder else "search"
+        return SearchConfig(**{**asdict(self), "mode": mode})
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -80,13 +107,17 @@ def start_latents(tile_ids: Sequence[int], restarts: int, latent_dim: int, seed:
 
 
 class LatentSearch:
-    """Finds z* for batches of tiles with G and D frozen; `search(x, tile_ids)` is the one entry point."""
+    """Finds z* for batches of tiles with G and D (and E) frozen; `search(x, tile_ids)` is the one entry point."""
 
-    def __init__(self, generator: torch.nn.Module, discriminator: torch.nn.Module, config: SearchConfig | None = None):
+    def __init__(self, generator: torch.nn.Module, discriminator: torch.nn.Module, config: SearchConfig | None = None,
+                 encoder: torch.nn.Module | None = None):
         self.G = generator.eval().requires_grad_(False)
         self.D = discriminator.eval().requires_grad_(False)
-        self.config = config or SearchConfig()
+        self.E = encoder.eval().requires_grad_(False) if encoder is not None else None
+        self.config = (config or SearchConfig()).resolved(encoder is not None)
         self.latent_dim = int(generator.latent_dim)
+        if self.config.mode != "search" and self.E is None:
+            raise ValueError(f"inversion mode {self.config.mode!r} needs an encoder")
 
     def _autocast(self, device: torch.device):
         if self.config.precision == "bf16":
@@ -104,8 +135,12 @@ class LatentSearch:
         feature = (fx - fg).abs().flatten(1).mean(1)
         return (1.0 - lam) * residual + lam * feature, g
 
+    def _encode(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad(), self._autocast(x.device):
+            return self.E(x).float()
+
     def search(self, x: torch.Tensor, tile_ids: Sequence[int]) -> SearchResult:
-        """Search all tiles x (N, C, T, T) in [-1, 1] together; tile_ids are their global indices."""
+        """Invert all tiles x (N, C, T, T) in [-1, 1] together; tile_ids are their global indices."""
         cfg = self.config
         n, r = x.shape[0], cfg.restarts
         if len(tile_ids) != n:
@@ -114,11 +149,23 @@ class LatentSearch:
         x = x.float()
         with torch.no_grad(), self._autocast(device):
             fx = self.D.features(x).float()
+        if cfg.mode == "encoder":  # one pass, no graph: the fast path
+            z = self._encode(x)
+            with torch.no_grad():
+                loss, rec = self._losses(x, fx, z)
+            return SearchResult(scores=loss, reconstructions=rec, residuals=(x - rec).abs().mean(1) / 2.0,
+                                latents=z, steps=torch.zeros(n, dtype=torch.long, device=device))
         xr, fxr = x.repeat_interleave(r, 0), fx.repeat_interleave(r, 0)
 
-        z = start_latents(tile_ids, r, self.latent_dim, cfg.seed).to(device)
+        if cfg.mode == "refine":
+            z = self._encode(x)
+        else:
+            z = start_latents(tile_ids, r, self.latent_dim, cfg.seed).to(device)
         m, v = torch.zeros_like(z), torch.zeros_like(z)
         best_loss = torch.full((n * r,), float("inf"), device=device)
+        if cfg.iterations == 0:  # no step to take: the start is the answer
+            with torch.no_grad():
+                best_loss = self._losses(xr, fxr, z)[0]
         best_z = z.clone()
         stale = torch.zeros(n * r, dtype=torch.long, device=device)
         steps = torch.zeros(n * r, dtype=torch.long, device=device)

@@ -472,6 +472,11 @@ def train(cfg: TrainConfig, source: str = "<config>", resume: bool = False) -> P
             model_path = trainer.export()
             _write_summary(trainer, digests)
         acc.wait_for_everyone()
+        if cfg.encoder.kimg > 0:  # f-AnoGAN's encoder, as the last phase, with G (EMA) and D frozen
+            from .encoder_training import train_encoder
+
+            train_encoder(cfg, copy.deepcopy(trainer.G_ema), copy.deepcopy(trainer.D_raw), run_dir / MODEL,
+                          run_dir / "encoder", acc, trainer.normal_shards, trainer.channels, resume=resume)
         return model_path
     except KeyboardInterrupt:
         if trainer.world == 1:  # one process: keep the progress made since the last state
