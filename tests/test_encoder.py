@@ -1,0 +1,176 @@
+"""The f-AnoGAN encoder: network shapes, its training (loss, resume, two processes, model file) and
+the inversion modes it enables in scoring (encoder = a zero-step refine, one or two processes agree,
+a model without E says how to get one, an old model file still scores)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from nsgan.cli import main as cli
+from nsgan.config import load_config
+from nsgan.encoder import Encoder, izif_loss
+from nsgan.export import load_model
+from nsgan.scoring import ScoreOptions, Scorer
+from nsgan.search import SearchConfig
+from nsgan.training import train, weights_digest
+
+from .conftest import REPO, TINY, subprocess_env
+
+
+@pytest.mark.parametrize("resolution,channels", [(4, 1), (8, 3), (32, 1)])
+def test_encoder_maps_tiles_to_latents(resolution, channels):
+    e = Encoder(resolution, channels, latent_dim=12, fmap_base=64, fmap_max=16)
+    z = e(torch.randn(5, channels, resolution, resolution))
+    assert z.shape == (5, 12) and torch.isfinite(z).all()
+    # batch-independent: a tile's z does not depend on its batch mates
+    assert torch.allclose(e(torch.randn(5, channels, resolution, resolution)[:1] * 0 + 0.3)[0],
+                          e(torch.full((1, channels, resolution, resolution), 0.3))[0], atol=1e-6)
+    with pytest.raises(ValueError, match="expects"):
+        e(torch.randn(2, channels, resolution * 2, resolution * 2))
+
+
+@pytest.fixture(scope="module")
+def gan_with_encoder(tiny_shards, tmp_path_factory) -> Path:
+    """A tiny GAN trained with the encoder as its last phase (what `encoder.kimg` in a config does)."""
+    run = tmp_path_factory.mktemp("enc") / "run"
+    train(load_config(None, [*TINY, f"data.normal={tiny_shards / 'normal'}", f"data.abnormal={tiny_shards / 'abnormal'}",
+                             f"run_dir={run}", "encoder.kimg=0.256", "encoder.batch=8", "encoder.log_every=2"]))
+    return run
+
+
+def test_training_with_encoder_kimg_adds_E_to_the_model_and_lowers_the_izif_loss(gan_with_encoder):
+    run = gan_with_encoder
+    m = load_model(run / "model.safetensors")
+    assert isinstance(m.encoder, Encoder) and m.meta["encoder"]["images_seen"] == 256
+    rows = [json.loads(line) for line in (run / "encoder" / "metrics.jsonl").read_text().splitlines()]
+    assert len(rows) == 16 and all(r["stage"] == "encoder" for r in rows)
+    first, last = np.mean([r["loss_e"] for r in rows[:3]]), np.mean([r["loss_e"] for r in rows[-3:]])
+    assert last < 0.8 * first, (first, last)
+    assert (run / "encoder" / "samples" / "recon-final.png").is_file()
+    # the loss of the stored E on training-like tiles is below that of a fresh E
+    x = torch.rand(8, 1, 16, 16) * 2 - 1
+    fresh = Encoder(16, 1, m.latent_dim, 64, 16)
+    with torch.no_grad():
+        trained_loss = izif_loss(m.encoder, m.generator, m.discriminator, x)[0]
+        fresh_loss = izif_loss(fresh, m.generator, m.discriminator, x)[0]
+    assert trained_loss < fresh_loss
+
+
+def _model_copy(run: Path, dest: Path, keep_encoder: bool) -> Path:
+    """A copy of the run's model file, optionally without its encoder (as a model made before encoders)."""
+    from safetensors.torch import load_file, save_file
+
+    from nsgan.export import read_metadata
+
+    dest.mkdir(parents=True, exist_ok=True)
+    target = dest / "model.safetensors"
+    shutil.copy(run / "model.safetensors", target)
+    if not keep_encoder:
+        meta = read_metadata(target)
+        meta.pop("encoder")
+        tensors = {k: v for k, v in load_file(str(target)).items() if not k.startswith("E.")}
+        save_file(tensors, str(target), metadata={k: json.dumps(v) for k, v in meta.items()})
+    return target
+
+
+def _train_encoder(model: Path, run_dir: Path, kimg: float, resume: bool = False) -> int:
+    args = ["train-encoder", "--model", str(model), "--run-dir", str(run_dir), f"encoder.kimg={kimg}", "encoder.batch=8",
+            "encoder.checkpoint_kimg=0.064", "train.display=false"]
+    return cli(args + (["--resume"] if resume else []))
+
+
+def test_train_encoder_resume_equals_an_uninterrupted_run(gan_with_encoder, tmp_path):
+    whole = _model_copy(gan_with_encoder, tmp_path / "whole", keep_encoder=False)
+    split = _model_copy(gan_with_encoder, tmp_path / "split", keep_encoder=False)
+    assert load_model(whole).encoder is None
+    assert _train_encoder(whole, tmp_path / "whole" / "enc", 0.192) == 0
+    assert _train_encoder(split, tmp_path / "split" / "enc", 0.096) == 0  # stops mid-way (a state at the end)
+    assert _train_encoder(split, tmp_path / "split" / "enc", 0.192) == 5  # no --resume: refuses (exit 5)
+    assert _train_encoder(split, tmp_path / "split" / "enc", 0.192, resume=True) == 0
+    a, b = load_model(whole).encoder, load_model(split).encoder
+    assert weights_digest([a]) == weights_digest([b])
+    assert load_model(split).meta["encoder"]["images_seen"] == 192
+
+
+def test_encoder_mode_is_a_zero_step_refine_and_refine_improves_on_it(gan_with_encoder):
+    img = np.random.default_rng(0).random((40, 40)).astype(np.float32)
+    model = gan_with_encoder / "model.safetensors"
+    enc = Scorer.from_file(model, ScoreOptions(search=SearchConfig(mode="encoder"))).score(img)
+    zero = Scorer.from_file(model, ScoreOptions(search=SearchConfig(mode="refine", iterations=0))).score(img)
+    np.testing.assert_allclose(enc.map, zero.map, atol=1e-6)
+    np.testing.assert_allclose(enc.tile_scores, zero.tile_scores, atol=1e-6)
+    refined = Scorer.from_file(model, ScoreOptions(search=SearchConfig(mode="refine", iterations=10))).score(img)
+    assert (refined.tile_scores <= enc.tile_scores + 1e-6).all() and refined.tile_scores.mean() < enc.tile_scores.mean()
+    # auto picks refine for a model with an encoder
+    assert Scorer.from_file(model).options.search.mode == "refine"
+
+
+def test_model_without_encoder_scores_by_search_and_refuses_encoder_modes(model_file, tmp_path, capsys):
+    img = tmp_path / "img.png"
+    from PIL import Image
+
+    Image.fromarray((np.random.default_rng(1).random((20, 20)) * 255).astype(np.uint8)).save(img)
+    assert Scorer.from_file(model_file).options.search.mode == "search"  # auto: an old file keeps scoring
+    code = cli(["score", "--model", str(model_file), "--image", str(img), "--out", str(tmp_path / "o"), "--inversion", "encoder",
+                "--no-progress"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 4 and len(err) == 1 and "no encoder" in err[0] and "nsgan train-encoder" in err[0]
+    assert not list((tmp_path / "o").glob("img.*"))
+    assert cli(["score", "--model", str(model_file), "--image", str(img), "--out", str(tmp_path / "o"), "--iterations", "3",
+                "--no-progress"]) == 0
+    report = json.loads((tmp_path / "o" / "img.json").read_text())
+    assert report["search"]["mode"] == "search" and report["search"]["iterations"] == 3
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _launch_score(nproc: int, model: Path, image: Path, out: Path, mode: str) -> subprocess.CompletedProcess:
+    multi = ["--multi_gpu", "--main_process_port", str(_free_port())] if nproc > 1 else []
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", *multi, "--num_processes", str(nproc), "--num_machines", "1",
+           "--mixed_precision", "no", "--dynamo_backend", "no", str(REPO / "launch" / "score.py"), "--model", str(model),
+           "--image", str(image), "--out", str(out), "--inversion", mode, "--iterations", "3", "--batch", "4", "--no-progress"]
+    return subprocess.run(cmd, env=subprocess_env(), capture_output=True, text=True, timeout=300, cwd=REPO)
+
+
+@pytest.mark.parametrize("mode", ["encoder", "refine"])
+def test_one_and_two_processes_write_the_same_map_in_encoder_modes(gan_with_encoder, tmp_path, mode):
+    import tifffile
+    from PIL import Image
+
+    Image.fromarray((np.random.default_rng(2).random((48, 40)) * 255).astype(np.uint8)).save(tmp_path / "img.png")
+    model = gan_with_encoder / "model.safetensors"
+    one = _launch_score(1, model, tmp_path / "img.png", tmp_path / "one", mode)
+    assert one.returncode == 0, one.stderr[-2000:]
+    two = _launch_score(2, model, tmp_path / "img.png", tmp_path / "two", mode)
+    assert (tmp_path / "two" / "img.map.tif").is_file(), two.stderr[-2000:]
+    a, b = tifffile.imread(tmp_path / "one" / "img.map.tif"), tifffile.imread(tmp_path / "two" / "img.map.tif")
+    np.testing.assert_array_equal(a, b)
+    assert json.loads((tmp_path / "two" / "img.json").read_text())["search"]["mode"] == mode
+
+
+def test_two_processes_train_the_same_encoder(gan_with_encoder, tmp_path):
+    """launch/train_encoder.py over 2 gloo processes: gradients averaged, both ranks end equal, E in the file."""
+    model = _model_copy(gan_with_encoder, tmp_path, keep_encoder=False)
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+           "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(_free_port()),
+           str(REPO / "launch" / "train_encoder.py"), "--model", str(model), "encoder.kimg=0.064", "encoder.batch=8",
+           "train.display=false"]
+    proc = subprocess.run(cmd, env=subprocess_env(), capture_output=True, text=True, timeout=300, cwd=REPO)
+    m = load_model(model)
+    assert m.encoder is not None, proc.stderr[-3000:]
+    assert m.meta["encoder"]["world_size"] == 2 and m.meta["encoder"]["images_seen"] == 64
+    assert weights_digest([m.encoder]) == m.meta["encoder"]["digest"]
+    assert proc.returncode == 0, proc.stderr[-3000:]
