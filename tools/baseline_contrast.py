@@ -171,7 +171,9 @@ def main(argv=None) -> int:
         return err.exit_code
     console = Console()
     table = summary_table(metrics)
-    table.title = f"local-contrast floor {floor.to_dict()}: {metrics['data']}"
+    rule = floor.rule.value if floor.rule is ScoreRule.MAX else f"quantile {floor.quantile:g}"
+    table.title = (f"local-contrast floor (σ_blur {floor.blur_sigma:g}, σ_map {floor.map_sigma:g}, score {rule}): "
+                   f"{metrics['data']}")
     console.print(table)
     if args.sweep:
         console.print(sweep_table(metrics["sweep"]))
