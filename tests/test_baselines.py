@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -88,8 +89,6 @@ def test_runner_writes_evaluates_figures(tiny_protocol, tmp_path, capsys):
 def test_runner_without_masks_gives_image_figures_only(tiny_protocol, tmp_path):
     proto = json.loads((tiny_protocol / "protocol.json").read_text())
     data = tmp_path / "labels-only"
-    import shutil
-
     shutil.copytree(tiny_protocol / "test", data / "test")
     (data / "protocol.json").write_text(json.dumps({**proto, "pixel_masks": False}))
     metrics = run_floor(data, tmp_path / "out", LocalContrast(rule="quantile", quantile=0.99))
