@@ -120,11 +120,11 @@ def _header(path: Path) -> tuple[int, int, int]:
     return h, w, 3 if bands >= 3 else 1
 
 
-def check_items(items: list[Item], channels: int) -> None:
-    """Every image has the model's channel count; every mask is one channel of its image's size."""
+def check_items(items: list[Item], channels: int | None) -> None:
+    """Every image has the model's channel count (None: any); every mask is of its image's size."""
     for it in items:
         h, w, c = _header(it.path)
-        if c != channels:
+        if channels is not None and c != channels:
             raise DataError(f"{it.path}: image has {c} channel(s), the model expects {channels}")
         if it.mask is not None:
             mh, mw, _ = _header(it.mask)
