@@ -13,7 +13,29 @@ import numpy as np
 from scipy.ndimage import gaussian_filter1d
 
 IMAGE_SCORES = ("map_max", "tile")  # the max of the (smoothed) map, or the highest tile loss (AnoGAN's)
+RESIDUALS = ("pixel", "detail")  # |x − G(z)|, or the same with its local mean (Gaussian, DETAIL_SIGMA) taken out
+DETAIL_SIGMA = 1.0
 TRUNCATE = 4.0
+
+
+def detail_residual(x: "torch.Tensor", rec: "torch.Tensor", sigma: float = DETAIL_SIGMA) -> "torch.Tensor":
+    """(N, T, T) map of |d − blur(d)| / 2 with d = x − rec, mean over channels (x, rec in [-1, 1]).
+
+    A reconstruction that gets the texture roughly right but not every edge leaves broad, smooth
+    residuals; a micro-defect is sharp. Taking the residual's local mean out keeps what is sharp.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    d = (x - rec).float()
+    n, c, h, w = d.shape
+    k = torch.from_numpy(gaussian_weights(sigma)).float().to(d.device)
+    r = (k.numel() - 1) // 2
+    mode = "reflect" if r < min(h, w) else "replicate"
+    flat = d.reshape(n * c, 1, h, w)
+    b = F.conv2d(F.pad(flat, (r, r, 0, 0), mode=mode), k.view(1, 1, 1, -1))
+    b = F.conv2d(F.pad(b, (0, 0, r, r), mode=mode), k.view(1, 1, -1, 1))
+    return (flat - b).abs().reshape(n, c, h, w).mean(1) / 2.0
 
 
 def gaussian_weights(sigma: float) -> np.ndarray:

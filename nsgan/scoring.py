@@ -27,7 +27,7 @@ from .bigimage import ArraySource, open_image, read_map_rows, release_freed_memo
 from .errors import EXIT_RUNTIME, ConfigError, DataError, ModelError, NsganError, OutputError
 from .imageio import IMAGE_SUFFIXES, list_images
 from .report import Downscaler, Region, find_regions, overlay_factor, render_overlay, write_json, write_overlay
-from .maps import IMAGE_SCORES, smooth_stream
+from .maps import IMAGE_SCORES, RESIDUALS, detail_residual, smooth_stream
 from .search import AUTO, MODES, PRECISIONS, LatentSearch, SearchConfig
 from .tiling import BandBlender, TileGrid, cut_tiles, read_padded_rows
 
@@ -47,6 +47,7 @@ class ScoreOptions:
     min_region_area: int = 4
     pixel_threshold: float | None = None  # overrides the model's calibrated one
     search: SearchConfig = field(default_factory=SearchConfig)
+    residual: str = "pixel"  # pixel: |x − G(z)|; detail: the residual's sharp part (maps.detail_residual)
     map_sigma: float = 0.0  # Gaussian smoothing of the blended map, in pixels (0: none)
     image_score: str = "tile"  # map_max: the max of the (smoothed) map; tile: the highest tile loss
 
@@ -60,6 +61,7 @@ class ScoreOptions:
             "min_region_area": self.min_region_area >= 1,
             "map_sigma": 0.0 <= self.map_sigma <= 64,
             "image_score": self.image_score in IMAGE_SCORES,
+            "residual": self.residual in RESIDUALS,
         }.items():
             if not ok:
                 raise ConfigError(f"{key}: invalid value {getattr(self, key)!r}")
@@ -229,7 +231,8 @@ class Scorer:
                     continue
                 x = torch.from_numpy(tiles[a:b]).to(self.device) * 2.0 - 1.0
                 out = self.search.search(x, range(first_id + a, first_id + b))
-                res_parts.append(out.residuals.float())
+                res = out.residuals if self.options.residual == "pixel" else detail_residual(x, out.reconstructions)
+                res_parts.append(res.float())
                 score_parts.append(out.scores.float())
                 if bar is not None:
                     bar.advance(b - a)
@@ -274,12 +277,12 @@ class Scorer:
         if self.thresholds.get("search") and {"mode": "search", **self.thresholds["search"]} != self.options.search.to_dict():
             th["warning"] = "thresholds were calibrated with other search settings"
         if self.thresholds.get("map") and self.thresholds["map"] != self.map_settings():
-            th["warning"] = "thresholds were calibrated with other map settings (map_sigma, image_score)"
+            th["warning"] = "thresholds were calibrated with other map settings (residual, map_sigma, image_score)"
         return th
 
     def map_settings(self) -> dict[str, Any]:
         """What the map and the image score depend on besides the search (recorded with thresholds)."""
-        return {"map_sigma": self.options.map_sigma, "image_score": self.options.image_score}
+        return {"residual": self.options.residual, "map_sigma": self.options.map_sigma, "image_score": self.options.image_score}
 
     def image_score(self, tile_scores: np.ndarray, stats: dict[str, float]) -> float:
         if self.options.image_score == "map_max":
@@ -460,6 +463,8 @@ def add_search_arguments(p: argparse.ArgumentParser) -> None:
     t.add_argument("--batch", type=int, default=64, help="tiles searched together (default %(default)s)")
     dm = ScoreOptions()
     m = p.add_argument_group("map and image score")
+    m.add_argument("--residual", choices=RESIDUALS, default=dm.residual,
+                   help="pixel: |x − G(z)|; detail: its sharp part, the residual minus its local mean (default %(default)s)")
     m.add_argument("--map-sigma", type=float, default=dm.map_sigma, help="Gaussian smoothing of the map in pixels, 0 = none (default %(default)s)")
     m.add_argument("--image-score", choices=IMAGE_SCORES, default=dm.image_score,
                    help="map_max: max of the smoothed map; tile: highest tile loss (default %(default)s)")
@@ -469,7 +474,7 @@ def options_from_args(args: argparse.Namespace) -> ScoreOptions:
     """ScoreOptions from the arguments add_search_arguments defines (score, calibrate, evaluate)."""
     search = SearchConfig(mode=args.inversion, iterations=args.iterations, lr=args.lr, lam=args.lam, restarts=args.restarts,
                           patience=args.patience, precision=args.precision, seed=args.seed)
-    return ScoreOptions(stride=args.stride, batch=args.batch, search=search, map_sigma=args.map_sigma,
+    return ScoreOptions(stride=args.stride, batch=args.batch, search=search, residual=args.residual, map_sigma=args.map_sigma,
                         image_score=args.image_score, pixel_threshold=getattr(args, "pixel_threshold", None))
 
 
