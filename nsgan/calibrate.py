@@ -53,8 +53,7 @@ def calibrate(scorer: Scorer, normal: list[Path], abnormal: list[Path] | None = 
     if not normal:
         raise DataError("calibration needs at least one normal image")
     n_scores, n_pixels = [], []
-    for p in normal:
-        r = scorer.score(p)
+    for r in scorer.score_all(normal):  # small images share search batches
         n_scores.append(r.score)
         flat = r.map.ravel()
         n_pixels.append(flat[:: max(1, flat.size // SAMPLES_PER_IMAGE)])
@@ -68,8 +67,7 @@ def calibrate(scorer: Scorer, normal: list[Path], abnormal: list[Path] | None = 
     }
     if abnormal:
         a_scores, pos_pix, neg_pix = [], [], [n_pix]
-        for i, p in enumerate(abnormal):
-            r = scorer.score(p)
+        for i, (p, r) in enumerate(zip(abnormal, scorer.score_all(abnormal))):
             a_scores.append(r.score)
             if masks:
                 m = read_image(masks[i])[:, :, 0] > 0.5

@@ -185,8 +185,7 @@ def evaluate(model: str | Path, data: str | Path, out: str | Path, options=None,
     try:
         prog, task = _progress(progress, len(items))
         with prog:
-            for i, it in enumerate(items):
-                res = scorer.score(read_image(it.path))
+            for i, res in enumerate(scorer.score_all([it.path for it in items])):  # small images share batches
                 scores[i] = res.score
                 rng.update(res.map)
                 np.save(tmp / f"{i}.npy", res.map.astype(np.float32))  # pass 2 and the cases read it back

@@ -229,11 +229,9 @@ class Scorer:
             for (a, b), owner in zip(chunks, owners):
                 if owner != self.rank:
                     continue
-                x = torch.from_numpy(tiles[a:b]).to(self.device) * 2.0 - 1.0
-                out = self.search.search(x, range(first_id + a, first_id + b))
-                res = out.residuals if self.options.residual == "pixel" else detail_residual(x, out.reconstructions)
-                res_parts.append(res.float())
-                score_parts.append(out.scores.float())
+                res, sc = self._invert(tiles[a:b], range(first_id + a, first_id + b))
+                res_parts.append(res)
+                score_parts.append(sc)
                 if bar is not None:
                     bar.advance(b - a)
             counts = [sum(b - a for (a, b), o in zip(chunks, owners) if o == r) for r in range(self.world)]
@@ -263,6 +261,13 @@ class Scorer:
                 if views is not None:
                     views[0].add(img[first - y0 : first - y0 + rows.shape[0], :w])
                 yield first, rows
+
+    def _invert(self, tiles: np.ndarray, tile_ids) -> tuple[torch.Tensor, torch.Tensor]:
+        """Residual maps (N, T, T) and tile scores (N,) of tiles (N, C, T, T) in [0, 1]."""
+        x = torch.from_numpy(tiles).to(self.device) * 2.0 - 1.0
+        out = self.search.search(x, tile_ids)
+        res = out.residuals if self.options.residual == "pixel" else detail_residual(x, out.reconstructions)
+        return res.float(), out.scores.float()
 
     def _thresholds(self, stats: dict[str, float]) -> dict[str, Any]:
         th: dict[str, Any] = {"image": self.thresholds.get("image")}
@@ -319,11 +324,79 @@ class Scorer:
             with _maybe_progress(self._progress(grid, Path(src.name).name)) as bar:
                 for y, rows in self._stream(src, grid, tile_scores, stats, None, bar):
                     amap[y : y + rows.shape[0]] = rows
+        return self._in_memory_result(amap, tile_scores, stats)
+
+    def _in_memory_result(self, amap: np.ndarray, tile_scores: np.ndarray, stats: _MapStats) -> ScoreResult:
         st = stats.as_dict()
         th = self._thresholds(st)
         regions = find_regions([(0, amap)], th["pixel"], self.options.min_region_area)
         score = self.image_score(tile_scores, st)
-        return ScoreResult(score, self._verdict(score, th), amap, regions, th, (h, w), tile_scores, st)
+        return ScoreResult(score, self._verdict(score, th), amap, regions, th, amap.shape, tile_scores, st)
+
+    def score_all(self, images) -> Iterator[ScoreResult]:
+        """Results for many images (paths or arrays), in order: images smaller than one search batch
+        of tiles are gathered into shared batches (score_many), larger ones are scored alone."""
+        group: list[np.ndarray] = []
+        tiles = 0
+        for image in images:
+            src = open_image(image) if isinstance(image, (str, Path)) else ArraySource(image)
+            with src:
+                self._check_source(src)
+                n = self.grid_for(*src.shape).n_tiles
+                if n > self.options.batch:
+                    yield from self.score_many(group)
+                    group, tiles = [], 0
+                    yield self.score(image)
+                    continue
+                if group and tiles + n > self.options.batch:
+                    yield from self.score_many(group)
+                    group, tiles = [], 0
+                group.append(src.read(0, src.shape[0]))
+                tiles += n
+        yield from self.score_many(group)
+
+    def score_many(self, images) -> list[ScoreResult]:
+        """Score several images in memory in this process, their tiles sharing search batches.
+
+        For folders of small images (evaluate, calibrate), where one image's few tiles would leave
+        a batch mostly empty. Every tile keeps the id it has in its own image, so each result is
+        what `score(image)` gives (up to float rounding of other batch sizes).
+        """
+        prepared = []
+        for image in images:
+            src = open_image(image) if isinstance(image, (str, Path)) else ArraySource(image)
+            with src:
+                self._check_source(src)
+                h, w = src.shape
+                grid = self.grid_for(h, w)
+                img = read_padded_rows(lambda a, b: src.read(a, b), h, w, 0, int(grid.ys[-1]) + grid.tile,
+                                       int(grid.xs[-1]) + grid.tile)
+                prepared.append((grid, cut_tiles(img, 0, grid, range(grid.n_rows)), src.name))
+        if not prepared:
+            return []
+        tiles = np.concatenate([t for _, t, _ in prepared])
+        ids = np.concatenate([np.arange(len(t)) for _, t, _ in prepared])
+        res, sc = [], []
+        for a in range(0, len(tiles), self.options.batch):
+            r, s = self._invert(tiles[a:a + self.options.batch], ids[a:a + self.options.batch])
+            res.append(r.cpu().numpy())
+            sc.append(s.cpu().numpy())
+        res_all, sc_all = np.concatenate(res), np.concatenate(sc)
+        results, k = [], 0
+        for grid, t, name in prepared:
+            n = len(t)
+            maps, scores = res_all[k:k + n], sc_all[k:k + n]
+            k += n
+            if not (np.isfinite(maps).all() and np.isfinite(scores).all()):
+                raise NsganError(f"{name}: the model produced NaN/inf in the anomaly map; try --precision fp32 or a "
+                                 f"smaller --lr, or check the model file", exit_code=EXIT_RUNTIME)
+            _, rows = BandBlender(grid, self.options.window_floor).add(range(grid.n_rows), maps)
+            amap, stats = np.empty((grid.height, grid.width), np.float32), _MapStats()
+            for y, block in smooth_stream([(0, rows)], grid.height, self.options.map_sigma):
+                amap[y:y + block.shape[0]] = block
+                stats.add(block)
+            results.append(self._in_memory_result(amap, scores.reshape(grid.n_rows, grid.n_cols), stats))
+        return results
 
     def score_to_files(self, path: str | Path, out_dir: str | Path, stem: str | None = None,
                        overwrite: bool = False) -> ScoreResult:

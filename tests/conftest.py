@@ -64,3 +64,18 @@ def model_file(tmp_path_factory) -> Path:
     g = Generator(16, 1, latent_dim=16, fmap_base=64, fmap_max=16)
     d = Discriminator(16, 1, fmap_base=64, fmap_max=16)
     return save_model(tmp_path_factory.mktemp("model") / "m.safetensors", g, d, {"config": {}, "images_seen": 0})
+
+
+@pytest.fixture(scope="session")
+def gan_model_with_encoder(model_file, tmp_path_factory) -> Path:
+    """The untrained model of `model_file` plus an (untrained) encoder: enough for the encoder code paths."""
+    import shutil
+
+    from nsgan.encoder import Encoder
+    from nsgan.export import add_encoder
+
+    path = tmp_path_factory.mktemp("model-e") / "m.safetensors"
+    shutil.copy(model_file, path)
+    torch.manual_seed(1)
+    add_encoder(path, Encoder(16, 1, 16, fmap_base=64, fmap_max=16), {"images_seen": 0})
+    return path

@@ -53,3 +53,19 @@ def test_image_score_rules_and_smoothing_in_the_scorer(model_file):
         ScoreOptions(image_score="mean")
     with pytest.raises(ConfigError, match="residual"):
         ScoreOptions(residual="ssim")
+
+
+@pytest.mark.parametrize("mode", ["search", "encoder"])
+def test_many_small_images_share_batches_and_score_as_when_alone(model_file, gan_model_with_encoder, mode):
+    model = gan_model_with_encoder if mode == "encoder" else model_file
+    rng = np.random.default_rng(4)
+    images = [rng.random((h, w)).astype(np.float32) for h, w in [(16, 16), (24, 40), (9, 30), (70, 70), (32, 16)]]
+    search = SearchConfig(mode=mode, iterations=3 if mode == "search" else None, restarts=1)
+    scorer = Scorer.from_file(model, ScoreOptions(search=search, batch=12, map_sigma=1.0, image_score="map_max"))
+    together = list(scorer.score_all(images))  # (70, 70) has more tiles than a batch: scored alone
+    assert len(together) == len(images)
+    for img, r in zip(images, together):
+        alone = scorer.score(img)
+        np.testing.assert_allclose(r.map, alone.map, atol=1e-5)
+        np.testing.assert_allclose(r.tile_scores, alone.tile_scores, atol=1e-5)
+        assert r.score == pytest.approx(alone.score, abs=1e-5)
