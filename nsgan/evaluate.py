@@ -20,7 +20,6 @@ import argparse
 import csv
 import io
 import json
-import os
 import shutil
 import tempfile
 import time
@@ -30,11 +29,10 @@ from pathlib import Path
 import numpy as np
 
 from .errors import DataError, OutputError
-from .imageio import IMAGE_SUFFIXES, list_images, read_image
+from .imageio import IMAGE_SUFFIXES, MASK_SUFFIX, list_images, read_image
 from .metrics import AUPRO_MAX_FPR, DEFAULT_BINS, PixelMetrics, ScoreRange, auroc_per_type, best_f1, image_auroc, image_roc_curve
 
 GOOD = "good"
-MASK_SUFFIX = "_mask"
 OUTPUT_FILES = ("metrics.json", "scores.csv", "roc.png", "cases.png")
 
 
@@ -152,9 +150,9 @@ def _check_out(out: Path, overwrite: bool) -> None:
 
 
 def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    from .atomic import atomic_write_text
+
+    atomic_write_text(path, text)
 
 
 def _progress(enabled: bool, total: int):

@@ -8,7 +8,6 @@ metadata as JSON strings, so the file loads without the training config and with
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,7 @@ from typing import Any
 import torch
 
 from . import __version__
-from .errors import ModelError
+from .errors import ModelError, OutputError
 
 FORMAT = "nsgan-model/1"
 G_PREFIX = "G_ema."
@@ -56,12 +55,22 @@ def _state(module: torch.nn.Module, prefix: str) -> dict[str, torch.Tensor]:
 def _atomic_save(tensors: dict[str, torch.Tensor], meta: dict[str, str], path: Path) -> None:
     from safetensors.torch import save_file
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(tensors, str(tmp), metadata=meta)
-    with open(tmp, "rb") as fh:
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    from .atomic import atomic_write
+
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"{path.parent}: cannot create the model's folder ({exc.strerror or exc})") from None
+
+    def write(tmp: Path) -> None:
+        try:
+            save_file(tensors, str(tmp), metadata=meta)
+        except OSError:
+            raise
+        except Exception as exc:  # safetensors reports a full disk or a size limit as its own error type
+            raise OSError(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__) from None
+
+    atomic_write(path, write)
 
 
 def save_model(path: str | Path, generator: torch.nn.Module, discriminator: torch.nn.Module, metadata: dict[str, Any]) -> Path:

@@ -15,6 +15,15 @@ from .errors import DataError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
 
+# A defect mask is named after its image plus this suffix (MVTec: 000.png -> 000_mask.png); shards,
+# calibrate, evaluate and the protocol builders all use this one definition.
+MASK_SUFFIX = "_mask"
+
+# Pillow's single-channel (gray) modes and the largest value each holds, for scaling to [0, 1].
+# "I" is how Pillow opens 16-bit PNGs; "F" holds float pixels already in [0, 1].
+PIL_GRAY_MAX = {"1": 1, "L": 255, "I;16": 65535, "I;16B": 65535, "I;16L": 65535, "I;16N": 65535, "I": 65535, "F": 1.0}
+PIL_GRAY_MODES = frozenset(PIL_GRAY_MAX)
+
 
 def list_images(root: str | Path) -> list[Path]:
     """All image files below `root`, recursively, in a stable (sorted) order."""
@@ -118,4 +127,4 @@ def write_png(path: str | Path, img: np.ndarray) -> None:
         arr = (np.clip(arr, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
     if arr.ndim == 3 and arr.shape[2] == 1:
         arr = arr[:, :, 0]
-    Image.fromarray(arr).save(path)
+    Image.fromarray(arr).save(path, format="PNG")

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -250,9 +251,20 @@ class Scorer:
             th["pixel"] = stats["mean"] + UNCALIBRATED_K * stats["std"]
             th["pixel_source"] = f"uncalibrated: map mean + {UNCALIBRATED_K:g}·std of this image"
         th["image_source"] = "calibrated" if th["image"] is not None else "uncalibrated"
-        if self.thresholds.get("search") and self.thresholds["search"] != self.options.search.to_dict():
-            th["warning"] = "thresholds were calibrated with other search settings"
+        mismatch = self.calibration_mismatch()
+        if mismatch:
+            th["warning"] = mismatch
         return th
+
+    def calibration_mismatch(self) -> str | None:
+        """What differs between the model's calibration and these scoring settings (None: nothing, or uncalibrated)."""
+        problems = []
+        if self.thresholds.get("search") and self.thresholds["search"] != self.options.search.to_dict():
+            problems.append("other search settings")
+        calibrated_stride = self.thresholds.get("stride")
+        if calibrated_stride is not None and int(calibrated_stride) != self.stride:
+            problems.append(f"stride {int(calibrated_stride)}, scoring uses stride {self.stride}")
+        return "thresholds were calibrated with " + " and ".join(problems) if problems else None
 
     def _verdict(self, score: float, th: dict[str, Any]) -> str:
         if th["image"] is None:
@@ -394,15 +406,16 @@ def resolve_inputs(path: str | Path) -> list[tuple[Path, str]]:
         if not items:
             raise DataError(f"{path}: the list file names no images")
         pairs = [(p, p.stem) for p in items]
-        stems: dict[str, Path] = {}
-        for p, s in pairs:
-            if s in stems:
-                raise DataError(f"{path}: {stems[s]} and {p} would write the same outputs (same file name)")
-            stems[s] = p
     else:
         if not path.is_file():
             raise DataError(f"{path}: no such image, folder or list file")
         pairs = [(path, path.stem)]
+    stems: dict[str, Path] = {}
+    for p, s in pairs:  # a.png and a.tif, or x__y.png and x/y.png, would write the same <stem>.* outputs
+        if s in stems:
+            raise DataError(f"{path}: {stems[s]} and {p} would write the same outputs ({s}.*); "
+                            "rename one or score them into different --out folders")
+        stems[s] = p
     return pairs
 
 
@@ -449,6 +462,10 @@ def run(args: argparse.Namespace, accelerator: Any = None) -> int:
     for path, stem in inputs:
         check_outputs(output_paths(out_dir, stem), args.overwrite)
     scorer = Scorer.from_file(args.model, options, accelerator=accelerator, progress=not args.no_progress)
+    mismatch = scorer.calibration_mismatch()
+    if mismatch and scorer.is_main:
+        print(f"nsgan score: warning: {args.model}: {mismatch}, so the verdicts are not to be trusted; "
+              "score with the calibration's --stride and search options, or calibrate again", file=sys.stderr)
     for path, stem in inputs:
         r = scorer.score_to_files(path, out_dir, stem, overwrite=args.overwrite)
         if scorer.is_main:
