@@ -81,6 +81,28 @@ def atomic_write_json(path: str | Path, obj: Any, indent: int | None = 2) -> Pat
     return atomic_write_text(path, json.dumps(obj, indent=indent) + "\n")
 
 
+class removed_if_left_empty:
+    """A context: if `folder` did not exist on entry and the block fails, remove it again (only if still empty).
+
+    Commands create their output folder early (to prove it is writable); a failure before the first
+    output must not leave an empty folder behind as if something had been written.
+    """
+
+    def __init__(self, folder: str | Path):
+        self.folder = Path(folder)
+        self.existed = self.folder.exists()
+
+    def __enter__(self) -> "removed_if_left_empty":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is not None and not self.existed:
+            try:
+                self.folder.rmdir()
+            except OSError:
+                pass  # not empty (earlier outputs of this run stay) or already gone
+
+
 def _remove(tmp: Path) -> None:
     try:
         tmp.unlink(missing_ok=True)
@@ -88,4 +110,4 @@ def _remove(tmp: Path) -> None:
         pass
 
 
-__all__ = ["atomic_write", "atomic_write_bytes", "atomic_write_text", "atomic_write_json", "fsync_file", "fsync_dir", "temp_name"]
+__all__ = ["removed_if_left_empty", "atomic_write", "atomic_write_bytes", "atomic_write_text", "atomic_write_json", "fsync_file", "fsync_dir", "temp_name"]

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import DataError
+from .errors import ConfigError, DataError
 from .export import update_metadata
 from .imageio import IMAGE_SUFFIXES, MASK_SUFFIX, list_images, read_image
 from .scoring import Scorer, add_search_arguments, options_from_args
@@ -103,9 +103,9 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     if args.masks and not args.abnormal:
-        raise DataError("--masks needs --abnormal (the images the masks belong to)")
+        raise ConfigError("--masks needs --abnormal (the images the masks belong to)")
     if not 0.0 < args.pixel_quantile < 1.0:
-        raise DataError(f"--pixel-quantile: {args.pixel_quantile} is not in (0, 1)")
+        raise ConfigError(f"--pixel-quantile: {args.pixel_quantile} is not in (0, 1); use e.g. 0.999")
     normal = list_images(args.normal)
     if not normal:
         raise DataError(f"{args.normal}: no images in this folder")

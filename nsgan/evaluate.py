@@ -326,8 +326,11 @@ def options_from_args(args):
 def run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    metrics = evaluate(args.model, args.data, args.out, options_from_args(args), overwrite=args.overwrite,
-                       bins=args.bins, n_cases=args.cases, progress=not args.no_progress)
+    from .atomic import removed_if_left_empty
+
+    with removed_if_left_empty(args.out):
+        metrics = evaluate(args.model, args.data, args.out, options_from_args(args), overwrite=args.overwrite,
+                           bins=args.bins, n_cases=args.cases, progress=not args.no_progress)
     Console().print(summary_table(metrics))
     print(f"wrote {Path(args.out) / 'metrics.json'}, scores.csv, roc.png, cases.png")
     return 0

@@ -455,9 +455,16 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace, accelerator: Any = None) -> int:
     """Score every input; one process here, or many when launch/score.py passes an accelerator."""
+    from .atomic import removed_if_left_empty
+
     options = options_from_args(args)
     inputs = resolve_inputs(args.image)
     out_dir = Path(args.out)
+    with removed_if_left_empty(out_dir):
+        return _score_inputs(args, accelerator, options, inputs, out_dir)
+
+
+def _score_inputs(args: argparse.Namespace, accelerator: Any, options: ScoreOptions, inputs: list[tuple[Path, str]], out_dir: Path) -> int:
     ensure_writable(out_dir)  # on every process, so all fail together rather than some waiting forever
     for path, stem in inputs:
         check_outputs(output_paths(out_dir, stem), args.overwrite)

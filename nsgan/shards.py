@@ -149,9 +149,10 @@ def write_shards(
         for w in writers.values():
             w.close()
         if report.tiles_from_normal_dir == 0:
+            first = next((f"; first skipped: {s['path']}: {s['reason']}" for s in report.skipped if s["input"] == "normal"), "")
             raise DataError(
                 f"no normal tiles written from {normal_dir} ({len(inputs['normal'][1])} image files found, "
-                f"{report.skipped_in('normal')} skipped)"
+                f"{report.skipped_in('normal')} skipped{first}); --normal needs readable 8/16-bit gray or RGB images"
             )
         manifest = _manifest(inputs, masks, tile, stride, random_crops, channels, shard_size, seed, writers, report)
         _write_json_atomic(tmp / MANIFEST_NAME, manifest)

@@ -406,7 +406,26 @@ def _truncate_metrics(path: Path, images_seen: int) -> None:
 
 
 def train(cfg: TrainConfig, source: str = "<config>", resume: bool = False) -> Path:
-    """Train to the schedule's end; returns the exported model's path (main process writes it)."""
+    """Train to the schedule's end; returns the exported model's path (main process writes it).
+
+    A new run that fails with a user error before its first state (shards that hold no usable
+    sample, a full disk) removes the run folder it created, so no half-started run is left behind.
+    """
+    import shutil
+
+    from .checkpoint import find_latest
+
+    run_dir = Path(cfg.run_dir)
+    fresh = not resume and not run_dir.exists()
+    try:
+        return _train(cfg, source, resume)
+    except NsganError:
+        if fresh and str(os.environ.get("RANK", "0")) == "0" and run_dir.is_dir() and find_latest(run_dir) is None:
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise
+
+
+def _train(cfg: TrainConfig, source: str, resume: bool) -> Path:
     import json
 
     from .display import TrainingDisplay

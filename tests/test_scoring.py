@@ -183,4 +183,4 @@ def test_calibrate_stores_thresholds_that_scoring_then_uses(model_file, tmp_path
     rep = json.loads((tmp_path / "o" / "b0.json").read_text())
     assert rep["verdict"] in ("normal", "anomalous") and rep["thresholds"]["image"] == pytest.approx(th["image"])
     assert rep["thresholds"]["pixel_source"] == "calibrated"
-    assert main(["calibrate", "--model", str(model), "--normal", str(tmp_path / "normal"), "--masks", str(tmp_path / "masks"), *FAST]) == 3
+    assert main(["calibrate", "--model", str(model), "--normal", str(tmp_path / "normal"), "--masks", str(tmp_path / "masks"), *FAST]) == 2  # an argument mistake: exit 2
