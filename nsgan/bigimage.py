@@ -9,13 +9,12 @@ float32 BigTIFF from an iterator of finished row blocks, so it never exists in m
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
 
-from .errors import DataError, OutputError
+from .errors import DataError
 from .imageio import read_image, to_unit_float
 
 TIFF_SUFFIXES = (".tif", ".tiff")
@@ -218,10 +217,12 @@ def write_map(path: str | Path, height: int, width: int, row_blocks: Iterable[np
     """
     import tifffile
 
+    from .atomic import atomic_write
+
     path = Path(path)
     tile = tile or map_tile_size(height, width)
-    tmp = path.with_name(path.name + ".tmp")
-    try:
+
+    def write(tmp: Path) -> None:
         with tifffile.TiffWriter(tmp, bigtiff=True) as tif:
             tif.write(
                 _tiles_of(row_blocks, width, tile),
@@ -233,14 +234,8 @@ def write_map(path: str | Path, height: int, width: int, row_blocks: Iterable[np
                 compressionargs={"level": 1},  # fast; near-zero maps still shrink a lot
                 metadata=None,
             )
-        os.replace(tmp, path)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise OutputError(f"{path}: cannot write map ({exc.strerror or exc})") from None
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
+
+    return atomic_write(path, write)
 
 
 def read_map_rows(path: str | Path, band: int = 256) -> Iterator[tuple[int, np.ndarray]]:

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import DataError
+from .errors import ConfigError, DataError
 from .export import update_metadata
-from .imageio import IMAGE_SUFFIXES, list_images, read_image
+from .imageio import IMAGE_SUFFIXES, MASK_SUFFIX, list_images, read_image
 from .scoring import Scorer, add_search_arguments, options_from_args
 
 SAMPLES_PER_IMAGE = 200_000  # map values kept per normal image for the pixel quantile
@@ -39,12 +39,12 @@ def best_f1_threshold(neg: np.ndarray, pos: np.ndarray, candidates: np.ndarray |
 def _mask_for(image: Path, abnormal_root: Path, mask_root: Path) -> Path:
     """MVTec layout: masks/<same sub-folder>/<stem>_mask.png, or the same stem."""
     rel = image.relative_to(abnormal_root).parent
-    for name in (f"{image.stem}_mask", image.stem):
+    for name in (f"{image.stem}{MASK_SUFFIX}", image.stem):
         for suffix in IMAGE_SUFFIXES:
             p = mask_root / rel / f"{name}{suffix}"
             if p.is_file():
                 return p
-    raise DataError(f"{image}: no mask in {mask_root / rel} (looked for {image.stem}_mask.* and {image.stem}.*)")
+    raise DataError(f"{image}: no mask in {mask_root / rel} (looked for {image.stem}{MASK_SUFFIX}.* and {image.stem}.*)")
 
 
 def calibrate(scorer: Scorer, normal: list[Path], abnormal: list[Path] | None = None,
@@ -102,9 +102,9 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     if args.masks and not args.abnormal:
-        raise DataError("--masks needs --abnormal (the images the masks belong to)")
+        raise ConfigError("--masks needs --abnormal (the images the masks belong to)")
     if not 0.0 < args.pixel_quantile < 1.0:
-        raise DataError(f"--pixel-quantile: {args.pixel_quantile} is not in (0, 1)")
+        raise ConfigError(f"--pixel-quantile: {args.pixel_quantile} is not in (0, 1); use e.g. 0.999")
     normal = list_images(args.normal)
     if not normal:
         raise DataError(f"{args.normal}: no images in this folder")

@@ -17,7 +17,8 @@ from typing import Any
 import torch
 
 from . import __version__
-from .errors import ModelError
+from .atomic import atomic_write_json, fsync_dir, fsync_file
+from .errors import ModelError, OutputError
 
 STATE_FORMAT = "nsgan-state/1"
 TENSORS = "tensors.safetensors"
@@ -25,22 +26,9 @@ STATE_JSON = "state.json"
 LATEST = "latest.json"
 
 
-def _fsync_path(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def write_json_atomic(path: Path, obj: Any) -> None:
     """Write JSON next to `path` and rename it into place (never a half-written file)."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as fh:
-        json.dump(obj, fh, indent=1)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    atomic_write_json(path, obj, indent=1)
 
 
 def flatten_optimizer(prefix: str, state_dict: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -74,21 +62,32 @@ def save_state(run_dir: Path, images_seen: int, tensors: dict[str, torch.Tensor]
     from safetensors.torch import save_file
 
     ckpt_dir = Path(run_dir) / "checkpoints"
-    ckpt_dir.mkdir(parents=True, exist_ok=True)
     name = f"state-{images_seen:012d}"
     final = ckpt_dir / name
     tmp = ckpt_dir / (name + ".tmp")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
-    save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp / TENSORS))
-    _fsync_path(tmp / TENSORS)
-    write_json_atomic(tmp / STATE_JSON, {"format": STATE_FORMAT, "nsgan_version": __version__, "images_seen": images_seen, **info})
-    if final.exists():  # same position saved twice (e.g. end right after a periodic save)
-        shutil.rmtree(final)
-    os.replace(tmp, final)
-    _fsync_path(ckpt_dir)
-    write_json_atomic(ckpt_dir / LATEST, {"state": name, "images_seen": images_seen})
+    try:
+        ckpt_dir.mkdir(parents=True, exist_ok=True)
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir()
+        try:
+            save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp / TENSORS))
+        except OSError:
+            raise
+        except Exception as exc:  # safetensors reports a full disk or a size limit as its own error type
+            raise OSError(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__) from None
+        fsync_file(tmp / TENSORS)
+        write_json_atomic(tmp / STATE_JSON, {"format": STATE_FORMAT, "nsgan_version": __version__, "images_seen": images_seen, **info})
+        if final.exists():  # same position saved twice (e.g. end right after a periodic save)
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+        fsync_dir(ckpt_dir)
+        write_json_atomic(ckpt_dir / LATEST, {"state": name, "images_seen": images_seen})
+    except (OSError, OutputError) as exc:
+        shutil.rmtree(tmp, ignore_errors=True)  # the half-written state; the previous complete one stays
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise OutputError(f"{final}: cannot save the training state ({why}); the last complete state in {ckpt_dir} "
+                          "is intact: free space, then resume with --resume") from None
     for old in complete_states(ckpt_dir)[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
     return final

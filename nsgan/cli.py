@@ -38,6 +38,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def printable(text: str) -> str:
+    """`text` with the undecodable bytes of file names (surrogate escapes) shown as \\xNN, on one line."""
+    try:
+        raw = text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # a lone surrogate that no file name produced
+        raw = text.encode("utf-8", "backslashreplace")
+    return raw.decode("utf-8", "backslashreplace").replace("\n", " ")
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     sys.argv[1:] = argv
@@ -46,10 +55,16 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "command", None):
         parser.print_help()
         return 2
+    for stream in (sys.stdout, sys.stderr):  # a non-UTF-8 file name must print, not crash the report
+        if hasattr(stream, "reconfigure"):
+            try:
+                stream.reconfigure(errors="backslashreplace")
+            except (ValueError, OSError):
+                pass
     try:
         return int(importlib.import_module(args._module).run(args) or 0)
     except NsganError as err:
-        print(f"nsgan {args.command}: error: {err}", file=sys.stderr)
+        print(f"nsgan {args.command}: error: {printable(str(err))}", file=sys.stderr)
         return err.exit_code
     except KeyboardInterrupt:
         print(f"nsgan {args.command}: interrupted", file=sys.stderr)

@@ -33,11 +33,11 @@ import numpy as np
 import torch
 
 from .errors import DataError
-from .imageio import to_channels
+from .imageio import PIL_GRAY_MAX, to_channels
 
 POSITION_VERSION = 1
 MANIFEST_NAME = "manifest.json"
-_GRAY_MODES = {"L": 255, "I;16": 65535, "I;16B": 65535, "I;16L": 65535, "I;16N": 65535, "I": 65535}
+_GRAY_MODES = PIL_GRAY_MAX
 
 
 class DataWarning(UserWarning):
@@ -426,7 +426,7 @@ def decode_sample(sample: dict, tile: int, channels: int) -> tuple[np.ndarray | 
         return None, "undecodable image", f"{where}: {type(exc).__name__}: {detail}"
     if arr.ndim == 2:
         arr = arr[:, :, None]
-    if arr.ndim != 3 or arr.shape[2] not in (1, 3) or arr.dtype not in (np.uint8, np.uint16, np.int32):
+    if arr.ndim != 3 or arr.shape[2] not in (1, 3) or arr.dtype not in (np.bool_, np.uint8, np.uint16, np.int32):
         return None, "wrong channel count", f"{where} has shape {arr.shape} and type {arr.dtype}"
     if arr.shape[:2] != (tile, tile):
         return None, "wrong tile size", f"{where} is {arr.shape[1]}x{arr.shape[0]}, expected {tile}x{tile}"

@@ -9,12 +9,12 @@ exports the model. Then it scores a full-size image with painted defects and say
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
 import numpy as np
 
+from .atomic import atomic_write_json
 from .errors import ConfigError, OutputError
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "demo.yaml"
@@ -81,6 +81,16 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("overrides", nargs="*", metavar="key=value", help="training config overrides, e.g. schedule.total_kimg=10")
 
 
+DEMO_MARKER = ".nsgan-demo"
+DEMO_ENTRIES = {DEMO_MARKER, "demo.json", "data", "shards", "run", "score"}
+
+
+def is_earlier_demo(out: Path) -> bool:
+    """Only a folder `nsgan demo` wrote (its marker or demo.json, and nothing else) may be replaced."""
+    names = {p.name for p in out.iterdir()}
+    return bool(names & {DEMO_MARKER, "demo.json"}) and names <= DEMO_ENTRIES
+
+
 def run(args: argparse.Namespace) -> int:
     import shutil
 
@@ -94,10 +104,19 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if not Path(args.config).is_file():
         raise ConfigError(f"{args.config}: demo config not found (run from a source checkout, or pass --config)")
+    if out.exists() and not out.is_dir():
+        raise OutputError(f"{out}: exists and is not a folder; choose another --out")
     if out.exists() and any(out.iterdir()):
+        if not is_earlier_demo(out):
+            raise OutputError(f"{out}: not empty and not an earlier nsgan demo; choose another --out (--overwrite only replaces a demo)")
         if not args.overwrite:
             raise OutputError(f"{out}: not empty; pass --overwrite to replace the earlier demo")
         shutil.rmtree(out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / DEMO_MARKER).write_text("written by `nsgan demo`: --overwrite may replace this folder\n")
+    except OSError as exc:
+        raise OutputError(f"{out}: cannot write the demo here ({exc.strerror or exc})") from None
     t0 = time.perf_counter()
     console.rule("[bold]nsgan demo")
     console.print(f"1/4 painting a dataset from the bundled '{args.texture}' photo → {out / 'data'}")
@@ -119,7 +138,7 @@ def run(args: argparse.Namespace) -> int:
     console.print(f"4/4 scoring a full-size image with painted defects → {out / 'score'}")
     summary.update(_score_full_image(out, model, args.texture, args.seed, console, args.image_size, args.search_iterations))
     summary["total_minutes"] = round((time.perf_counter() - t0) / 60, 2)
-    (out / "demo.json").write_text(json.dumps(summary, indent=1))
+    atomic_write_json(out / "demo.json", summary, indent=1)
     console.rule("[bold green]done")
     console.print(f"model:          {model}")
     console.print(f"sample grids:   {out / 'run' / 'samples'} (reals.png = training tiles, final.png = generated)")

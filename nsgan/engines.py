@@ -206,8 +206,12 @@ def engine_for(acc):
 
 # ----------------------------------------------------------------------------- lost peers
 
-# What gloo / NCCL / the store say when the other side of a collective is gone.
-_PEER_LOST = re.compile(r"connection (closed|reset)|closed by peer|reset by peer|broken pipe|timed out|gloo|nccl|processgroup", re.IGNORECASE)
+# What gloo / NCCL / the store say when the other side of a collective is gone. Naming the backend
+# is not enough: "NCCL error ... unhandled cuda error" is this process's own GPU failing.
+_PEER_LOST = re.compile(r"connection (closed|reset|refused)|closed by peer|reset by peer|broken pipe|timed out|timeout|"
+                        r"remote process|network error|communicator was aborted", re.IGNORECASE)
+# Failures of this process's own device, whatever error type carries them: never a lost peer.
+_LOCAL_FAILURE = re.compile(r"cuda|out of memory|illegal memory access|cublas|cudnn|device-side assert", re.IGNORECASE)
 
 
 def peer_failure(exc: BaseException) -> str | None:
@@ -217,6 +221,8 @@ def peer_failure(exc: BaseException) -> str | None:
         dist_errors = tuple(getattr(torch.distributed, n) for n in ("DistError", "DistBackendError", "DistNetworkError", "DistStoreError")
                             if hasattr(torch.distributed, n))
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    if _LOCAL_FAILURE.search(str(exc)):
+        return None
     if dist_errors and isinstance(exc, dist_errors):
         return text
     if type(exc) is RuntimeError and _PEER_LOST.search(str(exc)):

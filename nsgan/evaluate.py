@@ -20,7 +20,6 @@ import argparse
 import csv
 import io
 import json
-import os
 import shutil
 import tempfile
 import time
@@ -30,11 +29,10 @@ from pathlib import Path
 import numpy as np
 
 from .errors import DataError, OutputError
-from .imageio import IMAGE_SUFFIXES, list_images, read_image
+from .imageio import IMAGE_SUFFIXES, MASK_SUFFIX, list_images, read_image
 from .metrics import AUPRO_MAX_FPR, DEFAULT_BINS, PixelMetrics, ScoreRange, auroc_per_type, best_f1, image_auroc, image_roc_curve
 
 GOOD = "good"
-MASK_SUFFIX = "_mask"
 OUTPUT_FILES = ("metrics.json", "scores.csv", "roc.png", "cases.png")
 
 
@@ -152,9 +150,9 @@ def _check_out(out: Path, overwrite: bool) -> None:
 
 
 def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    from .atomic import atomic_write_text
+
+    atomic_write_text(path, text)
 
 
 def _progress(enabled: bool, total: int):
@@ -316,8 +314,11 @@ def options_from_args(args):
 def run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    metrics = evaluate(args.model, args.data, args.out, options_from_args(args), overwrite=args.overwrite,
-                       bins=args.bins, n_cases=args.cases, progress=not args.no_progress)
+    from .atomic import removed_if_left_empty
+
+    with removed_if_left_empty(args.out):
+        metrics = evaluate(args.model, args.data, args.out, options_from_args(args), overwrite=args.overwrite,
+                           bins=args.bins, n_cases=args.cases, progress=not args.no_progress)
     Console().print(summary_table(metrics))
     print(f"wrote {Path(args.out) / 'metrics.json'}, scores.csv, roc.png, cases.png")
     return 0

@@ -9,7 +9,6 @@ metadata as JSON strings, so the file loads without the training config and with
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,7 @@ from typing import Any
 import torch
 
 from . import __version__
-from .errors import ModelError
+from .errors import ModelError, OutputError
 
 FORMAT = "nsgan-model/1"
 G_PREFIX = "G_ema."
@@ -59,12 +58,22 @@ def _state(module: torch.nn.Module, prefix: str) -> dict[str, torch.Tensor]:
 def _atomic_save(tensors: dict[str, torch.Tensor], meta: dict[str, str], path: Path) -> None:
     from safetensors.torch import save_file
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(tensors, str(tmp), metadata=meta)
-    with open(tmp, "rb") as fh:
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    from .atomic import atomic_write
+
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"{path.parent}: cannot create the model's folder ({exc.strerror or exc})") from None
+
+    def write(tmp: Path) -> None:
+        try:
+            save_file(tensors, str(tmp), metadata=meta)
+        except OSError:
+            raise
+        except Exception as exc:  # safetensors reports a full disk or a size limit as its own error type
+            raise OSError(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__) from None
+
+    atomic_write(path, write)
 
 
 def save_model(path: str | Path, generator: torch.nn.Module, discriminator: torch.nn.Module, metadata: dict[str, Any]) -> Path:
@@ -88,27 +97,67 @@ def save_model(path: str | Path, generator: torch.nn.Module, discriminator: torc
     return path
 
 
+# An nsgan model's safetensors header (tensor index + JSON metadata) is a few hundred kB at most;
+# safetensors itself allows 100 MB. Anything larger is refused before it is parsed.
+MAX_HEADER_BYTES = 16 * 2**20
+
+
+def _read_header(path: Path) -> tuple[dict[str, Any], dict[str, str]]:
+    """The safetensors header of `path` (tensor index, raw metadata), checked against the file's size."""
+    size = path.stat().st_size
+    if size < 8:
+        raise ModelError(f"{path}: {size} bytes, too short to be a model file; export or copy it again")
+    with open(path, "rb") as fh:
+        n = int.from_bytes(fh.read(8), "little")
+        if n > MAX_HEADER_BYTES:
+            raise ModelError(f"{path}: safetensors header length {n} exceeds nsgan's limit of {MAX_HEADER_BYTES} bytes; "
+                             "not an nsgan model file")
+        if 8 + n > size:
+            raise ModelError(f"{path}: safetensors header length {n} exceeds the file ({size} bytes): truncated or not "
+                             "a model file; copy or export it again")
+        raw = fh.read(n)
+    try:
+        header = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise ModelError(f"{path}: not a readable safetensors file (its header is not JSON); pass a model.safetensors "
+                         "written by nsgan") from None
+    if not isinstance(header, dict):
+        raise ModelError(f"{path}: not a readable safetensors file (its header is not a JSON object)")
+    meta = header.pop("__metadata__", None) or {}
+    if not isinstance(meta, dict) or not all(isinstance(v, str) for v in meta.values()):
+        raise ModelError(f"{path}: not a readable safetensors file (its metadata is not a map of strings)")
+    try:
+        end = max((int(t["data_offsets"][1]) for t in header.values()), default=0)
+    except (TypeError, KeyError, IndexError, ValueError):
+        raise ModelError(f"{path}: not a readable safetensors file (its tensor index is malformed)") from None
+    if 8 + n + end > size:
+        raise ModelError(f"{path}: truncated model file ({size} bytes, its header promises {8 + n + end}); copy or export it again")
+    return header, meta
+
+
 def read_metadata(path: str | Path) -> dict[str, Any]:
     """The metadata of a model file, decoded; ModelError if the file is not an nsgan model."""
-    from safetensors import safe_open
-
     path = Path(path)
     if not path.is_file():
         raise ModelError(f"{path}: no such model file")
-    try:
-        with safe_open(str(path), framework="pt") as fh:
-            raw = fh.metadata() or {}
-    except Exception as exc:
-        raise ModelError(f"{path}: not a readable safetensors file ({type(exc).__name__}: {exc})") from None
+    _, raw = _read_header(path)
     try:
         meta = {k: json.loads(v) for k, v in raw.items()}
     except json.JSONDecodeError:
-        raise ModelError(f"{path}: safetensors metadata is not nsgan's (not JSON)") from None
+        raise ModelError(f"{path}: not an nsgan model (its metadata is not nsgan's JSON); pass a model.safetensors "
+                         "written by nsgan train") from None
     if meta.get("format") != FORMAT:
         raise ModelError(f"{path}: not an nsgan model (format is {meta.get('format')!r}, expected {FORMAT!r})")
     for key in ("generator", "discriminator", "resolution", "channels", "latent_dim"):
         if key not in meta:
-            raise ModelError(f"{path}: nsgan model metadata lacks {key!r}")
+            raise ModelError(f"{path}: nsgan model metadata lacks {key!r}; the file is damaged, export it again")
+    for key in ("resolution", "channels", "latent_dim"):
+        if not isinstance(meta[key], int) or isinstance(meta[key], bool) or meta[key] < 1:
+            raise ModelError(f"{path}: nsgan model metadata {key!r} is {meta[key]!r}, expected a positive integer; "
+                             "the file is damaged, export it again")
+    for key in ("generator", "discriminator"):
+        if not isinstance(meta[key], dict):
+            raise ModelError(f"{path}: nsgan model metadata {key!r} is not a mapping; the file is damaged, export it again")
     return meta
 
 

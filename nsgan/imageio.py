@@ -15,6 +15,30 @@ from .errors import DataError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
 
+# A defect mask is named after its image plus this suffix (MVTec: 000.png -> 000_mask.png); shards,
+# calibrate, evaluate and the protocol builders all use this one definition.
+MASK_SUFFIX = "_mask"
+
+# Pillow's single-channel (gray) modes and the largest value each holds, for scaling to [0, 1].
+# "I" is how Pillow opens 16-bit PNGs; "F" holds float pixels already in [0, 1].
+PIL_GRAY_MAX = {"1": 1, "L": 255, "I;16": 65535, "I;16B": 65535, "I;16L": 65535, "I;16N": 65535, "I": 65535, "F": 1.0}
+PIL_GRAY_MODES = frozenset(PIL_GRAY_MAX)
+
+# Images read whole (PNG, JPEG, and TIFF outside `nsgan score`) stop at this many pixels, set
+# deliberately rather than left to Pillow's default: 2**28 pixels is 1 GiB per channel as float32,
+# and a 100-byte PNG can claim 10**10. Gigapixel TIFFs are still scored: nsgan.bigimage reads them
+# region by region and never comes here.
+MAX_DECODE_PIXELS = 2**28
+
+
+def check_pixel_count(path: str | Path, width: int, height: int) -> None:
+    """DataError naming the file, the limit and the way out when an image is too big to read whole."""
+    if width * height > MAX_DECODE_PIXELS:
+        raise DataError(
+            f"{path}: {width}×{height} pixels exceeds nsgan's pixel limit for reading an image whole "
+            f"({MAX_DECODE_PIXELS} pixels); save it as a tiled TIFF, which `nsgan score` reads region by region"
+        )
+
 
 def list_images(root: str | Path) -> list[Path]:
     """All image files below `root`, recursively, in a stable (sorted) order."""
@@ -46,8 +70,10 @@ def to_unit_float(arr: np.ndarray, source: str | Path = "<array>") -> np.ndarray
         out = arr.astype(np.float32)
     elif np.issubdtype(arr.dtype, np.floating):
         out = arr.astype(np.float32)
-        if out.size and (np.nanmin(out) < 0.0 or np.nanmax(out) > 1.0):
-            raise DataError(f"{source}: float image values outside [0, 1]")
+        if not np.isfinite(out).all():
+            raise DataError(f"{source}: image contains NaN or infinite values")
+        if out.size and (out.min() < 0.0 or out.max() > 1.0):
+            raise DataError(f"{source}: float image values outside [0, 1]; scale them to [0, 1] or save 8/16-bit integers")
     else:
         raise DataError(f"{source}: unsupported pixel type {arr.dtype} (expected 8 or 16 bit, or float in [0, 1])")
     if not np.isfinite(out).all():
@@ -65,13 +91,27 @@ def read_raw(path: str | Path) -> np.ndarray:
         if suffix in (".tif", ".tiff"):
             import tifffile
 
-            arr = tifffile.imread(path)
+            with tifffile.TiffFile(path) as tf:
+                page = tf.pages.first
+                check_pixel_count(path, int(page.imagewidth), int(page.imagelength))
+                arr = tf.asarray()
             if arr.ndim == 3 and arr.shape[0] in (1, 3, 4) and arr.shape[2] not in (1, 3, 4):
                 arr = np.moveaxis(arr, 0, -1)  # planar (C, H, W) TIFF
         else:
+            import warnings
+
             from PIL import Image
 
-            with Image.open(path) as im:
+            Image.MAX_IMAGE_PIXELS = MAX_DECODE_PIXELS  # Pillow's own check, at nsgan's limit
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # refused below instead
+                    im = Image.open(path)
+            except Image.DecompressionBombError:  # over twice the limit: Pillow refuses before nsgan can look
+                raise DataError(f"{path}: more pixels than nsgan's pixel limit for reading an image whole ({MAX_DECODE_PIXELS} "
+                                "pixels); save it as a tiled TIFF, which `nsgan score` reads region by region") from None
+            with im:
+                check_pixel_count(path, *im.size)
                 im.load()
                 if im.mode in ("P", "PA", "LA", "CMYK", "YCbCr"):
                     im = im.convert("RGB")
@@ -118,4 +158,4 @@ def write_png(path: str | Path, img: np.ndarray) -> None:
         arr = (np.clip(arr, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
     if arr.ndim == 3 and arr.shape[2] == 1:
         arr = arr[:, :, 0]
-    Image.fromarray(arr).save(path)
+    Image.fromarray(arr).save(path, format="PNG")

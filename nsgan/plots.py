@@ -6,7 +6,6 @@ Agg backend, so they work on headless machines. Nothing here computes a metric.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,11 +34,13 @@ def _figure(*args, **kwargs):
 def _save(fig, path: Path) -> Path:
     import matplotlib.pyplot as plt
 
+    from .atomic import atomic_write
+
     path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight")
-    plt.close(fig)
-    os.replace(tmp, path)
+    try:
+        atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight"))
+    finally:
+        plt.close(fig)
     return path
 
 

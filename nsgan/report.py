@@ -8,16 +8,14 @@ the image, max of the map, so a one-pixel defect stays visible after downscaling
 
 from __future__ import annotations
 
-import json
 import math
-import os
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
-from .errors import OutputError
+from .atomic import atomic_write, atomic_write_json
 
 
 @dataclass
@@ -170,24 +168,11 @@ def render_overlay(image: np.ndarray, amap: np.ndarray, regions: list[Region], f
     return np.asarray(im)
 
 
-def _atomic_write(path: Path, write) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise OutputError(f"{path}: cannot write ({exc.strerror or exc})") from None
-
-
 def write_overlay(path: str | Path, rgb: np.ndarray) -> None:
     from PIL import Image
 
-    _atomic_write(Path(path), lambda p: Image.fromarray(rgb).save(p, format="PNG"))
+    atomic_write(Path(path), lambda p: Image.fromarray(rgb).save(p, format="PNG"))
 
 
 def write_json(path: str | Path, data: dict) -> None:
-    def write(p: Path) -> None:
-        p.write_text(json.dumps(data, indent=2) + "\n")
-
-    _atomic_write(Path(path), write)
+    atomic_write_json(Path(path), data)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -28,11 +27,11 @@ def image_grid(images: torch.Tensor, columns: int) -> np.ndarray:
 
 def save_image_grid(images: torch.Tensor, path: str | Path, columns: int) -> Path:
     """Write a grid PNG atomically."""
+    from .atomic import atomic_write
     from .imageio import write_png
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.stem + ".tmp.png")
-    write_png(tmp, image_grid(images, columns))
-    os.replace(tmp, path)
+    grid = image_grid(images, columns)
+    atomic_write(path, lambda tmp: write_png(tmp, grid))
     return path

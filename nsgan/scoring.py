@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -279,11 +280,22 @@ class Scorer:
             th["pixel"] = stats["mean"] + UNCALIBRATED_K * stats["std"]
             th["pixel_source"] = f"uncalibrated: map mean + {UNCALIBRATED_K:g}·std of this image"
         th["image_source"] = "calibrated" if th["image"] is not None else "uncalibrated"
-        if self.thresholds.get("search") and {"mode": "search", **self.thresholds["search"]} != self.options.search.to_dict():
-            th["warning"] = "thresholds were calibrated with other search settings"
-        if self.thresholds.get("map") and self.thresholds["map"] != self.map_settings():
-            th["warning"] = "thresholds were calibrated with other map settings (residual, map_sigma, image_score)"
+        mismatch = self.calibration_mismatch()
+        if mismatch:
+            th["warning"] = mismatch
         return th
+
+    def calibration_mismatch(self) -> str | None:
+        """What differs between the model's calibration and these scoring settings (None: nothing, or uncalibrated)."""
+        problems = []
+        if self.thresholds.get("search") and {"mode": "search", **self.thresholds["search"]} != self.options.search.to_dict():
+            problems.append("other search settings")
+        if self.thresholds.get("map") and self.thresholds["map"] != self.map_settings():
+            problems.append("other map settings (residual, map_sigma, image_score)")
+        calibrated_stride = self.thresholds.get("stride")
+        if calibrated_stride is not None and int(calibrated_stride) != self.stride:
+            problems.append(f"stride {int(calibrated_stride)}, scoring uses stride {self.stride}")
+        return "thresholds were calibrated with " + " and ".join(problems) if problems else None
 
     def map_settings(self) -> dict[str, Any]:
         """What the map and the image score depend on besides the search (recorded with thresholds)."""
@@ -503,15 +515,16 @@ def resolve_inputs(path: str | Path) -> list[tuple[Path, str]]:
         if not items:
             raise DataError(f"{path}: the list file names no images")
         pairs = [(p, p.stem) for p in items]
-        stems: dict[str, Path] = {}
-        for p, s in pairs:
-            if s in stems:
-                raise DataError(f"{path}: {stems[s]} and {p} would write the same outputs (same file name)")
-            stems[s] = p
     else:
         if not path.is_file():
             raise DataError(f"{path}: no such image, folder or list file")
         pairs = [(path, path.stem)]
+    stems: dict[str, Path] = {}
+    for p, s in pairs:  # a.png and a.tif, or x__y.png and x/y.png, would write the same <stem>.* outputs
+        if s in stems:
+            raise DataError(f"{path}: {stems[s]} and {p} would write the same outputs ({s}.*); "
+                            "rename one or score them into different --out folders")
+        stems[s] = p
     return pairs
 
 
@@ -563,13 +576,24 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace, accelerator: Any = None) -> int:
     """Score every input; one process here, or many when launch/score.py passes an accelerator."""
+    from .atomic import removed_if_left_empty
+
     options = options_from_args(args)
     inputs = resolve_inputs(args.image)
     out_dir = Path(args.out)
+    with removed_if_left_empty(out_dir):
+        return _score_inputs(args, accelerator, options, inputs, out_dir)
+
+
+def _score_inputs(args: argparse.Namespace, accelerator: Any, options: ScoreOptions, inputs: list[tuple[Path, str]], out_dir: Path) -> int:
     ensure_writable(out_dir)  # on every process, so all fail together rather than some waiting forever
     for path, stem in inputs:
         check_outputs(output_paths(out_dir, stem), args.overwrite)
     scorer = Scorer.from_file(args.model, options, accelerator=accelerator, progress=not args.no_progress)
+    mismatch = scorer.calibration_mismatch()
+    if mismatch and scorer.is_main:
+        print(f"nsgan score: warning: {args.model}: {mismatch}, so the verdicts are not to be trusted; "
+              "score with the calibration's --stride and search options, or calibrate again", file=sys.stderr)
     for path, stem in inputs:
         r = scorer.score_to_files(path, out_dir, stem, overwrite=args.overwrite)
         if scorer.is_main:

@@ -30,15 +30,15 @@ from typing import Any
 import numpy as np
 
 from . import __version__
+from .atomic import fsync_dir, fsync_file
 from .errors import DataError, NsganError, OutputError
-from .imageio import list_images, read_image, read_raw, to_channels, to_unit_float
+from .imageio import MASK_SUFFIX, PIL_GRAY_MODES, list_images, read_image, read_raw, to_channels, to_unit_float
 
 Manifest = dict[str, Any]
 
 MANIFEST_NAME = "manifest.json"
 SETS = ("normal", "abnormal")
-MASK_SUFFIX = "_mask"
-_GRAY_MODES = {"1", "L", "I", "F", "I;16", "I;16B", "I;16L", "I;16N"}
+_GRAY_MODES = PIL_GRAY_MODES
 
 
 # ---------------------------------------------------------------------------------------- CLI
@@ -149,9 +149,10 @@ def write_shards(
         for w in writers.values():
             w.close()
         if report.tiles_from_normal_dir == 0:
+            first = next((f"; first skipped: {s['path']}: {s['reason']}" for s in report.skipped if s["input"] == "normal"), "")
             raise DataError(
                 f"no normal tiles written from {normal_dir} ({len(inputs['normal'][1])} image files found, "
-                f"{report.skipped_in('normal')} skipped)"
+                f"{report.skipped_in('normal')} skipped{first}); --normal needs readable 8/16-bit gray or RGB images"
             )
         manifest = _manifest(inputs, masks, tile, stride, random_crops, channels, shard_size, seed, writers, report)
         _write_json_atomic(tmp / MANIFEST_NAME, manifest)
@@ -208,6 +209,7 @@ def _replace_folder(tmp: Path, out: Path) -> None:
         old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
         os.replace(out, old / "set")
     os.replace(tmp, out)
+    fsync_dir(out.parent)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
 
@@ -426,6 +428,7 @@ class _SetWriter:
         self.count += 1
 
     def _done(self, fname: str) -> None:
+        fsync_file(fname)  # on disk before the manifest that lists it
         self.files.append(f"{self.prefix}/{Path(fname).name}")
 
     def close(self) -> None:
@@ -516,9 +519,9 @@ def _manifest(inputs, masks, tile, stride, random_crops, channels, shard_size, s
 
 
 def _write_json_atomic(path: Path, obj: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2) + "\n")
-    os.replace(tmp, path)
+    from .atomic import atomic_write_json
+
+    atomic_write_json(path, obj)
 
 
 class _progress_bar:

@@ -397,16 +397,35 @@ def _truncate_metrics(path: Path, images_seen: int) -> None:
                 kept.append(line)
         except ValueError:
             continue
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(l + "\n" for l in kept))
-    os.replace(tmp, path)
+    from .atomic import atomic_write_text
+
+    atomic_write_text(path, "".join(l + "\n" for l in kept))
 
 
 # ----------------------------------------------------------------------------- the loop
 
 
 def train(cfg: TrainConfig, source: str = "<config>", resume: bool = False) -> Path:
-    """Train to the schedule's end; returns the exported model's path (main process writes it)."""
+    """Train to the schedule's end; returns the exported model's path (main process writes it).
+
+    A new run that fails with a user error before its first state (shards that hold no usable
+    sample, a full disk) removes the run folder it created, so no half-started run is left behind.
+    """
+    import shutil
+
+    from .checkpoint import find_latest
+
+    run_dir = Path(cfg.run_dir)
+    fresh = not resume and not run_dir.exists()
+    try:
+        return _train(cfg, source, resume)
+    except NsganError:
+        if fresh and str(os.environ.get("RANK", "0")) == "0" and run_dir.is_dir() and find_latest(run_dir) is None:
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise
+
+
+def _train(cfg: TrainConfig, source: str, resume: bool) -> Path:
     import json
 
     from .display import TrainingDisplay
@@ -420,7 +439,9 @@ def train(cfg: TrainConfig, source: str = "<config>", resume: bool = False) -> P
         (run_dir / "samples").mkdir(exist_ok=True)
         import yaml
 
-        (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+        from .atomic import atomic_write_text
+
+        atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
         if not resume:
             trainer.save_reals_grid()
     display = TrainingDisplay(total_images(sched_cfg), enabled=trainer.is_main and cfg.train.display, start=st.images_seen)
@@ -428,6 +449,7 @@ def train(cfg: TrainConfig, source: str = "<config>", resume: bool = False) -> P
     next_ckpt = (math.floor(st.images_seen / (cfg.train.checkpoint_kimg * 1000)) + 1) * cfg.train.checkpoint_kimg * 1000
     window_t, window_imgs, sums, count = time.perf_counter(), 0, {}, 0
     lost_peer = False
+    stop = StopAtStepBoundary(enabled=trainer.world == 1)
     try:
         while True:
             phase = schedule(st.images_seen, sched_cfg, trainer.world)
@@ -464,6 +486,9 @@ def train(cfg: TrainConfig, source: str = "<config>", resume: bool = False) -> P
             if st.images_seen >= next_ckpt:
                 trainer.save_checkpoint()
                 next_ckpt += cfg.train.checkpoint_kimg * 1000
+            if stop.requested:  # Ctrl-C during the step just finished: keep it, at a step boundary
+                trainer.save_checkpoint()
+                raise KeyboardInterrupt
         trainer.save_checkpoint()
         digests = check_ranks_in_sync(trainer)
         model_path = run_dir / MODEL
@@ -479,9 +504,7 @@ def train(cfg: TrainConfig, source: str = "<config>", resume: bool = False) -> P
                           run_dir / "encoder", acc, trainer.normal_shards, trainer.channels, resume=resume)
         return model_path
     except KeyboardInterrupt:
-        if trainer.world == 1:  # one process: keep the progress made since the last state
-            trainer.save_checkpoint()
-        raise
+        raise  # mid-step (a second Ctrl-C, or many processes): no save, the last complete state stands
     except Exception as exc:  # a collective failing because another rank died: one clear line, exit 6, no hang
         why = peer_failure(exc) if trainer.world > 1 else None
         if why is None:
@@ -492,10 +515,42 @@ def train(cfg: TrainConfig, source: str = "<config>", resume: bool = False) -> P
             f"stopping. Restart all processes with --resume to continue from the last complete state in {run_dir / 'checkpoints'}", 6
         ) from exc
     finally:
+        stop.close()
         display.close()
         if metrics_fh:
             metrics_fh.close()
         _shutdown(acc, peers_alive=not lost_peer)
+
+
+class StopAtStepBoundary:
+    """A first Ctrl-C asks the loop to stop after the current step (which then saves a state); a second stops at once.
+
+    Saving from inside a step would store a stream already advanced and D already updated but G,
+    its EMA and `images_seen` not: a resumed run would then differ from an uninterrupted one. Only
+    for one process: with several, each would see the signal at a different step.
+    """
+
+    def __init__(self, enabled: bool):
+        import signal
+        import threading
+
+        self.requested = False
+        self._previous = None
+        if enabled and threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+
+    def _handle(self, signum, frame) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        print("nsgan train: stopping after this step (Ctrl-C again to stop at once, without saving)", file=sys.stderr)
+
+    def close(self) -> None:
+        if self._previous is not None:
+            import signal
+
+            signal.signal(signal.SIGINT, self._previous)
+            self._previous = None
 
 
 def _grid_name(phase: dict) -> str:

@@ -79,3 +79,36 @@ def gan_model_with_encoder(model_file, tmp_path_factory) -> Path:
     torch.manual_seed(1)
     add_encoder(path, Encoder(16, 1, 16, fmap_base=64, fmap_max=16), {"images_seen": 0})
     return path
+
+
+@pytest.fixture(scope="session")
+def uninterrupted_tiny_model(tiny_shards, tmp_path_factory) -> Path:
+    """The tiny config trained start to end without a break: what every resumed run must equal exactly."""
+    from nsgan.config import load_config
+    from nsgan.training import train
+
+    run = tmp_path_factory.mktemp("uninterrupted") / "run"
+    overrides = [*TINY, f"data.normal={tiny_shards / 'normal'}", f"data.abnormal={tiny_shards / 'abnormal'}", f"run_dir={run}"]
+    return train(load_config(None, overrides))
+
+
+def assert_same_model(a: Path, b: Path) -> None:
+    """Two model files hold bit-identical tensors and the same images seen."""
+    from safetensors.torch import load_file
+
+    from nsgan.export import read_metadata
+
+    ta, tb = load_file(str(a)), load_file(str(b))
+    assert ta.keys() == tb.keys()
+    for k in ta:
+        assert torch.equal(ta[k], tb[k]), f"{k} differs between {a} and {b}"
+    assert read_metadata(a)["images_seen"] == read_metadata(b)["images_seen"]
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on now, for a test's process-group rendezvous (a fixed one can collide)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

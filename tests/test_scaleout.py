@@ -8,6 +8,7 @@ Two processes over gloo with the same seed and data give the same result whateve
 from __future__ import annotations
 
 import json
+import re
 import socket
 import subprocess
 import sys
@@ -169,6 +170,8 @@ def test_dead_rank_stops_the_other_quickly_then_resume_finishes(tiny_shards, tmp
     log0 = nodes[0][1].read_text()
     assert "lost contact with another process" in log0 and "--resume" in log0, _tail(nodes)
     assert codes[0] != 0 and took < 60, f"node 0 took {took:.0f} s, exit {codes[0]}"
+    # the launcher exits 1 for any failed worker; the worker itself must have exited 6 (lost peer)
+    assert re.search(r"exitcode\s*:\s*6\b", log0), _tail(nodes)
     assert not (run / "model.safetensors").exists()
     saved = json.loads(latest.read_text())["images_seen"]
 

@@ -19,6 +19,7 @@ from nsgan.export import read_metadata, save_model
 from nsgan.imageio import write_png
 from nsgan.scoring import Scorer, ScoreOptions
 from nsgan.search import SearchConfig
+from .conftest import free_port
 from .test_search import PatternG, TinyD, clean_image
 
 REPO = Path(__file__).resolve().parent.parent
@@ -137,8 +138,8 @@ def _launch(nproc: int, model: Path, image: Path, out: Path) -> subprocess.Compl
     env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
     multi = ["--multi_gpu"] if nproc > 1 else []
     cmd = [sys.executable, "-m", "accelerate.commands.launch", *multi, "--num_processes", str(nproc), "--num_machines", "1",
-           "--mixed_precision", "no", "--dynamo_backend", "no", str(REPO / "launch" / "score.py"),
-           "--model", str(model), "--image", str(image), "--out", str(out), "--batch", "8", *FAST]
+           "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(free_port()),
+           str(REPO / "launch" / "score.py"), "--model", str(model), "--image", str(image), "--out", str(out), "--batch", "8", *FAST]
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
 
 
@@ -182,4 +183,4 @@ def test_calibrate_stores_thresholds_that_scoring_then_uses(model_file, tmp_path
     rep = json.loads((tmp_path / "o" / "b0.json").read_text())
     assert rep["verdict"] in ("normal", "anomalous") and rep["thresholds"]["image"] == pytest.approx(th["image"])
     assert rep["thresholds"]["pixel_source"] == "calibrated"
-    assert main(["calibrate", "--model", str(model), "--normal", str(tmp_path / "normal"), "--masks", str(tmp_path / "masks"), *FAST]) == 3
+    assert main(["calibrate", "--model", str(model), "--normal", str(tmp_path / "normal"), "--masks", str(tmp_path / "masks"), *FAST]) == 2  # an argument mistake: exit 2

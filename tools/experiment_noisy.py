@@ -31,6 +31,7 @@ if str(REPO) not in sys.path:
 
 import yaml  # noqa: E402
 
+from nsgan.atomic import atomic_write_json, atomic_write_text  # noqa: E402
 from nsgan.errors import ConfigError, NsganError  # noqa: E402
 
 PROTOCOLS = ("mnist", "ir_mnist", "textures")
@@ -247,9 +248,7 @@ def run_cell(cell: Cell, cfg: dict, out: Path, log) -> dict:
            "budget_kimg": cfg["budget_kimg"], "search": m["search"], "seed": cfg.get("seed", 0)}
     if cell.protocol == "mnist":
         row["g_other_digit"] = other_digit_share(model, spec.get("build", {}).get("normal_digit", 0))
-    tmp = out / "cells" / cell.name / "cell.json.tmp"
-    tmp.write_text(json.dumps(row, indent=2) + "\n")
-    os.replace(tmp, out / "cells" / cell.name / "cell.json")  # written last: the cell is finished
+    atomic_write_json(out / "cells" / cell.name / "cell.json", row)  # written last: the cell is finished
     return row
 
 
@@ -319,9 +318,7 @@ def diagnostic_table(rows: list[dict]) -> str:
 
 
 def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")  # per process: runners may share --out
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    atomic_write_text(path, text)  # its temporary name is per process: runners may share --out
 
 
 def write_results(out: Path) -> list[dict]:

@@ -13,9 +13,11 @@ from pathlib import Path
 import numpy as np
 
 from nsgan.errors import DataError, OutputError
-from nsgan.imageio import write_png
+from nsgan.atomic import fsync_dir
+from nsgan.imageio import MASK_SUFFIX, write_png
 
-MASK_SUFFIX = "_mask"
+PARTIAL_MARKER = ".nsgan-partial"
+
 
 
 class CategoryWriter:
@@ -26,12 +28,18 @@ class CategoryWriter:
 
     def __init__(self, out: str | Path, overwrite: bool = False):
         self.out = Path(out)
-        if self.out.exists() and (not self.out.is_dir() or any(self.out.iterdir())) and not overwrite:
-            raise OutputError(f"{self.out}: exists and is not empty (use --overwrite)")
+        if self.out.exists() and (not self.out.is_dir() or any(self.out.iterdir())):
+            if not (self.out / "protocol.json").is_file():
+                raise OutputError(f"{self.out}: exists, is not empty and is not a protocol folder; choose another --out")
+            if not overwrite:
+                raise OutputError(f"{self.out}: exists and is not empty (use --overwrite)")
         self.tmp = self.out.with_name(self.out.name + ".partial")
         if self.tmp.exists():
-            shutil.rmtree(self.tmp)
+            if not (self.tmp / PARTIAL_MARKER).is_file():
+                raise OutputError(f"{self.tmp}: exists and is not a protocol builder's unfinished folder; move it away")
+            shutil.rmtree(self.tmp)  # an earlier build that died half-way
         self.tmp.mkdir(parents=True)
+        (self.tmp / PARTIAL_MARKER).write_text("unfinished protocol build; safe to delete\n")
         self.counts: dict[str, int] = {}
 
     def __enter__(self) -> CategoryWriter:
@@ -62,9 +70,11 @@ class CategoryWriter:
         """Write protocol.json (with the counts) and move the finished folder into place."""
         protocol = {**protocol, "counts": dict(sorted(self.counts.items()))}
         (self.tmp / "protocol.json").write_text(json.dumps(protocol, indent=2) + "\n")
+        (self.tmp / PARTIAL_MARKER).unlink()
         if self.out.exists():
             shutil.rmtree(self.out)
         os.replace(self.tmp, self.out)
+        fsync_dir(self.out.parent)
         return protocol
 
 
