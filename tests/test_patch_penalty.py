@@ -1,0 +1,147 @@
+"""The abnormal penalty where the defect is: D's patch logits, the masked and multiple-instance
+forms, masks through shards and streams, centred abnormal crops, old model files, two processes."""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from nsgan.config import load_config
+from nsgan.data import ShardStream
+from nsgan.errors import ConfigError, NsganError
+from nsgan.export import load_model, read_metadata, save_model
+from nsgan.losses import GANLoss, patch_mask
+from nsgan.networks import Discriminator, Generator
+from nsgan.shards import write_shards
+
+from .conftest import REPO, TINY, subprocess_env
+
+PATCH = ["loss.penalty=patch_mask", "model.patch_grid=8"]
+
+
+# ----------------------------------------------------------------------------- the patch head
+
+
+@pytest.mark.parametrize("patch_grid", [4, 8, 16])
+def test_patch_logits_shape_at_every_level_and_under_fade_in(patch_grid):
+    torch.manual_seed(0)
+    d = Discriminator(32, 1, fmap_base=64, fmap_max=16, patch_grid=patch_grid)
+    for level in range(d.max_level + 1):
+        res = 4 * 2**level
+        side = 4 if level == 0 else min(patch_grid, res // 2)
+        for alpha in (0.0, 0.4, 1.0):
+            x = torch.randn(3, 1, res, res)
+            logits, patches = d(x, level, alpha, patches=True)
+            assert patches.shape == (3, 1, side, side), (level, alpha)
+            assert torch.equal(logits, d(x, level, alpha))  # the global logit is the same pass's
+            assert torch.isfinite(patches).all()
+
+
+def test_patch_logits_are_local_and_the_feature_layer_is_unchanged():
+    torch.manual_seed(0)
+    d = Discriminator(32, 1, fmap_base=64, fmap_max=16, patch_grid=8)
+    x = torch.randn(2, 1, 32, 32)
+    y = x.clone()
+    y[:, :, :2, :2] += 3.0  # a blemish in the top-left corner
+    _, px = d(x, patches=True)
+    _, py = d(y, patches=True)
+    changed = (px - py).abs()[0, 0] > 1e-6
+    assert changed[0, 0] and not changed[4:, 4:].any()  # far patches do not see it
+    plain = Discriminator(32, 1, fmap_base=64, fmap_max=16)
+    missing, unexpected = plain.load_state_dict(d.state_dict(), strict=False)
+    assert not missing and all(k.startswith("patch_out.") for k in unexpected)
+    assert torch.equal(plain.features(x), d.features(x))  # search and encoder see the same layer
+    assert torch.equal(plain(x), d(x))
+
+
+def test_patch_head_is_refused_where_it_cannot_be():
+    with pytest.raises(ValueError, match="patch_grid"):
+        Discriminator(16, 1, fmap_base=64, fmap_max=16, patch_grid=16)  # needs side ≤ resolution / 2
+    with pytest.raises(ValueError, match="patch_grid"):
+        Discriminator(16, 1, fmap_base=64, fmap_max=16, patch_grid=6)
+    with pytest.raises(ValueError, match="no patch head"):
+        Discriminator(16, 1, fmap_base=64, fmap_max=16)(torch.randn(1, 1, 16, 16), patches=True)
+
+
+# ----------------------------------------------------------------------------- the penalty forms
+
+
+class Recording(torch.nn.Module):
+    """Wraps D and keeps the patch logits of each forward, with their gradients."""
+
+    def __init__(self, d):
+        super().__init__()
+        self.d, self.patches = d, []
+
+    def forward(self, x, level=None, alpha=1.0, patches=False):
+        out = self.d(x, level, alpha, patches=patches)
+        if patches:
+            out[1].retain_grad()
+            self.patches.append(out[1])
+        return out
+
+
+def test_masked_penalty_touches_only_masked_patches_in_a_d_step():
+    """One D step (real, fake, abnormal, R1): the abnormal tile's patch logits are pushed down
+    exactly at the patches that touch its mask, and up (as real) everywhere else."""
+    torch.manual_seed(0)
+    d = Recording(Discriminator(16, 1, fmap_base=64, fmap_max=16, patch_grid=8))
+    real, fake, abnormal = torch.rand(4, 1, 16, 16) - 0.5, torch.randn(4, 1, 16, 16), torch.rand(2, 1, 16, 16) - 0.5
+    mask = torch.zeros(2, 1, 16, 16, dtype=torch.bool)
+    mask[0, 0, 3, 5] = True  # one pixel: patch (1, 2) of the 8x8 grid (2-px cells)
+    mask[1, 0, 8:12, 0:3] = True  # patches (4..5, 0..1)
+    loss = GANLoss("nsgan", gamma=0.5, r1_gamma=1.0, penalty="patch_mask")
+    value, stats = loss.d_loss(d, real, fake, abnormal, level=2, alpha=1.0, abnormal_mask=mask)
+    value.backward()
+    grad = d.patches[2].grad[:, 0]  # forwards: real, fake, abnormal
+    hit = torch.zeros(2, 8, 8, dtype=torch.bool)
+    hit[0, 1, 2] = True
+    hit[1, 4:6, 0:2] = True
+    assert torch.equal(patch_mask(mask, 8)[:, 0], hit)
+    assert (grad[hit] > 0).all()  # descent lowers D there: abnormal
+    assert (grad[~hit] < 0).all()  # and raises it elsewhere: normal material counts as real
+    p = d.patches[2].detach()[:, 0]
+    sp = torch.nn.functional.softplus
+    assert torch.allclose(loss.abnormal_patch_term(d.patches[2].detach(), mask)[0], sp(p[hit]).mean() + sp(-p[~hit]).mean())
+    assert set(stats) >= {"d_real", "d_fake", "p_real", "p_fake", "d_abnormal", "r1"}
+
+
+def test_mil_picks_the_k_least_real_patches():
+    logits = torch.randn(3, 1, 4, 4, generator=torch.Generator().manual_seed(1)).requires_grad_(True)
+    loss = GANLoss("nsgan", gamma=1.0, penalty="patch_mil", mil_k=3)
+    term, shown = loss.abnormal_patch_term(logits)
+    term.backward()
+    flat, grad = logits.detach().flatten(1), logits.grad.flatten(1)
+    lowest = flat.argsort(dim=1)[:, :3]
+    picked = torch.zeros_like(flat, dtype=torch.bool).scatter_(1, lowest, True)
+    assert (grad[picked] > 0).all() and (grad[~picked] == 0).all()
+    least = flat.gather(1, lowest)
+    assert torch.allclose(term, torch.nn.functional.softplus(least).mean())
+    assert torch.allclose(shown, least.mean())
+
+
+def test_patch_forms_reach_g_through_the_patch_logits_and_tile_form_is_unchanged():
+    torch.manual_seed(0)
+    d = Recording(Discriminator(16, 1, fmap_base=64, fmap_max=16, patch_grid=4))
+    g = Generator(16, 1, latent_dim=8, fmap_base=64, fmap_max=16)
+    fake = g(torch.randn(4, 8))
+    value, _ = GANLoss("nsgan", penalty="patch_mil").g_loss(d, fake)
+    value.backward()
+    assert d.patches and d.patches[0].grad is not None and any(p.grad is not None for p in g.parameters())
+    tile = GANLoss("nsgan", gamma=0.2)
+    x = torch.rand(2, 1, 16, 16)
+    ref, _ = tile.d_loss(d.d, x, x * 0.5, x.flip(2), level=2)
+    assert not tile.uses_patches and torch.isfinite(ref)
+    with pytest.raises(ValueError, match="masks"):
+        GANLoss("nsgan", gamma=0.2, penalty="patch_mask").d_loss(d, x, x, x, level=2)
+    with pytest.raises(ValueError, match="nsgan"):
+        GANLoss("wgangp", penalty="patch_mil")
