@@ -145,3 +145,87 @@ def test_patch_forms_reach_g_through_the_patch_logits_and_tile_form_is_unchanged
         GANLoss("nsgan", gamma=0.2, penalty="patch_mask").d_loss(d, x, x, x, level=2)
     with pytest.raises(ValueError, match="nsgan"):
         GANLoss("wgangp", penalty="patch_mil")
+
+
+# ----------------------------------------------------------------------------- masks through shards and streams
+
+
+def _save(path: Path, arr: np.ndarray) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(arr).save(path)
+    return path
+
+
+def _scratched(root: Path, size: int = 64, seed: int = 0) -> tuple[Path, Path, Path, np.ndarray]:
+    """Dim noise images; the abnormal one has two white defects (a 3x6 bar and a 2x2 dot) and their mask."""
+    rng = np.random.default_rng(seed)
+    normal, abnormal, masks = root / "n", root / "a", root / "m"
+    for i in range(2):
+        _save(normal / f"ok{i}.png", rng.integers(0, 150, (size, size), dtype=np.uint8))
+    img = rng.integers(0, 150, (size, size), dtype=np.uint8)
+    mask = np.zeros((size, size), bool)
+    mask[10:13, 20:26] = True
+    mask[45:47, 50:52] = True
+    img[mask] = 255
+    _save(abnormal / "d.png", img)
+    _save(masks / "d_mask.png", mask.astype(np.uint8) * 255)
+    return normal, abnormal, masks, mask
+
+
+def _samples(folder: Path) -> list[dict]:
+    out: dict[str, dict] = {}
+    for shard in sorted(folder.glob("*.tar")):
+        with tarfile.open(shard) as tf:
+            for m in tf.getmembers():
+                key, ext = m.name.split(".", 1)
+                out.setdefault(key, {})[ext] = tf.extractfile(m).read()
+    return list(out.values())
+
+
+def _png(data: bytes) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(data)))
+
+
+def test_masks_travel_with_abnormal_tiles_into_the_stream(tmp_path):
+    normal, abnormal, masks, _ = _scratched(tmp_path)
+    manifest = write_shards(normal, abnormal, masks, tile=16, out=tmp_path / "s", stride=16, channels=1)
+    ab = _samples(tmp_path / "s" / "abnormal")
+    assert len(ab) == manifest["counts"]["tiles_abnormal"] == manifest["counts"]["tiles_abnormal_with_mask"] > 0
+    assert all("mask.png" in s for s in ab) and not any("mask.png" in s for s in _samples(tmp_path / "s" / "normal"))
+    stream = ShardStream(tmp_path / "s" / "abnormal", tile=16, channels=1, batch=len(ab), seed=0, num_workers=0, masks=True)
+    batch = next(iter(stream))
+    assert batch.masks.shape == (len(ab), 1, 16, 16) and batch.masks.dtype == torch.bool
+    assert torch.equal(batch.masks, batch.images > 0.99)  # the white defect pixels are exactly the mask
+    plain = ShardStream(tmp_path / "s" / "normal", tile=16, channels=1, batch=4, seed=0, num_workers=0)
+    assert next(iter(plain)).masks is None
+
+    old = write_shards(normal, abnormal, tile=16, out=tmp_path / "old", stride=16, channels=1)  # no masks: old layout
+    assert old["counts"]["tiles_abnormal_with_mask"] == 0
+    whole = next(iter(ShardStream(tmp_path / "old" / "abnormal", tile=16, channels=1, batch=4, seed=0, num_workers=0, masks=True)))
+    assert whole.masks.all()  # a tile-level label only: the whole tile counts as the defect
+
+
+def test_centred_crops_contain_their_mask_component(tmp_path):
+    normal, abnormal, masks, mask = _scratched(tmp_path)
+    manifest = write_shards(normal, abnormal, masks, tile=16, out=tmp_path / "c", stride=16, channels=1,
+                            abnormal_centred=4, centre_jitter=3, seed=5)
+    ab = _samples(tmp_path / "c" / "abnormal")
+    assert manifest["counts"]["tiles_abnormal"] == len(ab) == 2 * 4 and manifest["abnormal_centred"] == 4
+    boxes = [(slice(10, 13), slice(20, 26)), (slice(45, 47), slice(50, 52))]
+    inside = {0: [], 1: []}
+    for s in ab:
+        meta = json.loads(s["json"])
+        x, y = meta["x"], meta["y"]
+        assert meta["centred"] and meta["label"] == "abnormal"
+        assert np.array_equal(_png(s["mask.png"]) > 0, mask[y:y + 16, x:x + 16])
+        for i, (ys, xs) in enumerate(boxes):
+            if y <= ys.start and ys.stop <= y + 16 and x <= xs.start and xs.stop <= x + 16:
+                inside[i].append((x, y))
+    assert len(inside[0]) == 4 and len(inside[1]) == 4  # every crop holds its whole component
+    assert len(set(inside[0])) > 1  # jittered, not one position four times
+    for x, y in inside[0]:  # and near the component's centre: at most the jitter away
+        assert abs(y + 8 - 11.5) <= 3.5 + 1 and abs(x + 8 - 23) <= 3 + 1
+    # the grid's tiles that touch the mask are left out; those off it are still normal material
+    assert manifest["counts"]["tiles_normal_from_defective"] == 16 - 2
+    with pytest.raises(NsganError, match="--abnormal-masks"):
+        write_shards(normal, abnormal, tile=16, out=tmp_path / "x", abnormal_centred=2)
