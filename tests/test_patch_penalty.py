@@ -147,6 +147,20 @@ def test_patch_forms_reach_g_through_the_patch_logits_and_tile_form_is_unchanged
         GANLoss("wgangp", penalty="patch_mil")
 
 
+@pytest.mark.parametrize("extra, needle", [
+    (["loss.penalty=patch_mask"], "model.patch_grid"),  # a patch form without a patch head
+    (["model.patch_grid=8"], "loss.penalty is tile"),  # a head nobody trains
+    ([*PATCH, "loss.kind=wgangp"], "loss.kind nsgan"),
+    (["loss.penalty=patch_mil", "model.patch_grid=4", "loss.mil_k=17"], "loss.mil_k"),
+    (["loss.penalty=patch_mil", "model.patch_grid=16"], "model.patch_grid"),  # 16-px tiles: at most 8
+    (["loss.penalty=patches"], "loss.penalty"),
+])
+def test_config_keys_are_checked_with_one_line_errors(tiny_overrides, extra, needle):
+    with pytest.raises(ConfigError, match=needle) as info:
+        load_config(None, [*tiny_overrides, *extra])
+    assert "\n" not in str(info.value)
+
+
 # ----------------------------------------------------------------------------- masks through shards and streams
 
 
@@ -229,3 +243,80 @@ def test_centred_crops_contain_their_mask_component(tmp_path):
     assert manifest["counts"]["tiles_normal_from_defective"] == 16 - 2
     with pytest.raises(NsganError, match="--abnormal-masks"):
         write_shards(normal, abnormal, tile=16, out=tmp_path / "x", abnormal_centred=2)
+
+
+# ----------------------------------------------------------------------------- old files, training, two processes
+
+
+def test_model_file_from_before_the_patch_head_loads_and_scores(model_file, tmp_path):
+    """The conftest model has no patch head: its metadata and tensors are the pre-patch format."""
+    from nsgan.scoring import Scorer, ScoreOptions
+    from nsgan.search import SearchConfig
+
+    meta = read_metadata(model_file)
+    assert "patch_grid" not in meta["discriminator"]
+    opts = ScoreOptions(stride=16, batch=8, search=SearchConfig(iterations=2, restarts=1))
+    image = np.random.default_rng(0).random((24, 40, 1)).astype(np.float32)
+    old = Scorer.from_file(model_file, opts).score(image)
+    assert np.isfinite(old.map).all() and old.map.shape == (24, 40)
+
+    m = load_model(model_file)
+    d = Discriminator(16, 1, fmap_base=64, fmap_max=16, patch_grid=8)
+    d.load_state_dict(m.discriminator.state_dict(), strict=False)  # same trunk, plus a head
+    new_file = save_model(tmp_path / "p.safetensors", m.generator, d, {"config": {}, "images_seen": 0})
+    assert read_metadata(new_file)["discriminator"]["patch_grid"] == 8
+    new = Scorer.from_file(new_file, opts).score(image)
+    assert load_model(new_file).discriminator.patch_grid == 8
+    assert np.array_equal(new.map, old.map) and new.score == old.score  # the head does not touch scoring
+
+
+def test_mil_training_exports_a_model_that_scores(tiny_overrides, tmp_path):
+    from nsgan.scoring import Scorer, ScoreOptions
+    from nsgan.search import SearchConfig
+    from nsgan.training import train
+
+    path = train(load_config(None, [*tiny_overrides, "loss.penalty=patch_mil", "model.patch_grid=4", "loss.mil_k=2",
+                                    "schedule.total_kimg=0.192"]))
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert all(np.isfinite(r["d_abnormal"]) and "p_real" in r for r in rows)
+    m = load_model(path)
+    assert m.discriminator.patch_grid == 4
+    result = Scorer.from_file(path, ScoreOptions(stride=16, batch=8, search=SearchConfig(iterations=2, restarts=1))).score(
+        np.random.default_rng(0).random((16, 32, 1)).astype(np.float32))
+    assert np.isfinite(result.map).all()
+
+
+def test_patch_mask_on_shards_without_masks_is_a_config_error(tmp_path, capsys):
+    from nsgan.cli import main as cli
+
+    normal, abnormal, _, _ = _scratched(tmp_path)
+    write_shards(normal, abnormal, tile=16, out=tmp_path / "s", stride=16, channels=1)
+    (tmp_path / "cfg.yaml").write_text("seed: 0\n")
+    code = cli(["train", "--config", str(tmp_path / "cfg.yaml"), *TINY, *PATCH, f"data.normal={tmp_path / 's' / 'normal'}", f"data.abnormal={tmp_path / 's' / 'abnormal'}",
+                f"run_dir={tmp_path / 'run'}"])
+    err = capsys.readouterr().err
+    assert code == 2 and "loss.penalty" in err and "--abnormal-masks" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "run").exists()
+
+
+def test_two_processes_with_the_patch_head_end_with_identical_weights(tiny_shards, tmp_path):
+    """DDP over gloo, masked penalty: R1 on both outputs in the one backward, and the patch head's
+    per-level 1x1 convs (4x4 at 8 px, 8x8 at 16 px) left unused in some phases."""
+    from nsgan.training import weights_digest
+
+    run, cfg = tmp_path / "run", tmp_path / "cfg.yaml"
+    cfg.write_text("seed: 0\n")
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+           "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "29647", str(REPO / "launch" / "train.py"),
+           "--config", str(cfg), *TINY, *PATCH, f"data.normal={tiny_shards / 'normal'}", f"data.abnormal={tiny_shards / 'abnormal'}",
+           f"run_dir={run}"]
+    proc = subprocess.run(cmd, env=subprocess_env(), capture_output=True, text=True, timeout=300, cwd=REPO)
+    summary = json.loads((run / "run.json").read_text())
+    digests = summary["rank_digests"]
+    assert len(digests) == 2 and digests[0] == digests[1], proc.stderr[-3000:]
+    m = load_model(run / "model.safetensors")
+    assert m.discriminator.patch_grid == 8 and m.meta["images_seen"] >= 256
+    assert weights_digest([m.generator, m.discriminator]) == summary["export_digest"]
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert rows[-1]["resolution"] == 16 and np.isfinite(rows[-1]["d_abnormal"]) and np.isfinite(rows[-1]["p_real"])
+    assert proc.returncode == 0, proc.stderr[-3000:]
