@@ -11,6 +11,10 @@ model is trained per γ with the same seed, schedule and budget, and every model
     python tools/experiment_noisy.py --config configs/experiments/noisy-cpu.yaml --out runs/noisy --resume
 
 γ values: a number, or `auto` = ε/(1−ε) (the paper's value when p_a matches the contaminants).
+Penalty forms (`penalties`, `--penalties`): every γ > 0 is trained once per form: tile (the paper's,
+cells named as before), patch_mask (D's patch logits, masked patches; protocols whose shards hold
+masks only) and patch_mil (the k least-real patches, image labels only); γ = 0 once, as the baseline.
+`patch: {grid: 8, mil_k: 1}` sets D's patch grid and k for the patch forms.
 Command-line options override the experiment config.
 """
 
@@ -35,6 +39,7 @@ from nsgan.errors import ConfigError, NsganError  # noqa: E402
 
 PROTOCOLS = ("mnist", "ir_mnist", "textures")
 METRICS = ("image_auroc", "pixel_auroc", "aupro")
+PENALTIES = ("tile", "patch_mask", "patch_mil")
 
 
 # ------------------------------------------------------------------------------ settings
@@ -44,6 +49,7 @@ class Cell:
     protocol: str
     eps: float
     gamma_spec: str  # as given: "0", "0.2" or "auto"
+    penalty: str = "tile"  # where γ acts (loss.penalty); tile cells keep their old names
 
     @property
     def gamma(self) -> float:
@@ -55,7 +61,8 @@ class Cell:
 
     @property
     def name(self) -> str:
-        return f"{self.data_name}-gamma{self.gamma_spec}"
+        suffix = "" if self.penalty == "tile" else f"-{self.penalty}"
+        return f"{self.data_name}-gamma{self.gamma_spec}{suffix}"
 
 
 def load_experiment(path: str | Path) -> dict:
@@ -87,9 +94,21 @@ def _gamma_spec(text: str) -> str:
     return f"{value:g}"
 
 
+def penalties(cfg: dict) -> list[str]:
+    names = [str(p).strip() for p in cfg.get("penalties", ["tile"])]
+    bad = [p for p in names if p not in PENALTIES]
+    if bad or not names:
+        raise ConfigError(f"penalties: {bad or names} not among {', '.join(PENALTIES)}")
+    return names
+
+
 def cells(cfg: dict) -> list[Cell]:
-    """ε outermost (a cut-off grid still covers every protocol at the first ε), then protocol, then γ."""
-    return [Cell(p, float(e), _gamma_spec(str(g))) for e in cfg["eps"] for p in cfg["protocols"] for g in cfg["gammas"]]
+    """ε outermost (a cut-off grid still covers every protocol at the first ε), then protocol, then γ,
+    then penalty form (γ = 0 has no penalty: one cell)."""
+    forms = penalties(cfg)
+    return [Cell(p, float(e), spec, form)
+            for e in cfg["eps"] for p in cfg["protocols"] for g in cfg["gammas"]
+            for spec in [_gamma_spec(str(g))] for form in (["tile"] if spec == "0" else forms)]
 
 
 # ------------------------------------------------------------------------------ one cell
@@ -142,6 +161,9 @@ def train_overrides(cell: Cell, spec: dict, cfg: dict, shards: Path, run_dir: Pa
           f"seed={cfg.get('seed', 0)}", f"model.resolution={spec['tile']}", f"loss.gamma={cell.gamma}",
           f"schedule.total_kimg={budget}", f"schedule.stable_kimg={unit:.6g}", f"schedule.fade_kimg={unit:.6g}",
           f"train.checkpoint_kimg={max(budget / 3, 0.001):.6g}", "train.display=false"]
+    if cell.penalty != "tile":
+        patch = cfg.get("patch", {})
+        ov += [f"loss.penalty={cell.penalty}", f"model.patch_grid={patch.get('grid', 8)}", f"loss.mil_k={patch.get('mil_k', 1)}"]
     return ov + [f"{k}={v}" for k, v in spec.get("train", {}).items()]
 
 
@@ -231,16 +253,27 @@ def other_digit_share(model: Path, normal_digit: int = 0, n: int = 512, seed: in
     return float((pred != normal_digit).mean())
 
 
-def run_cell(cell: Cell, cfg: dict, out: Path, log) -> dict:
+def has_masks(cell: Cell, out: Path) -> bool:
+    """Whether the cell's abnormal shards carry defect masks (patch_mask needs them)."""
+    from nsgan.data import read_manifest
+
+    return bool(read_manifest(out / "shards" / cell.data_name)["counts"].get("tiles_abnormal_with_mask"))
+
+
+def run_cell(cell: Cell, cfg: dict, out: Path, log) -> dict | None:
+    """Train and evaluate one cell; None when the cell cannot apply (patch_mask without masks)."""
     spec = cfg["protocols"][cell.protocol]
     t0 = time.perf_counter()
     data = build_data(cell, spec, out, int(cfg.get("seed", 0)))
+    if cell.penalty == "patch_mask" and not has_masks(cell, out):
+        log(f"{cell.name}: no defect masks in this protocol's shards, patch_mask does not apply; skipped")
+        return None
     log(f"{cell.name}: training γ={cell.gamma:.4g} for {cfg['budget_kimg']} kimg")
     model, train_s = train_cell(cell, spec, cfg, out)
     log(f"{cell.name}: evaluating")
     m = evaluate_cell(cell, spec, cfg, data, model, out)
     px = m["pixel"] or {}
-    row = {"protocol": cell.protocol, "eps": cell.eps, "gamma_spec": cell.gamma_spec, "gamma": cell.gamma,
+    row = {"protocol": cell.protocol, "eps": cell.eps, "gamma_spec": cell.gamma_spec, "gamma": cell.gamma, "penalty": cell.penalty,
            "image_auroc": m["image"]["auroc"], "image_f1": m["image"]["f1"],
            "pixel_auroc": px.get("pixel_auroc"), "aupro": px.get("aupro"),
            "train_s": train_s, "score_s": m["seconds"]["total"], "cell_s": time.perf_counter() - t0,
@@ -283,15 +316,21 @@ def _fmt(v) -> str:
     return "–" if v is None else f"{v:.3f}"
 
 
+def arm(row: dict) -> str:
+    """A table column: the γ, and the penalty form unless it is the tile-level one."""
+    penalty = row.get("penalty", "tile")
+    return row["gamma_spec"] if penalty == "tile" else f"{row['gamma_spec']} {penalty}"
+
+
 def markdown_table(rows: list[dict]) -> str:
-    """One line per (protocol, ε): each metric for every γ side by side, γ = 0 first."""
-    gammas = sorted({r["gamma_spec"] for r in rows}, key=lambda g: (g != "0", g))
-    head = ["protocol", "ε"] + [f"{m.replace('_', ' ')} γ={g}" for m in METRICS for g in gammas]
+    """One line per (protocol, ε): each metric for every γ (and penalty form) side by side, γ = 0 first."""
+    arms = sorted({arm(r) for r in rows}, key=lambda a: (a != "0", a.split(" ")[0], PENALTIES.index((a.split(" ") + ["tile"])[1])))
+    head = ["protocol", "ε"] + [f"{m.replace('_', ' ')} γ={a}" for m in METRICS for a in arms]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     keys = sorted({(r["protocol"], r["eps"]) for r in rows}, key=lambda k: (PROTOCOLS.index(k[0]), k[1]))
-    by = {(r["protocol"], r["eps"], r["gamma_spec"]): r for r in rows}
+    by = {(r["protocol"], r["eps"], arm(r)): r for r in rows}
     for proto, eps in keys:
-        vals = [_fmt(by[(proto, eps, g)][m]) if (proto, eps, g) in by else "…" for m in METRICS for g in gammas]
+        vals = [_fmt(by[(proto, eps, a)][m]) if (proto, eps, a) in by else "…" for m in METRICS for a in arms]
         lines.append("| " + " | ".join([proto, f"{eps:g}"] + vals) + " |")
     return "\n".join(lines) + "\n"
 
@@ -309,8 +348,8 @@ def diagnostic_table(rows: list[dict]) -> str:
         diag = [r for r in rows if r.get(key) is not None]
         if not diag:
             continue
-        gammas = sorted({r["gamma_spec"] for r in diag}, key=lambda g: (g != "0", g))
-        by = {(r["eps"], r["gamma_spec"]): r[key] for r in diag}
+        gammas = sorted({arm(r) for r in diag}, key=lambda g: (g != "0", g))
+        by = {(r["eps"], arm(r)): r[key] for r in diag}
         lines = ["", f"{title}:", "", "| ε | " + " | ".join(f"γ={g}" for g in gammas) + " |", "|---|" + "---|" * len(gammas)]
         for eps in sorted({r["eps"] for r in diag}):
             lines.append(f"| {eps:g} | " + " | ".join(_fmt(by.get((eps, g))) for g in gammas) + " |")
@@ -349,6 +388,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--protocols", help="comma list of mnist, ir_mnist, textures (default: the config's)")
     p.add_argument("--eps", help="comma list of contamination ratios ε, e.g. 0.1,0,0.05")
     p.add_argument("--gammas", help="comma list of γ values or 'auto' (= ε/(1−ε)), e.g. 0,0.2")
+    p.add_argument("--penalties", help="comma list of penalty forms for γ > 0: tile, patch_mask, patch_mil")
+    p.add_argument("--patch-grid", type=int, help="side of D's patch-logit map for the patch forms (default 8)")
+    p.add_argument("--mil-k", type=int, help="patch_mil: patches penalised per abnormal tile (default 1)")
     p.add_argument("--budget-kimg", type=float, help="training images per model, in thousands")
     p.add_argument("--search-iterations", type=int, help="latent search steps per tile")
     p.add_argument("--seed", type=int)
@@ -376,6 +418,13 @@ def apply_args(cfg: dict, args: argparse.Namespace) -> dict:
             raise ConfigError(f"--eps: every ε must be in [0, 1), got {args.eps}")
     if args.gammas:
         cfg["gammas"] = [g for g in args.gammas.split(",") if g.strip()]
+    if args.penalties:
+        cfg["penalties"] = [p.strip() for p in args.penalties.split(",") if p.strip()]
+    penalties(cfg)  # one-line error for an unknown form
+    if args.patch_grid is not None:
+        cfg["patch"] = {**cfg.get("patch", {}), "grid": args.patch_grid}
+    if args.mil_k is not None:
+        cfg["patch"] = {**cfg.get("patch", {}), "mil_k": args.mil_k}
     if args.budget_kimg is not None:
         if args.budget_kimg <= 0:
             raise ConfigError(f"--budget-kimg must be > 0, got {args.budget_kimg}")
@@ -407,7 +456,7 @@ def main(argv=None) -> int:
                 wanted = {"mnist": "g_other_digit", "ir_mnist": "ink_pixel_auroc"}.get(row["protocol"])
                 if wanted is None or row.get(wanted) is not None:
                     continue
-                cell = Cell(row["protocol"], row["eps"], row["gamma_spec"])
+                cell = Cell(row["protocol"], row["eps"], row["gamma_spec"], row.get("penalty", "tile"))
                 spec = cfg["protocols"].get(cell.protocol)
                 if spec is None:
                     raise ConfigError(f"{args.config}: no '{cell.protocol}' protocol, needed to diagnose {path.parent}")
@@ -446,6 +495,8 @@ def main(argv=None) -> int:
                 row = run_cell(cell, cfg, out, lambda m: log(f"[{k}/{len(todo)}] {m}"))
             finally:
                 (out / "cells" / cell.name / "claim.pid").unlink(missing_ok=True)
+            if row is None:
+                continue
             log(f"[{k}/{len(todo)}] {cell.name}: image AUROC {_fmt(row['image_auroc'])}, pixel AUROC "
                 f"{_fmt(row['pixel_auroc'])}, AUPRO {_fmt(row['aupro'])} ({row['cell_s']:.0f} s)")
             write_results(out)
