@@ -14,7 +14,10 @@ model is trained per γ with the same seed, schedule and budget, and every model
 Penalty forms (`penalties`, `--penalties`): every γ > 0 is trained once per form: tile (the paper's,
 cells named as before), patch_mask (D's patch logits, masked patches; protocols whose shards hold
 masks only) and patch_mil (the k least-real patches, image labels only); γ = 0 once, as the baseline.
-`patch: {grid: 8, mil_k: 1}` sets D's patch grid and k for the patch forms.
+`patch: {grid: 8, mil_k: 1}` sets D's patch grid and k for the patch forms. `abnormal_centred: K`
+(`--abnormal-centred`) cuts the γ > 0 cells' abnormal tiles centred on the mask components (K per
+component, `nsgan shards --abnormal-centred`; protocols with masks only) into a shard set of their
+own; the γ = 0 baseline does not read abnormal tiles and is shared.
 Command-line options override the experiment config.
 """
 
@@ -50,6 +53,7 @@ class Cell:
     eps: float
     gamma_spec: str  # as given: "0", "0.2" or "auto"
     penalty: str = "tile"  # where γ acts (loss.penalty); tile cells keep their old names
+    centred: int = 0  # abnormal tiles centred on the mask components, K per component (0 = the grid's)
 
     @property
     def gamma(self) -> float:
@@ -60,8 +64,12 @@ class Cell:
         return f"{self.protocol}-eps{self.eps:g}"
 
     @property
+    def shard_name(self) -> str:
+        return self.data_name + (f"-centred{self.centred}" if self.centred else "")
+
+    @property
     def name(self) -> str:
-        suffix = "" if self.penalty == "tile" else f"-{self.penalty}"
+        suffix = ("" if self.penalty == "tile" else f"-{self.penalty}") + (f"-centred{self.centred}" if self.centred else "")
         return f"{self.data_name}-gamma{self.gamma_spec}{suffix}"
 
 
@@ -105,8 +113,8 @@ def penalties(cfg: dict) -> list[str]:
 def cells(cfg: dict) -> list[Cell]:
     """ε outermost (a cut-off grid still covers every protocol at the first ε), then protocol, then γ,
     then penalty form (γ = 0 has no penalty: one cell)."""
-    forms = penalties(cfg)
-    return [Cell(p, float(e), spec, form)
+    forms, centred = penalties(cfg), int(cfg.get("abnormal_centred", 0))
+    return [Cell(p, float(e), spec, form, 0 if spec == "0" else centred)
             for e in cfg["eps"] for p in cfg["protocols"] for g in cfg["gammas"]
             for spec in [_gamma_spec(str(g))] for form in (["tile"] if spec == "0" else forms)]
 
@@ -145,12 +153,12 @@ def _build_data(cell: Cell, spec: dict, out: Path, seed: int) -> Path:
         module = importlib.import_module(f"tools.protocols.{cell.protocol}")
         builder = getattr(module, f"build_{cell.protocol}")
         builder(data, epsilon=cell.eps, seed=seed, overwrite=True, **spec.get("build", {}))
-    shards = out / "shards" / cell.data_name
-    if not (shards / "manifest.json").is_file():
-        masks = data / "ground_truth_train" / "defect"
+    shards = out / "shards" / cell.shard_name
+    masks = data / "ground_truth_train" / "defect"
+    if not (shards / "manifest.json").is_file() and (masks.is_dir() or not cell.centred):
         write_shards(data / "train" / "good", data / "train" / "defect", masks if masks.is_dir() else None,
                      tile=spec["tile"], out=shards, stride=spec.get("shard_stride", spec["tile"]), channels=1,
-                     seed=seed, overwrite=True)
+                     seed=seed, overwrite=True, abnormal_centred=cell.centred)
     return data
 
 
@@ -177,7 +185,7 @@ def train_cell(cell: Cell, spec: dict, cfg: dict, out: Path) -> tuple[Path, floa
     if model.is_file():
         return model, 0.0
     t0 = time.perf_counter()
-    ov = train_overrides(cell, spec, cfg, out / "shards" / cell.data_name, run_dir)
+    ov = train_overrides(cell, spec, cfg, out / "shards" / cell.shard_name, run_dir)
     tc = load_config(cfg["train_config"], ov)
     resumable = (run_dir / "checkpoints" / "latest.json").is_file()
     if run_dir.exists() and not resumable:
@@ -254,10 +262,11 @@ def other_digit_share(model: Path, normal_digit: int = 0, n: int = 512, seed: in
 
 
 def has_masks(cell: Cell, out: Path) -> bool:
-    """Whether the cell's abnormal shards carry defect masks (patch_mask needs them)."""
+    """Whether the cell's abnormal shards carry defect masks (patch_mask and centred crops need them)."""
     from nsgan.data import read_manifest
 
-    return bool(read_manifest(out / "shards" / cell.data_name)["counts"].get("tiles_abnormal_with_mask"))
+    manifest = out / "shards" / cell.shard_name / "manifest.json"
+    return manifest.is_file() and bool(read_manifest(manifest)["counts"].get("tiles_abnormal_with_mask"))
 
 
 def run_cell(cell: Cell, cfg: dict, out: Path, log) -> dict | None:
@@ -265,15 +274,15 @@ def run_cell(cell: Cell, cfg: dict, out: Path, log) -> dict | None:
     spec = cfg["protocols"][cell.protocol]
     t0 = time.perf_counter()
     data = build_data(cell, spec, out, int(cfg.get("seed", 0)))
-    if cell.penalty == "patch_mask" and not has_masks(cell, out):
-        log(f"{cell.name}: no defect masks in this protocol's shards, patch_mask does not apply; skipped")
+    if (cell.penalty == "patch_mask" or cell.centred) and not has_masks(cell, out):
+        log(f"{cell.name}: no defect masks in this protocol's training data, {cell.penalty} / centred crops do not apply; skipped")
         return None
     log(f"{cell.name}: training γ={cell.gamma:.4g} for {cfg['budget_kimg']} kimg")
     model, train_s = train_cell(cell, spec, cfg, out)
     log(f"{cell.name}: evaluating")
     m = evaluate_cell(cell, spec, cfg, data, model, out)
     px = m["pixel"] or {}
-    row = {"protocol": cell.protocol, "eps": cell.eps, "gamma_spec": cell.gamma_spec, "gamma": cell.gamma, "penalty": cell.penalty,
+    row = {"protocol": cell.protocol, "eps": cell.eps, "gamma_spec": cell.gamma_spec, "gamma": cell.gamma, "penalty": cell.penalty, "centred": cell.centred,
            "image_auroc": m["image"]["auroc"], "image_f1": m["image"]["f1"],
            "pixel_auroc": px.get("pixel_auroc"), "aupro": px.get("aupro"),
            "train_s": train_s, "score_s": m["seconds"]["total"], "cell_s": time.perf_counter() - t0,
@@ -318,13 +327,19 @@ def _fmt(v) -> str:
 
 def arm(row: dict) -> str:
     """A table column: the γ, and the penalty form unless it is the tile-level one."""
-    penalty = row.get("penalty", "tile")
-    return row["gamma_spec"] if penalty == "tile" else f"{row['gamma_spec']} {penalty}"
+    penalty, centred = row.get("penalty", "tile"), row.get("centred", 0)
+    label = row["gamma_spec"] if penalty == "tile" else f"{row['gamma_spec']} {penalty}"
+    return label + (f" centred{centred}" if centred else "")
 
 
 def markdown_table(rows: list[dict]) -> str:
     """One line per (protocol, ε): each metric for every γ (and penalty form) side by side, γ = 0 first."""
-    arms = sorted({arm(r) for r in rows}, key=lambda a: (a != "0", a.split(" ")[0], PENALTIES.index((a.split(" ") + ["tile"])[1])))
+    def order(a: str):
+        words = a.split(" ")
+        form = next((w for w in words if w in PENALTIES), "tile")
+        return (a != "0", words[0], PENALTIES.index(form), "centred" in a)
+
+    arms = sorted({arm(r) for r in rows}, key=order)
     head = ["protocol", "ε"] + [f"{m.replace('_', ' ')} γ={a}" for m in METRICS for a in arms]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     keys = sorted({(r["protocol"], r["eps"]) for r in rows}, key=lambda k: (PROTOCOLS.index(k[0]), k[1]))
@@ -391,6 +406,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--penalties", help="comma list of penalty forms for γ > 0: tile, patch_mask, patch_mil")
     p.add_argument("--patch-grid", type=int, help="side of D's patch-logit map for the patch forms (default 8)")
     p.add_argument("--mil-k", type=int, help="patch_mil: patches penalised per abnormal tile (default 1)")
+    p.add_argument("--abnormal-centred", type=int, metavar="K",
+                   help="γ > 0 cells: K abnormal tiles per mask component, centred on it, instead of the grid's (needs masks)")
     p.add_argument("--budget-kimg", type=float, help="training images per model, in thousands")
     p.add_argument("--search-iterations", type=int, help="latent search steps per tile")
     p.add_argument("--seed", type=int)
@@ -425,6 +442,10 @@ def apply_args(cfg: dict, args: argparse.Namespace) -> dict:
         cfg["patch"] = {**cfg.get("patch", {}), "grid": args.patch_grid}
     if args.mil_k is not None:
         cfg["patch"] = {**cfg.get("patch", {}), "mil_k": args.mil_k}
+    if args.abnormal_centred is not None:
+        if args.abnormal_centred < 0:
+            raise ConfigError(f"--abnormal-centred must be >= 0, got {args.abnormal_centred}")
+        cfg["abnormal_centred"] = args.abnormal_centred
     if args.budget_kimg is not None:
         if args.budget_kimg <= 0:
             raise ConfigError(f"--budget-kimg must be > 0, got {args.budget_kimg}")
@@ -456,7 +477,7 @@ def main(argv=None) -> int:
                 wanted = {"mnist": "g_other_digit", "ir_mnist": "ink_pixel_auroc"}.get(row["protocol"])
                 if wanted is None or row.get(wanted) is not None:
                     continue
-                cell = Cell(row["protocol"], row["eps"], row["gamma_spec"], row.get("penalty", "tile"))
+                cell = Cell(row["protocol"], row["eps"], row["gamma_spec"], row.get("penalty", "tile"), row.get("centred", 0))
                 spec = cfg["protocols"].get(cell.protocol)
                 if spec is None:
                     raise ConfigError(f"{args.config}: no '{cell.protocol}' protocol, needed to diagnose {path.parent}")
