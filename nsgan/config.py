@@ -33,6 +33,7 @@ class ModelConfig:
     fmap_base: int = 2048
     fmap_max: int = 128
     mbstd_group: int = 4
+    patch_grid: int = 0  # side of D's patch-logit map (a power of two ≤ resolution/2); 0 = no patch head
 
 
 @dataclass
@@ -42,6 +43,8 @@ class LossConfig:
     r1_gamma: float = 10.0
     gp_lambda: float = 10.0
     drift: float = 0.001
+    penalty: str = "tile"  # where γ acts: tile (whole tile), patch_mask (masked patches), patch_mil (k least-real patches)
+    mil_k: int = 1  # patch_mil: patches penalised per abnormal tile
 
 
 @dataclass
@@ -100,6 +103,7 @@ class TrainConfig:
 
 CHOICES = {
     "loss.kind": ("nsgan", "wgangp"),
+    "loss.penalty": ("tile", "patch_mask", "patch_mil"),
     "train.mixed_precision": ("auto", "no", "bf16", "fp16"),
 }
 
@@ -248,6 +252,7 @@ def validate(cfg: TrainConfig, source: str = "<config>") -> None:
     _check(m.mbstd_group >= 1, source, "model.mbstd_group", "must be ≥ 1")
     _check(lo.gamma >= 0, source, "loss.gamma", f"must be ≥ 0, got {lo.gamma}")
     _check(lo.r1_gamma >= 0, source, "loss.r1_gamma", "must be ≥ 0")
+    _validate_patches(m, lo, source)
     _check(bool(d.normal), source, "data.normal", "is required: the normal shard folder or pattern")
     _check(d.channels in (0, 1, 3), source, "data.channels", f"must be 0 (from the data), 1 or 3, got {d.channels}")
     _check(d.num_workers >= 0, source, "data.num_workers", "must be ≥ 0")
@@ -284,6 +289,23 @@ def validate_encoder(cfg: TrainConfig, source: str = "<config>") -> None:
     ):
         value = getattr(e, key)
         _check(ok and value == value, source, f"encoder.{key}", f"{why}, got {value}")
+
+
+def _validate_patches(m: ModelConfig, lo: LossConfig, source: str) -> None:
+    """The patch head and the penalty forms that need it go together."""
+    g = m.patch_grid
+    _check(g == 0 or (4 <= g <= m.resolution // 2 and g & (g - 1) == 0), source, "model.patch_grid",
+           f"must be 0 (no patch head) or a power of two between 4 and model.resolution/2 = {m.resolution // 2}, got {g}")
+    _check(lo.mil_k >= 1, source, "loss.mil_k", f"must be ≥ 1, got {lo.mil_k}")
+    if lo.penalty == "tile":
+        _check(g == 0, source, "model.patch_grid", f"is {g} but loss.penalty is tile: the patch head would not be trained; "
+               "set model.patch_grid=0 or choose loss.penalty patch_mask or patch_mil")
+        return
+    _check(lo.kind == "nsgan", source, "loss.penalty", f"is {lo.penalty}, which needs loss.kind nsgan, got {lo.kind}")
+    _check(g > 0, source, "model.patch_grid", f"must be set (e.g. {min(8, m.resolution // 2)}) for loss.penalty {lo.penalty}: "
+           "the penalty acts on D's patch logits")
+    if lo.penalty == "patch_mil":
+        _check(lo.mil_k <= g * g, source, "loss.mil_k", f"is {lo.mil_k}, more than the {g * g} patches of a tile")
 
 
 def config_from_dict(values: dict[str, Any], source: str = "<saved config>") -> TrainConfig:

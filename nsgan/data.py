@@ -12,6 +12,10 @@ The torch DataLoader hands out worker batches round-robin, which is deterministi
 therefore records, per logical worker, the epoch and the number of RAW samples it consumed in it
 (dropped ones included), plus which worker delivers the next batch. Resuming replays the worker's
 epoch through the shuffle without decoding the first `consumed` samples, then goes on exactly.
+
+`masks=True` also decodes each sample's defect mask (`KEY.mask.png`, written by `nsgan shards` for
+abnormal tiles of images with a mask) into `StreamBatch.masks`; a sample without one gets a mask
+over its whole tile (the tile-level label is all that is known of it).
 """
 
 from __future__ import annotations
@@ -51,11 +55,13 @@ class CorruptSampleWarning(DataWarning):
 @dataclass
 class StreamBatch:
     """One batch: images (B, C, tile, tile) float32 in [-1, 1], samples/shard errors dropped since
-    the previous batch, and the JSON-able position after this batch (pass it to resume)."""
+    the previous batch, the JSON-able position after this batch (pass it to resume) and, for a
+    stream made with masks=True, the defect masks (B, 1, tile, tile) bool."""
 
     images: torch.Tensor
     skipped: int
     position: dict
+    masks: torch.Tensor | None = None
 
 
 # ------------------------------------------------------------------------ shard specifications
@@ -168,6 +174,7 @@ class ShardStream:
         *,
         shuffle_buffer: int = 1000,
         pin_memory: bool = False,
+        masks: bool = False,
     ):
         if channels not in (1, 3):
             raise ValueError(f"channels must be 1 or 3, got {channels}")
@@ -177,6 +184,7 @@ class ShardStream:
         self.tile, self.channels, self.batch, self.seed = tile, channels, batch, seed
         self.rank, self.world, self.num_workers = rank, world, num_workers
         self.shuffle_buffer, self.pin_memory = shuffle_buffer, pin_memory
+        self.masks = masks
         self.n_workers = max(1, num_workers)  # num_workers=0 streams like one worker, in-process
         self._starts, self._next_worker, self._batches = self._initial(position)
         self._warned: set[str] = set()
@@ -220,7 +228,7 @@ class ShardStream:
     def __iter__(self) -> Iterator[StreamBatch]:
         source = _TileSource(
             self.shards, self.tile, self.channels, self.batch, self.seed, self.rank, self.world,
-            self.n_workers, list(self._starts), self._next_worker, self.shuffle_buffer,
+            self.n_workers, list(self._starts), self._next_worker, self.shuffle_buffer, self.masks,
         )
         loader = torch.utils.data.DataLoader(
             source, batch_size=None, num_workers=self.num_workers, pin_memory=self.pin_memory,
@@ -240,7 +248,7 @@ class ShardStream:
                 self._starts[w] = (int(item["epoch"]), int(item["consumed"]))
                 self._next_worker = (w + 1) % self.n_workers
                 self._batches += 1
-                yield StreamBatch(images=item["images"], skipped=int(item["skipped"]), position=self.position)
+                yield StreamBatch(images=item["images"], skipped=int(item["skipped"]), position=self.position, masks=item.get("masks"))
         finally:
             del it  # shuts the workers down when the consumer stops iterating
 
@@ -306,11 +314,11 @@ class _Cursor:
 class _TileSource(torch.utils.data.IterableDataset):
     """The per-worker pipeline: shard assignment, seeded shuffle, decode, batch."""
 
-    def __init__(self, shards, tile, channels, batch, seed, rank, world, n_workers, starts, offset, bufsize):
+    def __init__(self, shards, tile, channels, batch, seed, rank, world, n_workers, starts, offset, bufsize, masks=False):
         super().__init__()
         self.shards, self.tile, self.channels, self.batch = shards, tile, channels, batch
         self.seed, self.rank, self.world, self.n_workers = seed, rank, world, n_workers
-        self.starts, self.offset, self.bufsize = starts, offset, bufsize
+        self.starts, self.offset, self.bufsize, self.masks = starts, offset, bufsize, masks
 
     def epoch_shards(self, epoch: int, w: int) -> list[str]:
         n, g, total = len(self.shards), self.rank * self.n_workers + w, self.world * self.n_workers
@@ -341,6 +349,7 @@ class _TileSource(torch.utils.data.IterableDataset):
     def _batches(self, w: int, epoch: int, skip: int):
         t, c = self.tile, self.channels
         images = np.empty((self.batch, c, t, t), np.float32)
+        masks = np.empty((self.batch, 1, t, t), bool) if self.masks else None
         filled, skipped, problems, told = 0, 0, [], set()
         failing: set[str] = set()  # shards of consecutive epochs that gave no usable sample
         failed_epochs, last_problem = 0, ""
@@ -353,6 +362,9 @@ class _TileSource(torch.utils.data.IterableDataset):
                 if cursor.n <= skip:
                     continue  # resume: replay without decoding
                 img, kind, message = decode_sample(sample, t, c)
+                if img is not None and masks is not None:
+                    mask, kind, message = decode_mask(sample, t)
+                    img = None if mask is None else img
                 if img is None:
                     skipped += 1
                     last_problem = f"{kind}: {message}"
@@ -362,6 +374,8 @@ class _TileSource(torch.utils.data.IterableDataset):
                 else:
                     usable = True
                     images[filled] = img
+                    if masks is not None:
+                        masks[filled, 0] = mask
                     filled += 1
                 skipped += len(cursor.events)
                 for kind, message in cursor.events:
@@ -374,8 +388,10 @@ class _TileSource(torch.utils.data.IterableDataset):
                     yield {
                         "images": torch.from_numpy(images), "skipped": skipped, "problems": problems,
                         "worker": w, "epoch": epoch, "consumed": cursor.n,
+                        **({"masks": torch.from_numpy(masks)} if masks is not None else {}),
                     }
                     images = np.empty((self.batch, c, t, t), np.float32)
+                    masks = np.empty((self.batch, 1, t, t), bool) if self.masks else None
                     filled, skipped, problems = 0, 0, []
             skipped += len(cursor.events)  # errors after the epoch's last sample count in the next batch
             for kind, message in cursor.events:
@@ -398,6 +414,25 @@ class _TileSource(torch.utils.data.IterableDataset):
 def _no_usable_samples(shards: list[str], last_problem: str) -> str:
     names = ", ".join(shards[:3]) + (f" and {len(shards) - 3} more" if len(shards) > 3 else "")
     return f"no usable sample in {len(shards)} shard(s) ({names}); last problem: {last_problem or 'no samples'}"
+
+
+def decode_mask(sample: dict, tile: int) -> tuple[np.ndarray | None, str, str]:
+    """A sample's defect mask (tile, tile) bool from `mask.png`; all True when the sample has none."""
+    if "mask.png" not in sample:
+        return np.ones((tile, tile), bool), "", ""
+    where = f"{os.path.basename(str(sample.get('__url__', '?')))}:{sample.get('__key__', '?')}"
+    try:
+        from PIL import Image
+
+        with Image.open(io.BytesIO(sample["mask.png"])) as im:
+            arr = np.asarray(im)
+    except Exception as exc:
+        return None, "undecodable mask", f"{where}: {type(exc).__name__}"
+    if arr.ndim == 3:
+        arr = arr.max(axis=2)
+    if arr.shape != (tile, tile):
+        return None, "wrong mask size", f"{where} has a {arr.shape[-1]}x{arr.shape[0]} mask, expected {tile}x{tile}"
+    return arr != 0, "", ""
 
 
 def decode_sample(sample: dict, tile: int, channels: int) -> tuple[np.ndarray | None, str, str]:
@@ -434,4 +469,4 @@ def decode_sample(sample: dict, tile: int, channels: int) -> tuple[np.ndarray | 
     return np.transpose(unit * 2.0 - 1.0, (2, 0, 1)), "", ""
 
 
-__all__ = ["ShardStream", "StreamBatch", "DataWarning", "CorruptSampleWarning", "resolve_shards", "read_manifest", "measure_loader", "decode_sample"]
+__all__ = ["ShardStream", "StreamBatch", "DataWarning", "CorruptSampleWarning", "resolve_shards", "read_manifest", "measure_loader", "decode_sample", "decode_mask"]

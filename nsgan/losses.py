@@ -11,6 +11,13 @@ mixed group statistics (and would tie R1's gradient w.r.t. the reals to the fake
 R1 / the gradient penalty is taken with `torch.autograd.grad(create_graph=True)` on the same
 forward and added to the same scalar, so the loop runs ONE backward per D step. Under DDP a
 separate regulariser backward leaves gradients un-averaged across ranks (DESIGN.md).
+
+Where the abnormal penalty acts (`penalty`): "tile" (the paper's form) on the whole tile's logit;
+the patch forms on D's per-patch logits (`D(x, level, alpha, patches=True)`), since a labelled
+abnormal tile is mostly normal material: "patch_mask" at the patches that touch the defect mask
+(the other patches of the tile count as real), "patch_mil" (image labels only, multiple-instance)
+at each abnormal tile's `mil_k` least-real patches, as at least one patch holds the defect. With a
+patch form, the real and fake terms, R1 and G's loss apply to the patch logits too.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ import torch
 import torch.nn.functional as F
 
 KINDS = ("nsgan", "wgangp")
+PENALTIES = ("tile", "patch_mask", "patch_mil")
 
 
 def _check_weight(name: str, value: float) -> float:
@@ -55,20 +63,36 @@ class GANLoss:
         r1_gamma: float = 10.0,
         gp_lambda: float = 10.0,
         drift: float = 0.001,
+        penalty: str = "tile",
+        mil_k: int = 1,
     ):
         kind = getattr(kind, "value", kind)  # accept a str Enum as well
         if kind not in KINDS:
             raise ValueError(f"GANLoss: kind must be one of {', '.join(KINDS)}, got {kind!r}")
+        penalty = getattr(penalty, "value", penalty)
+        if penalty not in PENALTIES:
+            raise ValueError(f"GANLoss: penalty must be one of {', '.join(PENALTIES)}, got {penalty!r}")
+        if penalty != "tile" and kind != "nsgan":
+            raise ValueError(f"GANLoss: penalty {penalty!r} needs kind 'nsgan', got {kind!r}")
+        if isinstance(mil_k, bool) or not isinstance(mil_k, int) or mil_k < 1:
+            raise ValueError(f"GANLoss: mil_k must be an integer >= 1, got {mil_k!r}")
         self.kind = kind
         self.gamma = _check_weight("gamma", gamma)
         self.r1_gamma = _check_weight("r1_gamma", r1_gamma)
         self.gp_lambda = _check_weight("gp_lambda", gp_lambda)
         self.drift = _check_weight("drift", drift)
+        self.penalty = penalty
+        self.mil_k = mil_k
+
+    @property
+    def uses_patches(self) -> bool:
+        """True when D's patch logits take part (D needs a patch head)."""
+        return self.penalty != "tile"
 
     def __repr__(self) -> str:
         return (
             f"GANLoss(kind={self.kind!r}, gamma={self.gamma}, r1_gamma={self.r1_gamma}, "
-            f"gp_lambda={self.gp_lambda}, drift={self.drift})"
+            f"gp_lambda={self.gp_lambda}, drift={self.drift}, penalty={self.penalty!r}, mil_k={self.mil_k})"
         )
 
     def d_loss(
@@ -79,44 +103,92 @@ class GANLoss:
         abnormal: torch.Tensor | None = None,
         level: int | None = None,
         alpha: float = 1.0,
+        abnormal_mask: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, dict[str, float]]:
         """D's loss (scalar, float32, regulariser included) and floats for logging.
 
         `fake` is detached here (the D step must not reach G). `abnormal` is required when
-        gamma > 0 and ignored when gamma == 0. Needs grad mode on (R1/GP differentiate D).
+        gamma > 0 and ignored when gamma == 0. `abnormal_mask` (B_a, 1, H, W), any side that is a
+        multiple of the patch grid: the defect masks, needed by penalty "patch_mask". Needs grad
+        mode on (R1/GP differentiate D).
         """
         if self.gamma > 0 and abnormal is None:
             raise ValueError("GANLoss: gamma > 0 needs an abnormal batch, got None")
+        if self.gamma > 0 and self.penalty == "patch_mask" and abnormal_mask is None:
+            raise ValueError("GANLoss: penalty 'patch_mask' needs the abnormal batch's masks, got None")
         if not torch.is_grad_enabled():
             raise RuntimeError("GANLoss.d_loss needs grad mode (it differentiates D)")
         real, fake = real.detach(), fake.detach()
         abnormal = abnormal.detach() if self.gamma > 0 else None
         if self.kind == "nsgan":
-            return self._d_nsgan(D, real, fake, abnormal, level, alpha)
+            return self._d_nsgan(D, real, fake, abnormal, level, alpha, abnormal_mask)
         return self._d_wgangp(D, real, fake, abnormal, level, alpha)
 
     def g_loss(
         self, D, fake: torch.Tensor, level: int | None = None, alpha: float = 1.0
     ) -> tuple[torch.Tensor, dict[str, float]]:
-        """G's loss: non-saturating softplus(-D(G(z))) for nsgan, -D(G(z)) for wgangp."""
+        """G's loss: non-saturating softplus(-D(G(z))) for nsgan (plus the patch logits' mean with a
+        patch penalty), -D(G(z)) for wgangp."""
+        if self.uses_patches:
+            d_fake, p_fake = (t.float() for t in D(fake, level, alpha, patches=True))
+            loss = F.softplus(-d_fake).mean() + F.softplus(-p_fake).mean()
+            return loss, _stats(loss_g=loss)
         d_fake = D(fake, level, alpha).float()
         loss = F.softplus(-d_fake).mean() if self.kind == "nsgan" else -d_fake.mean()
         return loss, _stats(loss_g=loss)
 
-    def _d_nsgan(self, D, real, fake, abnormal, level, alpha):
+    def abnormal_patch_term(
+        self, patch_logits: torch.Tensor, mask: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The abnormal term (before γ) on patch logits (B, 1, g, g), and the mean penalised logit.
+
+        patch_mask: mean softplus(p) over the patches that touch the mask (a mask pixel inside the
+        patch's cell) + mean softplus(-p) over the others (normal material counts as real).
+        patch_mil: mean softplus(p) over each tile's `mil_k` lowest (least real) patch logits.
+        """
+        b, _, g, _ = patch_logits.shape
+        if self.penalty == "patch_mil":
+            least = patch_logits.flatten(1).topk(min(self.mil_k, g * g), dim=1, largest=False).values
+            return F.softplus(least).mean(), least.mean()
+        if mask is None or mask.shape[0] != b or mask.shape[-1] % g or mask.shape[-2] != mask.shape[-1]:
+            raise ValueError(f"GANLoss: masks of shape {None if mask is None else tuple(mask.shape)} do not fit "
+                             f"patch logits {tuple(patch_logits.shape)}")
+        hit = patch_mask(mask, g)
+        n_hit = hit.sum()
+        on = torch.where(hit, F.softplus(patch_logits), 0.0).sum() / n_hit.clamp(min=1)
+        off = torch.where(hit, 0.0, F.softplus(-patch_logits)).sum() / (hit.numel() - n_hit).clamp(min=1)
+        shown = torch.where(hit, patch_logits, 0.0).sum() / n_hit.clamp(min=1)
+        return on + off, shown
+
+    def _d_nsgan(self, D, real, fake, abnormal, level, alpha, abnormal_mask=None):
         use_r1 = self.r1_gamma > 0
         real = real.requires_grad_(use_r1)
-        d_real = D(real, level, alpha).float()
-        d_fake = D(fake, level, alpha).float()
+        if self.uses_patches:
+            d_real, p_real = (t.float() for t in D(real, level, alpha, patches=True))
+            d_fake, p_fake = (t.float() for t in D(fake, level, alpha, patches=True))
+        else:
+            d_real = D(real, level, alpha).float()
+            d_fake = D(fake, level, alpha).float()
         loss = F.softplus(-d_real).mean() + F.softplus(d_fake).mean()
         stats = dict(d_real=d_real.mean(), d_fake=d_fake.mean())
+        if self.uses_patches:
+            loss = loss + F.softplus(-p_real).mean() + F.softplus(p_fake).mean()
+            stats.update(p_real=p_real.mean(), p_fake=p_fake.mean())
         if abnormal is not None:
-            d_abnormal = D(abnormal, level, alpha).float()
-            loss = loss + self.gamma * F.softplus(d_abnormal).mean()
-            stats["d_abnormal"] = d_abnormal.mean()
+            if self.uses_patches:  # the tile's global logit gets no abnormal term: the patches carry it
+                _, p_abnormal = D(abnormal, level, alpha, patches=True)
+                term, stats["d_abnormal"] = self.abnormal_patch_term(p_abnormal.float(), abnormal_mask)
+                loss = loss + self.gamma * term
+            else:
+                d_abnormal = D(abnormal, level, alpha).float()
+                loss = loss + self.gamma * F.softplus(d_abnormal).mean()
+                stats["d_abnormal"] = d_abnormal.mean()
         if use_r1:
             (grad,) = torch.autograd.grad(d_real.sum(), real, create_graph=True)
             r1 = grad.float().square().flatten(1).sum(dim=1).mean()
+            if self.uses_patches:  # R1 on each sample's mean patch logit as well
+                (grad,) = torch.autograd.grad(p_real.flatten(1).mean(dim=1).sum(), real, create_graph=True)
+                r1 = r1 + grad.float().square().flatten(1).sum(dim=1).mean()
             loss = loss + (self.r1_gamma / 2) * r1
             stats["r1"] = r1
         return loss, _stats(loss_d=loss, **stats)
@@ -140,3 +212,10 @@ class GANLoss:
             loss = loss + self.gp_lambda * gp
             stats["gp"] = gp
         return loss, _stats(loss_d=loss, **stats)
+
+
+def patch_mask(mask: torch.Tensor, grid: int) -> torch.Tensor:
+    """Masks (B, 1, H, W) -> (B, 1, grid, grid) bool: True where a mask pixel lies in the patch's cell."""
+    side = mask.shape[-1]
+    m = mask.float()
+    return (F.max_pool2d(m, side // grid) if side != grid else m) > 0

@@ -231,7 +231,11 @@ class _DOutput(nn.Module):
 class Discriminator(nn.Module):
     """PGGAN discriminator: image at `level` -> logits (B,); exposes a batch-independent feature layer.
 
-    `mbstd_group=0` switches the minibatch-stddev layer off.
+    `mbstd_group=0` switches the minibatch-stddev layer off. `patch_grid` > 0 adds a patch head:
+    `forward(..., patches=True)` also returns one logit per receptive-field patch (B, 1, g, g), read
+    by a 1x1 conv off the trunk's feature map of side `patch_grid` (g = patch_grid once the level's
+    images are at least twice that; below, the trunk's top map: g = res/2, and 4 at level 0). It lets the
+    abnormal penalty act where the defect is instead of on its whole tile (DESIGN.md).
     """
 
     def __init__(
@@ -241,24 +245,44 @@ class Discriminator(nn.Module):
         fmap_base: int = 8192,
         fmap_max: int = 512,
         mbstd_group: int = 4,
+        patch_grid: int = 0,
     ):
         super().__init__()
         self.max_level = _check_common(resolution, channels, fmap_base, fmap_max)
         if isinstance(mbstd_group, bool) or not isinstance(mbstd_group, int) or mbstd_group < 0:
             raise ValueError(f"mbstd_group must be an integer >= 0, got {mbstd_group!r}")
+        if isinstance(patch_grid, bool) or not isinstance(patch_grid, int) or (
+            patch_grid and not (4 <= patch_grid <= resolution // 2 and patch_grid & (patch_grid - 1) == 0)
+        ):
+            raise ValueError(f"patch_grid must be 0 (no patch head) or a power of two in [4, {resolution // 2}], got {patch_grid!r}")
         self.resolution = resolution
         self.channels = channels
         self.fmap_base = fmap_base
         self.fmap_max = fmap_max
         self.mbstd_group = mbstd_group
+        self.patch_grid = patch_grid
         nf = [num_features(k, fmap_base, fmap_max) for k in range(self.max_level + 1)]
         self.from_rgb = nn.ModuleList([EqualizedConv2d(channels, n, 1) for n in nf])
         self.blocks = nn.ModuleList(
             [_DOutput(nf[0], mbstd_group)] + [_DBlock(nf[k], nf[k - 1]) for k in range(1, self.max_level + 1)]
         )
+        if patch_grid:  # one 1x1 head per map side 4, 8, ..., patch_grid (the smaller ones serve early levels)
+            self.patch_out = nn.ModuleList(
+                [EqualizedConv2d(nf[k], 1, 1, gain=1.0) for k in range(max_level_for(patch_grid) + 1)]
+            )
+
+    def patch_tap(self, level: int) -> int:
+        """Index k of the trunk map (side 4 * 2**k) the patch head reads at `level`."""
+        return min(max_level_for(self.patch_grid), max(level - 1, 0))
 
     def _trunk(self, x: torch.Tensor, level: int | None, alpha: float) -> torch.Tensor:
         """Features entering the final block (B, nf(0), 4, 4); per-sample, before minibatch stddev."""
+        return self._trunk_tapped(x, level, alpha, None)[0]
+
+    def _trunk_tapped(
+        self, x: torch.Tensor, level: int | None, alpha: float, tap: int | None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The trunk's output and (tap given) its map of side 4 * 2**tap, after any fade-in blend."""
         level = _resolve_level(level, self.max_level)
         alpha = _check_alpha(alpha)
         res = level_resolution(level)
@@ -268,17 +292,30 @@ class Discriminator(nn.Module):
             )
         h = _act(self.from_rgb[level](x))
         if level == 0:
-            return h
+            return h, (h if tap == 0 else None)
         h = self.blocks[level](h)
         if alpha < 1.0:
             old = _act(self.from_rgb[level - 1](F.avg_pool2d(x, 2)))
             h = torch.lerp(old, h.to(old.dtype), alpha)
+        tapped = h if tap == level - 1 else None  # the map after block k has side 4 * 2**(k-1)
         for k in range(level - 1, 0, -1):
             h = self.blocks[k](h)
-        return h
+            if tap == k - 1:
+                tapped = h
+        return h, tapped
 
-    def forward(self, x: torch.Tensor, level: int | None = None, alpha: float = 1.0) -> torch.Tensor:
-        return self.blocks[0](self._trunk(x, level, alpha))
+    def forward(
+        self, x: torch.Tensor, level: int | None = None, alpha: float = 1.0, patches: bool = False
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """Logits (B,); with `patches=True` (needs patch_grid > 0) also the patch logits (B, 1, g, g),
+        from the same pass (so one DDP forward serves both outputs)."""
+        if not patches:
+            return self.blocks[0](self._trunk(x, level, alpha))
+        if not self.patch_grid:
+            raise ValueError("this Discriminator has no patch head (patch_grid=0)")
+        tap = self.patch_tap(_resolve_level(level, self.max_level))
+        h, tapped = self._trunk_tapped(x, level, alpha, tap)
+        return self.blocks[0](h), self.patch_out[tap](tapped)
 
     def forward_with_features(
         self, x: torch.Tensor, level: int | None = None, alpha: float = 1.0
@@ -327,6 +364,8 @@ def network_kwargs(model: nn.Module) -> dict:
         names = ("resolution", "channels", "latent_dim", "fmap_base", "fmap_max")
     elif isinstance(model, Discriminator):
         names = ("resolution", "channels", "fmap_base", "fmap_max", "mbstd_group")
+        if model.patch_grid:  # only then: files without a patch head keep exactly their old metadata
+            names += ("patch_grid",)
     else:
         raise TypeError(f"network_kwargs: not an nsgan Generator or Discriminator: {type(model).__name__}")
     return {name: getattr(model, name) for name in names}

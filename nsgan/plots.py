@@ -93,20 +93,22 @@ def plot_cases(path: str | Path, cases: list[Case], title: str = "") -> Path:
 
 
 def plot_experiment(path: str | Path, rows: list[dict], metrics=("image_auroc", "pixel_auroc", "aupro")) -> Path:
-    """One panel per metric: the figure against ε, a line per (protocol, γ); γ = 0 dashed."""
+    """One panel per metric: the figure against ε, a line per (protocol, γ, penalty form); γ = 0 dashed."""
     plt, fig = _figure(figsize=(4.2 * len(metrics), 3.6))
     axes = fig.subplots(1, len(metrics), squeeze=False)[0]
     protocols = sorted({r["protocol"] for r in rows})
     colours = {p: f"C{i}" for i, p in enumerate(protocols)}
     for ax, metric in zip(axes, metrics):
-        for (proto, gamma) in sorted({(r["protocol"], r["gamma"]) for r in rows}):
+        for (proto, gamma, form) in sorted({(r["protocol"], r["gamma"], r.get("penalty", "tile")) for r in rows}):
             pts = sorted((r["eps"], r[metric]) for r in rows
-                         if r["protocol"] == proto and r["gamma"] == gamma and r.get(metric) is not None)
+                         if r["protocol"] == proto and r["gamma"] == gamma and r.get("penalty", "tile") == form
+                         and r.get(metric) is not None)
             if not pts:
                 continue
             xs, ys = zip(*pts)
-            ax.plot(xs, ys, marker="o", color=colours[proto], linestyle="--" if gamma == 0 else "-",
-                    label=f"{proto} γ={gamma:g}")
+            style = "--" if gamma == 0 else {"tile": "-", "patch_mask": "-.", "patch_mil": ":"}.get(form, "-")
+            ax.plot(xs, ys, marker="o", color=colours[proto], linestyle=style,
+                    label=f"{proto} γ={gamma:g}" + ("" if form == "tile" else f" {form}"))
         ax.set(xlabel="ε (hidden defects in train/good)", title=metric.replace("_", " "))
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=7)

@@ -9,7 +9,8 @@ a half-written shard set):
 
 Each sample is `KEY.json` plus the tile: `KEY.png` (8-bit gray/RGB, or 16-bit gray) or, for 16-bit
 RGB, `KEY.tiff` (zlib-compressed, lossless; Pillow cannot write 48-bit PNG). Tiles keep the
-source's bit depth. Images smaller than the tile are reflect-padded to the tile (listed in the
+source's bit depth. An abnormal tile cut from an image with a mask also carries `KEY.mask.png`
+(8-bit, 255 = defect), so a patch-level penalty can act where the defect is. Images smaller than the tile are reflect-padded to the tile (listed in the
 manifest under "padded"); the grid's last row/column is aligned to the image edge so every pixel
 lies in some tile (those edge tiles may overlap their neighbour).
 """
@@ -57,6 +58,16 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, metavar="DIR", help="output folder for shards and manifest.json")
     p.add_argument("--stride", type=int, metavar="N", help="grid step in pixels (default: the tile size)")
     p.add_argument("--random-crops", type=int, default=0, metavar="K", help="K random crops per image instead of the grid")
+    p.add_argument(
+        "--abnormal-centred",
+        type=int,
+        default=0,
+        metavar="K",
+        help="with --abnormal-masks: K abnormal tiles per mask component, centred on it (with jitter), instead of "
+        "the grid's tiles that touch the mask, so each labelled tile is mostly defect context",
+    )
+    p.add_argument("--centre-jitter", type=int, metavar="N", help="largest shift of a centred tile, in pixels (default tile/8); "
+                   "kept small enough that the component stays inside the tile where it fits")
     p.add_argument("--channels", type=int, choices=(1, 3), help="force gray (1) or RGB (3); default: 1 if all inputs are gray")
     p.add_argument("--shard-size", type=int, default=1000, metavar="N", help="samples per shard (default 1000)")
     p.add_argument("--seed", type=int, default=0, help="seed for image order and random crops")
@@ -79,6 +90,8 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
         overwrite=args.overwrite,
         progress=True,
+        abnormal_centred=args.abnormal_centred,
+        centre_jitter=args.centre_jitter,
     )
     c = manifest["counts"]
     console = Console(stderr=True)
@@ -112,14 +125,22 @@ def write_shards(
     seed: int = 0,
     overwrite: bool = False,
     progress: bool = False,
+    abnormal_centred: int = 0,
+    centre_jitter: int | None = None,
 ) -> Manifest:
     """Tile the images of `normal_dir` (and `abnormal_dir`) into shard sets under `out`; return the manifest.
+
+    `abnormal_centred` K > 0 (needs masks): an abnormal image with a mask gives K tiles per mask
+    component, centred on it with up to `centre_jitter` px of seeded shift (default tile // 8), in
+    place of the grid tiles that touch the mask; its grid tiles off the mask still go to normal.
 
     Raises NsganError for bad options, DataError when no normal tile comes out of `normal_dir`, and
     OutputError when `out` already holds shards (unless `overwrite`) or is someone else's folder.
     """
     _check_options(tile, stride, random_crops, channels, shard_size, abnormal_dir, abnormal_masks_dir)
+    _check_centred(abnormal_centred, centre_jitter, abnormal_masks_dir)
     stride = tile if stride is None else stride
+    centre_jitter = tile // 8 if centre_jitter is None else centre_jitter
     out = Path(out)
     _check_output(out, overwrite)
     normal_dir = Path(normal_dir)
@@ -138,7 +159,7 @@ def write_shards(
         raise OutputError(f"{out}: cannot create output folder ({exc.strerror})") from None
     writers = {name: _SetWriter(tmp / name, name, shard_size) for name in SETS}
     try:
-        cutter = _Cutter(tile, stride, random_crops, channels, seed)
+        cutter = _Cutter(tile, stride, random_crops, channels, seed, abnormal_centred, centre_jitter)
         report = _Report()
         jobs = [(name, root, path) for name, (root, files) in inputs.items() for path in files]
         random.Random(seed).shuffle(jobs)  # mixes images (and subfolders) across shards
@@ -155,6 +176,7 @@ def write_shards(
                 f"{report.skipped_in('normal')} skipped{first}); --normal needs readable 8/16-bit gray or RGB images"
             )
         manifest = _manifest(inputs, masks, tile, stride, random_crops, channels, shard_size, seed, writers, report)
+        manifest.update(abnormal_centred=abnormal_centred, centre_jitter=centre_jitter if abnormal_centred else None)
         _write_json_atomic(tmp / MANIFEST_NAME, manifest)
         _replace_folder(tmp, out)
     except BaseException:
@@ -180,6 +202,14 @@ def _check_options(tile, stride, random_crops, channels, shard_size, abnormal_di
         raise NsganError("--abnormal-masks needs --abnormal")
     if masks_dir is not None and not Path(masks_dir).is_dir():
         raise DataError(f"{masks_dir}: not a folder")
+
+
+def _check_centred(centred, jitter, masks_dir) -> None:
+    for name, value in (("--abnormal-centred", centred), ("--centre-jitter", 0 if jitter is None else jitter)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise NsganError(f"{name} must be an integer >= 0, got {value!r}")
+    if centred and masks_dir is None:
+        raise NsganError("--abnormal-centred needs --abnormal-masks (tiles are centred on the mask's components)")
 
 
 def _looks_like_shard_set(out: Path) -> bool:
@@ -281,8 +311,33 @@ class _MaskIndex:
 class _Cutter:
     """Tile positions and tile encoding for one set of options."""
 
-    def __init__(self, tile: int, stride: int, random_crops: int, channels: int, seed: int):
+    def __init__(self, tile: int, stride: int, random_crops: int, channels: int, seed: int, centred: int = 0, jitter: int = 0):
         self.tile, self.stride, self.random_crops, self.channels, self.seed = tile, stride, random_crops, channels, seed
+        self.centred, self.jitter = centred, jitter
+
+    def centred_positions(self, mask: np.ndarray, rel: str) -> list[tuple[int, int]]:
+        """`centred` tile corners per 8-connected mask component, seeded by (seed, image).
+
+        Each corner puts the component's box centre at the tile centre, shifted by up to `jitter` px
+        per axis but never so far that a component which fits in a tile leaves it.
+        """
+        from scipy import ndimage
+
+        labels, n = ndimage.label(mask, structure=np.ones((3, 3), bool))
+        rng = np.random.default_rng([self.seed, zlib.crc32(rel.encode()), 1])
+        t, (h, w) = self.tile, mask.shape
+        out = []
+        for box in ndimage.find_objects(labels)[:n]:
+            for _ in range(self.centred):
+                corner = []
+                for sl, size in zip(box, (h, w)):
+                    lo, hi = max(0, sl.stop - t), min(size - t, sl.start)  # corners that keep the component inside
+                    if lo > hi:  # larger than a tile: centre it as well as the image allows
+                        lo, hi = 0, size - t
+                    centre = (sl.start + sl.stop - t) // 2 + int(rng.integers(-self.jitter, self.jitter + 1))
+                    corner.append(int(min(max(centre, lo), hi)))
+                out.append((corner[0], corner[1]))
+        return out
 
     def positions(self, h: int, w: int, rel: str) -> list[tuple[int, int]]:
         t = self.tile
@@ -353,8 +408,13 @@ def _validate(raw: np.ndarray, path: Path) -> None:
     to_unit_float(raw[:1, :1], path)
 
 
+def _mask_png(mask_tile: np.ndarray) -> bytes:
+    return _encode_tile((mask_tile[:, :, None] * np.uint8(255)).astype(np.uint8))[1]
+
+
 def _cut_one(name: str, root: Path, path: Path, cutter: _Cutter, masks, writers, report) -> None:
-    """Read one image, cut it and send each tile to the normal or abnormal writer."""
+    """Read one image, cut it and send each tile to the normal or abnormal writer (abnormal tiles of
+    an image with a mask carry the mask's tile; with centred crops those replace the grid's)."""
     rel = path.relative_to(root)
     try:
         raw = read_raw(path)
@@ -380,11 +440,24 @@ def _cut_one(name: str, root: Path, path: Path, cutter: _Cutter, masks, writers,
         mask = None if mask is None else _pad_to(mask, cutter.tile)
     report.images_read[name] += 1
     t = cutter.tile
-    for y, x in cutter.positions(img.shape[0], img.shape[1], rel.as_posix()):
+    centred = mask is not None and cutter.centred > 0
+    grid = [(y, x, False) for y, x in cutter.positions(img.shape[0], img.shape[1], rel.as_posix())]
+    if centred:
+        grid += [(y, x, True) for y, x in cutter.centred_positions(mask, rel.as_posix())]
+    for y, x, is_centred in grid:
         label = name
         meta: dict[str, Any] = {}
-        if mask is not None and not mask[y : y + t, x : x + t].any():
-            label, meta["from_defective"] = "normal", True
+        extra: dict[str, bytes] = {}
+        if mask is not None:
+            touches = mask[y : y + t, x : x + t].any()
+            if not touches:
+                label, meta["from_defective"] = "normal", True
+            elif centred and not is_centred:
+                continue  # the centred tiles stand for this grid tile's defect
+            else:
+                extra["mask.png"] = _mask_png(mask[y : y + t, x : x + t])
+                if is_centred:
+                    meta["centred"] = True
         ext, data = cutter.encode(img[y : y + t, x : x + t], bit_depth, path)
         meta = {
             "source": rel.as_posix(),
@@ -399,8 +472,8 @@ def _cut_one(name: str, root: Path, path: Path, cutter: _Cutter, masks, writers,
         }
         if padded:
             meta["padded"] = True
-        writers[label].write(ext, data, meta)
-        report.count_tile(name, label)
+        writers[label].write(ext, data, meta, extra)
+        report.count_tile(name, label, with_mask=bool(extra))
 
 
 # ----------------------------------------------------------------------------------- output
@@ -415,7 +488,7 @@ class _SetWriter:
         self.count = 0
         self._writer = None
 
-    def write(self, ext: str, data: bytes, meta: dict) -> None:
+    def write(self, ext: str, data: bytes, meta: dict, extra: dict[str, bytes] | None = None) -> None:
         if self._writer is None:
             import webdataset as wds
 
@@ -424,7 +497,7 @@ class _SetWriter:
             # fixed mtime: identical inputs and seed give byte-identical shards
             self._writer = wds.ShardWriter(pattern, maxcount=self.shard_size, verbose=0, mtime=0, post=self._done)
         key = f"{self.prefix}-{self.count:09d}"
-        self._writer.write({"__key__": key, ext: data, "json": json.dumps(meta).encode()})
+        self._writer.write({"__key__": key, ext: data, "json": json.dumps(meta).encode(), **(extra or {})})
         self.count += 1
 
     def _done(self, fname: str) -> None:
@@ -458,6 +531,7 @@ class _Report:
         self.images_read = {name: 0 for name in SETS}
         self.tiles = {name: 0 for name in SETS}
         self.from_defective = 0
+        self.with_mask = 0
         self.tiles_from_normal_dir = 0
         self.skipped: list[dict] = []
         self.padded: list[dict] = []
@@ -468,8 +542,9 @@ class _Report:
     def skipped_in(self, name: str) -> int:
         return sum(1 for s in self.skipped if s["input"] == name)
 
-    def count_tile(self, source_set: str, label: str) -> None:
+    def count_tile(self, source_set: str, label: str, with_mask: bool = False) -> None:
         self.tiles[label] += 1
+        self.with_mask += with_mask
         if source_set == "normal":
             self.tiles_from_normal_dir += 1
         elif label == "normal":
@@ -505,6 +580,7 @@ def _manifest(inputs, masks, tile, stride, random_crops, channels, shard_size, s
             "tiles_normal": report.tiles["normal"],
             "tiles_normal_from_defective": report.from_defective,
             "tiles_abnormal": report.tiles["abnormal"],
+            "tiles_abnormal_with_mask": report.with_mask,
             "shards_normal": len(writers["normal"].files),
             "shards_abnormal": len(writers["abnormal"].files),
         },

@@ -42,17 +42,20 @@ class BatchTaker:
         self.iterator: Iterator[Any] = iter(stream)
         self.position: Any = stream.position
         self.skipped = 0
+        self.masks: torch.Tensor | None = None  # the last batch's defect masks, from a stream with masks
 
     def take(self, n: int, device: torch.device) -> torch.Tensor:
-        parts, have = [], 0
+        parts, masks, have = [], [], 0
         while have < n:
             chunk = next(self.iterator)
             parts.append(chunk.images)
+            masks.append(chunk.masks)
             have += chunk.images.shape[0]
             self.skipped += int(chunk.skipped)
             self.position = chunk.position
         if have != n:  # cannot happen when n is a multiple of the chunk; guard resume exactness
             raise RuntimeError(f"stream chunking broke: wanted {n} images, got {have}")
+        self.masks = torch.cat(masks).to(device) if masks[0] is not None else None
         return torch.cat(parts).to(device, non_blocking=True)
 
 
@@ -106,7 +109,25 @@ def resolve_data(cfg: TrainConfig, source: str) -> tuple[list[str], list[str], i
             channels = int(manifest.get("channels", 0))
     if channels == 0:
         raise ConfigError(f"{source}: key 'data.channels' must be set (1 or 3): no manifest.json beside the shards tells it")
+    if abnormal and cfg.loss.penalty == "patch_mask" and cfg.loss.gamma > 0:
+        _check_abnormal_masks(cfg, source)
     return normal, abnormal, channels
+
+
+def _check_abnormal_masks(cfg: TrainConfig, source: str) -> None:
+    """patch_mask needs masks in the abnormal samples; a manifest that says there are none is an error
+    (without a manifest nothing is known: samples without a mask count as masked all over)."""
+    from .data import read_manifest
+
+    for spec in (cfg.data.abnormal, str(Path(cfg.data.abnormal).parent)):
+        try:
+            manifest = read_manifest(spec)
+        except (DataError, OSError, ValueError):
+            continue
+        if not manifest.get("counts", {}).get("tiles_abnormal_with_mask"):
+            raise ConfigError(f"{source}: key 'loss.penalty' is patch_mask but the abnormal shards ({cfg.data.abnormal}) hold no "
+                              "masks; cut them with `nsgan shards --abnormal-masks`, or use loss.penalty=patch_mil")
+        return
 
 
 def make_accelerator(cfg: TrainConfig):
@@ -176,12 +197,14 @@ class Trainer:
         torch.manual_seed(cfg.seed)  # identical initial weights on every rank
         m = cfg.model
         self.G = Generator(resolution=m.resolution, channels=self.channels, latent_dim=m.latent_dim, fmap_base=m.fmap_base, fmap_max=m.fmap_max)
-        self.D = Discriminator(resolution=m.resolution, channels=self.channels, fmap_base=m.fmap_base, fmap_max=m.fmap_max, mbstd_group=m.mbstd_group)
+        self.D = Discriminator(resolution=m.resolution, channels=self.channels, fmap_base=m.fmap_base, fmap_max=m.fmap_max, mbstd_group=m.mbstd_group,
+                               patch_grid=m.patch_grid)
         self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False).to(self.device)
         t = cfg.train
         self.opt_G = torch.optim.Adam(self.G.parameters(), lr=cfg.schedule.lr, betas=(t.beta1, t.beta2), eps=1e-8)
         self.opt_D = torch.optim.Adam(self.D.parameters(), lr=cfg.schedule.lr, betas=(t.beta1, t.beta2), eps=1e-8)
-        self.loss = GANLoss(kind=cfg.loss.kind, gamma=cfg.loss.gamma, r1_gamma=cfg.loss.r1_gamma, gp_lambda=cfg.loss.gp_lambda, drift=cfg.loss.drift)
+        self.loss = GANLoss(kind=cfg.loss.kind, gamma=cfg.loss.gamma, r1_gamma=cfg.loss.r1_gamma, gp_lambda=cfg.loss.gp_lambda, drift=cfg.loss.drift,
+                            penalty=cfg.loss.penalty, mil_k=cfg.loss.mil_k)
         self.state = TrainState()
         torch.manual_seed(cfg.seed * 1000 + 17 + self.rank)  # per-rank stream for in-loss randomness (GP)
         self.latent_gen = _rank_generator(cfg.seed, self.rank)
@@ -221,7 +244,8 @@ class Trainer:
         self.normal = BatchTaker(ShardStream(self.normal_shards, batch=chunk_n, seed=self.cfg.seed, position=positions.get("normal"), **common))
         self.abnormal = None
         if self.abnormal_shards and self.cfg.loss.gamma > 0:
-            self.abnormal = BatchTaker(ShardStream(self.abnormal_shards, batch=chunk_a, seed=self.cfg.seed + 1, position=positions.get("abnormal"), **common))
+            self.abnormal = BatchTaker(ShardStream(self.abnormal_shards, batch=chunk_a, seed=self.cfg.seed + 1, position=positions.get("abnormal"),
+                                                   masks=self.cfg.loss.penalty == "patch_mask", **common))
 
     # -- checkpoints ------------------------------------------------------------------------
 
@@ -305,15 +329,16 @@ class Trainer:
             for group in opt.param_groups:
                 group["lr"] = phase.lr
         reals = fade_real(self.normal.take(batch, dev), level, alpha)
-        abnormal = None
+        abnormal = abnormal_mask = None
         if self.abnormal is not None:
             abnormal = fade_real(self.abnormal.take(_abnormal_batch(cfg, batch), dev), level, alpha)
+            abnormal_mask = self.abnormal.masks  # full tile size; the loss pools it to D's patch grid
 
         # D step: fakes without a graph back into G.
         with self.acc.autocast():
             with torch.no_grad():
                 fakes = self.G_raw(sample_latents(self.latent_gen, batch, cfg.model.latent_dim, dev), level, alpha)
-            loss_d, stats_d = self.loss.d_loss(self.D_step, reals, fakes.detach(), abnormal, level=level, alpha=alpha)
+            loss_d, stats_d = self.loss.d_loss(self.D_step, reals, fakes.detach(), abnormal, level=level, alpha=alpha, abnormal_mask=abnormal_mask)
         self.engine.update(self.acc, self.D, self.opt_D, loss_d)
 
         # G step: through the bare D (no DDP hooks, no D gradients); G's gradients are averaged by DDP.

@@ -150,3 +150,36 @@ def test_diagnose_names_a_protocol_missing_from_the_config(tmp_path, capsys):
     assert ex.main(["--config", str(cfg), "--out", str(tmp_path / "out"), "--diagnose"]) == 2
     err = capsys.readouterr().err
     assert "no 'ir_mnist' protocol" in err and "ir_mnist-eps0.1-gamma0" in err and "Traceback" not in err
+
+
+def test_penalty_forms_get_their_own_cells_columns_and_configs(tiny_experiment, tmp_path):
+    cfg = ex.apply_args(ex.load_experiment(tiny_experiment),
+                        ex.parse_args(["--out", "x", "--gammas", "0,0.2", "--penalties", "tile,patch_mask,patch_mil"]))
+    names = [c.name for c in ex.cells(cfg) if c.protocol == "textures"]
+    assert names == ["textures-eps0.1-gamma0", "textures-eps0.1-gamma0.2", "textures-eps0.1-gamma0.2-patch_mask",
+                     "textures-eps0.1-gamma0.2-patch_mil"]  # γ = 0 once; tile cells keep their old names
+    out = tmp_path / "out"
+    assert ex.main(["--config", str(tiny_experiment), "--out", str(out), "--gammas", "0.2", "--penalties",
+                    "patch_mask,patch_mil", "--patch-grid", "4", "--mil-k", "2"]) == 0
+    rows = json.loads((out / "results.json").read_text())
+    assert {(r["protocol"], r["penalty"]) for r in rows} == {("textures", "patch_mask"), ("textures", "patch_mil"), ("mnist", "patch_mil")}
+    assert not (out / "cells" / "mnist-eps0.1-gamma0.2-patch_mask" / "cell.json").exists()  # mnist has no masks
+    run_cfg = yaml.safe_load((out / "cells" / "textures-eps0.1-gamma0.2-patch_mil" / "run" / "config.yaml").read_text())
+    assert (run_cfg["loss"]["penalty"], run_cfg["model"]["patch_grid"], run_cfg["loss"]["mil_k"]) == ("patch_mil", 4, 2)
+    table = (out / "results.md").read_text()
+    assert "aupro γ=0.2 patch_mask" in table and "aupro γ=0.2 patch_mil" in table
+    assert ex.main(["--config", str(tiny_experiment), "--out", str(tmp_path / "o2"), "--penalties", "patchy"]) == 2
+
+
+def test_centred_abnormal_crops_get_their_own_shards_and_share_the_baseline(tiny_experiment, tmp_path):
+    cfg = ex.apply_args(ex.load_experiment(tiny_experiment), ex.parse_args(["--out", "x", "--abnormal-centred", "2"]))
+    assert [c.name for c in ex.cells(cfg) if c.protocol == "textures"] == ["textures-eps0.1-gamma0", "textures-eps0.1-gammaauto-centred2"]
+    out = tmp_path / "out"
+    assert ex.main(["--config", str(tiny_experiment), "--out", str(out), "--gammas", "0.2", "--abnormal-centred", "2"]) == 0
+    rows = json.loads((out / "results.json").read_text())
+    assert [(r["protocol"], r["centred"]) for r in rows] == [("textures", 2)]  # mnist has no masks to centre on
+    manifest = json.loads((out / "shards" / "textures-eps0.1-centred2" / "manifest.json").read_text())
+    assert manifest["abnormal_centred"] == 2 and manifest["counts"]["tiles_abnormal"] > 0
+    run_cfg = yaml.safe_load((out / "cells" / "textures-eps0.1-gamma0.2-centred2" / "run" / "config.yaml").read_text())
+    assert run_cfg["data"]["abnormal"].endswith("textures-eps0.1-centred2/abnormal")
+    assert "γ=0.2 centred2" in (out / "results.md").read_text()

@@ -11,6 +11,13 @@ model is trained per γ with the same seed, schedule and budget, and every model
     python tools/experiment_noisy.py --config configs/experiments/noisy-cpu.yaml --out runs/noisy --resume
 
 γ values: a number, or `auto` = ε/(1−ε) (the paper's value when p_a matches the contaminants).
+Penalty forms (`penalties`, `--penalties`): every γ > 0 is trained once per form: tile (the paper's,
+cells named as before), patch_mask (D's patch logits, masked patches; protocols whose shards hold
+masks only) and patch_mil (the k least-real patches, image labels only); γ = 0 once, as the baseline.
+`patch: {grid: 8, mil_k: 1}` sets D's patch grid and k for the patch forms. `abnormal_centred: K`
+(`--abnormal-centred`) cuts the γ > 0 cells' abnormal tiles centred on the mask components (K per
+component, `nsgan shards --abnormal-centred`; protocols with masks only) into a shard set of their
+own; the γ = 0 baseline does not read abnormal tiles and is shared.
 Command-line options override the experiment config.
 """
 
@@ -36,6 +43,7 @@ from nsgan.errors import ConfigError, NsganError  # noqa: E402
 
 PROTOCOLS = ("mnist", "ir_mnist", "textures")
 METRICS = ("image_auroc", "pixel_auroc", "aupro")
+PENALTIES = ("tile", "patch_mask", "patch_mil")
 
 
 # ------------------------------------------------------------------------------ settings
@@ -45,6 +53,8 @@ class Cell:
     protocol: str
     eps: float
     gamma_spec: str  # as given: "0", "0.2" or "auto"
+    penalty: str = "tile"  # where γ acts (loss.penalty); tile cells keep their old names
+    centred: int = 0  # abnormal tiles centred on the mask components, K per component (0 = the grid's)
 
     @property
     def gamma(self) -> float:
@@ -55,8 +65,13 @@ class Cell:
         return f"{self.protocol}-eps{self.eps:g}"
 
     @property
+    def shard_name(self) -> str:
+        return self.data_name + (f"-centred{self.centred}" if self.centred else "")
+
+    @property
     def name(self) -> str:
-        return f"{self.data_name}-gamma{self.gamma_spec}"
+        suffix = ("" if self.penalty == "tile" else f"-{self.penalty}") + (f"-centred{self.centred}" if self.centred else "")
+        return f"{self.data_name}-gamma{self.gamma_spec}{suffix}"
 
 
 def load_experiment(path: str | Path) -> dict:
@@ -88,9 +103,21 @@ def _gamma_spec(text: str) -> str:
     return f"{value:g}"
 
 
+def penalties(cfg: dict) -> list[str]:
+    names = [str(p).strip() for p in cfg.get("penalties", ["tile"])]
+    bad = [p for p in names if p not in PENALTIES]
+    if bad or not names:
+        raise ConfigError(f"penalties: {bad or names} not among {', '.join(PENALTIES)}")
+    return names
+
+
 def cells(cfg: dict) -> list[Cell]:
-    """ε outermost (a cut-off grid still covers every protocol at the first ε), then protocol, then γ."""
-    return [Cell(p, float(e), _gamma_spec(str(g))) for e in cfg["eps"] for p in cfg["protocols"] for g in cfg["gammas"]]
+    """ε outermost (a cut-off grid still covers every protocol at the first ε), then protocol, then γ,
+    then penalty form (γ = 0 has no penalty: one cell)."""
+    forms, centred = penalties(cfg), int(cfg.get("abnormal_centred", 0))
+    return [Cell(p, float(e), spec, form, 0 if spec == "0" else centred)
+            for e in cfg["eps"] for p in cfg["protocols"] for g in cfg["gammas"]
+            for spec in [_gamma_spec(str(g))] for form in (["tile"] if spec == "0" else forms)]
 
 
 # ------------------------------------------------------------------------------ one cell
@@ -127,12 +154,12 @@ def _build_data(cell: Cell, spec: dict, out: Path, seed: int) -> Path:
         module = importlib.import_module(f"tools.protocols.{cell.protocol}")
         builder = getattr(module, f"build_{cell.protocol}")
         builder(data, epsilon=cell.eps, seed=seed, overwrite=True, **spec.get("build", {}))
-    shards = out / "shards" / cell.data_name
-    if not (shards / "manifest.json").is_file():
-        masks = data / "ground_truth_train" / "defect"
+    shards = out / "shards" / cell.shard_name
+    masks = data / "ground_truth_train" / "defect"
+    if not (shards / "manifest.json").is_file() and (masks.is_dir() or not cell.centred):
         write_shards(data / "train" / "good", data / "train" / "defect", masks if masks.is_dir() else None,
                      tile=spec["tile"], out=shards, stride=spec.get("shard_stride", spec["tile"]), channels=1,
-                     seed=seed, overwrite=True)
+                     seed=seed, overwrite=True, abnormal_centred=cell.centred)
     return data
 
 
@@ -143,6 +170,9 @@ def train_overrides(cell: Cell, spec: dict, cfg: dict, shards: Path, run_dir: Pa
           f"seed={cfg.get('seed', 0)}", f"model.resolution={spec['tile']}", f"loss.gamma={cell.gamma}",
           f"schedule.total_kimg={budget}", f"schedule.stable_kimg={unit:.6g}", f"schedule.fade_kimg={unit:.6g}",
           f"train.checkpoint_kimg={max(budget / 3, 0.001):.6g}", "train.display=false"]
+    if cell.penalty != "tile":
+        patch = cfg.get("patch", {})
+        ov += [f"loss.penalty={cell.penalty}", f"model.patch_grid={patch.get('grid', 8)}", f"loss.mil_k={patch.get('mil_k', 1)}"]
     return ov + [f"{k}={v}" for k, v in spec.get("train", {}).items()]
 
 
@@ -156,7 +186,7 @@ def train_cell(cell: Cell, spec: dict, cfg: dict, out: Path) -> tuple[Path, floa
     if model.is_file():
         return model, 0.0
     t0 = time.perf_counter()
-    ov = train_overrides(cell, spec, cfg, out / "shards" / cell.data_name, run_dir)
+    ov = train_overrides(cell, spec, cfg, out / "shards" / cell.shard_name, run_dir)
     tc = load_config(cfg["train_config"], ov)
     resumable = (run_dir / "checkpoints" / "latest.json").is_file()
     if run_dir.exists() and not resumable:
@@ -232,16 +262,28 @@ def other_digit_share(model: Path, normal_digit: int = 0, n: int = 512, seed: in
     return float((pred != normal_digit).mean())
 
 
-def run_cell(cell: Cell, cfg: dict, out: Path, log) -> dict:
+def has_masks(cell: Cell, out: Path) -> bool:
+    """Whether the cell's abnormal shards carry defect masks (patch_mask and centred crops need them)."""
+    from nsgan.data import read_manifest
+
+    manifest = out / "shards" / cell.shard_name / "manifest.json"
+    return manifest.is_file() and bool(read_manifest(manifest)["counts"].get("tiles_abnormal_with_mask"))
+
+
+def run_cell(cell: Cell, cfg: dict, out: Path, log) -> dict | None:
+    """Train and evaluate one cell; None when the cell cannot apply (patch_mask without masks)."""
     spec = cfg["protocols"][cell.protocol]
     t0 = time.perf_counter()
     data = build_data(cell, spec, out, int(cfg.get("seed", 0)))
+    if (cell.penalty == "patch_mask" or cell.centred) and not has_masks(cell, out):
+        log(f"{cell.name}: no defect masks in this protocol's training data, {cell.penalty} / centred crops do not apply; skipped")
+        return None
     log(f"{cell.name}: training γ={cell.gamma:.4g} for {cfg['budget_kimg']} kimg")
     model, train_s = train_cell(cell, spec, cfg, out)
     log(f"{cell.name}: evaluating")
     m = evaluate_cell(cell, spec, cfg, data, model, out)
     px = m["pixel"] or {}
-    row = {"protocol": cell.protocol, "eps": cell.eps, "gamma_spec": cell.gamma_spec, "gamma": cell.gamma,
+    row = {"protocol": cell.protocol, "eps": cell.eps, "gamma_spec": cell.gamma_spec, "gamma": cell.gamma, "penalty": cell.penalty, "centred": cell.centred,
            "image_auroc": m["image"]["auroc"], "image_f1": m["image"]["f1"],
            "pixel_auroc": px.get("pixel_auroc"), "aupro": px.get("aupro"),
            "train_s": train_s, "score_s": m["seconds"]["total"], "cell_s": time.perf_counter() - t0,
@@ -282,15 +324,27 @@ def _fmt(v) -> str:
     return "–" if v is None else f"{v:.3f}"
 
 
+def arm(row: dict) -> str:
+    """A table column: the γ, and the penalty form unless it is the tile-level one."""
+    penalty, centred = row.get("penalty", "tile"), row.get("centred", 0)
+    label = row["gamma_spec"] if penalty == "tile" else f"{row['gamma_spec']} {penalty}"
+    return label + (f" centred{centred}" if centred else "")
+
+
 def markdown_table(rows: list[dict]) -> str:
-    """One line per (protocol, ε): each metric for every γ side by side, γ = 0 first."""
-    gammas = sorted({r["gamma_spec"] for r in rows}, key=lambda g: (g != "0", g))
-    head = ["protocol", "ε"] + [f"{m.replace('_', ' ')} γ={g}" for m in METRICS for g in gammas]
+    """One line per (protocol, ε): each metric for every γ (and penalty form) side by side, γ = 0 first."""
+    def order(a: str):
+        words = a.split(" ")
+        form = next((w for w in words if w in PENALTIES), "tile")
+        return (a != "0", words[0], PENALTIES.index(form), "centred" in a)
+
+    arms = sorted({arm(r) for r in rows}, key=order)
+    head = ["protocol", "ε"] + [f"{m.replace('_', ' ')} γ={a}" for m in METRICS for a in arms]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     keys = sorted({(r["protocol"], r["eps"]) for r in rows}, key=lambda k: (PROTOCOLS.index(k[0]), k[1]))
-    by = {(r["protocol"], r["eps"], r["gamma_spec"]): r for r in rows}
+    by = {(r["protocol"], r["eps"], arm(r)): r for r in rows}
     for proto, eps in keys:
-        vals = [_fmt(by[(proto, eps, g)][m]) if (proto, eps, g) in by else "…" for m in METRICS for g in gammas]
+        vals = [_fmt(by[(proto, eps, a)][m]) if (proto, eps, a) in by else "…" for m in METRICS for a in arms]
         lines.append("| " + " | ".join([proto, f"{eps:g}"] + vals) + " |")
     return "\n".join(lines) + "\n"
 
@@ -308,8 +362,8 @@ def diagnostic_table(rows: list[dict]) -> str:
         diag = [r for r in rows if r.get(key) is not None]
         if not diag:
             continue
-        gammas = sorted({r["gamma_spec"] for r in diag}, key=lambda g: (g != "0", g))
-        by = {(r["eps"], r["gamma_spec"]): r[key] for r in diag}
+        gammas = sorted({arm(r) for r in diag}, key=lambda g: (g != "0", g))
+        by = {(r["eps"], arm(r)): r[key] for r in diag}
         lines = ["", f"{title}:", "", "| ε | " + " | ".join(f"γ={g}" for g in gammas) + " |", "|---|" + "---|" * len(gammas)]
         for eps in sorted({r["eps"] for r in diag}):
             lines.append(f"| {eps:g} | " + " | ".join(_fmt(by.get((eps, g))) for g in gammas) + " |")
@@ -346,6 +400,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--protocols", help="comma list of mnist, ir_mnist, textures (default: the config's)")
     p.add_argument("--eps", help="comma list of contamination ratios ε, e.g. 0.1,0,0.05")
     p.add_argument("--gammas", help="comma list of γ values or 'auto' (= ε/(1−ε)), e.g. 0,0.2")
+    p.add_argument("--penalties", help="comma list of penalty forms for γ > 0: tile, patch_mask, patch_mil")
+    p.add_argument("--patch-grid", type=int, help="side of D's patch-logit map for the patch forms (default 8)")
+    p.add_argument("--mil-k", type=int, help="patch_mil: patches penalised per abnormal tile (default 1)")
+    p.add_argument("--abnormal-centred", type=int, metavar="K",
+                   help="γ > 0 cells: K abnormal tiles per mask component, centred on it, instead of the grid's (needs masks)")
     p.add_argument("--budget-kimg", type=float, help="training images per model, in thousands")
     p.add_argument("--search-iterations", type=int, help="latent search steps per tile")
     p.add_argument("--seed", type=int)
@@ -373,6 +432,17 @@ def apply_args(cfg: dict, args: argparse.Namespace) -> dict:
             raise ConfigError(f"--eps: every ε must be in [0, 1), got {args.eps}")
     if args.gammas:
         cfg["gammas"] = [g for g in args.gammas.split(",") if g.strip()]
+    if args.penalties:
+        cfg["penalties"] = [p.strip() for p in args.penalties.split(",") if p.strip()]
+    penalties(cfg)  # one-line error for an unknown form
+    if args.patch_grid is not None:
+        cfg["patch"] = {**cfg.get("patch", {}), "grid": args.patch_grid}
+    if args.mil_k is not None:
+        cfg["patch"] = {**cfg.get("patch", {}), "mil_k": args.mil_k}
+    if args.abnormal_centred is not None:
+        if args.abnormal_centred < 0:
+            raise ConfigError(f"--abnormal-centred must be >= 0, got {args.abnormal_centred}")
+        cfg["abnormal_centred"] = args.abnormal_centred
     if args.budget_kimg is not None:
         if args.budget_kimg <= 0:
             raise ConfigError(f"--budget-kimg must be > 0, got {args.budget_kimg}")
@@ -404,7 +474,7 @@ def main(argv=None) -> int:
                 wanted = {"mnist": "g_other_digit", "ir_mnist": "ink_pixel_auroc"}.get(row["protocol"])
                 if wanted is None or row.get(wanted) is not None:
                     continue
-                cell = Cell(row["protocol"], row["eps"], row["gamma_spec"])
+                cell = Cell(row["protocol"], row["eps"], row["gamma_spec"], row.get("penalty", "tile"), row.get("centred", 0))
                 spec = cfg["protocols"].get(cell.protocol)
                 if spec is None:
                     raise ConfigError(f"{args.config}: no '{cell.protocol}' protocol, needed to diagnose {path.parent}")
@@ -443,6 +513,8 @@ def main(argv=None) -> int:
                 row = run_cell(cell, cfg, out, lambda m: log(f"[{k}/{len(todo)}] {m}"))
             finally:
                 (out / "cells" / cell.name / "claim.pid").unlink(missing_ok=True)
+            if row is None:
+                continue
             log(f"[{k}/{len(todo)}] {cell.name}: image AUROC {_fmt(row['image_auroc'])}, pixel AUROC "
                 f"{_fmt(row['pixel_auroc'])}, AUPRO {_fmt(row['aupro'])} ({row['cell_s']:.0f} s)")
             write_results(out)
