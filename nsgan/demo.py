@@ -77,7 +77,8 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--overwrite", action="store_true", help="replace an earlier demo in --out")
     p.add_argument("--image-size", type=int, default=256, help="side of the full-size test image that is scored")
-    p.add_argument("--search-iterations", type=int, default=100, help="latent-search steps per tile (AnoGAN uses 500)")
+    p.add_argument("--search-iterations", type=int, default=None,
+                   help="search steps per tile (default: nsgan score's, i.e. a short refine from the encoder's z)")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="training config overrides, e.g. schedule.total_kimg=10")
 
 
@@ -157,7 +158,7 @@ def _score_full_image(out: Path, model: Path, texture: str, seed: int, console, 
     from .search import SearchConfig
 
     image, mask_path = build_test_image(out / "data" / "test", texture=texture, size=size, seed=seed + 1)
-    options = ScoreOptions(search=SearchConfig(iterations=iterations, restarts=1, seed=seed))
+    options = ScoreOptions(search=SearchConfig(iterations=iterations, restarts=1, seed=seed))  # else nsgan score's defaults
     scorer = Scorer.from_file(model, options, progress=True)
     result = scorer.score_to_files(image, out / "score")
     mask = read_image(mask_path)[:, :, 0] > 0.5

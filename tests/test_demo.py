@@ -9,7 +9,8 @@ from nsgan.export import load_model
 
 SMALL = ["model.resolution=16", "model.latent_dim=16", "model.fmap_base=64", "model.fmap_max=16",
          "schedule.start_resolution=8", "schedule.stable_kimg=0.05", "schedule.fade_kimg=0.05",
-         "schedule.total_kimg=0.2", "train.checkpoint_kimg=0.1", "train.display=false", "data.num_workers=0"]
+         "schedule.total_kimg=0.2", "train.checkpoint_kimg=0.1", "train.display=false", "data.num_workers=0",
+         "encoder.kimg=0.064", "encoder.batch=8"]
 
 
 def test_demo_runs_end_to_end(tmp_path, capsys):
@@ -17,11 +18,13 @@ def test_demo_runs_end_to_end(tmp_path, capsys):
     assert cli(["demo", "--out", str(out), "--image-size", "64", "--search-iterations", "3", *SMALL]) == 0
     said = capsys.readouterr().out
     summary = json.loads((out / "demo.json").read_text())
-    assert load_model(out / "run" / "model.safetensors").resolution == 16
+    model = load_model(out / "run" / "model.safetensors")
+    assert model.resolution == 16 and model.encoder is not None  # the demo config trains an encoder too
     assert (out / "run" / "samples" / "final.png").is_file() and (out / "run" / "samples" / "reals.png").is_file()
     assert (out / "score" / "part_full.overlay.png").is_file()
     report = json.loads((out / "score" / "part_full.json").read_text())
     assert report["shape"] == [64, 64] and report["score"] == summary["image_score"]
+    assert report["search"]["mode"] == "refine" and report["search"]["iterations"] == 3
     assert summary["data"]["hidden_defects"] > 0  # dirty "normal" data, as the method assumes
     assert "part_full.overlay.png" in said
 

@@ -20,8 +20,6 @@ Memory holds one image and its map at a time: maps are recomputed in the second 
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -34,6 +32,7 @@ import numpy as np  # noqa: E402
 
 from nsgan.baselines import (DEFAULT_BLUR_SIGMA, DEFAULT_MAP_SIGMA, DEFAULT_QUANTILE, LocalContrast,  # noqa: E402
                              ScoreRule)
+from nsgan.atomic import atomic_write_json  # noqa: E402
 from nsgan.errors import NsganError, OutputError  # noqa: E402
 from nsgan.evaluate import GOOD, Item, check_items, collect, read_mask  # noqa: E402
 from nsgan.imageio import read_image  # noqa: E402
@@ -115,11 +114,9 @@ def run_floor(data: str | Path, out: str | Path, floor: LocalContrast, *, sweep:
                             "note": "best rows are picked on the test set: an optimistic floor"}
     try:
         out.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(target.name + ".tmp")
-        tmp.write_text(json.dumps(metrics, indent=2) + "\n")
-        os.replace(tmp, target)
     except OSError as exc:
-        raise OutputError(f"{target}: cannot write ({exc})") from None
+        raise OutputError(f"{out}: cannot create the output folder ({exc})") from None
+    atomic_write_json(target, metrics)
     return metrics
 
 

@@ -58,13 +58,13 @@ def train_model(protocol: str, eps: float, out: Path, exp_cfg: dict, budget: flo
     return data, model, spec, seconds
 
 
-def _options(mode: str, steps: int, starts: int, spec: dict, exp_cfg: dict, batch: int = 128):
+def _options(mode: str, steps: int, starts: int, spec: dict, exp_cfg: dict, batch: int = 128, residual: str = "pixel"):
     from nsgan.scoring import ScoreOptions
     from nsgan.search import SearchConfig
 
     s = dict(exp_cfg["search"])
     s.update(mode=mode, iterations=steps if mode != "encoder" else None, restarts=starts)
-    return ScoreOptions(stride=spec.get("score_stride"), batch=batch, search=SearchConfig(**s))
+    return ScoreOptions(stride=spec.get("score_stride"), batch=batch, search=SearchConfig(**s), residual=residual)
 
 
 # ----------------------------------------------------------------------------- speed
@@ -147,16 +147,19 @@ def quality_rows(model: Path, data: Path, spec: dict, exp_cfg: dict) -> list[dic
     masks = [read_mask(it.mask, im.shape[:2]) for it, im in zip(items, images)] if use_masks else None
     rows = []
     for label, mode, steps in QUALITY_MODES:
-        scorer = Scorer.from_file(model, _options(mode, steps, 1, spec, exp_cfg))
-        t0 = time.perf_counter()
-        results = [scorer.score(im) for im in images]
-        dt = time.perf_counter() - t0
-        for rule_label, rule, sigma in RULES:
-            maps = [gaussian_filter(r.map.astype(np.float64), sigma, mode="reflect", truncate=4.0) if sigma else r.map for r in results]
-            scores = [float(r.tile_scores.max()) if rule == "tile" else float(m.max()) for r, m in zip(results, maps)]
-            row = {"mode": label, "rule": rule_label, "seconds": dt, **_metrics(scores, labels, maps, masks)}
-            rows.append(row)
-        print(f"  {label:12s} {dt:6.1f} s  " + "  ".join(f"{r['rule']}: {_fmt(r)}" for r in rows[-len(RULES):]), flush=True)
+        for residual in ("pixel", "detail"):
+            scorer = Scorer.from_file(model, _options(mode, steps, 1, spec, exp_cfg, residual=residual))
+            t0 = time.perf_counter()
+            results = list(scorer.score_all(images))
+            dt = time.perf_counter() - t0
+            for rule_label, rule, sigma in RULES:
+                maps = [gaussian_filter(r.map.astype(np.float64), sigma, mode="reflect", truncate=4.0) if sigma else r.map
+                        for r in results]
+                scores = [float(r.tile_scores.max()) if rule == "tile" else float(m.max()) for r, m in zip(results, maps)]
+                rows.append({"mode": label, "residual": residual, "rule": rule_label, "seconds": dt,
+                             **_metrics(scores, labels, maps, masks)})
+            print(f"  {label:10s} {residual:6s} {dt:6.1f} s  " + "  ".join(f"{r['rule']}: {_fmt(r)}" for r in rows[-len(RULES):]),
+                  flush=True)
     floor = floor_row(images, labels, masks)
     if floor:
         rows.append(floor)
@@ -170,7 +173,7 @@ def floor_row(images, labels, masks) -> dict | None:
         return None
     f = LocalContrast()
     maps = [f.map(im) for im in images]
-    return {"mode": "local-contrast floor", "rule": f"map max (blur σ {f.blur_sigma:g}, map σ {f.map_sigma:g})",
+    return {"mode": "local-contrast floor", "residual": "-", "rule": f"map max (blur σ {f.blur_sigma:g}, map σ {f.map_sigma:g})",
             "seconds": 0.0, **_metrics([f.score(m) for m in maps], labels, maps, masks)}
 
 
@@ -221,6 +224,8 @@ def main(argv=None) -> int:
     p.add_argument("--skip-speed", action="store_true")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--industrial", default=str(REPO / "configs/industrial-1024.yaml"))
+    p.add_argument("--model", help="measure this model (with an encoder) instead of training one; needs --data and one protocol")
+    p.add_argument("--data", help="the protocol folder --model is measured on")
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
     from tools import experiment_noisy as xp
@@ -232,7 +237,10 @@ def main(argv=None) -> int:
     first = None
     for protocol in a.protocols.split(","):
         print(f"== {protocol} (ε = {a.eps}, {budget:g} kimg GAN + {a.encoder_kimg:g} kimg encoder)", flush=True)
-        data, model, spec, secs = train_model(protocol, a.eps, out, exp_cfg, budget, a.encoder_kimg)
+        if a.model:
+            data, model, spec, secs = Path(a.data), Path(a.model), dict(exp_cfg["protocols"][protocol]), 0.0
+        else:
+            data, model, spec, secs = train_model(protocol, a.eps, out, exp_cfg, budget, a.encoder_kimg)
         first = first or (model, data, spec)
         report["protocols"][protocol] = {"model": str(model), "train_seconds_now": secs,
                                          "quality": quality_rows(model, data, spec, exp_cfg)}
