@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -23,7 +22,7 @@ from nsgan.scoring import ScoreOptions, Scorer
 from nsgan.search import SearchConfig
 from nsgan.training import train, weights_digest
 
-from .conftest import REPO, TINY, subprocess_env
+from .conftest import REPO, TINY, free_port, subprocess_env
 
 
 @pytest.mark.parametrize("resolution,channels", [(4, 1), (8, 3), (32, 1)])
@@ -131,14 +130,8 @@ def test_model_without_encoder_scores_by_search_and_refuses_encoder_modes(model_
     assert report["search"]["mode"] == "search" and report["search"]["iterations"] == 3
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _launch_score(nproc: int, model: Path, image: Path, out: Path, mode: str) -> subprocess.CompletedProcess:
-    multi = ["--multi_gpu", "--main_process_port", str(_free_port())] if nproc > 1 else []
+    multi = ["--multi_gpu", "--main_process_port", str(free_port())] if nproc > 1 else []
     cmd = [sys.executable, "-m", "accelerate.commands.launch", *multi, "--num_processes", str(nproc), "--num_machines", "1",
            "--mixed_precision", "no", "--dynamo_backend", "no", str(REPO / "launch" / "score.py"), "--model", str(model),
            "--image", str(image), "--out", str(out), "--inversion", mode, "--iterations", "3", "--batch", "4", "--no-progress"]
@@ -165,7 +158,7 @@ def test_two_processes_train_the_same_encoder(gan_with_encoder, tmp_path):
     """launch/train_encoder.py over 2 gloo processes: gradients averaged, both ranks end equal, E in the file."""
     model = _model_copy(gan_with_encoder, tmp_path, keep_encoder=False)
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-           "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(_free_port()),
+           "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(free_port()),
            str(REPO / "launch" / "train_encoder.py"), "--model", str(model), "encoder.kimg=0.064", "encoder.batch=8",
            "train.display=false"]
     proc = subprocess.run(cmd, env=subprocess_env(), capture_output=True, text=True, timeout=300, cwd=REPO)

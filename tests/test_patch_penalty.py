@@ -23,7 +23,7 @@ from nsgan.losses import GANLoss, patch_mask
 from nsgan.networks import Discriminator, Generator
 from nsgan.shards import write_shards
 
-from .conftest import REPO, TINY, subprocess_env
+from .conftest import REPO, TINY, free_port, subprocess_env
 
 PATCH = ["loss.penalty=patch_mask", "model.patch_grid=8"]
 
@@ -307,7 +307,7 @@ def test_two_processes_with_the_patch_head_end_with_identical_weights(tiny_shard
     run, cfg = tmp_path / "run", tmp_path / "cfg.yaml"
     cfg.write_text("seed: 0\n")
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-           "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "29647", str(REPO / "launch" / "train.py"),
+           "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(free_port()), str(REPO / "launch" / "train.py"),
            "--config", str(cfg), *TINY, *PATCH, f"data.normal={tiny_shards / 'normal'}", f"data.abnormal={tiny_shards / 'abnormal'}",
            f"run_dir={run}"]
     proc = subprocess.run(cmd, env=subprocess_env(), capture_output=True, text=True, timeout=300, cwd=REPO)
