@@ -7,6 +7,7 @@ process writes the outputs; the map is the same as with one process.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 
@@ -35,6 +36,13 @@ def main(argv: list[str] | None = None) -> int:
             if code == 0:
                 dist.barrier()
             dist.destroy_process_group()
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        # Every output is written (atomically) and the process group is gone. gloo's threads can abort
+        # the interpreter's teardown ("terminate called without an active exception"), which would turn
+        # finished scoring into a crash: leave with the run's own exit code, as launch/train.py does.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
     return code
 
 

@@ -154,7 +154,8 @@ def write_shards(
 
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+        _remove_dead_temps(out)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-{os.getpid()}-", dir=out.parent))
     except OSError as exc:
         raise OutputError(f"{out}: cannot create output folder ({exc.strerror})") from None
     writers = {name: _SetWriter(tmp / name, name, shard_size) for name in SETS}
@@ -230,6 +231,20 @@ def _check_output(out: Path, overwrite: bool) -> None:
         return
     if any(out.iterdir()):
         raise OutputError(f"{out}: exists, is not empty and is not an nsgan shard folder; choose another --out")
+
+
+def _remove_dead_temps(out: Path) -> None:
+    """Temp folders beside OUT left by a run that was killed (its pid no longer exists)."""
+    for folder in out.parent.glob(f".{out.name}.tmp-*-*"):
+        try:
+            pid = int(folder.name[len(f".{out.name}.tmp-"):].split("-")[0])
+            os.kill(pid, 0)
+        except ValueError:
+            continue  # not one of ours
+        except ProcessLookupError:
+            shutil.rmtree(folder, ignore_errors=True)
+        except PermissionError:
+            continue  # alive, someone else's
 
 
 def _replace_folder(tmp: Path, out: Path) -> None:

@@ -435,18 +435,23 @@ def train(cfg: TrainConfig, source: str = "<config>", resume: bool = False) -> P
 
     A new run that fails with a user error before its first state (shards that hold no usable
     sample, a full disk) removes the run folder it created, so no half-started run is left behind.
+    The main process holds the run folder's lock throughout: a second training into it is refused.
     """
     import shutil
+    from contextlib import nullcontext
 
     from .checkpoint import find_latest
+    from .runlock import RunLock
 
     run_dir = Path(cfg.run_dir)
+    lock = RunLock(run_dir) if str(os.environ.get("RANK", "0")) == "0" else None
     fresh = not resume and not run_dir.exists()
     try:
-        return _train(cfg, source, resume)
+        with lock or nullcontext():
+            return _train(cfg, source, resume)
     except NsganError:
-        if fresh and str(os.environ.get("RANK", "0")) == "0" and run_dir.is_dir() and find_latest(run_dir) is None:
-            shutil.rmtree(run_dir, ignore_errors=True)
+        if fresh and lock is not None and lock.acquired and find_latest(run_dir) is None:
+            shutil.rmtree(run_dir, ignore_errors=True)  # ours alone: we created it and held its lock
         raise
 
 

@@ -376,3 +376,49 @@ def test_python_api_bad_input_raises_one_line_nsgan_errors(cid, exc, call, needl
         call(model_file, tmp_path)
     message = str(info.value)
     assert needle in message and "\n" not in message
+
+
+# ------------------------------------------------------------------------------- edges that must work
+
+
+EDGES = [
+    ("smaller-than-a-tile", lambda d: png(d / "x.png", gray(5, 7))),
+    ("1-bit-png", lambda d: _bytes_file(d / "x.png", _one_bit_png())),
+    ("16-bit-gray-png", lambda d: png(d / "x.png", (RNG.random((20, 20)) * 65535).astype(np.uint16))),
+    ("float-tiff-in-0-1", lambda d: tiff(d / "x.tif", RNG.random((20, 20)).astype(np.float32))),
+    ("tiled-16-bit-gray-tiff", lambda d: tiff(d / "x.tif", (RNG.random((20, 20)) * 65535).astype(np.uint16), tile=(16, 16))),
+]
+
+
+def _one_bit_png() -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    Image.fromarray(RNG.random((20, 20)) > 0.5).convert("1").save(buf, format="PNG")
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("name, make", EDGES, ids=[e[0] for e in EDGES])
+def test_edge_inputs_that_are_not_mistakes_are_scored(name, make, model_file, tmp_path, capsys):
+    image = make(tmp_path)
+    assert cli(["score", "--model", str(model_file), "--image", str(image), "--out", str(tmp_path / "o"), *FAST]) == 0
+    assert capsys.readouterr().err == ""
+    assert (tmp_path / "o" / "x.json").is_file() and (tmp_path / "o" / "x.map.tif").is_file()
+
+
+def test_a_file_name_that_is_not_utf8_is_scored_and_printed(model_file, tmp_path):
+    """In a real terminal stdout refuses undecodable file names; the CLI prints them escaped instead of crashing."""
+    import subprocess
+    import sys
+
+    from .conftest import subprocess_env
+
+    folder = tmp_path / "imgs"
+    name = os.fsdecode(b"caf\xe9.png")
+    png(folder / name)
+    env = {**subprocess_env(), "PYTHONIOENCODING": "utf-8"}  # strict UTF-8 streams, as on most terminals
+    proc = subprocess.run([sys.executable, "-m", "nsgan.cli", "score", "--model", str(model_file), "--image", str(folder),
+                           "--out", str(tmp_path / "o"), *FAST], env=env, capture_output=True, timeout=120)
+    assert proc.returncode == 0 and b"Traceback" not in proc.stderr, proc.stderr.decode(errors="replace")
+    assert b"caf\\udce9.png: score" in proc.stdout  # the undecodable byte, escaped
+    assert [os.fsencode(p.name) for p in (tmp_path / "o").glob("*.json")] == [b"caf\xe9.json"]
