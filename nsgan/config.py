@@ -80,6 +80,7 @@ class EncoderSection:
     batch: int = 32  # per process
     lr: float = 0.001
     kappa: float = 1.0  # weight of the D-feature term of the izi_f loss
+    ziz: float = 1.0  # weight of the latent cycle E(G(z)) ≈ z on G's samples (0: izi_f alone, which collapsed here)
     fmap_base: int = 0  # 0: the GAN's model.fmap_base
     fmap_max: int = 0  # 0: the GAN's model.fmap_max
     checkpoint_kimg: float = 0.0  # 0: train.checkpoint_kimg
@@ -282,6 +283,7 @@ def validate_encoder(cfg: TrainConfig, source: str = "<config>") -> None:
         ("batch", e.batch >= 1, "must be ≥ 1"),
         ("lr", e.lr > 0, "must be > 0"),
         ("kappa", e.kappa >= 0, "must be ≥ 0"),
+        ("ziz", e.ziz >= 0, "must be ≥ 0"),
         ("fmap_base", e.fmap_base >= 0, "must be ≥ 0 (0: the GAN's)"),
         ("fmap_max", e.fmap_max >= 0, "must be ≥ 0 (0: the GAN's)"),
         ("checkpoint_kimg", e.checkpoint_kimg >= 0, "must be ≥ 0 (0: train.checkpoint_kimg)"),

@@ -5,6 +5,12 @@ an encoder E trained once, after the GAN, with G and D frozen, gives a z in one 
 
     L_E = mean‖x − G(E(x))‖² + κ·mean‖f(x) − f(G(E(x)))‖²      (f: D's feature layer, κ = 1)
 
+Trained on izi_f alone, E collapsed here to nearly one z for every tile (G(E(x)) the same brick
+for all x: the mean-image minimum). f-AnoGAN's other encoder, ziz, trains E(G(z)) ≈ z on G's own
+samples, which needs E to tell tiles apart; adding it with weight `ziz` (compared after pixel
+normalisation, as G sees z) kept E input-dependent and lowered the izi_f loss on held-out tiles
+(README, "Inversion"). `ziz = 0` is the paper's izi_f exactly.
+
 E is a D-like stack at the final resolution only (no progressive growing, no minibatch stddev,
 so a tile's z never depends on the rest of its batch) with its own widths. Its output is a plain
 vector: G pixel-normalises z at its input, so only z's direction matters.
@@ -16,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .networks import EqualizedConv2d, EqualizedLinear, _DBlock, _act, _check_common, num_features
+from .networks import EqualizedConv2d, EqualizedLinear, _DBlock, _act, _check_common, num_features, pixel_norm
 
 
 class Encoder(nn.Module):
@@ -57,10 +63,11 @@ def encoder_kwargs(encoder: nn.Module) -> dict:
 
 
 def izif_loss(encoder: nn.Module, generator: nn.Module, discriminator: nn.Module, x: torch.Tensor,
-              kappa: float = 1.0) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+              kappa: float = 1.0, z: torch.Tensor | None = None, ziz: float = 0.0) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """f-AnoGAN's izi_f loss for a batch of real tiles x in [-1, 1]; G and D are used frozen.
 
-    Returns the loss and its two terms (detached) for the metrics.
+    With latents z and ziz > 0, adds ziz·mean‖pn(E(G(z))) − pn(z)‖² (pn: G's pixel norm).
+    Returns the loss and its terms (detached) for the metrics.
     """
     with torch.no_grad():
         fx = discriminator.features(x).float()
@@ -69,4 +76,11 @@ def izif_loss(encoder: nn.Module, generator: nn.Module, discriminator: nn.Module
     image = F.mse_loss(g.float(), x.float())
     feature = F.mse_loss(fg, fx)
     loss = image + kappa * feature
-    return loss, {"loss_e": loss.detach(), "e_image": image.detach(), "e_feature": feature.detach()}
+    stats = {"e_image": image.detach(), "e_feature": feature.detach()}
+    if z is not None and ziz > 0:
+        with torch.no_grad():
+            gz = generator(z)
+        latent = F.mse_loss(pixel_norm(encoder(gz).float()), pixel_norm(z.float()))
+        loss = loss + ziz * latent
+        stats["e_latent"] = latent.detach()
+    return loss, {"loss_e": loss.detach(), **stats}

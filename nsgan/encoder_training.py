@@ -54,6 +54,7 @@ class EncoderTrainer:
         self.E = Encoder(cfg.model.resolution, channels, int(generator.latent_dim), fmap_base=base, fmap_max=fmax).to(self.device)
         self.opt = torch.optim.Adam(self.E.parameters(), lr=cfg.encoder.lr, betas=(0.9, 0.99), eps=1e-8)
         self.images_seen, self.step_no, self.seconds = 0, 0, 0.0
+        self.latent_gen = torch.Generator().manual_seed(cfg.seed * 1000003 + self.rank * 7919 + 4243)  # ziz latents
         self.total = int(round(cfg.encoder.kimg * 1000))
         self.batch = cfg.encoder.batch
         self.normal_shards, self.channels = normal_shards, channels
@@ -92,6 +93,7 @@ class EncoderTrainer:
         self.images_seen, self.step_no, self.seconds = int(info["images_seen"]), int(info["step"]), float(info["seconds"])
         mine = info["ranks"][self.rank]
         self.skipped_before = int(mine["skipped"])
+        self.latent_gen.set_state(torch.tensor(mine["latent_rng"], dtype=torch.uint8))
         if self.is_main:
             from .training import _truncate_metrics
 
@@ -103,7 +105,8 @@ class EncoderTrainer:
 
         from .checkpoint import flatten_optimizer, save_state
 
-        mine = {"normal": self.stream.position, "skipped": self.skipped_before + self.stream.skipped}
+        mine = {"normal": self.stream.position, "skipped": self.skipped_before + self.stream.skipped,
+                "latent_rng": self.latent_gen.get_state().tolist()}
         payloads = gather_object([mine]) if self.world > 1 else [mine]
         if self.is_main:
             opt_tensors, opt_plain = flatten_optimizer("opt_E", self.opt.state_dict())
@@ -127,8 +130,10 @@ class EncoderTrainer:
         from .encoder import izif_loss
 
         x = self.stream.take(self.batch, self.device)
+        e = self.cfg.encoder
+        z = torch.randn(self.batch, self.E.latent_dim, generator=self.latent_gen).to(self.device) if e.ziz > 0 else None
         with self._autocast():
-            loss, stats = izif_loss(self.E, self.G, self.D, x, self.cfg.encoder.kappa)
+            loss, stats = izif_loss(self.E, self.G, self.D, x, e.kappa, z=z, ziz=e.ziz)
         self.opt.zero_grad(set_to_none=False)
         loss.backward()
         if self.world > 1:
