@@ -433,8 +433,9 @@ def _truncate_metrics(path: Path, images_seen: int) -> None:
 def train(cfg: TrainConfig, source: str = "<config>", resume: bool = False) -> Path:
     """Train to the schedule's end; returns the exported model's path (main process writes it).
 
-    A new run that fails with a user error before its first state (shards that hold no usable
-    sample, a full disk) removes the run folder it created, so no half-started run is left behind.
+    A run that fails with a user error before its first state (shards that hold no usable
+    sample, a full disk, --resume of nothing) removes the run folder it created, so no
+    half-started run is left behind.
     The main process holds the run folder's lock throughout: a second training into it is refused.
     """
     import shutil
@@ -445,12 +446,12 @@ def train(cfg: TrainConfig, source: str = "<config>", resume: bool = False) -> P
 
     run_dir = Path(cfg.run_dir)
     lock = RunLock(run_dir) if str(os.environ.get("RANK", "0")) == "0" else None
-    fresh = not resume and not run_dir.exists()
+    created = not run_dir.exists()  # (a --resume of a folder that does not exist creates it too, via the lock)
     try:
         with lock or nullcontext():
             return _train(cfg, source, resume)
     except NsganError:
-        if fresh and lock is not None and lock.acquired and find_latest(run_dir) is None:
+        if created and lock is not None and lock.acquired and find_latest(run_dir) is None:
             shutil.rmtree(run_dir, ignore_errors=True)  # ours alone: we created it and held its lock
         raise
 
