@@ -198,7 +198,9 @@ def projection(matmul_fraction: float, config: Path, refine_steps=(5, 20), searc
         x = torch.zeros(1, 3, m.resolution, m.resolution)
         z = torch.zeros(1, m.latent_dim, requires_grad=True)
         f_gd = count_flops(lambda: D.features(G(z)))
-        f_step = count_flops(lambda: torch.autograd.grad(D.features(G(z)).sum(), z))
+        G.requires_grad_(False)
+        D.requires_grad_(False)  # as in the search: gradients reach z only
+        f_step = count_flops(lambda: D.features(G(z)).sum().backward())
         f_e = count_flops(lambda: E(x))
         f_dx = count_flops(lambda: D.features(x))
     tiles = ((32768 - m.resolution) // 512 + 1) ** 2
@@ -222,6 +224,7 @@ def main(argv=None) -> int:
     p.add_argument("--encoder-kimg", type=float, default=10.0)
     p.add_argument("--speed-tiles", type=int, default=64)
     p.add_argument("--skip-speed", action="store_true")
+    p.add_argument("--skip-quality", action="store_true", help="speed and projection only")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--industrial", default=str(REPO / "configs/industrial-1024.yaml"))
     p.add_argument("--model", help="measure this model (with an encoder) instead of training one; needs --data and one protocol")
@@ -243,7 +246,7 @@ def main(argv=None) -> int:
             data, model, spec, secs = train_model(protocol, a.eps, out, exp_cfg, budget, a.encoder_kimg)
         first = first or (model, data, spec)
         report["protocols"][protocol] = {"model": str(model), "train_seconds_now": secs,
-                                         "quality": quality_rows(model, data, spec, exp_cfg)}
+                                         "quality": [] if a.skip_quality else quality_rows(model, data, spec, exp_cfg)}
     if not a.skip_speed and first:
         print("== speed (first protocol's model)", flush=True)
         rows, matmul = speed_table(first[0], first[1], first[2], exp_cfg, a.speed_tiles)
