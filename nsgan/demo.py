@@ -78,7 +78,8 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace an earlier demo in --out")
     p.add_argument("--image-size", type=int, default=256, help="side of the full-size test image that is scored")
     p.add_argument("--search-iterations", type=int, default=None,
-                   help="search steps per tile (default: nsgan score's, i.e. a short refine from the encoder's z)")
+                   help="search steps per tile for a model without an encoder (default: nsgan score's); "
+                        "with an encoder the demo scores as nsgan score does by default, in one pass")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="training config overrides, e.g. schedule.total_kimg=10")
 
 

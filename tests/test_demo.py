@@ -24,7 +24,7 @@ def test_demo_runs_end_to_end(tmp_path, capsys):
     assert (out / "score" / "part_full.overlay.png").is_file()
     report = json.loads((out / "score" / "part_full.json").read_text())
     assert report["shape"] == [64, 64] and report["score"] == summary["image_score"]
-    assert report["search"]["mode"] == "refine" and report["search"]["iterations"] == 3
+    assert report["search"]["mode"] == "encoder"  # nsgan score's default for a model with an encoder
     assert summary["data"]["hidden_defects"] > 0  # dirty "normal" data, as the method assumes
     assert "part_full.overlay.png" in said
 

@@ -110,8 +110,8 @@ def test_encoder_mode_is_a_zero_step_refine_and_refine_improves_on_it(gan_with_e
     np.testing.assert_allclose(enc.tile_scores, zero.tile_scores, atol=1e-6)
     refined = Scorer.from_file(model, ScoreOptions(search=SearchConfig(mode="refine", iterations=10))).score(img)
     assert (refined.tile_scores <= enc.tile_scores + 1e-6).all() and refined.tile_scores.mean() < enc.tile_scores.mean()
-    # auto picks refine for a model with an encoder
-    assert Scorer.from_file(model).options.search.mode == "refine"
+    # auto picks the encoder for a model that has one
+    assert Scorer.from_file(model).options.search.mode == "encoder"
 
 
 def test_model_without_encoder_scores_by_search_and_refuses_encoder_modes(model_file, tmp_path, capsys):

@@ -44,9 +44,9 @@ def test_detail_residual_is_the_residual_minus_its_local_mean():
 def test_image_score_rules_and_smoothing_in_the_scorer(model_file):
     img = np.random.default_rng(3).random((40, 40)).astype(np.float32)
     search = SearchConfig(mode="search", iterations=2, restarts=1)
-    raw = Scorer.from_file(model_file, ScoreOptions(search=search)).score(img)
-    assert raw.score == pytest.approx(float(raw.tile_scores.max()))  # today's rule stays available
-    sm = Scorer.from_file(model_file, ScoreOptions(search=search, map_sigma=2.0, image_score="map_max")).score(img)
+    raw = Scorer.from_file(model_file, ScoreOptions(search=search, residual="pixel", map_sigma=0.0, image_score="tile")).score(img)
+    assert raw.score == pytest.approx(float(raw.tile_scores.max()))  # AnoGAN's rule stays available
+    sm = Scorer.from_file(model_file, ScoreOptions(search=search, residual="pixel", map_sigma=2.0, image_score="map_max")).score(img)
     np.testing.assert_allclose(sm.map, gaussian_filter(raw.map.astype(np.float64), 2.0, mode="reflect"), atol=1e-5)
     assert sm.score == pytest.approx(float(sm.map.max()))
     with pytest.raises(ConfigError, match="image_score"):

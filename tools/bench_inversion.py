@@ -69,6 +69,25 @@ def _options(mode: str, steps: int, starts: int, spec: dict, exp_cfg: dict, batc
 
 # ----------------------------------------------------------------------------- speed
 
+def component_flops(G, D, E, resolution: int, channels: int) -> dict[str, int]:
+    """FLOPs of one tile's pieces: D features of x, E(x), G + D features forward, and one search step."""
+    x = torch.zeros(1, channels, resolution, resolution)
+    z = torch.zeros(1, G.latent_dim, requires_grad=True)
+    G.requires_grad_(False)
+    D.requires_grad_(False)  # as in the search: gradients reach z only
+    return {"dx": count_flops(lambda: D.features(x)), "e": count_flops(lambda: E(x)),
+            "gd": count_flops(lambda: D.features(G(z))), "step": count_flops(lambda: D.features(G(z)).sum().backward())}
+
+
+def tile_flops(c: dict[str, int], mode: str, steps: int, starts: int) -> int:
+    """FLOPs per tile of an inversion mode, from component_flops (every step taken: no early stop)."""
+    if mode == "encoder":
+        return c["dx"] + c["e"] + c["gd"]
+    if mode == "refine":
+        return c["dx"] + c["e"] + steps * c["step"] + c["gd"]
+    return c["dx"] + starts * (steps * c["step"] + c["gd"])
+
+
 def count_flops(fn) -> int:
     from torch.utils.flop_counter import FlopCounterMode
 
@@ -96,12 +115,16 @@ def speed_table(model: Path, data: Path, spec: dict, exp_cfg: dict, n_tiles: int
     x = torch.from_numpy(np.concatenate(tiles)[:n_tiles]) * 2 - 1
     while x.shape[0] < n_tiles:
         x = torch.cat([x, x])[:n_tiles]
+    from nsgan.export import load_model
+
+    m = load_model(model)
+    comp = component_flops(m.generator, m.discriminator, m.encoder, m.resolution, m.channels)
     rows = []
     for label, mode, steps, starts in SPEED_MODES:
         opts = _options(mode, steps, starts, spec, exp_cfg)
         opts = replace(opts, search=replace(opts.search, patience=10**9))  # every step counted: no early stop
         search = Scorer.from_file(model, opts).search
-        flops = count_flops(lambda: search.search(x[:4], range(4))) / 4
+        flops = tile_flops(comp, mode, steps, starts)
         t0 = time.perf_counter()
         search.search(x, range(x.shape[0]))
         dt = time.perf_counter() - t0
@@ -195,22 +218,15 @@ def projection(matmul_fraction: float, config: Path, refine_steps=(5, 20), searc
         G = Generator(m.resolution, 3, m.latent_dim, m.fmap_base, m.fmap_max)
         D = Discriminator(m.resolution, 3, m.fmap_base, m.fmap_max, m.mbstd_group)
         E = Encoder(m.resolution, 3, m.latent_dim, m.fmap_base, m.fmap_max)
-        x = torch.zeros(1, 3, m.resolution, m.resolution)
-        z = torch.zeros(1, m.latent_dim, requires_grad=True)
-        f_gd = count_flops(lambda: D.features(G(z)))
-        G.requires_grad_(False)
-        D.requires_grad_(False)  # as in the search: gradients reach z only
-        f_step = count_flops(lambda: D.features(G(z)).sum().backward())
-        f_e = count_flops(lambda: E(x))
-        f_dx = count_flops(lambda: D.features(x))
+        c = component_flops(G, D, E, m.resolution, 3)
     tiles = ((32768 - m.resolution) // 512 + 1) ** 2
     rate = matmul_fraction * H200_BF16_DENSE
-    per_tile = {"encoder": f_dx + f_e + f_gd}
+    per_tile = {"encoder": tile_flops(c, "encoder", 0, 1)}
     for k in refine_steps:
-        per_tile[f"refine {k}"] = f_dx + f_e + k * f_step + f_gd
+        per_tile[f"refine {k}"] = tile_flops(c, "refine", k, 1)
     for k in search_steps:
-        per_tile[f"search {k}"] = f_dx + k * f_step + f_gd
-    per_tile["search 500 × 3 starts"] = f_dx + 3 * 500 * f_step + 3 * f_gd
+        per_tile[f"search {k}"] = tile_flops(c, "search", k, 1)
+    per_tile["search 500 × 3 starts"] = tile_flops(c, "search", 500, 3)
     return [{"mode": k, "tflop_tile": v / 1e12, "tiles": tiles, "seconds": v * tiles / rate} for k, v in per_tile.items()]
 
 
