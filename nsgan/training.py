@@ -567,7 +567,8 @@ class StopAtStepBoundary:
 
         self.requested = False
         self._previous = None
-        if enabled and threading.current_thread() is threading.main_thread():
+        # A SIGINT the launcher ignores (a background job, nohup) stays ignored.
+        if enabled and threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
             self._previous = signal.signal(signal.SIGINT, self._handle)
 
     def _handle(self, signum, frame) -> None:

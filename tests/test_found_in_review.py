@@ -115,12 +115,18 @@ def test_ctrl_c_mid_step_saves_at_the_step_boundary_and_the_resume_is_exact(tiny
 
     monkeypatch.setattr(GANLoss, "g_loss", g_loss_with_ctrl_c)
     overrides = [*TINY, f"data.normal={tiny_shards / 'normal'}", f"data.abnormal={tiny_shards / 'abnormal'}", f"run_dir={tmp_path / 'run'}"]
-    with pytest.raises(KeyboardInterrupt):
-        train(load_config(None, overrides))
+    # as in a terminal: a job started in the background (CI) inherits an ignored SIGINT, which training respects
+    outer = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            train(load_config(None, overrides))
+        handler_after = signal.getsignal(signal.SIGINT)
+    finally:
+        signal.signal(signal.SIGINT, outer)
     monkeypatch.setattr(GANLoss, "g_loss", real)
     latest = json.loads((tmp_path / "run" / "checkpoints" / "latest.json").read_text())
     assert latest["images_seen"] == 4 * 16 + 8  # the interrupted 5th step (16 px, batch 8) was finished, then saved
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler given back
+    assert handler_after is signal.default_int_handler  # handler given back
     resumed = train(load_config(None, overrides), resume=True)
     assert_same_model(resumed, uninterrupted_tiny_model)
 
