@@ -17,8 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -337,16 +335,7 @@ def run(args: argparse.Namespace, accelerator: Any = None) -> int:
 
 def launch_main(argv: list[str] | None = None) -> int:
     """Entry for `accelerate launch launch/train_encoder.py`: same options, one-line errors on every rank."""
-    parser = argparse.ArgumentParser(prog="launch/train_encoder.py", description="Train nsgan's encoder under accelerate.")
-    configure_parser(parser)
-    args = parser.parse_args(argv)
-    try:
-        code = run(args)
-    except NsganError as err:
-        print(f"nsgan train-encoder: error: {err}", file=sys.stderr)
-        code = err.exit_code
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(code)  # see training.launch_main: gloo can abort a finished run's interpreter teardown
-    return code
+    from .training import launch_entry
+
+    return launch_entry(argv, "launch/train_encoder.py", "Train nsgan's encoder under accelerate.", "train-encoder",
+                        configure_parser, run)

@@ -709,15 +709,15 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def launch_main(argv: list[str] | None = None) -> int:
-    """Entry for `accelerate launch launch/train.py`: same options, one-line errors on every rank."""
-    parser = argparse.ArgumentParser(prog="launch/train.py", description="Train nsgan's progressive GAN under accelerate.")
-    configure_parser(parser)
+def launch_entry(argv: list[str] | None, prog: str, description: str, command: str, configure, run_args) -> int:
+    """An `accelerate launch` script's main: parse, run, one-line errors on every rank, a safe exit."""
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    configure(parser)
     args = parser.parse_args(argv)
     try:
-        code = run(args)
+        code = run_args(args)
     except NsganError as err:
-        print(f"nsgan train: error: {err}", file=sys.stderr)
+        print(f"nsgan {command}: error: {err}", file=sys.stderr)
         code = err.exit_code
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         # Every output is written (atomically) and the process group is gone. gloo's threads sometimes
@@ -728,3 +728,9 @@ def launch_main(argv: list[str] | None = None) -> int:
         sys.stderr.flush()
         os._exit(code)
     return code
+
+
+def launch_main(argv: list[str] | None = None) -> int:
+    """Entry for `accelerate launch launch/train.py`: same options, one-line errors on every rank."""
+    return launch_entry(argv, "launch/train.py", "Train nsgan's progressive GAN under accelerate.", "train",
+                        configure_parser, run)
