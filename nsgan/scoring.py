@@ -80,7 +80,7 @@ class ScoreResult:
     regions: list[Region]
     thresholds: dict[str, Any]
     shape: tuple[int, int]
-    tile_scores: np.ndarray  # (rows, cols) of the tile grid
+    tile_scores: np.ndarray  # (rows, cols): the AnoGAN tile loss; mean |x − G(z)| where D was skipped (encoder mode, map score)
     map_stats: dict[str, float]
     map_path: Path | None = None
     overlay_path: Path | None = None
@@ -268,7 +268,8 @@ class Scorer:
     def _invert(self, tiles: np.ndarray, tile_ids) -> tuple[torch.Tensor, torch.Tensor]:
         """Residual maps (N, T, T) and tile scores (N,) of tiles (N, C, T, T) in [0, 1]."""
         x = torch.from_numpy(tiles).to(self.device) * 2.0 - 1.0
-        out = self.search.search(x, tile_ids)
+        # The AnoGAN tile loss (its D-feature term) is only needed when it is the image score.
+        out = self.search.search(x, tile_ids, tile_losses=self.options.image_score == "tile")
         res = out.residuals if self.options.residual == "pixel" else detail_residual(x, out.reconstructions)
         return res.float(), out.scores.float()
 
