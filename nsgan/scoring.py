@@ -40,7 +40,9 @@ REGION_BAND_ROWS = 64  # map rows labelled at a time in the region pass (bounds 
 class ScoreOptions:
     """How an image is cut and searched; defaults follow DESIGN.md (overlap of half a tile)."""
 
-    stride: int | None = None  # None: tile // 2
+    # None: a whole tile. Measured (README "Inversion"): half-tile overlap costs 4x the tiles for
+    # +0.04 image / +0.002 pixel AUROC in encoder mode on the textures protocol.
+    stride: int | None = None
     batch: int = 64  # tiles per search batch (the unit dealt to processes)
     batches_per_band: int = 4  # sets the band height; more batches per band keep more processes busy
     window_floor: float = 0.1
@@ -145,7 +147,7 @@ class Scorer:
                              f"`nsgan train-encoder --model {name} encoder.kimg=N` or score with --inversion search")
         self.options = options = replace(options, search=search)
         self.tile, self.channels = int(resolution), int(channels)
-        self.stride = self.options.stride or max(1, self.tile // 2)
+        self.stride = self.options.stride or self.tile
         if self.stride > self.tile:
             raise ConfigError(f"stride: {self.stride} is larger than the tile ({self.tile})")
         self.accelerator = accelerator
@@ -548,7 +550,7 @@ def add_search_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--precision", choices=PRECISIONS, default=d.precision, help="search precision (default %(default)s)")
     g.add_argument("--seed", type=int, default=d.seed, help="seed of the random starts (default %(default)s)")
     t = p.add_argument_group("tiling")
-    t.add_argument("--stride", type=int, default=None, help="tile stride in pixels (default: half a tile)")
+    t.add_argument("--stride", type=int, default=None, help="tile stride in pixels (default: the tile, no overlap; half a tile blends overlapping tiles at 4x the work)")
     t.add_argument("--batch", type=int, default=64, help="tiles searched together (default %(default)s)")
     dm = ScoreOptions()
     m = p.add_argument_group("map and image score")
