@@ -32,6 +32,7 @@ from urllib.parse import quote
 
 from . import __version__
 from .atomic import atomic_write_text
+from .cli import printable
 from .errors import OutputError
 
 PAGE = "index.html"
@@ -113,8 +114,6 @@ CSP = (f"default-src 'none'; img-src data:; style-src {_csp_hash(CSS)}; script-s
 
 def text(value: Any) -> str:
     """Any value as HTML text: undecodable file-name bytes shown as \\xNN, then escaped (quotes too)."""
-    from .cli import printable
-
     return html.escape(printable(str(value)), quote=True)
 
 
@@ -140,7 +139,8 @@ def _settings_table(pairs: list[tuple[str, str]]) -> str:
     return f'<table class="settings">{body}</table>'
 
 
-def _filters(counts: dict[str, int], total: int) -> str:
+def _filters(counts: dict[str, tuple[str, int]], total: int) -> str:
+    """The filter buttons: "all" and one per group (data-groups value -> (label, rows)), for the page's JS."""
     buttons = [f'<button type="button" data-filter="all" aria-pressed="true">all ({total})</button>']
     buttons += [f'<button type="button" data-filter="{g}" aria-pressed="false">{text(label)} ({n})</button>'
                 for g, (label, n) in counts.items()]
@@ -156,6 +156,10 @@ def _page(title: str, body: str) -> str:
         f"<title>{text(title)}</title>\n<style>{CSS}</style>\n</head>\n<body>\n{body}\n"
         f"<script>{JS}</script>\n</body>\n</html>\n"
     )
+
+
+def _now() -> str:
+    return text(time.strftime("%Y-%m-%d %H:%M:%S %Z"))
 
 
 def data_uri(data: bytes, mime: str) -> str:
@@ -357,7 +361,7 @@ def render_score_page(out_dir: str | Path, rows: list[ScoreRow], bad: list[tuple
         firsts.setdefault(groups[_settings_key(row.report)], row.report)
     parts = [f"<h1>nsgan score: {text(out_dir.resolve().name)}</h1>",
              f'<p class="muted">{len(rows)} image(s), sorted by image score, highest first. Written by {text(GENERATOR)} '
-             f"at {time.strftime('%Y-%m-%d %H:%M:%S %Z')} from the JSON reports in this folder.</p>"]
+             f"at {_now()} from the JSON reports in this folder.</p>"]
     if status:
         parts.append(f"<p><strong>{text(status)}</strong></p>")
     if len(groups) == 1:
@@ -435,7 +439,7 @@ def render_evaluate_page(out_dir: str | Path, metrics: dict, scores: list[dict],
     title = f"nsgan evaluate: {data.name}"
     parts = [f"<h1>{text(title)}</h1>",
              f'<p class="muted">{len(scores)} test image(s). Written by {text(GENERATOR)} at '
-             f"{time.strftime('%Y-%m-%d %H:%M:%S %Z')} from metrics.json and scores.csv in this folder.</p>"]
+             f"{_now()} from metrics.json and scores.csv in this folder.</p>"]
     th = metrics.get("model_thresholds") or {}
     cal = ", ".join(f"{k} {_num(th[k])}" for k in ("image", "pixel") if isinstance(th.get(k), (int, float)))
     pairs = [("data", text(metrics.get("data"))), ("model", text(metrics.get("model"))),
@@ -515,7 +519,6 @@ def main(argv: list[str] | None = None) -> int:
     """`python -m nsgan.html_report OUT`: rebuild OUT/index.html (an evaluate folder when it holds metrics.json)."""
     import argparse
 
-    from .cli import printable
     from .errors import EXIT_DATA, NsganError
 
     p = argparse.ArgumentParser(prog="python -m nsgan.html_report", description=main.__doc__.splitlines()[0])
