@@ -159,6 +159,8 @@ class Scorer:
         self.thresholds = dict(thresholds or {})
         self.progress = progress
         self.name = name
+        self.model_path: Path | None = None  # set by from_file; the reports then name the file's sha256
+        self._sha256: str | None = None
 
     @classmethod
     def from_file(cls, path: str | Path, options: ScoreOptions | None = None, **kwargs) -> "Scorer":
@@ -166,8 +168,26 @@ class Scorer:
         from .export import load_model
 
         m = load_model(path)
-        return cls(m.generator, m.discriminator, resolution=m.resolution, channels=m.channels,
-                   thresholds=m.thresholds, options=options, name=str(path), encoder=m.encoder, **kwargs)
+        scorer = cls(m.generator, m.discriminator, resolution=m.resolution, channels=m.channels,
+                     thresholds=m.thresholds, options=options, name=str(path), encoder=m.encoder, **kwargs)
+        scorer.model_path = Path(path)
+        return scorer
+
+    @property
+    def model_sha256(self) -> str | None:
+        """sha256 of the model file (hashed once, when first asked; None for networks given directly)."""
+        if self._sha256 is None and self.model_path is not None:
+            import hashlib
+
+            h = hashlib.sha256()
+            try:
+                with open(self.model_path, "rb") as fh:
+                    for block in iter(lambda: fh.read(1 << 20), b""):
+                        h.update(block)
+            except OSError:
+                return None
+            self._sha256 = h.hexdigest()
+        return self._sha256
 
     # -- processes -------------------------------------------------------------------------
     @property
@@ -448,6 +468,8 @@ class Scorer:
             result.map_path, result.overlay_path, result.report_path = outs["map"], outs["overlay"], outs["json"]
             report = result.report(str(path))
             report["model"] = self.name
+            if self.model_sha256 is not None:
+                report["model_sha256"] = self.model_sha256
             report["search"] = self.options.search.to_dict()
             report["map_settings"] = self.map_settings()
             report["tiling"] = {"tile": self.tile, "stride": self.stride, "window_floor": self.options.window_floor}
@@ -572,7 +594,7 @@ def options_from_args(args: argparse.Namespace) -> ScoreOptions:
 def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, help="exported model (.safetensors)")
     p.add_argument("--image", required=True, help="an image, a folder of images, or a .txt list of image paths")
-    p.add_argument("--out", required=True, help="output folder for <name>.map.tif, .overlay.png and .json")
+    p.add_argument("--out", required=True, help="output folder for <name>.map.tif, .overlay.png and .json, and index.html")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     p.add_argument("--pixel-threshold", type=float, default=None, help="region threshold (default: the calibrated one)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -591,17 +613,36 @@ def run(args: argparse.Namespace, accelerator: Any = None) -> int:
 
 
 def _score_inputs(args: argparse.Namespace, accelerator: Any, options: ScoreOptions, inputs: list[tuple[Path, str]], out_dir: Path) -> int:
+    from .html_report import ScorePage, check_page
+
     ensure_writable(out_dir)  # on every process, so all fail together rather than some waiting forever
     for path, stem in inputs:
         check_outputs(output_paths(out_dir, stem), args.overwrite)
+    check_page(out_dir, args.overwrite)
     scorer = Scorer.from_file(args.model, options, accelerator=accelerator, progress=not args.no_progress)
     mismatch = scorer.calibration_mismatch()
     if mismatch and scorer.is_main:
         print(f"nsgan score: warning: {args.model}: {mismatch}, so the verdicts are not to be trusted; "
               "score with the calibration's --stride and search options, or calibrate again", file=sys.stderr)
-    for path, stem in inputs:
-        r = scorer.score_to_files(path, out_dir, stem, overwrite=args.overwrite)
-        if scorer.is_main:
-            top = f", top region at {r.regions[0].bbox}" if r.regions else ""
-            print(f"{path}: score {r.score:.4g}, {r.verdict}, {len(r.regions)} region(s){top} -> {r.report_path}")
+    # OUT/index.html covers every report in OUT (one row for a single image), rewritten as images
+    # finish and at the end, also when the run stops early: the page never claims more than is done.
+    page = ScorePage(out_dir, len(inputs)) if scorer.is_main else None
+    try:
+        for path, stem in inputs:
+            r = scorer.score_to_files(path, out_dir, stem, overwrite=args.overwrite)
+            if page is not None:
+                top = f", top region at {r.regions[0].bbox}" if r.regions else ""
+                print(f"{path}: score {r.score:.4g}, {r.verdict}, {len(r.regions)} region(s){top} -> {r.report_path}")
+                page.image_done()
+    except BaseException as exc:
+        if page is not None and page.done:  # nothing new in OUT: the page there (if any) still holds
+            try:
+                page.finish(stopped_by=exc)
+            except (NsganError, OSError):  # e.g. the same full disk: the error that stopped the run is the one to say
+                pass
+        raise
+    if page is not None:
+        written = page.finish()
+        if written is not None:
+            print(f"page: {written}")
     return 0
