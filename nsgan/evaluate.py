@@ -238,7 +238,10 @@ def _write_scores(path: Path, items: list[Item], scores: np.ndarray, data: Path)
     w.writerow(["path", "label", "defect_type", "score"])
     for it, s in zip(items, scores):
         w.writerow([it.path.relative_to(data).as_posix(), int(it.defective), it.kind, f"{s:.6g}"])
-    _write_atomic(path, buf.getvalue())
+    from .atomic import atomic_write_bytes
+
+    # surrogateescape: a file name that is not UTF-8 goes into the CSV as its own bytes, so the row names the file
+    atomic_write_bytes(path, buf.getvalue().encode("utf-8", "surrogateescape"))
 
 
 def pick_cases(scores: np.ndarray, labels: np.ndarray, n: int) -> list[tuple[int, str]]:
@@ -268,7 +271,9 @@ def _cases(items: list[Item], scores: np.ndarray, tmp: Path, n: int):
         it = items[i]
         m = np.load(tmp / f"{i}.npy")
         mask = read_mask(it.mask, m.shape) if it.mask is not None else None
-        cases.append(Case(f"{why}: {it.kind}/{it.path.name} score {scores[i]:.4g}", read_image(it.path), m, mask))
+        from .cli import printable  # a file name that is not UTF-8 cannot be drawn as text: show its bytes as \xNN
+
+        cases.append(Case(printable(f"{why}: {it.kind}/{it.path.name} score {scores[i]:.4g}"), read_image(it.path), m, mask))
     return cases
 
 

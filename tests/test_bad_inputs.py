@@ -441,3 +441,16 @@ def test_a_file_name_that_is_not_utf8_is_scored_and_printed(model_file, tmp_path
     assert proc.returncode == 0 and b"Traceback" not in proc.stderr, proc.stderr.decode(errors="replace")
     assert b"caf\\udce9.png: score" in proc.stdout  # the undecodable byte, escaped
     assert [os.fsencode(p.name) for p in (tmp_path / "o").glob("*.json")] == [b"caf\xe9.json"]
+
+
+def test_evaluate_on_a_folder_with_a_file_name_that_is_not_utf8_writes_its_bytes_into_scores_csv(model_file, tmp_path):
+    data = tmp_path / "mvtec"
+    png(data / "test" / "good" / "g.png")
+    png(data / "test" / "good" / os.fsdecode(b"caf\xe9.png"))
+    png(data / "test" / "scratch" / "s.png")
+    mask = np.zeros((24, 24), np.uint8)
+    mask[5:9, 5:9] = 255
+    png(data / "ground_truth" / "scratch" / "s_mask.png", mask)
+    assert cli(["evaluate", "--model", str(model_file), "--data", str(data), "--out", str(tmp_path / "ev"), *FAST]) == 0
+    rows = (tmp_path / "ev" / "scores.csv").read_bytes().splitlines()
+    assert any(row.startswith(b"test/good/caf\xe9.png,0,good,") for row in rows), rows
