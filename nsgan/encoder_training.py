@@ -201,6 +201,7 @@ def train_encoder(cfg: TrainConfig, generator: torch.nn.Module, discriminator: t
                   run_dir: Path, accelerator: Any, normal_shards: list[str], channels: int, resume: bool = False) -> Path:
     """Train E to `encoder.kimg`, then write it into `model_path` (main process). Returns model_path."""
     from . import tracking
+    from .card import refresh_card
     from .display import TrainingDisplay
     from .export import add_encoder
     from .training import weights_digest
@@ -267,6 +268,7 @@ def train_encoder(cfg: TrainConfig, generator: torch.nn.Module, discriminator: t
             add_encoder(model_path, tr.E, {"images_seen": tr.images_seen, "kimg": tr.images_seen / 1000,
                                            "config": cfg.to_dict()["encoder"], "world_size": tr.world,
                                            "train_seconds": round(tr.seconds, 2), "digest": digests[0]})
+            refresh_card(model_path, "train-encoder")
         accelerator.wait_for_everyone()
         return Path(model_path)
     finally:

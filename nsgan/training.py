@@ -81,7 +81,7 @@ def stream_chunks(cfg: TrainConfig) -> tuple[int, int]:
 
 def resolve_data(cfg: TrainConfig, source: str) -> tuple[list[str], list[str], int]:
     """Shard lists and channel count, checked before anything is written (ConfigError names the key)."""
-    from .data import read_manifest, resolve_shards
+    from .data import resolve_shards
 
     try:
         normal = resolve_shards(cfg.data.normal)
@@ -94,13 +94,7 @@ def resolve_data(cfg: TrainConfig, source: str) -> tuple[list[str], list[str], i
         except DataError as err:
             raise ConfigError(f"{source}: key 'data.abnormal': {err}") from None
     channels = cfg.data.channels
-    manifest = None
-    for spec in (cfg.data.normal, str(Path(cfg.data.normal).parent)):
-        try:
-            manifest = read_manifest(spec)
-            break
-        except (DataError, OSError, ValueError):
-            continue
+    manifest = find_manifest(cfg.data.normal)
     if manifest is not None:
         tile = int(manifest.get("tile", cfg.model.resolution))
         if tile != cfg.model.resolution:
@@ -112,6 +106,28 @@ def resolve_data(cfg: TrainConfig, source: str) -> tuple[list[str], list[str], i
     if abnormal and cfg.loss.penalty == "patch_mask" and cfg.loss.gamma > 0:
         _check_abnormal_masks(cfg, source)
     return normal, abnormal, channels
+
+
+def find_manifest(spec: str) -> dict | None:
+    """The shard manifest of a data spec (the shard-set folder, or one of its normal/abnormal folders), or None."""
+    from .data import read_manifest
+
+    for where in (spec, str(Path(spec).parent)):
+        try:
+            return read_manifest(where)
+        except (DataError, OSError, ValueError):
+            continue
+    return None
+
+
+def data_summary(cfg: TrainConfig) -> dict[str, Any]:
+    """What the model was trained on, for its metadata and model card: the specs and the manifest's counts."""
+    summary: dict[str, Any] = {"normal": cfg.data.normal, "abnormal": cfg.data.abnormal or None}
+    manifest = find_manifest(cfg.data.normal)
+    if manifest is not None:
+        summary["manifest"] = {k: manifest.get(k) for k in ("tile", "channels", "stride", "random_crops", "abnormal_centred",
+                                                             "counts", "inputs", "nsgan_version")}
+    return summary
 
 
 def _check_abnormal_masks(cfg: TrainConfig, source: str) -> None:
@@ -404,6 +420,7 @@ class Trainer:
     # -- export -----------------------------------------------------------------------------
 
     def export(self) -> Path:
+        from .card import refresh_card
         from .export import save_model
 
         s = self.state
@@ -412,9 +429,12 @@ class Trainer:
             "images_seen": s.images_seen,
             "kimg": s.images_seen / 1000.0,
             "gamma": self.cfg.loss.gamma,
+            "data": data_summary(self.cfg),
             "trained_with": {"world_size": self.world, "mixed_precision": self.acc.mixed_precision, "nsgan_version": __version__},
         }
-        return save_model(self.run_dir / MODEL, self.G_ema, self.D_raw, meta)
+        path = save_model(self.run_dir / MODEL, self.G_ema, self.D_raw, meta)
+        refresh_card(path, "train")  # README.md beside it, from its metadata (nsgan/card.py)
+        return path
 
 
 def _fresh_stream(trainer: Trainer, chunk: int, n: int):

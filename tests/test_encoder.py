@@ -173,4 +173,7 @@ def test_two_processes_train_the_same_encoder(gan_with_encoder, tmp_path):
     assert [step for step, _ in tb["scalars"]["loss_e"]] == [r["images_seen"] for r in rows] == [32, 64]
     assert [step for step, _, _ in tb["images"]["reconstructions"]] == [0, 64]
     assert len(tb["pids"]) == 1
+    # and the model card beside it is rewritten with the encoder (nsgan/card.py)
+    card = (model.parent / "README.md").read_text()
+    assert "library_name: nsgan" in card and "Stored: an f-AnoGAN izi_f encoder trained for 0.064 kimg (64 normal tiles" in card
     assert proc.returncode == 0, proc.stderr[-3000:]
