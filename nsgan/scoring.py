@@ -521,7 +521,7 @@ def _hub_download(repo_id: str, revision: str | None, cache_dir: str | Path | No
         raise ModelError(f"{not_local}, and not a valid Hugging Face Hub repo id") from None
     except OSError as exc:  # network errors, HTTP errors, a cache that cannot be written
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ModelError(f"{repo_id}: cannot fetch {MODEL_FILE} from the Hugging Face Hub ({first})") from None
+        raise ModelError(f"{not_local}, and as a Hub repo id its {MODEL_FILE} cannot be fetched ({first})") from None
     try:  # the model card travels with it into the cache (the Hub shows it); a repo without one still loads
         hf_hub_download(repo_id, "README.md", **get)
     except (EntryNotFoundError, OSError, ValueError):

@@ -130,3 +130,36 @@ def test_a_model_file_from_before_cards_gets_a_card_too(gan_model_with_encoder):
 def card_parts_text(text: str) -> tuple[dict, str]:
     _, header, body = text.split("---\n", 2)
     return yaml.safe_load(header), body
+
+
+def test_a_card_that_cannot_be_written_leaves_the_model_whole_and_warns(model_file, tmp_path, capsys, monkeypatch):
+    import nsgan.atomic
+    from nsgan.errors import OutputError
+
+    model = tmp_path / "model.safetensors"
+    shutil.copy(model_file, model)
+    make_category(tmp_path / "cat", n_good=2, n_defect=1, types=("pit",))
+
+    def refuse(path, text):
+        raise OutputError(f"{path}: cannot write (No space left on device)")
+
+    monkeypatch.setattr(nsgan.atomic, "atomic_write_text", refuse)
+    assert cli(["calibrate", "--model", str(model), "--normal", str(tmp_path / "cat" / "test" / "good"), *FAST]) == 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "warning" in err[0] and "README.md" in err[0] and "the model file is complete" in err[0]
+    assert read_metadata(model)["thresholds"]["n_normal"] == 2 and not (tmp_path / "README.md").exists()
+
+
+def test_a_new_encoder_drops_figures_measured_with_the_old_one(model_file, tmp_path):
+    import torch
+
+    from nsgan.encoder import Encoder
+    from nsgan.export import add_encoder, update_metadata
+
+    model = tmp_path / "model.safetensors"
+    shutil.copy(model_file, model)
+    by_search = {"data": "a", "image_auroc": 0.7, "search": {"mode": "search", "iterations": 5}}
+    update_metadata(model, evaluations=[by_search, {"data": "b", "image_auroc": 0.9, "search": {"mode": "encoder"}}])
+    torch.manual_seed(0)
+    add_encoder(model, Encoder(16, 1, 16, fmap_base=64, fmap_max=16), {"images_seen": 0})
+    assert read_metadata(model)["evaluations"] == [by_search]
