@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .card import refresh_card
 from .errors import ConfigError, DataError
 from .export import update_metadata
 from .imageio import IMAGE_SUFFIXES, MASK_SUFFIX, list_images, read_image
@@ -113,6 +114,7 @@ def run(args: argparse.Namespace) -> int:
     scorer = Scorer.from_file(args.model, options_from_args(args), progress=not args.no_progress)
     th = calibrate(scorer, normal, abnormal, masks, k=args.k, pixel_quantile=args.pixel_quantile)
     update_metadata(args.model, thresholds=th)
+    refresh_card(args.model, "calibrate")
     print(f"{args.model}: image threshold {th['image']:.4g} ({th['image_method']}), "
           f"pixel threshold {th['pixel']:.4g} ({th['pixel_method']})")
     return 0

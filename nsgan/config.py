@@ -70,6 +70,9 @@ class TrainSection:
     log_every: int = 20  # steps between metric lines
     grid_size: int = 8  # sample grid is grid_size × grid_size
     display: bool = True  # rich live display on the main process
+    # Experiment trackers, through accelerate (nsgan/tracking.py): auto (TensorBoard when installed, else none),
+    # none, or accelerate tracker names (tensorboard, wandb, mlflow, ...); a name or a list. Logs go to RUN/tb.
+    log_with: list[str] = field(default_factory=lambda: ["auto"])
 
 
 @dataclass
@@ -125,6 +128,15 @@ def _convert(value: Any, tp: Any, key: str, source: str) -> Any:
         if not isinstance(value, dict):
             raise bad("a mapping")
         return {_convert(k, kt, f"{key}.{k}", source): _convert(v, vt, f"{key}.{k}", source) for k, v in value.items()}
+    if origin is list:
+        (it,) = typing.get_args(tp)
+        if value is None:
+            return []
+        if isinstance(value, str):  # one name, or names separated by commas (handy on the command line)
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, list):
+            raise bad("a name or a list")
+        return [_convert(v, it, key, source) for v in value]
     if tp is bool:
         if isinstance(value, bool):
             return value
@@ -273,7 +285,24 @@ def validate(cfg: TrainConfig, source: str = "<config>") -> None:
     _check(t.log_every >= 1, source, "train.log_every", "must be ≥ 1")
     _check(1 <= t.grid_size <= 32, source, "train.grid_size", "must be between 1 and 32")
     _check(bool(cfg.run_dir), source, "run_dir", "is required")
+    validate_trackers(t.log_with, source)
     validate_encoder(cfg, source)
+
+
+TRACKER_SWITCHES = ("auto", "none")  # nsgan's own words; everything else is an accelerate tracker name
+
+
+def validate_trackers(names: list[str], source: str = "<config>") -> None:
+    """`train.log_with`: auto or none alone, else names accelerate knows (whether installed is checked at start)."""
+    from accelerate.utils import LoggerType
+
+    known = LoggerType.list()
+    for name in names:
+        _check(name in TRACKER_SWITCHES or name in known, source, "train.log_with",
+               f"names an unknown tracker {name!r} (known: {', '.join([*TRACKER_SWITCHES, *known])})")
+    switches = [n for n in names if n in TRACKER_SWITCHES]
+    _check(not switches or len(names) == 1, source, "train.log_with",
+           f"is {names}: {switches[0] if switches else ''} cannot be combined with other trackers")
 
 
 def validate_encoder(cfg: TrainConfig, source: str = "<config>") -> None:

@@ -152,8 +152,9 @@ class EncoderTrainer:
 
     @torch.no_grad()
     def save_reconstructions(self, name: str) -> Path:
-        """Grid of pairs: each real tile, then G(E(tile)) to its right."""
-        from .samples import save_image_grid
+        """Grid of pairs: each real tile, then G(E(tile)) to its right; also to the trackers at images seen."""
+        from .samples import image_grid, write_grid
+        from .tracking import log_grid
 
         self.E.eval()
         x = self.probe.to(self.device)
@@ -161,7 +162,9 @@ class EncoderTrainer:
         self.E.train()
         pairs = torch.stack([x.float(), rec], dim=1).flatten(0, 1).cpu()
         cols = 2 * max(1, int(math.sqrt(x.shape[0])))
-        return save_image_grid(pairs, self.run_dir / "samples" / name, cols)
+        grid = image_grid(pairs, cols)
+        log_grid(self.acc, "reconstructions", grid, self.images_seen)
+        return write_grid(grid, self.run_dir / "samples" / name)
 
 
 def _average_gradients(module: torch.nn.Module) -> None:
@@ -197,6 +200,8 @@ def check_encoder_run_dir(run_dir: Path, resume: bool) -> None:
 def train_encoder(cfg: TrainConfig, generator: torch.nn.Module, discriminator: torch.nn.Module, model_path: Path,
                   run_dir: Path, accelerator: Any, normal_shards: list[str], channels: int, resume: bool = False) -> Path:
     """Train E to `encoder.kimg`, then write it into `model_path` (main process). Returns model_path."""
+    from . import tracking
+    from .card import refresh_card
     from .display import TrainingDisplay
     from .export import add_encoder
     from .training import weights_digest
@@ -215,6 +220,7 @@ def train_encoder(cfg: TrainConfig, generator: torch.nn.Module, discriminator: t
     metrics_fh = open(run_dir / METRICS, "a") if tr.is_main else None
     window_t, window_imgs, sums, count = time.perf_counter(), 0, {}, 0
     try:
+        tracking.start(accelerator, "encoder", cfg.to_dict(), step=tr.images_seen)  # in <model folder>/tb/encoder
         if tr.is_main and tr.images_seen == 0:
             tr.save_reconstructions("recon-000000kimg.png")
         while tr.images_seen < tr.total:
@@ -240,6 +246,7 @@ def train_encoder(cfg: TrainConfig, generator: torch.nn.Module, discriminator: t
                 if metrics_fh:
                     metrics_fh.write(json.dumps(row) + "\n")
                     metrics_fh.flush()
+                tracking.log_scalars(accelerator, row, tr.images_seen)
                 display.update(row)
                 window_t, window_imgs, sums, count = time.perf_counter(), 0, {}, 0
             else:
@@ -261,6 +268,7 @@ def train_encoder(cfg: TrainConfig, generator: torch.nn.Module, discriminator: t
             add_encoder(model_path, tr.E, {"images_seen": tr.images_seen, "kimg": tr.images_seen / 1000,
                                            "config": cfg.to_dict()["encoder"], "world_size": tr.world,
                                            "train_seconds": round(tr.seconds, 2), "digest": digests[0]})
+            refresh_card(model_path, "train-encoder")
         accelerator.wait_for_everyone()
         return Path(model_path)
     finally:
@@ -321,7 +329,7 @@ def run(args: argparse.Namespace, accelerator: Any = None) -> int:
     normal, _, channels = resolve_data(cfg, source)
     run_dir = Path(args.run_dir) if args.run_dir else model_path.parent / "encoder"
     check_encoder_run_dir(run_dir, args.resume)  # before any process group or file exists
-    acc = accelerator or make_accelerator(cfg)
+    acc = accelerator or make_accelerator(cfg, model_dir=model_path.parent, source=source)
     try:
         train_encoder(cfg, m.generator, m.discriminator, model_path, run_dir, acc, normal, channels, resume=args.resume)
     finally:

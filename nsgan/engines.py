@@ -161,8 +161,8 @@ class DeepSpeedEngine:
 # ----------------------------------------------------------------------------- choosing
 
 
-def make_deepspeed_accelerator(cfg, timeout: timedelta):
-    """An Accelerator with one DeepSpeed plugin per network, checked to really run DeepSpeed."""
+def make_deepspeed_accelerator(cfg, timeout: timedelta, log_with=None, project_dir=None):
+    """An Accelerator with one DeepSpeed plugin per network, checked to really run DeepSpeed (trackers as under DDP)."""
     from accelerate import Accelerator
     from accelerate.utils import DeepSpeedPlugin, DistributedType, InitProcessGroupKwargs
 
@@ -186,7 +186,7 @@ def make_deepspeed_accelerator(cfg, timeout: timedelta):
         plugin.deepspeed_config["train_micro_batch_size_per_gpu"] = cfg.schedule.default_batch  # bookkeeping only: nsgan feeds batches itself
         plugins[key] = plugin
     backend = "nccl" if torch.cuda.is_available() else "gloo"  # without it accelerate sees no backend on CPU and runs 1 process per rank
-    acc = Accelerator(mixed_precision="no", deepspeed_plugins=plugins,
+    acc = Accelerator(mixed_precision="no", deepspeed_plugins=plugins, log_with=log_with, project_dir=project_dir,
                       kwargs_handlers=[InitProcessGroupKwargs(backend=backend, timeout=timeout)])
     if acc.distributed_type != DistributedType.DEEPSPEED:
         raise ConfigError(f"DeepSpeed was requested but accelerate set up {acc.distributed_type}; refusing to train with another engine")

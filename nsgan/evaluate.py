@@ -21,6 +21,7 @@ import csv
 import io
 import json
 import shutil
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -28,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import DataError, OutputError
+from .errors import DataError, NsganError, OutputError
 from .imageio import IMAGE_SUFFIXES, MASK_SUFFIX, list_images, read_image
 from .metrics import AUPRO_MAX_FPR, DEFAULT_BINS, PixelMetrics, ScoreRange, auroc_per_type, best_f1, image_auroc, image_roc_curve
 
@@ -335,6 +336,16 @@ def run(args: argparse.Namespace) -> int:
     with removed_if_left_empty(args.out):
         metrics = evaluate(args.model, args.data, args.out, options_from_args(args), overwrite=args.overwrite,
                            bins=args.bins, n_cases=args.cases, progress=not args.no_progress)
+    from .card import record_evaluation, refresh_card
+
     Console().print(summary_table(metrics))
     print(f"wrote {Path(args.out) / 'metrics.json'}, scores.csv, roc.png, cases.png, index.html")
+    try:  # the headline figures travel with the model file, and its card shows them
+        record_evaluation(args.model, metrics)
+    except NsganError as err:
+        print(f"nsgan evaluate: warning: figures not stored in the model file ({err}); {Path(args.out) / 'metrics.json'} "
+              "holds them", file=sys.stderr)
+        return 0
+    refresh_card(args.model, "evaluate")
+    print(f"figures stored in {args.model} and its model card")
     return 0

@@ -202,7 +202,8 @@ def add_encoder(path: str | Path, encoder: torch.nn.Module, info: dict[str, Any]
     """Put a trained encoder (E.* tensors, its settings and `info` in metadata["encoder"]) into a model file.
 
     Replaces an earlier encoder; G, D, thresholds and everything else stay as they are. Thresholds
-    calibrated for an encoder mode no longer hold for the new E, so they are dropped then.
+    calibrated for an encoder mode no longer hold for the new E, so they are dropped then, and so
+    are evaluation figures measured in an encoder mode.
     """
     from safetensors.torch import load_file
 
@@ -216,6 +217,9 @@ def add_encoder(path: str | Path, encoder: torch.nn.Module, info: dict[str, Any]
     mode = ((meta.get("thresholds") or {}).get("search") or {}).get("mode", "search")
     if mode != "search":
         meta.pop("thresholds", None)
+    if "evaluations" in meta:
+        meta["evaluations"] = [e for e in meta["evaluations"] or [] if isinstance(e, dict) and isinstance(e.get("search"), dict)
+                               and e["search"].get("mode") == "search"]
     _atomic_save(tensors, {k: json.dumps(v) for k, v in meta.items()}, path)
 
 

@@ -27,11 +27,15 @@ def image_grid(images: torch.Tensor, columns: int) -> np.ndarray:
 
 def save_image_grid(images: torch.Tensor, path: str | Path, columns: int) -> Path:
     """Write a grid PNG atomically."""
+    return write_grid(image_grid(images, columns), path)
+
+
+def write_grid(grid: np.ndarray, path: str | Path) -> Path:
+    """Write a grid made by `image_grid` as a PNG, atomically."""
     from .atomic import atomic_write
     from .imageio import write_png
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    grid = image_grid(images, columns)
     atomic_write(path, lambda tmp: write_png(tmp, grid))
     return path

@@ -6,7 +6,8 @@ With several processes (accelerate), the search batches of a band are dealt out 
 gathered back in order. A batch's content never depends on the number of processes and a tile's
 random starts depend only on its global index, so N processes write the same map as one.
 
-Python API: `Scorer.from_file("model.safetensors").score(array_or_path) -> ScoreResult`.
+Python API: `Scorer.from_file("model.safetensors").score(array_or_path) -> ScoreResult`;
+`Scorer.from_pretrained(file, folder or Hub repo id)` loads the same way from a run folder or the Hub.
 CLI: `nsgan score --model M --image PATH --out DIR` (here) and `accelerate launch launch/score.py`.
 """
 
@@ -15,6 +16,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import re
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -168,8 +170,9 @@ class Scorer:
         from .export import load_model
 
         m = load_model(path)
+        kwargs.setdefault("name", str(path))
         scorer = cls(m.generator, m.discriminator, resolution=m.resolution, channels=m.channels,
-                     thresholds=m.thresholds, options=options, name=str(path), encoder=m.encoder, **kwargs)
+                     thresholds=m.thresholds, options=options, encoder=m.encoder, **kwargs)
         scorer.model_path = Path(path)
         return scorer
 
@@ -188,6 +191,17 @@ class Scorer:
                 return None
             self._sha256 = h.hexdigest()
         return self._sha256
+
+    @classmethod
+    def from_pretrained(cls, path_or_repo_id: str | Path, options: ScoreOptions | None = None, *, revision: str | None = None,
+                        cache_dir: str | Path | None = None, **kwargs) -> "Scorer":
+        """Load a model from a `.safetensors` file, a folder holding `model.safetensors` (a run folder, a
+        downloaded repo) or a Hugging Face Hub repo id (`ORG/NAME`, through huggingface_hub: its cache,
+        HF_HUB_CACHE and offline mode HF_HUB_OFFLINE=1 as that library defines them). ModelError naming
+        the input when there is no such file, folder or cached/downloadable repo."""
+        path, name = resolve_pretrained(path_or_repo_id, revision=revision, cache_dir=cache_dir)
+        kwargs.setdefault("name", name)
+        return cls.from_file(path, options, **kwargs)
 
     # -- processes -------------------------------------------------------------------------
     @property
@@ -479,6 +493,67 @@ class Scorer:
         return result
 
 
+MODEL_FILE = "model.safetensors"  # what a model folder (run folder, Hub repo) holds
+_REPO_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?")
+
+
+def resolve_pretrained(ref: str | Path, revision: str | None = None, cache_dir: str | Path | None = None) -> tuple[Path, str]:
+    """(model file, name for messages) for a model file, a folder holding model.safetensors, or a Hub repo id."""
+    text = str(ref)
+    path = Path(text).expanduser()
+    if path.is_dir():
+        if not (path / MODEL_FILE).is_file():
+            raise ModelError(f"{path}: folder holds no {MODEL_FILE}; pass the model file itself, or the folder `nsgan train` "
+                             "wrote it into")
+        return path / MODEL_FILE, str(path / MODEL_FILE)
+    if path.is_file():
+        return path, text
+    local = isinstance(ref, Path) or text.endswith(".safetensors") or path.is_absolute() or text.startswith((".", "~")) \
+        or "\\" in text or text.count("/") > 1
+    if local or not _REPO_ID.fullmatch(text):
+        raise ModelError(f"{text}: no such model file or folder")
+    return _hub_download(text, revision, cache_dir), text
+
+
+def _hub_download(repo_id: str, revision: str | None, cache_dir: str | Path | None) -> Path:
+    """model.safetensors (and README.md, the card, if there is one) of a Hub model repo, from the cache or the Hub."""
+    try:
+        from huggingface_hub import constants, hf_hub_download
+        from huggingface_hub.utils import EntryNotFoundError, HFValidationError, LocalEntryNotFoundError, RepositoryNotFoundError, \
+            RevisionNotFoundError
+    except ImportError:
+        raise ModelError(f"{repo_id}: no such model file or folder; loading from the Hugging Face Hub needs huggingface_hub "
+                         "(pip install huggingface_hub)") from None
+    from . import __version__
+
+    not_local = f"{repo_id}: no such model file or folder"
+    get = dict(revision=revision, cache_dir=str(cache_dir) if cache_dir is not None else None, library_name="nsgan", library_version=__version__)
+    try:
+        path = hf_hub_download(repo_id, MODEL_FILE, **get)
+    except LocalEntryNotFoundError:
+        cache = cache_dir or constants.HF_HUB_CACHE
+        how = ("offline mode (HF_HUB_OFFLINE) is on" if constants.HF_HUB_OFFLINE else "the Hugging Face Hub could not be reached")
+        raise ModelError(f"{not_local}, and as a Hub repo id it is not in the Hugging Face cache {cache} while {how}; "
+                         "download it once online, or point HF_HUB_CACHE at a cache that holds it") from None
+    except RevisionNotFoundError:
+        raise ModelError(f"{repo_id}: the Hugging Face Hub repo has no revision {revision!r}") from None
+    except RepositoryNotFoundError:
+        raise ModelError(f"{not_local}, and no such model repo on the Hugging Face Hub (or it is private: log in with "
+                         "`hf auth login`)") from None
+    except EntryNotFoundError:
+        raise ModelError(f"{repo_id}: the Hugging Face Hub repo holds no {MODEL_FILE}") from None
+    except HFValidationError:
+        raise ModelError(f"{not_local}, and not a valid Hugging Face Hub repo id") from None
+    except OSError as exc:  # network errors, HTTP errors, a cache that cannot be written
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelError(f"{not_local}, and as a Hub repo id its {MODEL_FILE} cannot be fetched ({first})") from None
+    try:  # the model card travels with it into the cache (the Hub shows it); a repo without one still loads
+        hf_hub_download(repo_id, "README.md", **get)
+    except (EntryNotFoundError, OSError, ValueError):
+        pass
+    return Path(path)
+
+
 class _maybe_progress:
     """Context for an optional (Progress, task) pair; yields it (or None) and updates the rate text."""
 
@@ -592,7 +667,8 @@ def options_from_args(args: argparse.Namespace) -> ScoreOptions:
 
 
 def configure_parser(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", required=True, help="exported model (.safetensors)")
+    p.add_argument("--model", required=True, help="exported model (.safetensors), a folder holding model.safetensors, "
+                                                   "or a Hugging Face Hub repo id (ORG/NAME; cached, or offline with HF_HUB_OFFLINE=1)")
     p.add_argument("--image", required=True, help="an image, a folder of images, or a .txt list of image paths")
     p.add_argument("--out", required=True, help="output folder for <name>.map.tif, .overlay.png and .json, and index.html")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
@@ -619,7 +695,7 @@ def _score_inputs(args: argparse.Namespace, accelerator: Any, options: ScoreOpti
     for path, stem in inputs:
         check_outputs(output_paths(out_dir, stem), args.overwrite)
     check_page(out_dir, args.overwrite)
-    scorer = Scorer.from_file(args.model, options, accelerator=accelerator, progress=not args.no_progress)
+    scorer = Scorer.from_pretrained(args.model, options, accelerator=accelerator, progress=not args.no_progress)
     mismatch = scorer.calibration_mismatch()
     if mismatch and scorer.is_main:
         print(f"nsgan score: warning: {args.model}: {mismatch}, so the verdicts are not to be trusted; "

@@ -81,7 +81,7 @@ def stream_chunks(cfg: TrainConfig) -> tuple[int, int]:
 
 def resolve_data(cfg: TrainConfig, source: str) -> tuple[list[str], list[str], int]:
     """Shard lists and channel count, checked before anything is written (ConfigError names the key)."""
-    from .data import read_manifest, resolve_shards
+    from .data import resolve_shards
 
     try:
         normal = resolve_shards(cfg.data.normal)
@@ -94,13 +94,7 @@ def resolve_data(cfg: TrainConfig, source: str) -> tuple[list[str], list[str], i
         except DataError as err:
             raise ConfigError(f"{source}: key 'data.abnormal': {err}") from None
     channels = cfg.data.channels
-    manifest = None
-    for spec in (cfg.data.normal, str(Path(cfg.data.normal).parent)):
-        try:
-            manifest = read_manifest(spec)
-            break
-        except (DataError, OSError, ValueError):
-            continue
+    manifest = find_manifest(cfg.data.normal)
     if manifest is not None:
         tile = int(manifest.get("tile", cfg.model.resolution))
         if tile != cfg.model.resolution:
@@ -112,6 +106,28 @@ def resolve_data(cfg: TrainConfig, source: str) -> tuple[list[str], list[str], i
     if abnormal and cfg.loss.penalty == "patch_mask" and cfg.loss.gamma > 0:
         _check_abnormal_masks(cfg, source)
     return normal, abnormal, channels
+
+
+def find_manifest(spec: str) -> dict | None:
+    """The shard manifest of a data spec (the shard-set folder, or one of its normal/abnormal folders), or None."""
+    from .data import read_manifest
+
+    for where in (spec, str(Path(spec).parent)):
+        try:
+            return read_manifest(where)
+        except (DataError, OSError, ValueError):
+            continue
+    return None
+
+
+def data_summary(cfg: TrainConfig) -> dict[str, Any]:
+    """What the model was trained on, for its metadata and model card: the specs and the manifest's counts."""
+    summary: dict[str, Any] = {"normal": cfg.data.normal, "abnormal": cfg.data.abnormal or None}
+    manifest = find_manifest(cfg.data.normal)
+    if manifest is not None:
+        summary["manifest"] = {k: manifest.get(k) for k in ("tile", "channels", "stride", "random_crops", "abnormal_centred",
+                                                             "counts", "inputs", "nsgan_version")}
+    return summary
 
 
 def _check_abnormal_masks(cfg: TrainConfig, source: str) -> None:
@@ -130,24 +146,31 @@ def _check_abnormal_masks(cfg: TrainConfig, source: str) -> None:
         return
 
 
-def make_accelerator(cfg: TrainConfig):
-    """Accelerate, with DDP told that progressive growing leaves some layers unused per phase."""
+def make_accelerator(cfg: TrainConfig, model_dir: str | Path | None = None, source: str = "<config>"):
+    """Accelerate, with DDP told that progressive growing leaves some layers unused per phase.
+
+    The trackers of `train.log_with` log into `model_dir`/tb (default: the run folder); a named
+    tracker whose package is missing is a ConfigError here, before any process group exists.
+    """
     from datetime import timedelta
 
     from accelerate import Accelerator
     from accelerate.utils import DistributedDataParallelKwargs, InitProcessGroupKwargs
 
     from .engines import deepspeed_requested, make_deepspeed_accelerator
+    from .tracking import logging_dir, resolve_log_with
 
+    trackers = {"log_with": resolve_log_with(cfg.train.log_with, source),
+                "project_dir": str(logging_dir(model_dir if model_dir is not None else cfg.run_dir))}
     timeout = timedelta(seconds=float(os.environ.get("NSGAN_PG_TIMEOUT", "600")))
     if deepspeed_requested():  # engine: DeepSpeed ZeRO-1/2 (nsgan/engines.py)
-        return make_deepspeed_accelerator(cfg, timeout)
+        return make_deepspeed_accelerator(cfg, timeout, **trackers)
     mp = None if cfg.train.mixed_precision == "auto" else cfg.train.mixed_precision
     handlers = [
         DistributedDataParallelKwargs(find_unused_parameters=True),
         InitProcessGroupKwargs(timeout=timeout),
     ]
-    return Accelerator(mixed_precision=mp, kwargs_handlers=handlers)
+    return Accelerator(mixed_precision=mp, kwargs_handlers=handlers, **trackers)
 
 
 @dataclass
@@ -188,7 +211,7 @@ class Trainer:
         self.run_dir = Path(cfg.run_dir)
         self.normal_shards, self.abnormal_shards, self.channels = resolve_data(cfg, source)
         self._check_run_dir(resume)
-        self.acc = make_accelerator(cfg)
+        self.acc = make_accelerator(cfg, source=source)
         self.engine = engine_for(self.acc)  # DDP or DeepSpeed ZeRO-1/2: wrapping, updates, optimizer state
         self.device = self.acc.device
         self.rank, self.world = self.acc.process_index, self.acc.num_processes
@@ -371,24 +394,33 @@ class Trainer:
     # -- pictures ---------------------------------------------------------------------------
 
     @torch.no_grad()
-    def save_grid(self, name: str, level: int, alpha: float) -> Path:
-        from .samples import save_image_grid
+    def save_grid(self, name: str, level: int, alpha: float, tag: str | None = None) -> Path:
+        """The EMA generator's grid as samples/NAME; with `tag`, also to the trackers at the current images seen."""
+        from .samples import image_grid, write_grid
+        from .tracking import log_grid
 
         z = self.grid_z.to(self.device)
         imgs = torch.cat([self.G_ema(z[i:i + 16], level, alpha) for i in range(0, z.shape[0], 16)]).float().cpu()
-        return save_image_grid(imgs, self.run_dir / "samples" / name, self.cfg.train.grid_size)
+        grid = image_grid(imgs, self.cfg.train.grid_size)
+        if tag:
+            log_grid(self.acc, tag, grid, self.state.images_seen)
+        return write_grid(grid, self.run_dir / "samples" / name)
 
     def save_reals_grid(self) -> None:
-        from .samples import save_image_grid
+        from .samples import image_grid, write_grid
+        from .tracking import log_grid
 
         n = self.cfg.train.grid_size**2
         chunk = stream_chunks(self.cfg)[0]
         probe = BatchTaker(_fresh_stream(self, chunk, n))
-        save_image_grid(probe.take(math.ceil(n / chunk) * chunk, torch.device("cpu"))[:n], self.run_dir / "samples" / "reals.png", self.cfg.train.grid_size)
+        grid = image_grid(probe.take(math.ceil(n / chunk) * chunk, torch.device("cpu"))[:n], self.cfg.train.grid_size)
+        log_grid(self.acc, "reals", grid, 0)
+        write_grid(grid, self.run_dir / "samples" / "reals.png")
 
     # -- export -----------------------------------------------------------------------------
 
     def export(self) -> Path:
+        from .card import refresh_card
         from .export import save_model
 
         s = self.state
@@ -397,9 +429,12 @@ class Trainer:
             "images_seen": s.images_seen,
             "kimg": s.images_seen / 1000.0,
             "gamma": self.cfg.loss.gamma,
+            "data": data_summary(self.cfg),
             "trained_with": {"world_size": self.world, "mixed_precision": self.acc.mixed_precision, "nsgan_version": __version__},
         }
-        return save_model(self.run_dir / MODEL, self.G_ema, self.D_raw, meta)
+        path = save_model(self.run_dir / MODEL, self.G_ema, self.D_raw, meta)
+        refresh_card(path, "train")  # README.md beside it, from its metadata (nsgan/card.py)
+        return path
 
 
 def _fresh_stream(trainer: Trainer, chunk: int, n: int):
@@ -459,6 +494,7 @@ def train(cfg: TrainConfig, source: str = "<config>", resume: bool = False) -> P
 def _train(cfg: TrainConfig, source: str, resume: bool) -> Path:
     import json
 
+    from . import tracking
     from .display import TrainingDisplay
     from .schedule import schedule, total_images
 
@@ -473,8 +509,6 @@ def _train(cfg: TrainConfig, source: str, resume: bool) -> Path:
         from .atomic import atomic_write_text
 
         atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-        if not resume:
-            trainer.save_reals_grid()
     display = TrainingDisplay(total_images(sched_cfg), enabled=trainer.is_main and cfg.train.display, start=st.images_seen)
     metrics_fh = open(run_dir / METRICS, "a") if trainer.is_main else None
     next_ckpt = (math.floor(st.images_seen / (cfg.train.checkpoint_kimg * 1000)) + 1) * cfg.train.checkpoint_kimg * 1000
@@ -482,12 +516,15 @@ def _train(cfg: TrainConfig, source: str, resume: bool) -> Path:
     lost_peer = False
     stop = StopAtStepBoundary(enabled=trainer.world == 1)
     try:
+        tracking.start(acc, "gan", cfg.to_dict(), step=st.images_seen)  # trackers of train.log_with, in RUN/tb/gan
+        if trainer.is_main and not resume:
+            trainer.save_reals_grid()
         while True:
             phase = schedule(st.images_seen, sched_cfg, trainer.world)
             # Decisions at phase edges read only the saved state, so a resumed run makes the same ones.
             last = st.last_phase
             if last and phase.index != last["index"] and trainer.is_main:
-                trainer.save_grid(_grid_name(last), last["level"], last["alpha"])
+                trainer.save_grid(_grid_name(last), last["level"], last["alpha"], tag="samples")
             if phase.done:
                 break
             if last and phase.level != last["level"]:
@@ -510,6 +547,7 @@ def _train(cfg: TrainConfig, source: str, resume: bool) -> Path:
                 if metrics_fh:
                     metrics_fh.write(json.dumps(row) + "\n")
                     metrics_fh.flush()
+                tracking.log_scalars(acc, row, st.images_seen)
                 display.update(row)
                 window_t, window_imgs, sums, count = time.perf_counter(), 0, {}, 0
             else:
@@ -524,12 +562,14 @@ def _train(cfg: TrainConfig, source: str, resume: bool) -> Path:
         digests = check_ranks_in_sync(trainer)
         model_path = run_dir / MODEL
         if trainer.is_main:
-            trainer.save_grid("final.png", phase.level, 1.0)
+            trainer.save_grid("final.png", phase.level, 1.0, tag="samples")  # the last phase's grid
             model_path = trainer.export()
             _write_summary(trainer, digests)
         acc.wait_for_everyone()
         if cfg.encoder.kimg > 0:  # f-AnoGAN's encoder, as the last phase, with G (EMA) and D frozen
             from .encoder_training import train_encoder
+
+            tracking.stop(acc)  # the encoder logs as its own run (RUN/tb/encoder)
 
             train_encoder(cfg, copy.deepcopy(trainer.G_ema), copy.deepcopy(trainer.D_raw), run_dir / MODEL,
                           run_dir / "encoder", acc, trainer.normal_shards, trainer.channels, resume=resume)

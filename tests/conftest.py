@@ -112,3 +112,22 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def tensorboard_log(folder: Path) -> dict:
+    """What TensorBoard itself reads from a run's event files (its own EventAccumulator), and which processes wrote them.
+
+    {"scalars": {tag: [(step, value), ...]}, "images": {tag: [(step, width, height), ...]},
+     "pids": the process ids in the names of every event file under `folder`}
+    """
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(folder), size_guidance={"scalars": 0, "images": 0})
+    acc.Reload()
+    tags = acc.Tags()
+    files = list(Path(folder).rglob("events.out.tfevents.*"))
+    return {
+        "scalars": {t: [(e.step, e.value) for e in acc.Scalars(t)] for t in tags["scalars"]},
+        "images": {t: [(e.step, e.width, e.height) for e in acc.Images(t)] for t in tags["images"]},
+        "pids": {f.name.split(".")[-2] for f in files},  # events.out.tfevents.<time>.<host>.<pid>.<n>
+    }

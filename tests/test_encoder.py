@@ -22,7 +22,7 @@ from nsgan.scoring import ScoreOptions, Scorer
 from nsgan.search import SearchConfig
 from nsgan.training import train, weights_digest
 
-from .conftest import REPO, TINY, free_port, subprocess_env
+from .conftest import REPO, TINY, free_port, subprocess_env, tensorboard_log
 
 
 @pytest.mark.parametrize("resolution,channels", [(4, 1), (8, 3), (32, 1)])
@@ -178,10 +178,19 @@ def test_two_processes_train_the_same_encoder(gan_with_encoder, tmp_path):
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
            "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(free_port()),
            str(REPO / "launch" / "train_encoder.py"), "--model", str(model), "encoder.kimg=0.064", "encoder.batch=8",
-           "train.display=false"]
+           "encoder.log_every=2", "train.display=false"]
     proc = subprocess.run(cmd, env=subprocess_env(), capture_output=True, text=True, timeout=300, cwd=REPO)
     m = load_model(model)
     assert m.encoder is not None, proc.stderr[-3000:]
     assert m.meta["encoder"]["world_size"] == 2 and m.meta["encoder"]["images_seen"] == 64
     assert weights_digest([m.encoder]) == m.meta["encoder"]["digest"]
+    # its trackers (train.log_with auto: TensorBoard) log beside the model, as run tb/encoder, from the main process only
+    tb = tensorboard_log(model.parent / "tb" / "encoder")
+    rows = [json.loads(line) for line in (model.parent / "encoder" / "metrics.jsonl").read_text().splitlines()]
+    assert [step for step, _ in tb["scalars"]["loss_e"]] == [r["images_seen"] for r in rows] == [32, 64]
+    assert [step for step, _, _ in tb["images"]["reconstructions"]] == [0, 64]
+    assert len(tb["pids"]) == 1
+    # and the model card beside it is rewritten with the encoder (nsgan/card.py)
+    card = (model.parent / "README.md").read_text()
+    assert "library_name: nsgan" in card and "Stored: an f-AnoGAN izi_f encoder trained for 0.064 kimg (64 normal tiles" in card
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -19,7 +19,7 @@ from nsgan.config import load_config
 from nsgan.export import load_model
 from nsgan.training import train
 
-from .conftest import REPO, assert_same_model, free_port, subprocess_env
+from .conftest import REPO, assert_same_model, free_port, subprocess_env, tensorboard_log
 
 
 def _run(overrides, resume=False):
@@ -160,6 +160,8 @@ def test_sigkill_during_training_then_resume(tiny_shards, tmp_path):
     assert_same_model(run / "model.safetensors", reference)
     first_resumed = [json.loads(l)["images_seen"] for l in (run / "metrics.jsonl").read_text().splitlines()]
     assert first_resumed == sorted(set(first_resumed)) and first_resumed[-1] == 512
+    # TensorBoard continues the same axis: what the killed process logged after the state is hidden, as in metrics.jsonl
+    assert [step for step, _ in tensorboard_log(run / "tb" / "gan")["scalars"]["loss_d"]] == first_resumed
 
 
 def test_two_processes_train_identical_weights_and_export(tiny_shards, tmp_path):
@@ -182,6 +184,15 @@ def test_two_processes_train_identical_weights_and_export(tiny_shards, tmp_path)
     assert m.meta["trained_with"]["world_size"] == 2 and m.meta["images_seen"] >= 256
     assert weights_digest([m.generator, m.discriminator]) == summary["export_digest"]
     assert torch.isfinite(m.generator(torch.randn(2, m.latent_dim))).all()
+    # train.log_with defaults to auto: TensorBoard (installed with nsgan[tracking]) through accelerate, in RUN/tb/gan,
+    # read back with TensorBoard's own reader: metrics.jsonl's numbers at its steps (images seen), the grids at phase ends
+    tb = tensorboard_log(run / "tb" / "gan")
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [step for step, _ in tb["scalars"]["loss_d"]] == [r["images_seen"] for r in rows]
+    assert [v for _, v in tb["scalars"]["loss_g"]] == pytest.approx([r["loss_g"] for r in rows], rel=1e-5, abs=1e-6)
+    assert [step for step, _, _ in tb["images"]["samples"]] == [64, 128, 256]  # 8 px stable, 16 px fade, the end
+    assert [step for step, _, _ in tb["images"]["reals"]] == [0]
+    assert len(tensorboard_log(run / "tb")["pids"]) == 1  # one process (the main one) wrote every event file
     assert proc.returncode == 0, proc.stderr[-3000:]
 
 
