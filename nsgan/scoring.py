@@ -28,7 +28,7 @@ from .bigimage import ArraySource, open_image, read_map_rows, release_freed_memo
 from .errors import EXIT_RUNTIME, ConfigError, DataError, ModelError, NsganError, OutputError
 from .imageio import IMAGE_SUFFIXES, list_images
 from .report import Downscaler, Region, find_regions, overlay_factor, render_overlay, write_json, write_overlay
-from .maps import IMAGE_SCORES, RESIDUALS, detail_residual, smooth_stream
+from .maps import IMAGE_SCORES, RESIDUALS, smooth_stream, tile_residual
 from .search import AUTO, MODES, PRECISIONS, LatentSearch, SearchConfig
 from .tiling import BandBlender, TileGrid, cut_tiles, read_padded_rows
 
@@ -269,7 +269,7 @@ class Scorer:
         """Residual maps (N, T, T) and tile scores (N,) of tiles (N, C, T, T) in [0, 1]."""
         x = torch.from_numpy(tiles).to(self.device) * 2.0 - 1.0
         out = self.search.search(x, tile_ids)
-        res = out.residuals if self.options.residual == "pixel" else detail_residual(x, out.reconstructions)
+        res = tile_residual(x, out.reconstructions, self.options.residual)
         return res.float(), out.scores.float()
 
     def _thresholds(self, stats: dict[str, float]) -> dict[str, Any]:
