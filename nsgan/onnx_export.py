@@ -46,7 +46,7 @@ DEFAULT_OPSET = 18  # the lowest opset torch's exporter writes; ONNX Runtime ≥
 TOLERANCE = 1e-4  # max abs difference allowed between ONNX Runtime and torch, every output, fp32
 CHECK_BATCHES = (1, 5)  # batch sizes of the check: 1 and another prove the batch axis is dynamic
 TILE_OUTPUTS = ("reconstruction", "residual", "score", "z")
-INSTALL_HINT = "pip install 'nsgan[onnx]' (onnx, onnxruntime, onnxscript)"
+INSTALL_HINT = "install nsgan's onnx extra: pip install '.[onnx]' in its checkout (onnx, onnxruntime, onnxscript)"
 
 
 class TileNetwork(nn.Module):
@@ -181,10 +181,10 @@ def export_onnx(model_path: str | Path, out: str | Path, *, opset: int = DEFAULT
     if residual not in RESIDUALS:
         raise ConfigError(f"--residual: invalid value {residual!r} (one of {', '.join(RESIDUALS)})")
     SearchConfig(mode="encoder", lam=lam)  # validates lam with the search's own message
-    if out.exists() and not overwrite:
-        raise OutputError(f"{out}: exists (use --overwrite to replace it)")
     if out.is_dir():
         raise OutputError(f"{out}: is a folder; pass a file name such as {out / 'model.onnx'}")
+    if out.exists() and not overwrite:
+        raise OutputError(f"{out}: exists (use --overwrite to replace it)")
 
     t0 = time.perf_counter()
     model = load_model(model_path)
@@ -250,7 +250,12 @@ def export_onnx(model_path: str | Path, out: str | Path, *, opset: int = DEFAULT
     data = proto.SerializeToString()
 
     report = ExportReport(out, meta["kind"], opset, tolerance, meta=meta)
-    session = _session(ort, data, threads=torch.get_num_threads())
+    try:
+        session = _session(ort, data, threads=torch.get_num_threads())
+    except Exception as exc:  # e.g. an opset newer than this onnxruntime knows
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise ConfigError(f"--opset {opset}: onnxruntime {ort.__version__} cannot load the exported graph ({first[:200]}); "
+                          f"try --opset {DEFAULT_OPSET}") from None
     rng = np.random.default_rng(seed)
     for n in CHECK_BATCHES:
         if meta["kind"] == KIND_TILE:
@@ -272,6 +277,10 @@ def export_onnx(model_path: str | Path, out: str | Path, *, opset: int = DEFAULT
             name, d = max(bad.items(), key=lambda kv: kv[1])
             raise NsganError(f"{out}: ONNX Runtime and torch differ by {d:.3g} in {name!r} at batch {n} (tolerance "
                              f"{tolerance:g}); nothing was written", exit_code=EXIT_RUNTIME)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"{out.parent}: cannot create the folder for the ONNX file ({exc.strerror or exc})") from None
     atomic_write_bytes(out, data)
     report.seconds = time.perf_counter() - t0
     return report

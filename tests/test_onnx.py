@@ -216,13 +216,13 @@ def test_scoring_with_a_generator_only_export(g_export, tmp_path, capsys):
 
 def test_scoring_without_onnxruntime_installed(e_export, tmp_path, capsys, monkeypatch):
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # `import onnxruntime` now raises ImportError
-    one_line_error(capsys, cli(score_argv(e_export[1], tmp_path)), 2, "score", "onnxruntime is not installed", "nsgan[onnx]")
+    one_line_error(capsys, cli(score_argv(e_export[1], tmp_path)), 2, "score", "onnxruntime is not installed", "pip install '.[onnx]'")
 
 
 def test_exporting_without_onnx_installed(model_file, tmp_path, capsys, monkeypatch):
     monkeypatch.setitem(sys.modules, "onnxscript", None)
     code = cli(["export-onnx", "--model", str(model_file), "--out", str(tmp_path / "m.onnx")])
-    one_line_error(capsys, code, 2, "export-onnx", "onnxscript is not installed", "nsgan[onnx]")
+    one_line_error(capsys, code, 2, "export-onnx", "onnxscript is not installed", "pip install '.[onnx]'")
     assert not (tmp_path / "m.onnx").exists()
 
 
