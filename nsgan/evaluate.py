@@ -11,7 +11,7 @@ image's size, channels the model takes), so a mistake costs seconds, not an hour
 Pixel figures are streamed: each image's map goes to a temporary .npy while a ScoreRange tracks the
 global min/max (pass 1); then maps and masks are read back one at a time into binned PixelMetrics
 (pass 2). Memory holds one map, never all of them. Outputs in OUT: metrics.json, scores.csv,
-roc.png, cases.png.
+roc.png, cases.png and index.html (all of them on one page, nsgan/html_report.py).
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from .imageio import IMAGE_SUFFIXES, MASK_SUFFIX, list_images, read_image
 from .metrics import AUPRO_MAX_FPR, DEFAULT_BINS, PixelMetrics, ScoreRange, auroc_per_type, best_f1, image_auroc, image_roc_curve
 
 GOOD = "good"
-OUTPUT_FILES = ("metrics.json", "scores.csv", "roc.png", "cases.png")
+OUTPUT_FILES = ("metrics.json", "scores.csv", "roc.png", "cases.png", "index.html")
 
 
 @dataclass
@@ -194,6 +194,8 @@ def evaluate(model: str | Path, data: str | Path, out: str | Path, options=None,
         f1, thr = best_f1(scores, labels)
         metrics: dict = {
             "data": str(data), "model": str(model),
+            "model_sha256": getattr(scorer, "model_sha256", None),
+            "model_thresholds": {k: scorer.thresholds[k] for k in ("image", "pixel") if scorer.thresholds.get(k) is not None},
             "image": {"auroc": image_auroc(scores, labels), "f1": f1, "f1_threshold": thr,
                       "per_type_auroc": auroc_per_type(scores, kinds, good=GOOD),
                       "n_good": int((~labels).sum()), "n_defective": int(labels.sum())},
@@ -222,6 +224,9 @@ def evaluate(model: str | Path, data: str | Path, out: str | Path, options=None,
 
         plot_roc(out / "roc.png", curves, AUPRO_MAX_FPR if pixel is not None else None, title=f"ROC: {data.name}")
         plot_cases(out / "cases.png", _cases(items, scores, tmp, n_cases), title=f"{data.name}: best and worst cases")
+        from .html_report import write_evaluate_page
+
+        write_evaluate_page(out)  # last: the page shows the files above
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return metrics
@@ -233,7 +238,10 @@ def _write_scores(path: Path, items: list[Item], scores: np.ndarray, data: Path)
     w.writerow(["path", "label", "defect_type", "score"])
     for it, s in zip(items, scores):
         w.writerow([it.path.relative_to(data).as_posix(), int(it.defective), it.kind, f"{s:.6g}"])
-    _write_atomic(path, buf.getvalue())
+    from .atomic import atomic_write_bytes
+
+    # surrogateescape: a file name that is not UTF-8 goes into the CSV as its own bytes, so the row names the file
+    atomic_write_bytes(path, buf.getvalue().encode("utf-8", "surrogateescape"))
 
 
 def pick_cases(scores: np.ndarray, labels: np.ndarray, n: int) -> list[tuple[int, str]]:
@@ -263,11 +271,31 @@ def _cases(items: list[Item], scores: np.ndarray, tmp: Path, n: int):
         it = items[i]
         m = np.load(tmp / f"{i}.npy")
         mask = read_mask(it.mask, m.shape) if it.mask is not None else None
-        cases.append(Case(f"{why}: {it.kind}/{it.path.name} score {scores[i]:.4g}", read_image(it.path), m, mask))
+        from .cli import printable  # a file name that is not UTF-8 cannot be drawn as text: show its bytes as \xNN
+
+        cases.append(Case(printable(f"{why}: {it.kind}/{it.path.name} score {scores[i]:.4g}"), read_image(it.path), m, mask))
     return cases
 
 
 # ------------------------------------------------------------------------------ summary and CLI
+
+def metric_rows(metrics: dict) -> list[tuple[str, str]]:
+    """(figure, value) pairs of the summary, for the printed table and the HTML page."""
+    im = metrics["image"]
+    rows = [("images (good / defective)", f"{im['n_good']} / {im['n_defective']}"),
+            ("image AUROC", f"{im['auroc']:.4f}"),
+            ("image F1 (best threshold)", f"{im['f1']:.4f} @ {im['f1_threshold']:.4g}")]
+    rows += [(f"  AUROC {kind}", f"{auc:.4f}") for kind, auc in im["per_type_auroc"].items()]
+    px = metrics["pixel"]
+    if px is None:
+        rows.append(("pixel figures", "no masks (image labels only)"))
+    else:
+        rows += [("pixel AUROC", f"{px['pixel_auroc']:.4f}"),
+                 (f"AUPRO (FPR ≤ {px['aupro_max_fpr']:g})", f"{px['aupro']:.4f}"),
+                 ("pixel F1 (best threshold)", f"{px['pixel_f1']:.4f} @ {px['pixel_f1_threshold']:.4g}")]
+    rows.append(("scoring time", f"{metrics['seconds']['scoring']:.1f} s"))
+    return rows
+
 
 def summary_table(metrics: dict):
     from rich.table import Table
@@ -275,20 +303,8 @@ def summary_table(metrics: dict):
     t = Table(title=f"nsgan evaluate: {metrics['data']}")
     t.add_column("figure")
     t.add_column("value", justify="right")
-    im = metrics["image"]
-    t.add_row("images (good / defective)", f"{im['n_good']} / {im['n_defective']}")
-    t.add_row("image AUROC", f"{im['auroc']:.4f}")
-    t.add_row("image F1 (best threshold)", f"{im['f1']:.4f} @ {im['f1_threshold']:.4g}")
-    for kind, auc in im["per_type_auroc"].items():
-        t.add_row(f"  AUROC {kind}", f"{auc:.4f}")
-    px = metrics["pixel"]
-    if px is None:
-        t.add_row("pixel figures", "no masks (image labels only)")
-    else:
-        t.add_row("pixel AUROC", f"{px['pixel_auroc']:.4f}")
-        t.add_row(f"AUPRO (FPR ≤ {px['aupro_max_fpr']:g})", f"{px['aupro']:.4f}")
-        t.add_row("pixel F1 (best threshold)", f"{px['pixel_f1']:.4f} @ {px['pixel_f1_threshold']:.4g}")
-    t.add_row("scoring time", f"{metrics['seconds']['scoring']:.1f} s")
+    for figure, value in metric_rows(metrics):
+        t.add_row(figure, value)
     return t
 
 
@@ -297,7 +313,7 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
 
     p.add_argument("--model", required=True, help="exported model (model.safetensors)")
     p.add_argument("--data", required=True, help="category folder: test/good, test/<type>, ground_truth/<type>")
-    p.add_argument("--out", required=True, help="folder for metrics.json, scores.csv, roc.png, cases.png")
+    p.add_argument("--out", required=True, help="folder for metrics.json, scores.csv, roc.png, cases.png, index.html")
     p.add_argument("--overwrite", action="store_true", help="replace earlier outputs in OUT")
     p.add_argument("--bins", type=int, default=DEFAULT_BINS, help="score bins of the pixel metrics")
     p.add_argument("--cases", type=int, default=2, help="best and worst cases of each label in cases.png")
@@ -320,5 +336,5 @@ def run(args: argparse.Namespace) -> int:
         metrics = evaluate(args.model, args.data, args.out, options_from_args(args), overwrite=args.overwrite,
                            bins=args.bins, n_cases=args.cases, progress=not args.no_progress)
     Console().print(summary_table(metrics))
-    print(f"wrote {Path(args.out) / 'metrics.json'}, scores.csv, roc.png, cases.png")
+    print(f"wrote {Path(args.out) / 'metrics.json'}, scores.csv, roc.png, cases.png, index.html")
     return 0

@@ -148,6 +148,12 @@ class Ctx:
     def shards_cmd(self, normal: Path, *extra: str) -> list[str]:
         return ["shards", "--normal", str(normal), "--tile", "16", "--out", str(self.tmp / "shards-out"), *extra]
 
+    def train_encoder(self, *overrides: str, model: Path | None = None, config: bool = True) -> list[str]:
+        model = model or model_copy(self.model, self.tmp / "mdl" / "m.safetensors")
+        data = [f"data.normal={self.shards / 'normal'}", f"data.abnormal={self.shards / 'abnormal'}"]
+        cfg = ["--config", str(self.cfg()), *TINY, *data, "encoder.kimg=0.032"] if config else []
+        return ["train-encoder", "--model", str(model), "--run-dir", str(self.tmp / "enc"), *cfg, *overrides]
+
     def calibrate(self, normal: Path, *extra: str, model: Path | None = None) -> list[str]:
         return ["calibrate", "--model", str(model or model_copy(self.model, self.tmp / "cal" / "m.safetensors")),
                 "--normal", str(normal), *FAST, *extra]
@@ -225,6 +231,19 @@ CASES: list[Case] = [
     Case("train-tar-of-unrelated-samples", 3, lambda c: c.train(f"data.normal={shard_folder(c.shards, c.tmp / 'sh', unrelated_tar)}", "data.channels=1"), ("x-000000.tar", "no usable sample")),
     Case("train-resolution-differs-from-shards", 2, lambda c: c.train("model.resolution=32"), ("model.resolution", "16-px tiles")),
     Case("train-resume-without-state", 2, lambda c: [*c.train(), "--resume"], ("run", "no complete training state")),
+    # ---- nsgan train-encoder
+    Case("train-encoder-model-missing", 4, lambda c: c.train_encoder(model=c.tmp / "none.safetensors"), ("none.safetensors", "no such model file")),
+    Case("train-encoder-model-truncated", 4, lambda c: c.train_encoder(model=truncated(c.tmp / "m.safetensors", lambda p: model_copy(c.model, p))), ("m.safetensors", "truncated")),
+    Case("train-encoder-model-not-nsgan", 4, lambda c: c.train_encoder(model=_foreign_model(c.tmp / "m.safetensors")), ("m.safetensors", "not an nsgan model")),
+    Case("train-encoder-model-holds-no-config", 2, lambda c: c.train_encoder(config=False), ("m.safetensors", "no training config", "--config")),
+    Case("train-encoder-unknown-key", 2, lambda c: c.train_encoder("encoder.colour=3"), ("encoder.colour", "unknown key")),
+    Case("train-encoder-kimg-zero", 2, lambda c: c.train_encoder("encoder.kimg=0"), ("encoder.kimg", "is 0")),
+    Case("train-encoder-negative-lr", 2, lambda c: c.train_encoder("encoder.lr=-1"), ("encoder.lr",)),
+    Case("train-encoder-resolution-differs-from-model", 2, lambda c: c.train_encoder("model.resolution=32"), ("model.resolution", "16 px")),
+    Case("train-encoder-shard-folder-missing", 2, lambda c: c.train_encoder(f"data.normal={c.tmp / 'nowhere'}"), ("data.normal", "nowhere")),
+    Case("train-encoder-shard-folder-empty", 2, lambda c: c.train_encoder(f"data.normal={_mkdir(c.tmp / 'empty')}"), ("data.normal", "empty")),
+    Case("train-encoder-tar-of-unrelated-samples", 3, lambda c: c.train_encoder(f"data.normal={shard_folder(c.shards, c.tmp / 'sh', unrelated_tar)}"), ("x-000000.tar", "no usable sample")),
+    Case("train-encoder-resume-without-state", 2, lambda c: c.train_encoder("--resume"), ("enc", "--resume", "no complete encoder state")),
     # ---- nsgan score: model files
     Case("score-model-missing", 4, lambda c: c.score(png(c.tmp / "img.png"), c.tmp / "none.safetensors"), ("none.safetensors", "no such model file")),
     Case("score-model-zero-bytes", 4, lambda c: c.score(png(c.tmp / "img.png"), zero_bytes(c.tmp / "m.safetensors")), ("m.safetensors", "too short to be a model file", "copy it again")),
@@ -422,3 +441,16 @@ def test_a_file_name_that_is_not_utf8_is_scored_and_printed(model_file, tmp_path
     assert proc.returncode == 0 and b"Traceback" not in proc.stderr, proc.stderr.decode(errors="replace")
     assert b"caf\\udce9.png: score" in proc.stdout  # the undecodable byte, escaped
     assert [os.fsencode(p.name) for p in (tmp_path / "o").glob("*.json")] == [b"caf\xe9.json"]
+
+
+def test_evaluate_on_a_folder_with_a_file_name_that_is_not_utf8_writes_its_bytes_into_scores_csv(model_file, tmp_path):
+    data = tmp_path / "mvtec"
+    png(data / "test" / "good" / "g.png")
+    png(data / "test" / "good" / os.fsdecode(b"caf\xe9.png"))
+    png(data / "test" / "scratch" / "s.png")
+    mask = np.zeros((24, 24), np.uint8)
+    mask[5:9, 5:9] = 255
+    png(data / "ground_truth" / "scratch" / "s_mask.png", mask)
+    assert cli(["evaluate", "--model", str(model_file), "--data", str(data), "--out", str(tmp_path / "ev"), *FAST]) == 0
+    rows = (tmp_path / "ev" / "scores.csv").read_bytes().splitlines()
+    assert any(row.startswith(b"test/good/caf\xe9.png,0,good,") for row in rows), rows

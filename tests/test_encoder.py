@@ -104,14 +104,31 @@ def test_train_encoder_resume_equals_an_uninterrupted_run(gan_with_encoder, tmp_
 def test_encoder_mode_is_a_zero_step_refine_and_refine_improves_on_it(gan_with_encoder):
     img = np.random.default_rng(0).random((40, 40)).astype(np.float32)
     model = gan_with_encoder / "model.safetensors"
-    enc = Scorer.from_file(model, ScoreOptions(search=SearchConfig(mode="encoder"))).score(img)
-    zero = Scorer.from_file(model, ScoreOptions(search=SearchConfig(mode="refine", iterations=0))).score(img)
+    tile = dict(image_score="tile")  # the AnoGAN tile loss, so the encoder mode computes it too
+    enc = Scorer.from_file(model, ScoreOptions(search=SearchConfig(mode="encoder"), **tile)).score(img)
+    zero = Scorer.from_file(model, ScoreOptions(search=SearchConfig(mode="refine", iterations=0), **tile)).score(img)
     np.testing.assert_allclose(enc.map, zero.map, atol=1e-6)
     np.testing.assert_allclose(enc.tile_scores, zero.tile_scores, atol=1e-6)
-    refined = Scorer.from_file(model, ScoreOptions(search=SearchConfig(mode="refine", iterations=10))).score(img)
+    refined = Scorer.from_file(model, ScoreOptions(search=SearchConfig(mode="refine", iterations=10), **tile)).score(img)
     assert (refined.tile_scores <= enc.tile_scores + 1e-6).all() and refined.tile_scores.mean() < enc.tile_scores.mean()
     # auto picks the encoder for a model that has one
     assert Scorer.from_file(model).options.search.mode == "encoder"
+
+
+def test_encoder_mode_skips_D_when_the_image_score_is_the_map_and_draws_the_same_map(gan_with_encoder, monkeypatch):
+    img = np.random.default_rng(1).random((40, 40)).astype(np.float32)
+    model = gan_with_encoder / "model.safetensors"
+    with_d = Scorer.from_file(model, ScoreOptions(search=SearchConfig(mode="encoder"), image_score="tile")).score(img)
+    fast = Scorer.from_file(model, ScoreOptions(search=SearchConfig(mode="encoder")))
+    assert fast.options.image_score == "map_max"
+
+    def no_d(*args, **kwargs):
+        raise AssertionError("D was run although no tile loss is needed")
+
+    monkeypatch.setattr(fast.search.D, "features", no_d)
+    got = fast.score(img)
+    np.testing.assert_allclose(got.map, with_d.map, atol=1e-6)
+    assert got.score == pytest.approx(float(got.map.max()))
 
 
 def test_model_without_encoder_scores_by_search_and_refuses_encoder_modes(model_file, tmp_path, capsys):

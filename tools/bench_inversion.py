@@ -10,7 +10,7 @@ Prints three tables (nothing here is a test; figures are measured side by side i
    no-learning local-contrast floor on the same images. Maps are computed once per mode and smoothed
    afterwards (the same Gaussian as `--map-sigma`), so every rule is judged on the same maps.
 3. Projection — FLOPs per 1024-px tile of configs/industrial-1024.yaml per mode × tiles of a
-   32768² image at stride 512 ÷ (the FLOP fraction measured here × an H200's dense bf16 rate).
+   32768² image at stride 1024 (scoring's default) and 512 ÷ (the FLOP fraction measured here × an H200's dense bf16 rate).
 
 Models are trained (or reused) by the noisy-normals machinery with an encoder as their last phase:
 
@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -36,7 +37,7 @@ H200_BF16_DENSE = 989e12  # FLOP/s, NVIDIA's dense (no sparsity) BF16 tensor-cor
 
 SPEED_MODES = [  # (label, mode, steps, starts)
     ("search 20", "search", 20, 1), ("search 100", "search", 100, 1), ("search 500", "search", 500, 1),
-    ("encoder", "encoder", 0, 1),
+    ("encoder", "encoder", 0, 1), ("encoder, map score (no D)", "encoder-map", 0, 1),
     ("refine 5", "refine", 5, 1), ("refine 20", "refine", 20, 1),
 ]
 QUALITY_MODES = [("search 20", "search", 20), ("search 100", "search", 100), ("encoder", "encoder", 0),
@@ -75,7 +76,7 @@ def component_flops(G, D, E, resolution: int, channels: int) -> dict[str, int]:
     z = torch.zeros(1, G.latent_dim, requires_grad=True)
     G.requires_grad_(False)
     D.requires_grad_(False)  # as in the search: gradients reach z only
-    return {"dx": count_flops(lambda: D.features(x)), "e": count_flops(lambda: E(x)),
+    return {"dx": count_flops(lambda: D.features(x)), "e": count_flops(lambda: E(x)), "g": count_flops(lambda: G(z)),
             "gd": count_flops(lambda: D.features(G(z))), "step": count_flops(lambda: D.features(G(z)).sum().backward())}
 
 
@@ -83,6 +84,8 @@ def tile_flops(c: dict[str, int], mode: str, steps: int, starts: int) -> int:
     """FLOPs per tile of an inversion mode, from component_flops (every step taken: no early stop)."""
     if mode == "encoder":
         return c["dx"] + c["e"] + c["gd"]
+    if mode == "encoder-map":  # the default scoring path: no tile loss, so no D
+        return c["e"] + c["g"]
     if mode == "refine":
         return c["dx"] + c["e"] + steps * c["step"] + c["gd"]
     return c["dx"] + starts * (steps * c["step"] + c["gd"])
@@ -121,12 +124,12 @@ def speed_table(model: Path, data: Path, spec: dict, exp_cfg: dict, n_tiles: int
     comp = component_flops(m.generator, m.discriminator, m.encoder, m.resolution, m.channels)
     rows = []
     for label, mode, steps, starts in SPEED_MODES:
-        opts = _options(mode, steps, starts, spec, exp_cfg)
+        opts = _options(mode.removesuffix("-map"), steps, starts, spec, exp_cfg)
         opts = replace(opts, search=replace(opts.search, patience=10**9))  # every step counted: no early stop
         search = Scorer.from_file(model, opts).search
         flops = tile_flops(comp, mode, steps, starts)
         t0 = time.perf_counter()
-        search.search(x, range(x.shape[0]))
+        search.search(x, range(x.shape[0]), tile_losses=mode != "encoder-map")
         dt = time.perf_counter() - t0
         rows.append({"mode": label, "tiles_s": x.shape[0] / dt, "flops_tile": flops, "seconds": dt})
         print(f"  {label:32s} {x.shape[0] / dt:10.1f} tiles/s  {flops / 1e9:9.3f} GFLOP/tile", flush=True)
@@ -219,15 +222,19 @@ def projection(matmul_fraction: float, config: Path, refine_steps=(5, 20), searc
         D = Discriminator(m.resolution, 3, m.fmap_base, m.fmap_max, m.mbstd_group)
         E = Encoder(m.resolution, 3, m.latent_dim, m.fmap_base, m.fmap_max)
         c = component_flops(G, D, E, m.resolution, 3)
-    tiles = ((32768 - m.resolution) // 512 + 1) ** 2
     rate = matmul_fraction * H200_BF16_DENSE
-    per_tile = {"encoder": tile_flops(c, "encoder", 0, 1)}
+    per_tile = {"encoder, map score (default)": tile_flops(c, "encoder-map", 0, 1), "encoder + tile loss": tile_flops(c, "encoder", 0, 1)}
     for k in refine_steps:
         per_tile[f"refine {k}"] = tile_flops(c, "refine", k, 1)
     for k in search_steps:
         per_tile[f"search {k}"] = tile_flops(c, "search", k, 1)
     per_tile["search 500 × 3 starts"] = tile_flops(c, "search", 500, 3)
-    return [{"mode": k, "tflop_tile": v / 1e12, "tiles": tiles, "seconds": v * tiles / rate} for k, v in per_tile.items()]
+    rows = []
+    for stride in (m.resolution, m.resolution // 2):  # scoring's default (no overlap), and half-tile overlap
+        tiles = math.ceil(32768 / stride) ** 2 if stride == m.resolution else ((32768 - m.resolution) // stride + 1) ** 2
+        rows += [{"mode": k, "stride": stride, "tflop_tile": v / 1e12, "tiles": tiles, "seconds": v * tiles / rate}
+                 for k, v in per_tile.items()]
+    return rows
 
 
 def main(argv=None) -> int:
@@ -271,13 +278,13 @@ def main(argv=None) -> int:
         search_rate = next(r["flops_tile"] * r["tiles_s"] for r in rows if r["mode"] == "search 500")
         report["flop_fraction"] = search_rate / matmul
         print(f"  matmul {matmul / 1e9:.1f} GFLOP/s; 500-step search at {search_rate / 1e9:.1f} GFLOP/s = {search_rate / matmul:.2f} of it")
-        enc = next(r for r in rows if r["mode"] == "encoder")
+        enc = next(r for r in rows if r["mode"].startswith("encoder, map score"))
         for r in rows:
-            print(f"  encoder / {r['mode']}: {enc['tiles_s'] / r['tiles_s']:.1f}×")
-        print("== projection: 32768² image, 1024-px tiles at stride 512, one H200 (bf16 dense × the fraction above)")
+            print(f"  encoder (map score) / {r['mode']}: {enc['tiles_s'] / r['tiles_s']:.1f}×")
+        print("== projection: 32768² image, 1024-px tiles at stride 1024 (the default) and 512, one H200 (bf16 dense × the fraction above)")
         report["projection"] = projection(report["flop_fraction"], Path(a.industrial))
         for r in report["projection"]:
-            print(f"  {r['mode']:24s} {r['tflop_tile']:8.3f} TFLOP/tile × {r['tiles']} tiles = {r['seconds']:9.1f} s")
+            print(f"  {r['mode']:28s} stride {r['stride']:4d} {r['tflop_tile']:8.3f} TFLOP/tile × {r['tiles']:5d} tiles = {r['seconds']:9.1f} s")
     out.mkdir(parents=True, exist_ok=True)
     (out / "bench_inversion.json").write_text(json.dumps(report, indent=1))
     print(f"wrote {out / 'bench_inversion.json'}")

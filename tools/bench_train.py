@@ -64,6 +64,7 @@ class MemoryTaker:
     def __init__(self, pool):
         self.pool, self.i = pool, 0
         self.skipped, self.position = 0, None
+        self.masks = None  # the Trainer reads the last abnormal batch's masks; these pools have none
 
     def take(self, n: int, device):
         batch = self.pool[self.i % len(self.pool)]
