@@ -5,7 +5,9 @@ With an encoder, the file holds what the torch scorer computes per tile in encod
 
     tile (N, C, T, T) in [0, 1] -> x = 2·tile − 1 -> z = E(x) -> reconstruction = G(z)
         residual (N, T, T): the model's per-tile map (maps.tile_residual, `detail` or `pixel`)
-        score (N,):          (1−λ)·mean|x − G(z)| + λ·mean|f(x) − f(G(z))|  (f: D's features)
+        score (N,):          mean|x − G(z)| as the scorer computes it for the default image score
+                             (map_max, D not run); with `--image-score tile` AnoGAN's tile loss
+                             (1−λ)·mean|x − G(z)| + λ·mean|f(x) − f(G(z))| (f: D's features, D in the graph)
         z (N, latent_dim)
 
 N is dynamic. Everything after the network call stays in nsgan: tiling, the blending of the tiles'
@@ -52,39 +54,40 @@ INSTALL_HINT = "install nsgan's onnx extra: pip install '.[onnx]' in its checkou
 class TileNetwork(nn.Module):
     """The torch scorer's per-tile work in encoder mode, as one module: tile in [0, 1] -> TILE_OUTPUTS.
 
-    It calls the same pieces the Scorer does (LatentSearch's encode and loss, maps.tile_residual), so
-    the export cannot drift from the torch path; `torch_tile_outputs` is the reference it is checked on.
+    forward makes the calls Scorer._invert makes (LatentSearch.search in encoder mode, D only when
+    the tile loss is asked for, then maps.tile_residual), so the export cannot drift from the torch path.
     """
 
-    def __init__(self, generator: nn.Module, discriminator: nn.Module, encoder: nn.Module, residual: str, lam: float):
+    def __init__(self, generator: nn.Module, discriminator: nn.Module, encoder: nn.Module, residual: str, lam: float,
+                 tile_losses: bool):
         super().__init__()
         from .search import LatentSearch, SearchConfig
 
         self.G, self.D, self.E = generator, discriminator, encoder
-        self.residual = residual
+        self.residual, self.tile_losses = residual, tile_losses
         self.search = LatentSearch(generator, discriminator, SearchConfig(mode="encoder", lam=lam), encoder=encoder)
 
     def forward(self, tile: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         from .maps import tile_residual
 
         x = tile * 2.0 - 1.0
-        fx = self.D.features(x)
-        z = self.search._encode(x)
-        score, rec = self.search._losses(x, fx, z)
-        return rec, tile_residual(x, rec, self.residual), score, z
+        out = self.search.encoder_pass(x, tile_losses=self.tile_losses)  # what search() runs in encoder mode
+        return out.reconstructions, tile_residual(x, out.reconstructions, self.residual), out.scores, out.latents
 
 
 def torch_tile_outputs(generator: nn.Module, discriminator: nn.Module, encoder: nn.Module, tiles: np.ndarray,
-                       residual: str, lam: float) -> dict[str, np.ndarray]:
-    """TILE_OUTPUTS of tiles (N, C, T, T) in [0, 1] as the torch scorer computes them (Scorer._invert's path)."""
-    from .maps import tile_residual
-    from .search import LatentSearch, SearchConfig
+                       residual: str, lam: float, image_score: str) -> dict[str, np.ndarray]:
+    """TILE_OUTPUTS of tiles (N, C, T, T) in [0, 1] as the torch scorer computes them (Scorer._invert's calls)."""
+    from .scoring import ScoreOptions, Scorer
+    from .search import SearchConfig
 
-    search = LatentSearch(generator, discriminator, SearchConfig(mode="encoder", lam=lam), encoder=encoder)
+    options = ScoreOptions(search=SearchConfig(mode="encoder", lam=lam), residual=residual, image_score=image_score)
+    scorer = Scorer(generator, discriminator, resolution=int(generator.resolution), channels=int(generator.channels),
+                    options=options, device="cpu", encoder=encoder)
     x = torch.from_numpy(np.ascontiguousarray(tiles, np.float32)) * 2.0 - 1.0
-    out = search.search(x, range(len(x)))
-    res = tile_residual(x, out.reconstructions, residual)
-    return {"reconstruction": out.reconstructions.numpy(), "residual": res.numpy(), "score": out.scores.numpy(),
+    out = scorer.search.search(x, range(len(x)), tile_losses=image_score == "tile")
+    res, score = scorer._invert(np.ascontiguousarray(tiles, np.float32), range(len(x)))
+    return {"reconstruction": out.reconstructions.numpy(), "residual": res.numpy(), "score": score.numpy(),
             "z": out.latents.numpy()}
 
 
@@ -153,17 +156,17 @@ def file_sha256(path: Path) -> str:
 
 
 def export_onnx(model_path: str | Path, out: str | Path, *, opset: int = DEFAULT_OPSET, overwrite: bool = False,
-                residual: str | None = None, lam: float | None = None, tolerance: float = TOLERANCE,
-                seed: int = 0) -> ExportReport:
+                residual: str | None = None, lam: float | None = None, image_score: str | None = None,
+                tolerance: float = TOLERANCE, seed: int = 0) -> ExportReport:
     """Export a model file's feed-forward path to `out` (atomically), checked in ONNX Runtime against torch.
 
-    With E: TileNetwork (TILE_OUTPUTS); without: G. `residual` and `lam` default to the scorer's defaults
-    (ScoreOptions, SearchConfig). Raises NsganError (one line) for anything the user can fix, and an
+    With E: TileNetwork (TILE_OUTPUTS); without: G. `residual`, `image_score` and `lam` default to the
+    scorer's defaults (ScoreOptions, SearchConfig); `image_score="tile"` puts D in the graph for the tile loss. Raises NsganError (one line) for anything the user can fix, and an
     exit-6 error, writing nothing, if ONNX Runtime and torch differ by more than `tolerance`.
     """
     from .atomic import atomic_write_bytes
     from .export import load_model
-    from .maps import DETAIL_SIGMA, RESIDUALS
+    from .maps import DETAIL_SIGMA, IMAGE_SCORES, RESIDUALS
     from .scoring import ScoreOptions
     from .search import SearchConfig
 
@@ -178,8 +181,11 @@ def export_onnx(model_path: str | Path, out: str | Path, *, opset: int = DEFAULT
     defaults = ScoreOptions()
     residual = defaults.residual if residual is None else residual
     lam = SearchConfig().lam if lam is None else float(lam)
+    image_score = defaults.image_score if image_score is None else image_score
     if residual not in RESIDUALS:
         raise ConfigError(f"--residual: invalid value {residual!r} (one of {', '.join(RESIDUALS)})")
+    if image_score not in IMAGE_SCORES:
+        raise ConfigError(f"--image-score: invalid value {image_score!r} (one of {', '.join(IMAGE_SCORES)})")
     SearchConfig(mode="encoder", lam=lam)  # validates lam with the search's own message
     if out.is_dir():
         raise OutputError(f"{out}: is a folder; pass a file name such as {out / 'model.onnx'}")
@@ -202,7 +208,8 @@ def export_onnx(model_path: str | Path, out: str | Path, *, opset: int = DEFAULT
         "tolerance": tolerance,
     }
     if model.encoder is not None:
-        module: nn.Module = TileNetwork(model.generator, model.discriminator, model.encoder, residual, lam).eval()
+        tile_losses = image_score == "tile"
+        module: nn.Module = TileNetwork(model.generator, model.discriminator, model.encoder, residual, lam, tile_losses).eval()
         inputs, outputs, dyn_name = ["tile"], list(TILE_OUTPUTS), "tile"
         example = torch.rand(2, c, r, r)
         meta.update({
@@ -213,9 +220,12 @@ def export_onnx(model_path: str | Path, out: str | Path, *, opset: int = DEFAULT
             "inversion": "encoder",
             "residual": residual,
             "detail_sigma": DETAIL_SIGMA,
-            "lam": lam,
-            # applied by nsgan after blending, not in the graph; the scorer's defaults, for the record
-            "after_blending": {"map_sigma": defaults.map_sigma, "image_score": defaults.image_score},
+            "image_score": image_score,
+            "score": ("AnoGAN tile loss (1-lam)*mean|x-G(z)| + lam*mean|f(x)-f(G(z))|, f: D's features" if tile_losses
+                      else "mean|x-G(z)| (D not in the graph)"),
+            "lam": lam if tile_losses else None,
+            # applied by nsgan after blending, not in the graph; the scorer's default, for the record
+            "after_blending": {"map_sigma": defaults.map_sigma},
             "thresholds": model.thresholds or None,
             "encoder": {k: v for k, v in (model.meta.get("encoder") or {}).items() if k != "config"},
         })
@@ -260,12 +270,17 @@ def export_onnx(model_path: str | Path, out: str | Path, *, opset: int = DEFAULT
     for n in CHECK_BATCHES:
         if meta["kind"] == KIND_TILE:
             feed = rng.random((n, c, r, r), dtype=np.float32)
-            ref = torch_tile_outputs(model.generator, model.discriminator, model.encoder, feed, residual, lam)
+            ref = torch_tile_outputs(model.generator, model.discriminator, model.encoder, feed, residual, lam, image_score)
         else:
             feed = rng.standard_normal((n, model.latent_dim), dtype=np.float32)
             with torch.no_grad():
                 ref = {"image": model.generator(torch.from_numpy(feed)).numpy()}
-        got = dict(zip(outputs, session.run(outputs, {inputs[0]: feed})))
+        try:
+            got = dict(zip(outputs, session.run(outputs, {inputs[0]: feed})))
+        except Exception as exc:  # e.g. a batch axis the exporter fixed after all
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise NsganError(f"{out}: ONNX Runtime could not run the export at batch {n} ({first[:200]}); the export is "
+                             "wrong, nothing was written", exit_code=EXIT_RUNTIME) from None
         report.max_abs_diff[n] = diffs = {}
         for name in outputs:
             if got[name].shape != ref[name].shape:
@@ -349,8 +364,9 @@ class OnnxTileNetwork:
         if list(ins) != ["tile"] or list(ins["tile"][1:]) != [c, r, r] or not {"residual", "score"} <= outs:
             raise ModelError(f"{path}: its graph does not take tile ({c}, {r}, {r}) -> residual, score as its "
                              "metadata says; export it again")
-        if meta.get("residual") not in ("pixel", "detail") or not isinstance(meta.get("lam"), (int, float)):
-            raise ModelError(f"{path}: nsgan ONNX metadata lacks its residual or lam; export it again")
+        if meta.get("residual") not in ("pixel", "detail") or meta.get("image_score") not in ("map_max", "tile") or (
+                meta["image_score"] == "tile" and not isinstance(meta.get("lam"), (int, float))):
+            raise ModelError(f"{path}: nsgan ONNX metadata lacks its residual, image score or lam; export it again")
         return cls(session, meta, path)
 
     @property
@@ -376,7 +392,11 @@ class OnnxTileNetwork:
         if options.residual != self.meta["residual"]:
             raise ConfigError(f"--residual {options.residual}: {self.path} computes the {self.meta['residual']!r} residual; "
                               f"score with --residual {self.meta['residual']} or export again with --residual {options.residual}")
-        if float(s.lam) != float(self.meta["lam"]):
+        if options.image_score != self.meta["image_score"]:
+            what = "the AnoGAN tile loss (D in the graph)" if self.meta["image_score"] == "tile" else "no tile loss (no D)"
+            raise ConfigError(f"--image-score {options.image_score}: {self.path} computes {what}; score with --image-score "
+                              f"{self.meta['image_score']} or export again with --image-score {options.image_score}")
+        if self.meta["image_score"] == "tile" and float(s.lam) != float(self.meta["lam"]):
             raise ConfigError(f"--lam {s.lam:g}: {self.path} was exported with lam {self.meta['lam']:g}; score with "
                               f"--lam {self.meta['lam']:g} or export again with --lam {s.lam:g}")
 
@@ -387,7 +407,7 @@ class OnnxTileNetwork:
 
 # -- CLI ---------------------------------------------------------------------------------------------------
 def configure_parser(p: argparse.ArgumentParser) -> None:
-    from .maps import RESIDUALS
+    from .maps import IMAGE_SCORES, RESIDUALS
     from .scoring import ScoreOptions
     from .search import SearchConfig
 
@@ -397,20 +417,24 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     p.add_argument("--residual", choices=RESIDUALS, default=ScoreOptions().residual,
                    help="per-tile map in the graph, as `nsgan score --residual` (default %(default)s)")
+    p.add_argument("--image-score", choices=IMAGE_SCORES, default=ScoreOptions().image_score,
+                   help="as `nsgan score --image-score`: tile puts D in the graph for AnoGAN's tile loss (default %(default)s)")
     p.add_argument("--lam", type=float, default=SearchConfig().lam,
-                   help="weight of the feature loss in the tile score, as `nsgan score --lam` (default %(default)s)")
+                   help="weight of the feature loss in the tile loss (with --image-score tile), as `nsgan score --lam` "
+                        "(default %(default)s)")
     p.add_argument("--tolerance", type=float, default=TOLERANCE,
                    help="max abs difference allowed between ONNX Runtime and torch (default %(default)g)")
 
 
 def run(args: argparse.Namespace) -> int:
     rep = export_onnx(args.model, args.out, opset=args.opset, overwrite=args.overwrite, residual=args.residual,
-                      lam=args.lam, tolerance=args.tolerance)
+                      lam=args.lam, image_score=args.image_score, tolerance=args.tolerance)
     m = rep.meta
     r, c = m["resolution"], m["channels"]
     if rep.kind == KIND_TILE:
+        score = "AnoGAN tile loss, D in the graph" if m["image_score"] == "tile" else "mean |x - G(z)|"
         what = (f"tile scorer: tile (N, {c}, {r}, {r}) in [0, 1] -> E -> G -> reconstruction, {m['residual']} residual "
-                f"(N, {r}, {r}), score (N,), z (N, {m['latent_dim']})")
+                f"(N, {r}, {r}), score (N,: {score}), z (N, {m['latent_dim']})")
     else:
         what = f"generator only: z (N, {m['latent_dim']}) -> image (N, {c}, {r}, {r}) in about [-1, 1]"
     print(f"{rep.path}: {what}; opset {rep.opset}, dynamic batch N, {rep.path.stat().st_size / 2**20:.1f} MiB, "

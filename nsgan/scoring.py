@@ -204,14 +204,16 @@ class Scorer:
                   **kwargs) -> "Scorer":
         """Score with a file from `nsgan export-onnx` in ONNX Runtime (CPU): only the per-tile network call
         changes. ModelError for a file that is not an nsgan tile-scorer export, ConfigError for options it
-        does not compute (another inversion mode, residual or λ, bf16)."""
+        does not compute (another inversion mode, residual, image score or λ, bf16)."""
         from .onnx_export import OnnxTileNetwork
 
         net = OnnxTileNetwork.from_file(path, threads=threads)
         if kwargs.get("accelerator") is None:
             kwargs.setdefault("device", "cpu")  # ONNX Runtime runs on the CPU; keep the maps there
-        return cls(None, None, resolution=net.resolution, channels=net.channels, thresholds=net.thresholds,
-                   options=options, name=str(path), network=net, **kwargs)
+        scorer = cls(None, None, resolution=net.resolution, channels=net.channels, thresholds=net.thresholds,
+                     options=options, name=str(path), network=net, **kwargs)
+        scorer.model_path = Path(path)  # the reports name the ONNX file's sha256 (its metadata, the source model's)
+        return scorer
 
     # -- processes -------------------------------------------------------------------------
     @property

@@ -44,9 +44,19 @@ def calibrated_e_model(gan_model_with_encoder, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def e_export(calibrated_e_model, tmp_path_factory):
-    """(report, path) of the tile-scorer export of the encoder model (one export for the whole module)."""
+    """(report, path) of the default tile-scorer export (detail residual, map_max: no D in the graph)."""
     out = tmp_path_factory.mktemp("onnx-e") / "m.onnx"
     return export_onnx(calibrated_e_model, out), out
+
+
+@pytest.fixture(scope="module")
+def t_export(calibrated_e_model, tmp_path_factory):
+    """(report, path) of the other settings: pixel residual and AnoGAN's tile loss (D in the graph)."""
+    out = tmp_path_factory.mktemp("onnx-t") / "t.onnx"
+    return export_onnx(calibrated_e_model, out, residual="pixel", image_score="tile"), out
+
+
+EXPORTS = {"e_export": ScoreOptions(), "t_export": ScoreOptions(residual="pixel", image_score="tile")}
 
 
 @pytest.fixture(scope="module")
@@ -73,8 +83,9 @@ def session(path: Path):
 # ------------------------------------------------------------------------------------- export
 
 
-def test_export_with_encoder_is_checked_at_batch_1_and_5_under_the_tolerance(e_export):
-    report, path = e_export
+@pytest.mark.parametrize("export", EXPORTS)
+def test_export_with_encoder_is_checked_at_batch_1_and_5_under_the_tolerance(export, request):
+    report, path = request.getfixturevalue(export)
     assert path.is_file() and report.kind == "tile-scorer" and report.opset == DEFAULT_OPSET == 18
     assert sorted(report.max_abs_diff) == [1, 5]
     for diffs in report.max_abs_diff.values():
@@ -84,16 +95,22 @@ def test_export_with_encoder_is_checked_at_batch_1_and_5_under_the_tolerance(e_e
 
 
 @pytest.mark.parametrize("n", [1, 5])
-def test_onnx_runtime_equals_the_scorers_own_torch_call(e_export, calibrated_e_model, n):
+@pytest.mark.parametrize("export", EXPORTS)
+def test_onnx_runtime_equals_the_scorers_own_torch_call(export, calibrated_e_model, n, request):
     """The written file, on fresh tiles, against Scorer._invert (the call the torch scorer blends)."""
-    _, path = e_export
+    _, path = request.getfixturevalue(export)
     tiles = np.random.default_rng(n).random((n, 1, 16, 16), dtype=np.float32)
     out = dict(zip(TILE_OUTPUTS, session(path).run(list(TILE_OUTPUTS), {"tile": tiles})))
     assert out["reconstruction"].shape == (n, 1, 16, 16) and out["residual"].shape == (n, 16, 16)
     assert out["score"].shape == (n,) and out["z"].shape == (n, 16)
-    res, score = Scorer.from_file(calibrated_e_model)._invert(tiles, range(n))
+    res, score = Scorer.from_file(calibrated_e_model, EXPORTS[export])._invert(tiles, range(n))
     assert np.abs(out["residual"] - res.numpy()).max() <= TOLERANCE
     assert np.abs(out["score"] - score.numpy()).max() <= TOLERANCE
+    pixel_term = np.abs(2 * tiles - 1 - out["reconstruction"]).reshape(n, -1).mean(1)
+    if export == "e_export":  # the default graph's score is the pixel term alone: D is not in it
+        assert np.abs(out["score"] - pixel_term).max() <= TOLERANCE
+    else:  # AnoGAN's tile loss: (1 − λ)·pixel term + λ·feature term
+        assert np.abs(out["score"] - pixel_term).max() > 10 * TOLERANCE
 
 
 def test_metadata_carries_nsgan_settings_opset_digest_and_thresholds(e_export, calibrated_e_model):
@@ -107,8 +124,9 @@ def test_metadata_carries_nsgan_settings_opset_digest_and_thresholds(e_export, c
     assert meta["format"] == "nsgan-onnx/1" and meta["kind"] == "tile-scorer" and meta["opset"] == 18
     assert (meta["resolution"], meta["channels"], meta["latent_dim"]) == (16, 1, 16)
     assert meta["source_sha256"] == hashlib.sha256(calibrated_e_model.read_bytes()).hexdigest()
-    assert meta["residual"] == "detail" and meta["detail_sigma"] == 1.0 and meta["lam"] == 0.1
-    assert meta["after_blending"] == {"map_sigma": 1.0, "image_score": "map_max"}
+    assert meta["residual"] == "detail" and meta["detail_sigma"] == 1.0 and meta["image_score"] == "map_max"
+    assert meta["lam"] is None and "D not in the graph" in meta["score"]
+    assert meta["after_blending"] == {"map_sigma": 1.0}
     assert meta["thresholds"] == THRESHOLDS and meta["input"]["range"] == [0.0, 1.0]
 
 
@@ -139,10 +157,14 @@ def test_generator_export_equals_torch_at_batch_1_and_5(g_export, model_file):
 # ------------------------------------------------------------------------------------- scoring
 
 
-def test_a_multi_tile_image_scored_with_the_onnx_file_gives_the_torch_map(e_export, calibrated_e_model):
-    _, path = e_export
+@pytest.mark.parametrize("export", EXPORTS)
+def test_a_multi_tile_image_scored_with_the_onnx_file_gives_the_torch_map(export, calibrated_e_model, request):
+    from dataclasses import replace
+
+    _, path = request.getfixturevalue(export)
     img = np.random.default_rng(3).random((40, 57), dtype=np.float32)  # 4 × 7 tiles of 16 px at stride 8
-    options = ScoreOptions(batch=5)  # several batches, the last one short: batch sizes vary
+    # overlapping tiles (blending), several batches with a short last one (batch sizes vary)
+    options = replace(EXPORTS[export], batch=5, stride=8)
     a = Scorer.from_file(calibrated_e_model, options).score(img)
     b = Scorer.from_onnx(path, options).score(img)
     assert a.tile_scores.shape == b.tile_scores.shape == (4, 7)
@@ -150,7 +172,7 @@ def test_a_multi_tile_image_scored_with_the_onnx_file_gives_the_torch_map(e_expo
     assert np.abs(a.map - b.map).max() <= TOLERANCE
     assert np.abs(a.tile_scores - b.tile_scores).max() <= TOLERANCE
     assert abs(a.score - b.score) <= TOLERANCE and a.verdict == b.verdict != "uncalibrated"
-    assert b.thresholds["pixel_source"] == "calibrated" and "warning" not in b.thresholds
+    assert b.thresholds["pixel_source"] == "calibrated"
 
 
 def test_nsgan_score_onnx_writes_the_same_map_as_the_torch_scorer(e_export, calibrated_e_model, tmp_path, capsys):
@@ -226,15 +248,22 @@ def test_exporting_without_onnx_installed(model_file, tmp_path, capsys, monkeypa
     assert not (tmp_path / "m.onnx").exists()
 
 
-@pytest.mark.parametrize("extra, needles", [
-    (["--inversion", "search"], ["--inversion search", "encoder's one pass"]),
-    (["--residual", "pixel"], ["--residual pixel", "'detail' residual"]),
-    (["--lam", "0.3"], ["--lam 0.3", "lam 0.1"]),
-    (["--precision", "bf16"], ["--precision bf16", "fp32"]),
+@pytest.mark.parametrize("export, extra, needles", [
+    ("e_export", ["--inversion", "search"], ["--inversion search", "encoder's one pass"]),
+    ("e_export", ["--residual", "pixel"], ["--residual pixel", "'detail' residual"]),
+    ("e_export", ["--image-score", "tile"], ["--image-score tile", "no tile loss", "export again with --image-score tile"]),
+    ("e_export", ["--precision", "bf16"], ["--precision bf16", "fp32"]),
+    ("t_export", ["--residual", "pixel", "--image-score", "tile", "--lam", "0.3"], ["--lam 0.3", "lam 0.1"]),
 ])
-def test_scoring_options_the_onnx_file_does_not_compute(e_export, tmp_path, capsys, extra, needles):
-    one_line_error(capsys, cli(score_argv(e_export[1], tmp_path, *extra)), 2, "score", *needles)
+def test_scoring_options_the_onnx_file_does_not_compute(export, tmp_path, capsys, extra, needles, request):
+    path = request.getfixturevalue(export)[1]
+    one_line_error(capsys, cli(score_argv(path, tmp_path, *extra)), 2, "score", *needles)
     assert not (tmp_path / "out").exists()
+
+
+def test_lam_does_not_matter_to_the_default_graph(e_export, tmp_path, capsys):
+    """No D, no feature term: λ changes nothing the default export computes, so --lam is no mistake there."""
+    assert cli(score_argv(e_export[1], tmp_path, "--lam", "0.3")) == 0, capsys.readouterr().err
 
 
 def test_export_refuses_an_existing_out_an_old_opset_and_a_foreign_model(model_file, tmp_path, capsys):
