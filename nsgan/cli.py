@@ -23,6 +23,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "score": ("nsgan.scoring", "score full-size images tile by tile and write anomaly maps and reports"),
     "calibrate": ("nsgan.calibrate", "set image and pixel thresholds from held-out images and store them with the model"),
     "evaluate": ("nsgan.evaluate", "measure detection quality on an MVTec-style folder"),
+    "export-onnx": ("nsgan.onnx_export", "export the feed-forward scoring path (E → G → residual, score) to ONNX, checked in ONNX Runtime"),
 }
 
 

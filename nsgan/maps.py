@@ -38,6 +38,18 @@ def detail_residual(x: "torch.Tensor", rec: "torch.Tensor", sigma: float = DETAI
     return (flat - b).abs().reshape(n, c, h, w).mean(1) / 2.0
 
 
+def tile_residual(x: "torch.Tensor", rec: "torch.Tensor", kind: str) -> "torch.Tensor":
+    """The per-tile map (N, T, T) of `kind` (RESIDUALS) for tiles x and reconstructions rec in [-1, 1].
+
+    What the scorer blends; the torch path and the ONNX export (nsgan/onnx_export.py) both call this.
+    """
+    if kind == "pixel":
+        return (x.float() - rec.float()).abs().mean(1) / 2.0
+    if kind == "detail":
+        return detail_residual(x, rec)
+    raise ValueError(f"residual must be one of {RESIDUALS}, got {kind!r}")
+
+
 def gaussian_weights(sigma: float) -> np.ndarray:
     """scipy's 1-D Gaussian kernel for `sigma` (radius int(4σ + 0.5)), normalised to sum 1."""
     radius = int(TRUNCATE * float(sigma) + 0.5)

@@ -9,6 +9,8 @@ random starts depend only on its global index, so N processes write the same map
 Python API: `Scorer.from_file("model.safetensors").score(array_or_path) -> ScoreResult`;
 `Scorer.from_pretrained(file, folder or Hub repo id)` loads the same way from a run folder or the Hub.
 CLI: `nsgan score --model M --image PATH --out DIR` (here) and `accelerate launch launch/score.py`.
+With `--onnx m.onnx` (from `nsgan export-onnx`) instead of `--model`, ONNX Runtime makes the per-tile
+network call and everything else here stays the same (`Scorer.from_onnx`).
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from .bigimage import ArraySource, open_image, read_map_rows, release_freed_memo
 from .errors import EXIT_RUNTIME, ConfigError, DataError, ModelError, NsganError, OutputError
 from .imageio import IMAGE_SUFFIXES, list_images
 from .report import Downscaler, Region, find_regions, overlay_factor, render_overlay, write_json, write_overlay
-from .maps import IMAGE_SCORES, RESIDUALS, detail_residual, smooth_stream
+from .maps import IMAGE_SCORES, RESIDUALS, smooth_stream, tile_residual
 from .search import AUTO, MODES, PRECISIONS, LatentSearch, SearchConfig
 from .tiling import BandBlender, TileGrid, cut_tiles, read_padded_rows
 
@@ -139,12 +141,18 @@ class Scorer:
         progress: bool = False,
         name: str = "<model>",
         encoder: torch.nn.Module | None = None,
+        network: Any = None,
     ):
+        """`network`: instead of G, D (and E), a per-tile call tiles (N, C, T, T) in [0, 1] -> (residual maps,
+        tile scores) as numpy arrays, computing encoder mode (an exported ONNX file: `from_onnx`); G and D are
+        then None. Tiling, blending, smoothing, regions and reports are the same either way."""
         from dataclasses import replace
 
         options = options or ScoreOptions()
-        search = options.search.resolved(encoder is not None)
-        if search.mode != "search" and encoder is None:
+        search = options.search.resolved(encoder is not None or network is not None)
+        if network is not None:
+            network.check_options(replace(options, search=search))
+        elif search.mode != "search" and encoder is None:
             raise ModelError(f"{name}: holds no encoder, so inversion mode '{search.mode}' cannot run; train one with "
                              f"`nsgan train-encoder --model {name} encoder.kimg=N` or score with --inversion search")
         self.options = options = replace(options, search=search)
@@ -156,8 +164,10 @@ class Scorer:
         if device is None:
             device = accelerator.device if accelerator is not None else ("cuda" if torch.cuda.is_available() else "cpu")
         self.device = torch.device(device)
-        self.search = LatentSearch(generator.to(self.device), discriminator.to(self.device), self.options.search,
-                                   encoder=encoder.to(self.device) if encoder is not None else None)
+        self.network = network
+        self.search = None if network is not None else LatentSearch(
+            generator.to(self.device), discriminator.to(self.device), self.options.search,
+            encoder=encoder.to(self.device) if encoder is not None else None)
         self.thresholds = dict(thresholds or {})
         self.progress = progress
         self.name = name
@@ -202,6 +212,22 @@ class Scorer:
         path, name = resolve_pretrained(path_or_repo_id, revision=revision, cache_dir=cache_dir)
         kwargs.setdefault("name", name)
         return cls.from_file(path, options, **kwargs)
+
+    @classmethod
+    def from_onnx(cls, path: str | Path, options: ScoreOptions | None = None, threads: int | None = None,
+                  **kwargs) -> "Scorer":
+        """Score with a file from `nsgan export-onnx` in ONNX Runtime (CPU): only the per-tile network call
+        changes. ModelError for a file that is not an nsgan tile-scorer export, ConfigError for options it
+        does not compute (another inversion mode, residual, image score or λ, bf16)."""
+        from .onnx_export import OnnxTileNetwork
+
+        net = OnnxTileNetwork.from_file(path, threads=threads)
+        if kwargs.get("accelerator") is None:
+            kwargs.setdefault("device", "cpu")  # ONNX Runtime runs on the CPU; keep the maps there
+        scorer = cls(None, None, resolution=net.resolution, channels=net.channels, thresholds=net.thresholds,
+                     options=options, name=str(path), network=net, **kwargs)
+        scorer.model_path = Path(path)  # the reports name the ONNX file's sha256 (its metadata, the source model's)
+        return scorer
 
     # -- processes -------------------------------------------------------------------------
     @property
@@ -303,10 +329,13 @@ class Scorer:
 
     def _invert(self, tiles: np.ndarray, tile_ids) -> tuple[torch.Tensor, torch.Tensor]:
         """Residual maps (N, T, T) and tile scores (N,) of tiles (N, C, T, T) in [0, 1]."""
+        if self.network is not None:
+            res, sc = self.network(tiles)
+            return torch.from_numpy(res).to(self.device).float(), torch.from_numpy(sc).to(self.device).float()
         x = torch.from_numpy(tiles).to(self.device) * 2.0 - 1.0
         # The AnoGAN tile loss (its D-feature term) is only needed when it is the image score.
         out = self.search.search(x, tile_ids, tile_losses=self.options.image_score == "tile")
-        res = out.residuals if self.options.residual == "pixel" else detail_residual(x, out.reconstructions)
+        res = tile_residual(x, out.reconstructions, self.options.residual)
         return res.float(), out.scores.float()
 
     def _thresholds(self, stats: dict[str, float]) -> dict[str, Any]:
@@ -667,8 +696,10 @@ def options_from_args(args: argparse.Namespace) -> ScoreOptions:
 
 
 def configure_parser(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", required=True, help="exported model (.safetensors), a folder holding model.safetensors, "
-                                                   "or a Hugging Face Hub repo id (ORG/NAME; cached, or offline with HF_HUB_OFFLINE=1)")
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--model", help="exported model (.safetensors), a folder holding model.safetensors, "
+                                       "or a Hugging Face Hub repo id (ORG/NAME; cached, or offline with HF_HUB_OFFLINE=1)")
+    which.add_argument("--onnx", help="instead of --model: a file from `nsgan export-onnx` (encoder mode, ONNX Runtime on the CPU)")
     p.add_argument("--image", required=True, help="an image, a folder of images, or a .txt list of image paths")
     p.add_argument("--out", required=True, help="output folder for <name>.map.tif, .overlay.png and .json, and index.html")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
@@ -695,10 +726,14 @@ def _score_inputs(args: argparse.Namespace, accelerator: Any, options: ScoreOpti
     for path, stem in inputs:
         check_outputs(output_paths(out_dir, stem), args.overwrite)
     check_page(out_dir, args.overwrite)
-    scorer = Scorer.from_pretrained(args.model, options, accelerator=accelerator, progress=not args.no_progress)
+    onnx_file = getattr(args, "onnx", None)
+    if onnx_file:
+        scorer = Scorer.from_onnx(onnx_file, options, accelerator=accelerator, progress=not args.no_progress)
+    else:
+        scorer = Scorer.from_pretrained(args.model, options, accelerator=accelerator, progress=not args.no_progress)
     mismatch = scorer.calibration_mismatch()
     if mismatch and scorer.is_main:
-        print(f"nsgan score: warning: {args.model}: {mismatch}, so the verdicts are not to be trusted; "
+        print(f"nsgan score: warning: {scorer.name}: {mismatch}, so the verdicts are not to be trusted; "
               "score with the calibration's --stride and search options, or calibrate again", file=sys.stderr)
     # OUT/index.html covers every report in OUT (one row for a single image), rewritten as images
     # finish and at the end, also when the run stops early: the page never claims more than is done.

@@ -139,6 +139,26 @@ class LatentSearch:
         with torch.no_grad(), self._autocast(x.device):
             return self.E(x).float()
 
+    def encoder_pass(self, x: torch.Tensor, tile_losses: bool = True) -> SearchResult:
+        """Encoder mode for tiles x (N, C, T, T) in [-1, 1]: z = E(x), then G (and D when tile_losses), no
+        gradients. Needs no tile ids, so it also traces with a symbolic batch (the ONNX export calls it)."""
+        n, device = x.shape[0], x.device
+        x = x.float()
+        if not tile_losses:  # one E and one G pass: the fastest path
+            z = self._encode(x)
+            with torch.no_grad(), self._autocast(device):
+                rec = self.G(z).float()
+            residuals = (x - rec).abs()
+            return SearchResult(scores=residuals.flatten(1).mean(1), reconstructions=rec, residuals=residuals.mean(1) / 2.0,
+                                latents=z, steps=torch.zeros(n, dtype=torch.long, device=device))
+        with torch.no_grad(), self._autocast(device):
+            fx = self.D.features(x).float()
+        z = self._encode(x)
+        with torch.no_grad():
+            loss, rec = self._losses(x, fx, z)
+        return SearchResult(scores=loss, reconstructions=rec, residuals=(x - rec).abs().mean(1) / 2.0,
+                            latents=z, steps=torch.zeros(n, dtype=torch.long, device=device))
+
     def search(self, x: torch.Tensor, tile_ids: Sequence[int], tile_losses: bool = True) -> SearchResult:
         """Invert all tiles x (N, C, T, T) in [-1, 1] together; tile_ids are their global indices.
 
@@ -149,23 +169,12 @@ class LatentSearch:
         n, r = x.shape[0], cfg.restarts
         if len(tile_ids) != n:
             raise ValueError(f"{len(tile_ids)} tile ids for {n} tiles")
+        if cfg.mode == "encoder":  # one pass, no graph: the fast path
+            return self.encoder_pass(x, tile_losses)
         device = x.device
         x = x.float()
-        if cfg.mode == "encoder" and not tile_losses:  # one E and one G pass: the fastest path
-            z = self._encode(x)
-            with torch.no_grad(), self._autocast(device):
-                rec = self.G(z).float()
-            residuals = (x - rec).abs()
-            return SearchResult(scores=residuals.flatten(1).mean(1), reconstructions=rec, residuals=residuals.mean(1) / 2.0,
-                                latents=z, steps=torch.zeros(n, dtype=torch.long, device=device))
         with torch.no_grad(), self._autocast(device):
             fx = self.D.features(x).float()
-        if cfg.mode == "encoder":  # one pass, no graph: the fast path
-            z = self._encode(x)
-            with torch.no_grad():
-                loss, rec = self._losses(x, fx, z)
-            return SearchResult(scores=loss, reconstructions=rec, residuals=(x - rec).abs().mean(1) / 2.0,
-                                latents=z, steps=torch.zeros(n, dtype=torch.long, device=device))
         xr, fxr = x.repeat_interleave(r, 0), fx.repeat_interleave(r, 0)
 
         if cfg.mode == "refine":
