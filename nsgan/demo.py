@@ -167,8 +167,17 @@ def _score_full_image(out: Path, model: Path, texture: str, seed: int, console, 
     for region in sorted(result.regions, key=lambda r: -r.peak)[:3]:
         x0, y0, x1, y1 = region.bbox
         hits.append(bool(mask[y0:y1, x0:x1].any()))
-    console.print(f"    image score {result.score:.4f} ({result.verdict}); {len(result.regions)} regions above the map's "
-                  f"threshold; the strongest {len(hits)} touch a painted defect: {hits}")
+    import tifffile
+
+    from .html_report import write_score_page
+    from .metrics import image_auroc
+
+    write_score_page(out / "score")  # the same index.html `nsgan score` writes
+    amap = tifffile.imread(result.map_path)
+    pixel_auroc = image_auroc(amap.ravel(), mask.ravel())  # how well the map ranks defect pixels above the rest
+    console.print(f"    image score {result.score:.4f} ({result.verdict}); map's pixel AUROC against the painted "
+                  f"defects {pixel_auroc:.3f}; {len(result.regions)} regions above the map's threshold; the strongest "
+                  f"{len(hits)} touch a painted defect: {hits}")
     return {"test_image": str(image), "test_mask": str(mask_path), "overlay": str(result.overlay_path),
             "report": str(result.report_path), "map": str(result.map_path), "image_score": result.score,
-            "top_regions_hit_defect": hits}
+            "top_regions_hit_defect": hits, "pixel_auroc": pixel_auroc}

@@ -22,6 +22,8 @@ def test_demo_runs_end_to_end(tmp_path, capsys):
     assert model.resolution == 16 and model.encoder is not None  # the demo config trains an encoder too
     assert (out / "run" / "samples" / "final.png").is_file() and (out / "run" / "samples" / "reals.png").is_file()
     assert (out / "score" / "part_full.overlay.png").is_file()
+    assert "part_full" in (out / "score" / "index.html").read_text()  # the inspection page, as `nsgan score` writes
+    assert 0.0 <= summary["pixel_auroc"] <= 1.0 and "pixel AUROC" in said
     report = json.loads((out / "score" / "part_full.json").read_text())
     assert report["shape"] == [64, 64] and report["score"] == summary["image_score"]
     assert report["search"]["mode"] == "encoder"  # nsgan score's default for a model with an encoder
