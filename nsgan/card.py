@@ -343,7 +343,7 @@ def calibration_settings(meta: dict[str, Any]) -> tuple[list[str], dict[str, Any
             flags += [flag, f"{v:g}" if isinstance(v, float) else str(v)]
             fields[k] = v
     stride = th.get("stride")
-    if isinstance(stride, int) and stride != max(1, int(meta.get("resolution", 2)) // 2):
+    if isinstance(stride, int) and stride != int(meta.get("resolution", 0)):  # scoring's default stride is the tile
         flags += ["--stride", str(stride)]
         fields["stride"] = stride
     return flags, fields

@@ -74,7 +74,7 @@ def test_calibrate_then_evaluate_rewrite_the_card(trained_copy, tmp_path, capsys
     _, body = card_parts(card)
     assert "Not calibrated" not in body and f"| image threshold | {th['image']:.4g}: " in body
     assert f"| pixel threshold | {th['pixel']:.4g}: " in body
-    assert "- inversion: `search`, 2 steps, λ 0.1, lr 0.05, 1 starts" in body and "- tile stride: 8 px" in body
+    assert "- inversion: `search`, 2 steps, λ 0.1, lr 0.05, 1 starts" in body and "- tile stride: 16 px" in body  # the default stride: the 16-px tile
     # the card's command scores with the calibration's settings, so the thresholds hold (no mismatch warning)
     command = body.split("```bash\n", 1)[1].split("\n", 1)[0]
     assert command.startswith("nsgan score --model model.safetensors") and "--iterations 2 --restarts 1" in command
