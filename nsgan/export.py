@@ -24,15 +24,10 @@ D_PREFIX = "D."
 E_PREFIX = "E."
 
 
-@dataclass
-class LoadedModel:
-    """An exported model, ready to generate or score: both networks in eval mode, frozen."""
+class ModelMeta:
+    """The figures every exported model states in its metadata (`self.meta`): safetensors or ONNX alike."""
 
-    generator: torch.nn.Module
-    discriminator: torch.nn.Module
-    meta: dict[str, Any] = field(default_factory=dict)
-    path: Path | None = None
-    encoder: torch.nn.Module | None = None  # None: the file holds no encoder (scoring by search only)
+    meta: dict[str, Any]
 
     @property
     def resolution(self) -> int:
@@ -47,8 +42,19 @@ class LoadedModel:
         return int(self.meta["latent_dim"])
 
     @property
-    def thresholds(self) -> dict[str, float]:
+    def thresholds(self) -> dict[str, Any]:
         return dict(self.meta.get("thresholds") or {})
+
+
+@dataclass
+class LoadedModel(ModelMeta):
+    """An exported model, ready to generate or score: both networks in eval mode, frozen."""
+
+    generator: torch.nn.Module
+    discriminator: torch.nn.Module
+    meta: dict[str, Any] = field(default_factory=dict)
+    path: Path | None = None
+    encoder: torch.nn.Module | None = None  # None: the file holds no encoder (scoring by search only)
 
 
 def _state(module: torch.nn.Module, prefix: str) -> dict[str, torch.Tensor]:

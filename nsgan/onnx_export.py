@@ -40,6 +40,7 @@ from torch import nn
 
 from . import __version__
 from .errors import EXIT_RUNTIME, ConfigError, ModelError, NsganError, OutputError
+from .export import ModelMeta
 
 FORMAT = "nsgan-onnx/1"
 KIND_TILE = "tile-scorer"  # tile -> reconstruction, residual, score, z
@@ -331,7 +332,7 @@ def read_onnx_metadata(session, path: Path) -> dict[str, Any]:
     return meta
 
 
-class OnnxTileNetwork:
+class OnnxTileNetwork(ModelMeta):
     """An exported tile scorer in an ONNX Runtime session: the Scorer's per-tile network call.
 
     `network(tiles)` takes tiles (N, C, T, T) in [0, 1] (float32, as the Scorer cuts them) and returns
@@ -368,18 +369,6 @@ class OnnxTileNetwork:
                 meta["image_score"] == "tile" and not isinstance(meta.get("lam"), (int, float))):
             raise ModelError(f"{path}: nsgan ONNX metadata lacks its residual, image score or lam; export it again")
         return cls(session, meta, path)
-
-    @property
-    def resolution(self) -> int:
-        return int(self.meta["resolution"])
-
-    @property
-    def channels(self) -> int:
-        return int(self.meta["channels"])
-
-    @property
-    def thresholds(self) -> dict[str, Any]:
-        return dict(self.meta.get("thresholds") or {})
 
     def check_options(self, options) -> None:
         """ConfigError for scoring options the exported graph does not compute (resolved ScoreOptions)."""

@@ -144,19 +144,17 @@ class LatentSearch:
         gradients. Needs no tile ids, so it also traces with a symbolic batch (the ONNX export calls it)."""
         n, device = x.shape[0], x.device
         x = x.float()
-        if not tile_losses:  # one E and one G pass: the fastest path
-            z = self._encode(x)
+        z = self._encode(x)
+        if tile_losses:  # the AnoGAN tile loss: G and two D passes
+            with torch.no_grad(), self._autocast(device):
+                fx = self.D.features(x).float()
+            with torch.no_grad():
+                scores, rec = self._losses(x, fx, z)
+        else:  # one E and one G pass: the fastest path; the score is the pixel term alone
             with torch.no_grad(), self._autocast(device):
                 rec = self.G(z).float()
-            residuals = (x - rec).abs()
-            return SearchResult(scores=residuals.flatten(1).mean(1), reconstructions=rec, residuals=residuals.mean(1) / 2.0,
-                                latents=z, steps=torch.zeros(n, dtype=torch.long, device=device))
-        with torch.no_grad(), self._autocast(device):
-            fx = self.D.features(x).float()
-        z = self._encode(x)
-        with torch.no_grad():
-            loss, rec = self._losses(x, fx, z)
-        return SearchResult(scores=loss, reconstructions=rec, residuals=(x - rec).abs().mean(1) / 2.0,
+            scores = (x - rec).abs().flatten(1).mean(1)
+        return SearchResult(scores=scores, reconstructions=rec, residuals=(x - rec).abs().mean(1) / 2.0,
                             latents=z, steps=torch.zeros(n, dtype=torch.long, device=device))
 
     def search(self, x: torch.Tensor, tile_ids: Sequence[int], tile_losses: bool = True) -> SearchResult:
