@@ -25,6 +25,7 @@ def tiny_experiment(tmp_path) -> Path:
     cfg = {
         "seed": 0, "train_config": "train.yaml", "budget_kimg": 0.096, "eps": [0.1], "gammas": [0, "auto"],
         "search": {"iterations": 2, "restarts": 1, "lr": 0.1, "lam": 0.1},
+        "detector": {"n_train": 64, "n_test": 32, "steps": 3},
         "protocols": {
             "mnist": {"tile": 16, "shard_stride": 16, "score_stride": 16,
                       "build": {"n_train": 20, "n_abnormal": 4, "n_test_good": 3, "n_test_defect": 3, "size": 32}},
@@ -49,6 +50,10 @@ def test_grid_runs_resumes_and_writes_the_table(tiny_experiment, tmp_path, capsy
         assert 0.0 <= r["image_auroc"] <= 1.0
         assert (r["pixel_auroc"] is None) == (r["protocol"] == "mnist")  # mnist has image labels only
         assert ("g_other_digit" in r) == (r["protocol"] == "mnist") and 0.0 <= r.get("g_other_digit", 0.0) <= 1.0
+        assert ("g_defect_share" in r) == (r["protocol"] == "textures") and 0.0 <= r.get("g_defect_share", 0.0) <= 1.0
+    # The textures detector was trained once, at the tile size, and its held-out figures kept with it.
+    figures = json.loads((out / "detector" / "detector-16.json").read_text())
+    assert figures["steps"] == 3 and 0.0 <= figures["test_auroc"] <= 1.0
     # Same data for both γ: one protocol folder and one shard set per (protocol, ε).
     assert sorted(p.name for p in (out / "data").iterdir()) == ["mnist-eps0.1", "textures-eps0.1"]
     cfg_g = yaml.safe_load((out / "cells" / "textures-eps0.1-gammaauto" / "run" / "config.yaml").read_text())
@@ -59,7 +64,7 @@ def test_grid_runs_resumes_and_writes_the_table(tiny_experiment, tmp_path, capsy
     table = (out / "results.md").read_text()
     assert "| textures | 0.1 |" in table and "| mnist | 0.1 |" in table and "image auroc γ=auto" in table
     assert (out / "results.png").stat().st_size > 1000
-    assert "5-NN classifier calls another digit" in table
+    assert "5-NN classifier calls another digit" in table and "defect detector calls defective" in table
     capsys.readouterr()
 
     # A finished grid is not silently mixed with a new one ...
@@ -183,3 +188,26 @@ def test_centred_abnormal_crops_get_their_own_shards_and_share_the_baseline(tiny
     run_cfg = yaml.safe_load((out / "cells" / "textures-eps0.1-gamma0.2-centred2" / "run" / "config.yaml").read_text())
     assert run_cfg["data"]["abnormal"].endswith("textures-eps0.1-centred2/abnormal")
     assert "γ=0.2 centred2" in (out / "results.md").read_text()
+
+
+def test_seeds_table_sets_runs_side_by_side_and_counts_wins(tmp_path, capsys):
+    def run(folder, seed, aupros, mil_image):
+        rows = [{"protocol": "textures", "eps": 0.1, "gamma_spec": g, "penalty": pen, "centred": 0, "seed": seed,
+                 "image_auroc": 0.5, "pixel_auroc": 0.7, "aupro": a, "g_defect_share": 0.1}
+                for (g, pen), a in zip((("0", "tile"), ("0.2", "tile"), ("0.2", "patch_mask")), aupros)]
+        rows.append({"protocol": "mnist", "eps": 0.1, "gamma_spec": "0", "penalty": "tile", "centred": 0, "seed": seed,
+                     "image_auroc": 0.8, "pixel_auroc": None, "aupro": None})
+        rows.append({"protocol": "mnist", "eps": 0.1, "gamma_spec": "0.2", "penalty": "patch_mil", "centred": 0,
+                     "seed": seed, "image_auroc": mil_image, "pixel_auroc": None, "aupro": None})
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "results.json").write_text(json.dumps(rows))
+        return str(tmp_path / folder)
+
+    folders = [run("s0", 0, (0.4, 0.5, 0.3), 0.9), run("s1", 1, (0.4, 0.3, 0.3), 0.7)]
+    assert ex.main(["--out", str(tmp_path / "sum"), "--summarise", ",".join(folders)]) == 0
+    text = (tmp_path / "sum" / "seeds.md").read_text()
+    assert "| γ=0.2 | 0.500 (0.500, 0.500) | 0.700 (0.700, 0.700) | 0.400 (0.500, 0.300) | 0.100 (0.100, 0.100) | 1 of 2 |" in text
+    assert "| γ=0.2 patch_mask | 0.500 (0.500, 0.500) | 0.700 (0.700, 0.700) | 0.300 (0.300, 0.300) | 0.100 (0.100, 0.100) | 0 of 2 |" in text
+    assert "image auroc > γ=0 in" in text and "| γ=0.2 patch_mil | 0.800 (0.900, 0.700) | – | – | – | 1 of 2 |" in text
+    assert ex.main(["--out", str(tmp_path / "sum"), "--summarise", str(tmp_path / "nothing")]) == 2
+    assert "no results.json" in capsys.readouterr().err

@@ -196,12 +196,13 @@ def train_cell(cell: Cell, spec: dict, cfg: dict, out: Path) -> tuple[Path, floa
 
 
 def score_options(spec: dict, cfg: dict):
-    """The one latent search every model of the grid is scored with."""
+    """The one latent search every model of the grid is scored with, and the protocol's map rules
+    (`score:` residual, map_sigma, image_score; scoring's defaults where unset)."""
     from nsgan.scoring import ScoreOptions
     from nsgan.search import SearchConfig
 
     return ScoreOptions(stride=spec.get("score_stride"), batch=int(cfg.get("score_batch", 64)),
-                        search=SearchConfig(seed=cfg.get("seed", 0), **cfg["search"]))
+                        search=SearchConfig(seed=cfg.get("seed", 0), **cfg["search"]), **spec.get("score", {}))
 
 
 def evaluate_cell(cell: Cell, spec: dict, cfg: dict, data: Path, model: Path, out: Path) -> dict:
@@ -262,6 +263,25 @@ def other_digit_share(model: Path, normal_digit: int = 0, n: int = 512, seed: in
     return float((pred != normal_digit).mean())
 
 
+def g_defect_share(model: Path, tile: int, out: Path, log, settings: dict) -> float:
+    """textures diagnostic of the mechanism: the share of G's samples a defect detector (trained on
+    the protocol's own tiles, tools/defect_detector.py, kept in OUT/detector) calls defective.
+    `settings` (the config's `detector:` n_train, n_test, steps) size its training."""
+    from tools.defect_detector import defect_share, load_or_train
+
+    det, _ = load_or_train(out / "detector", tile, log=log, **settings)
+    return defect_share(model, det)
+
+
+def mechanism(cell: Cell, spec: dict, cfg: dict, model: Path, out: Path, log) -> dict:
+    """What G draws, where a measure of it exists: γ > 0 should lower the share of anomalous samples."""
+    if cell.protocol == "mnist":
+        return {"g_other_digit": other_digit_share(model, spec.get("build", {}).get("normal_digit", 0))}
+    if cell.protocol == "textures":
+        return {"g_defect_share": g_defect_share(model, spec["tile"], out, log, cfg.get("detector", {}))}
+    return {}
+
+
 def has_masks(cell: Cell, out: Path) -> bool:
     """Whether the cell's abnormal shards carry defect masks (patch_mask and centred crops need them)."""
     from nsgan.data import read_manifest
@@ -288,8 +308,7 @@ def run_cell(cell: Cell, cfg: dict, out: Path, log) -> dict | None:
            "pixel_auroc": px.get("pixel_auroc"), "aupro": px.get("aupro"),
            "train_s": train_s, "score_s": m["seconds"]["total"], "cell_s": time.perf_counter() - t0,
            "budget_kimg": cfg["budget_kimg"], "search": m["search"], "seed": cfg.get("seed", 0)}
-    if cell.protocol == "mnist":
-        row["g_other_digit"] = other_digit_share(model, spec.get("build", {}).get("normal_digit", 0))
+    row.update(mechanism(cell, spec, cfg, model, out, log))
     atomic_write_json(out / "cells" / cell.name / "cell.json", row)  # written last: the cell is finished
     return row
 
@@ -352,6 +371,7 @@ def markdown_table(rows: list[dict]) -> str:
 DIAGNOSTICS = {
     "g_other_digit": "mnist, share of G's samples a 5-NN classifier calls another digit (lower = contaminants carved out)",
     "ink_pixel_auroc": "ir_mnist, pixel AUROC on ink pixels only ('3's against the other digits; 0.5 = chance)",
+    "g_defect_share": "textures, share of G's samples a defect detector calls defective (lower = defects carved out)",
 }
 
 
@@ -367,6 +387,42 @@ def diagnostic_table(rows: list[dict]) -> str:
         lines = ["", f"{title}:", "", "| ε | " + " | ".join(f"γ={g}" for g in gammas) + " |", "|---|" + "---|" * len(gammas)]
         for eps in sorted({r["eps"] for r in diag}):
             lines.append(f"| {eps:g} | " + " | ".join(_fmt(by.get((eps, g))) for g in gammas) + " |")
+        text += "\n".join(lines) + "\n"
+    return text
+
+
+def seeds_table(folders: list[Path]) -> str:
+    """Several runs of the grid (one per seed) side by side: per (protocol, ε) and arm, each metric's
+    mean then the seeds' values, and in how many seeds the arm beats γ = 0 (on AUPRO where the protocol
+    has pixel masks, else on image AUROC) — the issue's "3 of 3 seeds" test."""
+    runs = []
+    for folder in folders:
+        path = Path(folder) / "results.json"
+        if not path.is_file():
+            raise ConfigError(f"{folder}: no results.json (run the grid there first)")
+        runs.append({(r["protocol"], r["eps"], arm(r)): r for r in json.loads(path.read_text())})
+    keys = {k for run in runs for k in run}
+    diag = [d for d in DIAGNOSTICS if any(run[k].get(d) is not None for run in runs for k in run)]
+    cols = list(METRICS) + diag
+    text = f"Seeds: {', '.join(str(next(iter(run.values()))['seed']) for run in runs)} ({', '.join(map(str, folders))}); mean (each seed).\n"
+    for proto, eps in sorted({k[:2] for k in keys}, key=lambda k: (PROTOCOLS.index(k[0]), k[1])):
+        arms = sorted({k[2] for k in keys if k[:2] == (proto, eps)},
+                      key=lambda a: (a != "0", float(a.split(" ")[0]) if a.split(" ")[0] != "auto" else 9,
+                                     PENALTIES.index(next((w for w in a.split(" ") if w in PENALTIES), "tile")), a))
+        key_metric = "aupro" if any(run.get((proto, eps, "0"), {}).get("aupro") is not None for run in runs) else "image_auroc"
+        head = ["arm"] + [c.replace("_", " ") for c in cols] + [f"{key_metric.replace('_', ' ')} > γ=0 in"]
+        lines = ["", f"{proto}, ε = {eps:g}:", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        for a in arms:
+            cells_ = [run.get((proto, eps, a)) for run in runs]
+            row = [f"γ={a}"]
+            for c in cols:
+                vals = [r.get(c) if r else None for r in cells_]
+                got = [v for v in vals if v is not None]
+                row.append("–" if not got else f"{sum(got) / len(got):.3f} ({', '.join(_fmt(v) for v in vals)})")
+            wins = [(r[key_metric] > run[(proto, eps, "0")][key_metric]) for r, run in zip(cells_, runs)
+                    if a != "0" and r and (proto, eps, "0") in run and r.get(key_metric) is not None]
+            row.append("–" if a == "0" or not wins else f"{sum(wins)} of {len(wins)}")
+            lines.append("| " + " | ".join(row) + " |")
         text += "\n".join(lines) + "\n"
     return text
 
@@ -397,6 +453,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", default=str(REPO / "configs" / "experiments" / "noisy-cpu.yaml"))
     p.add_argument("--out", required=True, help="experiment folder (data, shards, cells, results.*)")
+    p.add_argument("--summarise", metavar="DIR,DIR,...",
+                   help="only write OUT/seeds.md: these finished experiment folders (one per seed) side by side")
     p.add_argument("--protocols", help="comma list of mnist, ir_mnist, textures (default: the config's)")
     p.add_argument("--eps", help="comma list of contamination ratios ε, e.g. 0.1,0,0.05")
     p.add_argument("--gammas", help="comma list of γ values or 'auto' (= ε/(1−ε)), e.g. 0,0.2")
@@ -411,7 +469,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest for these small nets)")
     p.add_argument("--resume", action="store_true", help="skip finished cells (those with cell.json)")
     p.add_argument("--diagnose", action="store_true",
-                   help="only add the diagnostics (mnist: what G draws; ir_mnist: pixel AUROC on ink only) to finished cells that lack them, and rewrite the table")
+                   help="only add the diagnostics (mnist, textures: what G draws; ir_mnist: pixel AUROC on ink only) to finished cells that lack them, and rewrite the table")
     return p.parse_args(argv)
 
 
@@ -466,12 +524,18 @@ def main(argv=None) -> int:
         print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
     try:
+        if args.summarise:
+            text = seeds_table([Path(f) for f in args.summarise.split(",") if f.strip()])
+            out.mkdir(parents=True, exist_ok=True)
+            _write_text(out / "seeds.md", text)
+            print(text)
+            return 0
         cfg = apply_args(load_experiment(args.config), args)
         if args.diagnose:
             for path in sorted(out.glob("cells/*/cell.json")):
                 row = json.loads(path.read_text())
                 model = path.parent / "run" / "model.safetensors"
-                wanted = {"mnist": "g_other_digit", "ir_mnist": "ink_pixel_auroc"}.get(row["protocol"])
+                wanted = {"mnist": "g_other_digit", "ir_mnist": "ink_pixel_auroc", "textures": "g_defect_share"}.get(row["protocol"])
                 if wanted is None or row.get(wanted) is not None:
                     continue
                 cell = Cell(row["protocol"], row["eps"], row["gamma_spec"], row.get("penalty", "tile"), row.get("centred", 0))
@@ -479,8 +543,8 @@ def main(argv=None) -> int:
                 if spec is None:
                     raise ConfigError(f"{args.config}: no '{cell.protocol}' protocol, needed to diagnose {path.parent}")
                 log(f"{cell.name}: diagnostic {wanted}")
-                if cell.protocol == "mnist":
-                    row[wanted] = other_digit_share(model, spec.get("build", {}).get("normal_digit", 0))
+                if cell.protocol in ("mnist", "textures"):
+                    row.update(mechanism(cell, spec, cfg, model, out, log))
                 else:  # scored with the search the cell was evaluated with
                     from dataclasses import replace
 
