@@ -12,7 +12,7 @@ import importlib
 import sys
 
 from . import __version__
-from .errors import NsganError
+from .errors import NsganError, printable
 
 # subcommand -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -37,15 +37,6 @@ def build_parser() -> argparse.ArgumentParser:
         if name in sys.argv[1:2]:  # only import the module whose options we need
             importlib.import_module(module).configure_parser(p)
     return parser
-
-
-def printable(text: str) -> str:
-    """`text` with the undecodable bytes of file names (surrogate escapes) shown as \\xNN, on one line."""
-    try:
-        raw = text.encode("utf-8", "surrogateescape")
-    except UnicodeEncodeError:  # a lone surrogate that no file name produced
-        raw = text.encode("utf-8", "backslashreplace")
-    return raw.decode("utf-8", "backslashreplace").replace("\n", " ")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -47,3 +47,12 @@ class OutputError(NsganError):
     """An output that exists (without --overwrite) or cannot be written."""
 
     exit_code = EXIT_OUTPUT
+
+
+def printable(text: str) -> str:
+    """`text` with the undecodable bytes of file names (surrogate escapes) shown as \\xNN, on one line."""
+    try:
+        raw = text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # a lone surrogate that no file name produced
+        raw = text.encode("utf-8", "backslashreplace")
+    return raw.decode("utf-8", "backslashreplace").replace("\n", " ")

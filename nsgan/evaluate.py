@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import DataError, NsganError, OutputError
+from .errors import DataError, NsganError, OutputError, printable  # printable: a non-UTF-8 file name is drawn as \xNN
 from .imageio import IMAGE_SUFFIXES, MASK_SUFFIX, list_images, read_image
 from .metrics import AUPRO_MAX_FPR, DEFAULT_BINS, PixelMetrics, ScoreRange, auroc_per_type, best_f1, image_auroc, image_roc_curve
 
@@ -272,7 +272,6 @@ def _cases(items: list[Item], scores: np.ndarray, tmp: Path, n: int):
         it = items[i]
         m = np.load(tmp / f"{i}.npy")
         mask = read_mask(it.mask, m.shape) if it.mask is not None else None
-        from .cli import printable  # a file name that is not UTF-8 cannot be drawn as text: show its bytes as \xNN
 
         cases.append(Case(printable(f"{why}: {it.kind}/{it.path.name} score {scores[i]:.4g}"), read_image(it.path), m, mask))
     return cases

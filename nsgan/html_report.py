@@ -32,7 +32,7 @@ from urllib.parse import quote
 
 from . import __version__
 from .atomic import atomic_write_text
-from .cli import printable
+from .errors import printable
 from .errors import OutputError
 
 PAGE = "index.html"

@@ -76,6 +76,13 @@ class ScoreOptions:
                 raise ConfigError(f"{key}: invalid value {getattr(self, key)!r}")
 
 
+def _check_finite(maps: np.ndarray, scores: np.ndarray, name: str, where: str = "") -> None:
+    """A NaN/inf tile is a numerical failure, never a silently wrong map."""
+    if not (np.isfinite(maps).all() and np.isfinite(scores).all()):
+        raise NsganError(f"{name}: the model produced NaN/inf in the anomaly map{where}; try --precision fp32 or a "
+                         f"smaller --lr, or check the model file", exit_code=EXIT_RUNTIME)
+
+
 @dataclass
 class ScoreResult:
     """One scored image. `map` is the full-resolution map when scored in memory, else None (see map_path)."""
@@ -312,12 +319,7 @@ class Scorer:
                 res[a:b] = all_res[owner][k : k + b - a].cpu().numpy()
                 sc[a:b] = all_sc[owner][k : k + b - a].cpu().numpy()
                 taken[owner] += b - a
-            if not (np.isfinite(res).all() and np.isfinite(sc).all()):
-                raise NsganError(
-                    f"{src.name}: the model produced NaN/inf in the anomaly map (tile rows {band[0]}..{band[-1]}); "
-                    f"try --precision fp32 or a smaller --lr, or check the model file",
-                    exit_code=EXIT_RUNTIME,
-                )
+            _check_finite(res, sc, f"{src.name}", f" (tile rows {band[0]}..{band[-1]})")
             if bar is not None:
                 bar.advance(len(tiles) - counts[self.rank])  # the other processes' tiles
             tile_scores[band[0] : band[-1] + 1] = sc.reshape(len(band), grid.n_cols)
@@ -467,9 +469,7 @@ class Scorer:
             n = len(t)
             maps, scores = res_all[k:k + n], sc_all[k:k + n]
             k += n
-            if not (np.isfinite(maps).all() and np.isfinite(scores).all()):
-                raise NsganError(f"{name}: the model produced NaN/inf in the anomaly map; try --precision fp32 or a "
-                                 f"smaller --lr, or check the model file", exit_code=EXIT_RUNTIME)
+            _check_finite(maps, scores, name)
             _, rows = BandBlender(grid, self.options.window_floor).add(range(grid.n_rows), maps)
             amap, stats = np.empty((grid.height, grid.width), np.float32), _MapStats()
             for y, block in smooth_stream([(0, rows)], grid.height, self.options.map_sigma):

@@ -21,7 +21,8 @@ from urllib.parse import unquote_to_bytes
 import numpy as np
 import pytest
 
-from nsgan.cli import main, printable
+from nsgan.cli import main
+from nsgan.errors import printable
 from nsgan.export import update_metadata
 from nsgan.html_report import CSP, JS, PAGE
 from nsgan.html_report import main as rebuild

@@ -129,6 +129,11 @@ def test_bad_inputs_give_one_line_errors_with_exit_codes(model_file, gray_png, t
     code, err = run(_nan_model(tmp_path / "nan.safetensors"), gray_png)
     assert code == 6 and "img.png" in err and "NaN" in err
     assert not (tmp_path / "o" / "img.map.tif").exists()  # no silent NaN map left behind
+    small = tmp_path / "small"  # images under one search batch of tiles share batches (score_many): same check
+    small.mkdir()
+    write_png(small / "tiny.png", np.full((9, 9, 1), 0.5, np.float32))
+    code, err = run(tmp_path / "nan.safetensors", small, out=tmp_path / "o3")
+    assert code == 6 and "tiny.png" in err and "NaN" in err and not (tmp_path / "o3" / "tiny.map.tif").exists()
     (tmp_path / "afile").write_text("")
     code, err = run(model_file, gray_png, out=tmp_path / "afile" / "out")
     assert code == 5 and "afile" in err and "not writable" in err
