@@ -208,6 +208,7 @@ def test_seeds_table_sets_runs_side_by_side_and_counts_wins(tmp_path, capsys):
     text = (tmp_path / "sum" / "seeds.md").read_text()
     assert "| γ=0.2 | 0.500 (0.500, 0.500) | 0.700 (0.700, 0.700) | 0.400 (0.500, 0.300) | 0.100 (0.100, 0.100) | 1 of 2 |" in text
     assert "| γ=0.2 patch_mask | 0.500 (0.500, 0.500) | 0.700 (0.700, 0.700) | 0.300 (0.300, 0.300) | 0.100 (0.100, 0.100) | 0 of 2 |" in text
+    assert "| arm | image auroc | pixel auroc | aupro | G draws a defect | aupro > γ=0 in |" in text
     assert "image auroc > γ=0 in" in text and "| γ=0.2 patch_mil | 0.800 (0.900, 0.700) | – | – | – | 1 of 2 |" in text
     assert ex.main(["--out", str(tmp_path / "sum"), "--summarise", str(tmp_path / "nothing")]) == 2
     assert "no results.json" in capsys.readouterr().err

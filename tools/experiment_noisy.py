@@ -375,6 +375,9 @@ DIAGNOSTICS = {
 }
 
 
+SHORT = {"g_other_digit": "G draws another digit", "g_defect_share": "G draws a defect", "ink_pixel_auroc": "ink-only pixel auroc"}
+
+
 def diagnostic_table(rows: list[dict]) -> str:
     """Per ε and γ: the mnist generator diagnostic and the ir_mnist ink-only pixel AUROC, where measured."""
     text = ""
@@ -410,7 +413,7 @@ def seeds_table(folders: list[Path]) -> str:
                       key=lambda a: (a != "0", float(a.split(" ")[0]) if a.split(" ")[0] != "auto" else 9,
                                      PENALTIES.index(next((w for w in a.split(" ") if w in PENALTIES), "tile")), a))
         key_metric = "aupro" if any(run.get((proto, eps, "0"), {}).get("aupro") is not None for run in runs) else "image_auroc"
-        head = ["arm"] + [c.replace("_", " ") for c in cols] + [f"{key_metric.replace('_', ' ')} > γ=0 in"]
+        head = ["arm"] + [SHORT.get(c, c.replace("_", " ")) for c in cols] + [f"{key_metric.replace('_', ' ')} > γ=0 in"]
         lines = ["", f"{proto}, ε = {eps:g}:", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for a in arms:
             cells_ = [run.get((proto, eps, a)) for run in runs]
