@@ -32,8 +32,7 @@ from urllib.parse import quote
 
 from . import __version__
 from .atomic import atomic_write_text
-from .errors import printable
-from .errors import OutputError
+from .errors import OutputError, printable
 
 PAGE = "index.html"
 GENERATOR = f"nsgan {__version__}"

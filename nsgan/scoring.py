@@ -319,7 +319,7 @@ class Scorer:
                 res[a:b] = all_res[owner][k : k + b - a].cpu().numpy()
                 sc[a:b] = all_sc[owner][k : k + b - a].cpu().numpy()
                 taken[owner] += b - a
-            _check_finite(res, sc, f"{src.name}", f" (tile rows {band[0]}..{band[-1]})")
+            _check_finite(res, sc, src.name, f" (tile rows {band[0]}..{band[-1]})")
             if bar is not None:
                 bar.advance(len(tiles) - counts[self.rank])  # the other processes' tiles
             tile_scores[band[0] : band[-1] + 1] = sc.reshape(len(band), grid.n_cols)

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -104,7 +103,7 @@ def load_or_train(folder: Path, size: int, log=print, **settings):
     passed to train())."""
     from safetensors.torch import load_file, save_file
 
-    from nsgan.atomic import atomic_write_json
+    from nsgan.atomic import atomic_write, atomic_write_json
 
     folder = Path(folder)
     weights, info = folder / f"detector-{size}.safetensors", folder / f"detector-{size}.json"
@@ -115,9 +114,7 @@ def load_or_train(folder: Path, size: int, log=print, **settings):
         return det, json.loads(info.read_text())
     det, figures = train(size, log=log, **settings)
     folder.mkdir(parents=True, exist_ok=True)
-    tmp = weights.with_suffix(f".tmp{os.getpid()}")
-    save_file(det.state_dict(), tmp)
-    tmp.replace(weights)
+    atomic_write(weights, lambda tmp: save_file(det.state_dict(), str(tmp)))
     atomic_write_json(info, figures)
     log(f"detector {size} px: test AUROC {figures['test_auroc']:.3f}, TPR {figures['test_tpr']:.3f}, "
         f"FPR {figures['test_fpr']:.3f}")
