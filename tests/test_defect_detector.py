@@ -31,3 +31,11 @@ def test_detector_is_kept_counts_real_tiles_like_shards_and_g_samples(tmp_path, 
     share, n = dd.tile_share(folder, det, 16, 16)
     assert n == 2 * 9 and 0.0 <= share <= 1.0
     assert 0.0 <= dd.defect_share(model_file, det, n=8) <= 1.0
+
+
+def test_cli_names_a_broken_model_in_one_line(tmp_path, capsys):
+    dd.load_or_train(tmp_path / "det", 16, log=lambda m: None, n_train=32, n_test=16, steps=2)
+    (tmp_path / "broken.safetensors").write_bytes(b"not a model")
+    assert dd.main(["--out", str(tmp_path / "det"), "--size", "16", "--model", str(tmp_path / "broken.safetensors")]) == 4
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "broken.safetensors" in err and "Traceback" not in err

@@ -158,13 +158,19 @@ def main(argv=None) -> int:
     p.add_argument("--stride", type=int, default=16, help="tile stride for --images")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
-    det, figures = load_or_train(Path(args.out), args.size)
-    print(json.dumps(figures))
-    for folder in args.images:
-        share, n = tile_share(Path(folder), det, args.size, args.stride)
-        print(f"{folder}: share of its {n} tiles with a defect {share:.3f}")
-    for m in args.model:
-        print(f"{m}: share of G's samples with a defect {defect_share(Path(m), det):.3f}")
+    from nsgan.errors import NsganError
+
+    try:
+        det, figures = load_or_train(Path(args.out), args.size)
+        print(json.dumps(figures))
+        for folder in args.images:
+            share, n = tile_share(Path(folder), det, args.size, args.stride)
+            print(f"{folder}: share of its {n} tiles with a defect {share:.3f}")
+        for m in args.model:
+            print(f"{m}: share of G's samples with a defect {defect_share(Path(m), det):.3f}")
+    except NsganError as err:  # a broken model or image: one line and its exit code, no traceback
+        print(f"defect_detector: error: {err}", file=sys.stderr)
+        return err.exit_code
     return 0
 
 
