@@ -14,8 +14,8 @@ import sys
 def main(argv: list[str] | None = None) -> int:
     from accelerate import Accelerator
 
-    from nsgan import scoring
-    from nsgan.errors import NsganError
+    from nsgan.cli import score as scoring
+    from nsgan.common.errors import NsganError
 
     parser = argparse.ArgumentParser(prog="launch/score.py", description=__doc__.splitlines()[0])
     scoring.configure_parser(parser)

@@ -5,7 +5,7 @@ The same script runs on CPU, one GPU, N GPUs and N nodes; only the accelerate co
 
 import sys
 
-from nsgan.training import launch_main
+from nsgan.cli.train import launch_main
 
 if __name__ == "__main__":
     sys.exit(launch_main())

@@ -2,7 +2,7 @@
 
 import sys
 
-from nsgan.encoder_training import launch_main
+from nsgan.cli.train_encoder import launch_main
 
 if __name__ == "__main__":
     sys.exit(launch_main())

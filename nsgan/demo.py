@@ -8,14 +8,13 @@ exports the model. Then it scores a full-size image with painted defects and say
 
 from __future__ import annotations
 
-import argparse
 import time
 from pathlib import Path
 
 import numpy as np
 
-from .atomic import atomic_write_json
-from .errors import ConfigError, OutputError
+from nsgan.common.atomic import atomic_write_json
+from nsgan.common.errors import ConfigError, OutputError
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "demo.yaml"
 
@@ -28,7 +27,7 @@ def _downscale2(img: np.ndarray) -> np.ndarray:
 
 def _material(texture: str, size: int, rng: np.random.Generator, part: str = "train") -> np.ndarray:
     """Material at half the photo's scale; test images come from a part of the photo training never sees."""
-    from .textures import texture_image
+    from nsgan.data.textures import texture_image
 
     return _downscale2(texture_image(texture, 2 * size, rng, part=part))
 
@@ -36,8 +35,8 @@ def _material(texture: str, size: int, rng: np.random.Generator, part: str = "tr
 def build_dataset(root: Path, texture: str = "brick", n_normal: int = 60, n_abnormal: int = 12,
                   hidden_fraction: float = 0.1, size: int = 128, seed: int = 0) -> dict:
     """Write normal (some secretly defective), abnormal and mask PNGs; return what was made."""
-    from .defects import paint_defects
-    from .imageio import write_png
+    from nsgan.data.imageio import write_png
+    from nsgan.data.painter import paint_defects
 
     rng = np.random.default_rng(seed)
     dirs = {k: root / k for k in ("normal", "abnormal", "abnormal_masks")}
@@ -58,8 +57,8 @@ def build_dataset(root: Path, texture: str = "brick", n_normal: int = 60, n_abno
 
 def build_test_image(root: Path, texture: str = "brick", size: int = 256, seed: int = 1) -> tuple[Path, Path]:
     """One full-size image with painted defects and its mask (what the demo scores)."""
-    from .defects import paint_defects
-    from .imageio import write_png
+    from nsgan.data.imageio import write_png
+    from nsgan.data.painter import paint_defects
 
     rng = np.random.default_rng(seed)
     img, mask, _ = paint_defects(_material(texture, size, rng, part="test"), rng, count=3, max_area_frac=0.005)
@@ -70,17 +69,6 @@ def build_test_image(root: Path, texture: str = "brick", size: int = 256, seed: 
     return image_path, mask_path
 
 
-def configure_parser(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--out", required=True, help="folder for the demo's data, shards, run and scores")
-    p.add_argument("--config", default=str(DEFAULT_CONFIG), help="training config (default: configs/demo.yaml)")
-    p.add_argument("--texture", default="brick", help="bundled texture photo: brick, grass or gravel")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--overwrite", action="store_true", help="replace an earlier demo in --out")
-    p.add_argument("--image-size", type=int, default=256, help="side of the full-size test image that is scored")
-    p.add_argument("--search-iterations", type=int, default=None,
-                   help="search steps per tile for a model without an encoder (default: nsgan score's); "
-                        "with an encoder the demo scores as nsgan score does by default, in one pass")
-    p.add_argument("overrides", nargs="*", metavar="key=value", help="training config overrides, e.g. schedule.total_kimg=10")
 
 
 DEMO_MARKER = ".nsgan-demo"
@@ -93,25 +81,28 @@ def is_earlier_demo(out: Path) -> bool:
     return bool(names & {DEMO_MARKER, "demo.json"}) and names <= DEMO_ENTRIES
 
 
-def run(args: argparse.Namespace) -> int:
+def run_demo(out: str | Path, *, config: str | Path = DEFAULT_CONFIG, texture: str = "brick", seed: int = 0,
+             overwrite: bool = False, image_size: int = 256, search_iterations: int | None = None,
+             overrides: list[str] | tuple[str, ...] = ()) -> dict:
+    """Build the demo in `out` (replacing only an earlier demo, with overwrite), train, score; returns demo.json's summary."""
     import shutil
 
     from rich.console import Console
 
-    from .config import load_config
-    from .shards import write_shards
-    from .training import train
+    from nsgan.data.shards import write_shards
+    from nsgan.train.config import load_config
+    from nsgan.train.pipeline import train
 
     console = Console(soft_wrap=True)  # paths stay whole, so they can be copied
-    out = Path(args.out)
-    if not Path(args.config).is_file():
-        raise ConfigError(f"{args.config}: demo config not found (run from a source checkout, or pass --config)")
+    out, config = Path(out), str(config)
+    if not Path(config).is_file():
+        raise ConfigError(f"{config}: demo config not found (run from a source checkout, or pass --config)")
     if out.exists() and not out.is_dir():
         raise OutputError(f"{out}: exists and is not a folder; choose another --out")
     if out.exists() and any(out.iterdir()):
         if not is_earlier_demo(out):
             raise OutputError(f"{out}: not empty and not an earlier nsgan demo; choose another --out (--overwrite only replaces a demo)")
-        if not args.overwrite:
+        if not overwrite:
             raise OutputError(f"{out}: not empty; pass --overwrite to replace the earlier demo")
         shutil.rmtree(out)
     try:
@@ -121,24 +112,24 @@ def run(args: argparse.Namespace) -> int:
         raise OutputError(f"{out}: cannot write the demo here ({exc.strerror or exc})") from None
     t0 = time.perf_counter()
     console.rule("[bold]nsgan demo")
-    console.print(f"1/4 painting a dataset from the bundled '{args.texture}' photo → {out / 'data'}")
-    made = build_dataset(out / "data", texture=args.texture, seed=args.seed)
+    console.print(f"1/4 painting a dataset from the bundled '{texture}' photo → {out / 'data'}")
+    made = build_dataset(out / "data", texture=texture, seed=seed)
     console.print(f"    {made['normal']} normal images ({made['hidden_defects']} with unlabelled defects), "
                   f"{made['abnormal']} labelled defective images with masks")
-    cfg = load_config(args.config, [
+    cfg = load_config(config, [
         f"data.normal={out / 'shards' / 'normal'}", f"data.abnormal={out / 'shards' / 'abnormal'}",
-        f"run_dir={out / 'run'}", f"seed={args.seed}", *args.overrides,
+        f"run_dir={out / 'run'}", f"seed={seed}", *overrides,
     ])
     console.print(f"2/4 writing {cfg.model.resolution}-px tile shards → {out / 'shards'}")
     manifest = write_shards(out / "data" / "normal", out / "data" / "abnormal", out / "data" / "abnormal_masks",
                             tile=cfg.model.resolution, out=out / "shards", stride=cfg.model.resolution // 2,
-                            channels=1, seed=args.seed)
+                            channels=1, seed=seed)
     console.print(f"    {manifest['counts']['tiles_normal']} normal tiles, {manifest['counts']['tiles_abnormal']} abnormal tiles")
-    console.print(f"3/4 training {args.config} (γ = {cfg.loss.gamma}, {cfg.schedule.total_kimg:g} kimg) → {out / 'run'}")
-    model = train(cfg, source=args.config)
+    console.print(f"3/4 training {config} (γ = {cfg.loss.gamma}, {cfg.schedule.total_kimg:g} kimg) → {out / 'run'}")
+    model = train(cfg, source=config)
     summary = {"data": made, "model": str(model), "samples": str(out / "run" / "samples"), "train_minutes": round((time.perf_counter() - t0) / 60, 2)}
     console.print(f"4/4 scoring a full-size image with painted defects → {out / 'score'}")
-    summary.update(_score_full_image(out, model, args.texture, args.seed, console, args.image_size, args.search_iterations))
+    summary.update(_score_full_image(out, model, texture, seed, console, image_size, search_iterations))
     summary["total_minutes"] = round((time.perf_counter() - t0) / 60, 2)
     atomic_write_json(out / "demo.json", summary, indent=1)
     console.rule("[bold green]done")
@@ -149,14 +140,15 @@ def run(args: argparse.Namespace) -> int:
         console.print(f"anomaly overlay: {summary['overlay']}")
         console.print(f"report:          {summary['report']}")
     console.print(f"total time:     {summary['total_minutes']:.1f} min")
-    return 0
+    return summary
 
 
 def _score_full_image(out: Path, model: Path, texture: str, seed: int, console, size: int, iterations: int) -> dict:
     """Score a full-size test image with painted defects; say whether the top region hits one."""
-    from .imageio import read_image
-    from .scoring import Scorer, ScoreOptions
-    from .search import SearchConfig
+    from nsgan.data.imageio import read_image
+    from nsgan.score.options import ScoreOptions
+    from nsgan.score.scorer import Scorer
+    from nsgan.score.search import SearchConfig
 
     image, mask_path = build_test_image(out / "data" / "test", texture=texture, size=size, seed=seed + 1)
     options = ScoreOptions(search=SearchConfig(iterations=iterations, restarts=1, seed=seed))  # else nsgan score's defaults
@@ -169,8 +161,8 @@ def _score_full_image(out: Path, model: Path, texture: str, seed: int, console, 
         hits.append(bool(mask[y0:y1, x0:x1].any()))
     import tifffile
 
-    from .html_report import write_score_page
-    from .metrics import image_auroc
+    from nsgan.evaluate.metrics import image_auroc
+    from nsgan.share.html_page import write_score_page
 
     write_score_page(out / "score")  # the same index.html `nsgan score` writes
     amap = tifffile.imread(result.map_path)

@@ -27,7 +27,7 @@ TINY = [
 def tiny_shards(tmp_path_factory) -> Path:
     """Shards of 16-px tiles cut from a few painted brick images (normal + abnormal with masks)."""
     from nsgan.demo import build_dataset
-    from nsgan.shards import write_shards
+    from nsgan.data.shards import write_shards
 
     root = tmp_path_factory.mktemp("tiny")
     build_dataset(root / "data", n_normal=6, n_abnormal=3, size=64, seed=0)
@@ -57,8 +57,8 @@ def subprocess_env() -> dict[str, str]:
 @pytest.fixture(scope="session")
 def model_file(tmp_path_factory) -> Path:
     """A real (untrained) exported 16-px gray model, for the CLI paths of score and evaluate."""
-    from nsgan.export import save_model
-    from nsgan.networks import Discriminator, Generator
+    from nsgan.models.model_file import save_model
+    from nsgan.models.networks import Discriminator, Generator
 
     torch.manual_seed(0)
     g = Generator(16, 1, latent_dim=16, fmap_base=64, fmap_max=16)
@@ -71,8 +71,8 @@ def gan_model_with_encoder(model_file, tmp_path_factory) -> Path:
     """The untrained model of `model_file` plus an (untrained) encoder: enough for the encoder code paths."""
     import shutil
 
-    from nsgan.encoder import Encoder
-    from nsgan.export import add_encoder
+    from nsgan.models.encoder import Encoder
+    from nsgan.models.model_file import add_encoder
 
     path = tmp_path_factory.mktemp("model-e") / "m.safetensors"
     shutil.copy(model_file, path)
@@ -84,8 +84,8 @@ def gan_model_with_encoder(model_file, tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def uninterrupted_tiny_model(tiny_shards, tmp_path_factory) -> Path:
     """The tiny config trained start to end without a break: what every resumed run must equal exactly."""
-    from nsgan.config import load_config
-    from nsgan.training import train
+    from nsgan.train.config import load_config
+    from nsgan.train.pipeline import train
 
     run = tmp_path_factory.mktemp("uninterrupted") / "run"
     overrides = [*TINY, f"data.normal={tiny_shards / 'normal'}", f"data.abnormal={tiny_shards / 'abnormal'}", f"run_dir={run}"]
@@ -96,7 +96,7 @@ def assert_same_model(a: Path, b: Path) -> None:
     """Two model files hold bit-identical tensors and the same images seen."""
     from safetensors.torch import load_file
 
-    from nsgan.export import read_metadata
+    from nsgan.models.model_file import read_metadata
 
     ta, tb = load_file(str(a)), load_file(str(b))
     assert ta.keys() == tb.keys()

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from nsgan import atomic
-from nsgan.atomic import atomic_write, atomic_write_json
-from nsgan.errors import OutputError
+from nsgan.common import atomic
+from nsgan.common.atomic import atomic_write, atomic_write_json
+from nsgan.common.errors import OutputError
 
 from .conftest import REPO
 
@@ -55,8 +55,8 @@ def test_a_failed_write_keeps_the_old_file_and_leaves_no_temp(tmp_path):
 
 
 def test_no_module_renames_files_into_place_by_itself():
-    """Every file write-then-rename goes through nsgan.atomic (folders renamed whole are the exceptions)."""
-    allowed = {"nsgan/atomic.py": 1, "nsgan/checkpoint.py": 1, "nsgan/shards.py": 2, "tools/protocols/common.py": 1}
+    """Every file write-then-rename goes through nsgan.common.atomic (folders renamed whole are the exceptions)."""
+    allowed = {"nsgan/common/atomic.py": 1, "nsgan/train/checkpoint.py": 1, "nsgan/data/shards.py": 2, "tools/protocols/common.py": 1}
     found = {}
     for path in [*REPO.glob("nsgan/**/*.py"), *REPO.glob("tools/**/*.py")]:
         n = len(re.findall(r"os\.(replace|rename)\(", path.read_text()))
@@ -66,15 +66,15 @@ def test_no_module_renames_files_into_place_by_itself():
 
 
 def test_mask_suffix_and_gray_modes_are_defined_once():
-    sources = {p.relative_to(REPO).as_posix(): p.read_text() for p in [*REPO.glob("nsgan/*.py"), *REPO.glob("tools/**/*.py")]}
-    assert [name for name, text in sources.items() if re.search(r"""^\s*MASK_SUFFIX\s*=""", text, re.M)] == ["nsgan/imageio.py"]
+    sources = {p.relative_to(REPO).as_posix(): p.read_text() for p in [*REPO.glob("nsgan/**/*.py"), *REPO.glob("tools/**/*.py")]}
+    assert [name for name, text in sources.items() if re.search(r"""^\s*MASK_SUFFIX\s*=""", text, re.M)] == ["nsgan/data/imageio.py"]
     assert [name for name, text in sources.items() if re.search(r"""\bf["'][^"'\n]*_mask""", text)] == []
-    assert [name for name, text in sources.items() if re.search(r"""["']I;16B["']""", text)] == ["nsgan/imageio.py"]
+    assert [name for name, text in sources.items() if re.search(r"""["']I;16B["']""", text)] == ["nsgan/data/imageio.py"]
 
 
 def test_a_one_bit_png_tile_streams_like_the_shards_writer_reads_it():
     """shards.py counted mode "1" as gray but the stream refused it as a wrong channel count."""
-    from nsgan.data import decode_sample
+    from nsgan.data.stream import decode_sample
 
     bits = np.zeros((16, 16), dtype=bool)
     bits[4:8] = True

@@ -1,9 +1,9 @@
 """The bad-input catalogue: every case is a user mistake that must end in ONE line naming the thing and
 the fix, with the documented exit code of its class, no traceback, and nothing written or overwritten.
 
-Exit code classes (README, nsgan/errors.py): 2 bad config or arguments · 3 unusable data ·
+Exit code classes (README, nsgan/common/errors.py): 2 bad config or arguments · 3 unusable data ·
 4 missing, truncated or foreign model/state · 5 output exists or cannot be written · 6 numerical
-failure or lost peer. The CLI cases run `nsgan.cli.main` in-process on tiny files; the Python API
+failure or lost peer. The CLI cases run `nsgan.cli.main.main` in-process on tiny files; the Python API
 cases check the exception class and its one-line message. The test IDs count the cases.
 """
 
@@ -25,8 +25,8 @@ import torch
 from PIL import Image
 from safetensors.torch import save_file
 
-from nsgan.cli import main as cli
-from nsgan.errors import ConfigError, DataError, ModelError, NsganError, OutputError
+from nsgan.cli.main import main as cli
+from nsgan.common.errors import ConfigError, DataError, ModelError, NsganError, OutputError
 
 from .conftest import TINY
 
@@ -358,7 +358,7 @@ def test_the_catalogue_covers_every_exit_code_class_and_enough_cases():
 
 
 def test_exit_codes_are_the_documented_ones():
-    from nsgan import errors
+    from nsgan.common import errors
 
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
     for cls, code in ((ConfigError, 2), (DataError, 3), (ModelError, 4), (OutputError, 5)):
@@ -370,8 +370,9 @@ def test_exit_codes_are_the_documented_ones():
 
 
 def _scorer(model_file):
-    from nsgan.scoring import Scorer, ScoreOptions
-    from nsgan.search import SearchConfig
+    from nsgan.score.options import ScoreOptions
+    from nsgan.score.scorer import Scorer
+    from nsgan.score.search import SearchConfig
 
     return Scorer.from_file(model_file, ScoreOptions(search=SearchConfig(iterations=2, restarts=1)))
 
@@ -382,10 +383,10 @@ API_CASES = [
     ("api-score-float-array-outside-0-1", DataError, lambda m, t: _scorer(m).score(np.full((20, 20), 3.0, np.float32)), "outside [0, 1]"),
     ("api-score-volume", DataError, lambda m, t: _scorer(m).score(np.zeros((2, 20, 20, 1), np.float32)), "unsupported image shape"),
     ("api-score-int64-array", DataError, lambda m, t: _scorer(m).score(np.zeros((20, 20), np.int64)), "unsupported pixel type int64"),
-    ("api-score-options-batch-zero", ConfigError, lambda m, t: __import__("nsgan.scoring", fromlist=["x"]).ScoreOptions(batch=0), "batch"),
-    ("api-load-foreign-model", ModelError, lambda m, t: __import__("nsgan.export", fromlist=["x"]).load_model(_foreign_model(t / "f.safetensors")), "not an nsgan model"),
-    ("api-write-shards-negative-tile", NsganError, lambda m, t: __import__("nsgan.shards", fromlist=["x"]).write_shards(t, tile=-1, out=t / "o"), "--tile"),
-    ("api-load-config-nan", ConfigError, lambda m, t: __import__("nsgan.config", fromlist=["x"]).load_config(None, ["loss.gamma=nan"]), "loss.gamma"),
+    ("api-score-options-batch-zero", ConfigError, lambda m, t: __import__("nsgan.score.options", fromlist=["x"]).ScoreOptions(batch=0), "batch"),
+    ("api-load-foreign-model", ModelError, lambda m, t: __import__("nsgan.models.model_file", fromlist=["x"]).load_model(_foreign_model(t / "f.safetensors")), "not an nsgan model"),
+    ("api-write-shards-negative-tile", NsganError, lambda m, t: __import__("nsgan.data.shards", fromlist=["x"]).write_shards(t, tile=-1, out=t / "o"), "--tile"),
+    ("api-load-config-nan", ConfigError, lambda m, t: __import__("nsgan.train.config", fromlist=["x"]).load_config(None, ["loss.gamma=nan"]), "loss.gamma"),
 ]
 
 
@@ -436,7 +437,7 @@ def test_a_file_name_that_is_not_utf8_is_scored_and_printed(model_file, tmp_path
     name = os.fsdecode(b"caf\xe9.png")
     png(folder / name)
     env = {**subprocess_env(), "PYTHONIOENCODING": "utf-8"}  # strict UTF-8 streams, as on most terminals
-    proc = subprocess.run([sys.executable, "-m", "nsgan.cli", "score", "--model", str(model_file), "--image", str(folder),
+    proc = subprocess.run([sys.executable, "-m", "nsgan.cli.main", "score", "--model", str(model_file), "--image", str(folder),
                            "--out", str(tmp_path / "o"), *FAST], env=env, capture_output=True, timeout=120)
     assert proc.returncode == 0 and b"Traceback" not in proc.stderr, proc.stderr.decode(errors="replace")
     assert b"caf\\udce9.png: score" in proc.stdout  # the undecodable byte, escaped

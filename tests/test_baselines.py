@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 from scipy.ndimage import binary_dilation
 
-from nsgan.baselines import LocalContrast, ScoreRule, image_score, local_contrast_map
-from nsgan.defects import paint_defects
-from nsgan.errors import ConfigError
-from nsgan.metrics import PixelMetrics, ScoreRange
-from tools.baseline_contrast import main, run_floor
+from nsgan.score.baselines import LocalContrast, ScoreRule, image_score, local_contrast_map
+from nsgan.data.painter import paint_defects
+from nsgan.common.errors import ConfigError
+from nsgan.evaluate.metrics import PixelMetrics, ScoreRange
+from tools.experiments.baseline_contrast import main, run_floor
 from tools.protocols.textures import build_textures
 
 

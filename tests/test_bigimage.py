@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import tifffile
 
-from nsgan.bigimage import open_image, read_map_rows, write_map
-from nsgan.errors import DataError
+from nsgan.data.bigimage import open_image, read_map_rows, write_map
+from nsgan.common.errors import DataError
 
 RNG = np.random.default_rng(0)
 
@@ -70,8 +70,9 @@ STREAM_CHILD = textwrap.dedent(
     torch.set_num_threads(1)
     sys.path.insert(0, sys.argv[3])
     from tests.test_search import PatternG, TinyD
-    from nsgan.scoring import Scorer, ScoreOptions
-    from nsgan.search import SearchConfig
+    from nsgan.score.options import ScoreOptions
+    from nsgan.score.scorer import Scorer
+    from nsgan.score.search import SearchConfig
     T = 64
     opts = ScoreOptions(stride=T, batch=64, batches_per_band=2, min_region_area=1,
                         search=SearchConfig(iterations=1, restarts=1))

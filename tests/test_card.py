@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from nsgan.card import MARKER, calibration_settings, render_card, write_card
-from nsgan.cli import main as cli
-from nsgan.export import read_metadata
+from nsgan.share.card import MARKER, calibration_settings, render_card, write_card
+from nsgan.cli.main import main as cli
+from nsgan.models.model_file import read_metadata
 
 from .test_evaluate import make_category
 
@@ -106,7 +106,7 @@ def test_calibrate_then_evaluate_rewrite_the_card(trained_copy, tmp_path, capsys
 
 
 def test_a_readme_nsgan_did_not_write_is_kept(model_file, tmp_path, capsys):
-    from nsgan.card import refresh_card
+    from nsgan.share.card import refresh_card
 
     model = tmp_path / "model.safetensors"
     shutil.copy(model_file, model)
@@ -133,8 +133,8 @@ def card_parts_text(text: str) -> tuple[dict, str]:
 
 
 def test_a_card_that_cannot_be_written_leaves_the_model_whole_and_warns(model_file, tmp_path, capsys, monkeypatch):
-    import nsgan.atomic
-    from nsgan.errors import OutputError
+    import nsgan.common.atomic
+    from nsgan.common.errors import OutputError
 
     model = tmp_path / "model.safetensors"
     shutil.copy(model_file, model)
@@ -143,7 +143,7 @@ def test_a_card_that_cannot_be_written_leaves_the_model_whole_and_warns(model_fi
     def refuse(path, text):
         raise OutputError(f"{path}: cannot write (No space left on device)")
 
-    monkeypatch.setattr(nsgan.atomic, "atomic_write_text", refuse)
+    monkeypatch.setattr(nsgan.common.atomic, "atomic_write_text", refuse)
     assert cli(["calibrate", "--model", str(model), "--normal", str(tmp_path / "cat" / "test" / "good"), *FAST]) == 0
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "warning" in err[0] and "README.md" in err[0] and "the model file is complete" in err[0]
@@ -153,8 +153,8 @@ def test_a_card_that_cannot_be_written_leaves_the_model_whole_and_warns(model_fi
 def test_a_new_encoder_drops_figures_measured_with_the_old_one(model_file, tmp_path):
     import torch
 
-    from nsgan.encoder import Encoder
-    from nsgan.export import add_encoder, update_metadata
+    from nsgan.models.encoder import Encoder
+    from nsgan.models.model_file import add_encoder, update_metadata
 
     model = tmp_path / "model.safetensors"
     shutil.copy(model_file, model)

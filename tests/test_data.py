@@ -14,15 +14,15 @@ import torch
 import webdataset as wds
 from PIL import Image
 
-from nsgan import data
-from nsgan.data import CorruptSampleWarning, DataWarning, ShardStream, measure_loader, read_manifest, resolve_shards
-from nsgan.errors import DataError
-from nsgan.imageio import read_image, to_channels
-from nsgan.shards import write_shards
+from nsgan.data import stream as data
+from nsgan.data.stream import CorruptSampleWarning, DataWarning, ShardStream, measure_loader, read_manifest, resolve_shards
+from nsgan.common.errors import DataError
+from nsgan.data.imageio import read_image, to_channels
+from nsgan.data.shards import write_shards
 
 RNG = np.random.default_rng(1)
 # broken samples are part of the fixtures; tests that are about the warnings use pytest.warns
-pytestmark = pytest.mark.filterwarnings("ignore::nsgan.data.CorruptSampleWarning")
+pytestmark = pytest.mark.filterwarnings("ignore::nsgan.data.stream.CorruptSampleWarning")
 TILE = 16
 
 

@@ -1,4 +1,4 @@
-"""tools/defect_detector.py: the textures tiles it learns from, and what it counts on real and generated tiles."""
+"""tools/experiments/defect_detector.py: the textures tiles it learns from, and what it counts on real and generated tiles."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import json
 import numpy as np
 import torch
 
-from nsgan.imageio import write_png
-from tools import defect_detector as dd
+from nsgan.data.imageio import write_png
+from tools.experiments import defect_detector as dd
 
 
 def test_tiles_are_8_bit_and_every_other_one_holds_one_defect():

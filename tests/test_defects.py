@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 from scipy.ndimage import binary_dilation
 
-from nsgan.defects import KINDS, paint_crack, paint_defects, paint_pit, paint_scratch
-from nsgan.errors import DataError
-from nsgan.textures import TEXTURES, texture_image, texture_photo
+from nsgan.data.painter import KINDS, paint_crack, paint_defects, paint_pit, paint_scratch
+from nsgan.common.errors import DataError
+from nsgan.data.textures import TEXTURES, texture_image, texture_photo
 
 
 def _flat(h=96, w=96, c=1, value=0.5):

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
-from nsgan.cli import main as cli
-from nsgan.export import load_model
+from nsgan.cli.main import main as cli
+from nsgan.models.model_file import load_model
 
 SMALL = ["model.resolution=16", "model.latent_dim=16", "model.fmap_base=64", "model.fmap_max=16",
          "schedule.start_resolution=8", "schedule.stable_kimg=0.05", "schedule.fade_kimg=0.05",

@@ -12,13 +12,14 @@ import torch
 from PIL import Image
 from scipy.ndimage import gaussian_filter
 
-from nsgan.config import load_config
-from nsgan.defects import paint_defects
-from nsgan.metrics import PixelMetrics, ScoreRange
-from nsgan.scoring import ScoreOptions, Scorer
-from nsgan.search import SearchConfig
-from nsgan.shards import write_shards
-from nsgan.training import train
+from nsgan.train.config import load_config
+from nsgan.data.painter import paint_defects
+from nsgan.evaluate.metrics import PixelMetrics, ScoreRange
+from nsgan.score.options import ScoreOptions
+from nsgan.score.scorer import Scorer
+from nsgan.score.search import SearchConfig
+from nsgan.data.shards import write_shards
+from nsgan.train.pipeline import train
 
 PIXEL_AUROC_BOUND = 0.75  # measured 0.80 (encoder) / 0.83 (refine 5) / 0.77 (search 5) when this test was written
 

@@ -14,13 +14,15 @@ import numpy as np
 import pytest
 import torch
 
-from nsgan.cli import main as cli
-from nsgan.config import load_config
-from nsgan.encoder import Encoder, izif_loss
-from nsgan.export import load_model
-from nsgan.scoring import ScoreOptions, Scorer
-from nsgan.search import SearchConfig
-from nsgan.training import train, weights_digest
+from nsgan.cli.main import main as cli
+from nsgan.train.config import load_config
+from nsgan.models.encoder import Encoder, izif_loss
+from nsgan.models.model_file import load_model
+from nsgan.score.options import ScoreOptions
+from nsgan.score.scorer import Scorer
+from nsgan.score.search import SearchConfig
+from nsgan.train.pipeline import train
+from nsgan.train.common import weights_digest
 
 from .conftest import REPO, TINY, free_port, subprocess_env, tensorboard_log
 
@@ -69,7 +71,7 @@ def _model_copy(run: Path, dest: Path, keep_encoder: bool) -> Path:
     """A copy of the run's model file, optionally without its encoder (as a model made before encoders)."""
     from safetensors.torch import load_file, save_file
 
-    from nsgan.export import read_metadata
+    from nsgan.models.model_file import read_metadata
 
     dest.mkdir(parents=True, exist_ok=True)
     target = dest / "model.safetensors"
@@ -190,7 +192,7 @@ def test_two_processes_train_the_same_encoder(gan_with_encoder, tmp_path):
     assert [step for step, _ in tb["scalars"]["loss_e"]] == [r["images_seen"] for r in rows] == [32, 64]
     assert [step for step, _, _ in tb["images"]["reconstructions"]] == [0, 64]
     assert len(tb["pids"]) == 1
-    # and the model card beside it is rewritten with the encoder (nsgan/card.py)
+    # and the model card beside it is rewritten with the encoder (nsgan/share/card.py)
     card = (model.parent / "README.md").read_text()
     assert "library_name: nsgan" in card and "Stored: an f-AnoGAN izi_f encoder trained for 0.064 kimg (64 normal tiles" in card
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -12,11 +12,12 @@ import torch
 from PIL import Image
 from sklearn.metrics import roc_auc_score
 
-from nsgan.cli import main
-from nsgan.evaluate import collect, evaluate, pick_cases
-from nsgan.imageio import read_image, write_png
-from nsgan.scoring import Scorer, ScoreOptions
-from nsgan.search import SearchConfig
+from nsgan.cli.main import main
+from nsgan.evaluate.evaluation import collect, evaluate, pick_cases
+from nsgan.data.imageio import read_image, write_png
+from nsgan.score.options import ScoreOptions
+from nsgan.score.scorer import Scorer
+from nsgan.score.search import SearchConfig
 from .test_search import PatternG, TinyD, clean_image
 
 FAST = ["--iterations", "2", "--restarts", "1", "--no-progress"]

@@ -1,4 +1,4 @@
-"""tools/experiment_noisy.py: the grid runs end to end on tiny budgets, resumes, and reports what it measured."""
+"""tools/experiments/experiment_noisy.py: the grid runs end to end on tiny budgets, resumes, and reports what it measured."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tools import experiment_noisy as ex
+from tools.experiments import experiment_noisy as ex
 
 TINY_TRAIN = {
     "data": {"channels": 1, "num_workers": 0, "abnormal_fraction": 0.25},
@@ -122,9 +122,9 @@ def test_ink_pixel_auroc_counts_ink_only_and_matches_sklearn(tmp_path, model_fil
     import numpy as np
     from sklearn.metrics import roc_auc_score
 
-    from nsgan.imageio import read_image
-    from nsgan.scoring import ScoreOptions
-    from nsgan.search import SearchConfig
+    from nsgan.data.imageio import read_image
+    from nsgan.score.options import ScoreOptions
+    from nsgan.score.search import SearchConfig
     from tools.protocols.ir_mnist import build_ir_mnist
 
     data = tmp_path / "ir"

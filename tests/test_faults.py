@@ -21,12 +21,12 @@ import numpy as np
 import pytest
 import tifffile
 
-from nsgan.cli import main as cli
-from nsgan.imageio import write_png
+from nsgan.cli.main import main as cli
+from nsgan.data.imageio import write_png
 
 from .conftest import TINY, assert_same_model, subprocess_env
 
-NSGAN = [sys.executable, "-m", "nsgan.cli"]
+NSGAN = [sys.executable, "-m", "nsgan.cli.main"]
 FAST = ["--iterations", "2", "--restarts", "1", "--no-progress"]
 
 
@@ -135,7 +135,7 @@ def test_kill_9_during_score_leaves_no_output_looking_complete(model_file, tmp_p
 
 
 def test_kill_9_during_calibrate_leaves_the_old_or_the_new_model(model_file, tmp_path):
-    from nsgan.export import load_model, read_metadata
+    from nsgan.models.model_file import load_model, read_metadata
 
     model = tmp_path / "m.safetensors"
     model.write_bytes(model_file.read_bytes())
@@ -161,7 +161,7 @@ def test_kill_9_during_calibrate_leaves_the_old_or_the_new_model(model_file, tmp
 
 
 def test_full_disk_during_a_checkpoint_save_keeps_the_last_state_and_says_so(tiny_shards, tmp_path, uninterrupted_tiny_model):
-    from nsgan.checkpoint import find_latest, load_state
+    from nsgan.train.checkpoint import find_latest, load_state
 
     cfg = tmp_path / "cfg.yaml"
     cfg.write_text("seed: 0\n")

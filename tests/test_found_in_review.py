@@ -10,10 +10,10 @@ import signal
 import numpy as np
 import pytest
 
-from nsgan.cli import main as cli
-from nsgan.config import load_config
-from nsgan.imageio import write_png
-from nsgan.training import train
+from nsgan.cli.main import main as cli
+from nsgan.train.config import load_config
+from nsgan.data.imageio import write_png
+from nsgan.train.pipeline import train
 
 from .conftest import REPO, TINY, assert_same_model
 
@@ -103,7 +103,7 @@ def test_scoring_a_folder_refuses_two_images_with_the_same_output_names(model_fi
 
 
 def test_ctrl_c_mid_step_saves_at_the_step_boundary_and_the_resume_is_exact(tiny_shards, tmp_path, monkeypatch, uninterrupted_tiny_model):
-    from nsgan.losses import GANLoss
+    from nsgan.models.losses import GANLoss
 
     real, calls = GANLoss.g_loss, {"n": 0}
 
@@ -143,7 +143,7 @@ def test_ctrl_c_mid_step_saves_at_the_step_boundary_and_the_resume_is_exact(tiny
     ("NCCL communicator was aborted on rank 0.", True),
 ])
 def test_lost_peer_is_told_apart_from_a_local_failure(message, lost):
-    from nsgan.engines import peer_failure
+    from nsgan.train.engines import peer_failure
 
     assert (peer_failure(RuntimeError(message)) is not None) == lost
 

@@ -21,12 +21,12 @@ from urllib.parse import unquote_to_bytes
 import numpy as np
 import pytest
 
-from nsgan.cli import main
-from nsgan.errors import printable
-from nsgan.export import update_metadata
-from nsgan.html_report import CSP, JS, PAGE
-from nsgan.html_report import main as rebuild
-from nsgan.imageio import write_png
+from nsgan.cli.main import main
+from nsgan.common.errors import printable
+from nsgan.models.model_file import update_metadata
+from nsgan.share.html_page import CSP, JS, PAGE
+from nsgan.cli.page import main as rebuild
+from nsgan.data.imageio import write_png
 
 from .headless import CHROMIUM, Browser
 from .test_evaluate import make_category
@@ -175,7 +175,7 @@ def test_one_image_gets_a_one_row_page(gan_model_with_encoder, tmp_path):
 
 
 def test_a_stopped_run_leaves_a_page_of_what_is_done_and_a_later_run_completes_it(gan_model_with_encoder, tmp_path, monkeypatch):
-    from nsgan.scoring import Scorer
+    from nsgan.score.scorer import Scorer
 
     src = make_folder(tmp_path / "src", names=("a.png", "b.png", "d.png"))
     (src / "c.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")  # scored third: the run stops there

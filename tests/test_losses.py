@@ -7,8 +7,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nsgan.losses import GANLoss
-from nsgan.networks import Discriminator
+from nsgan.models.losses import GANLoss
+from nsgan.models.networks import Discriminator
 
 
 class LinearD(nn.Module):

@@ -8,10 +8,11 @@ import pytest
 import torch
 from scipy.ndimage import gaussian_filter
 
-from nsgan.errors import ConfigError
-from nsgan.maps import detail_residual, smooth_stream
-from nsgan.scoring import ScoreOptions, Scorer
-from nsgan.search import SearchConfig
+from nsgan.common.errors import ConfigError
+from nsgan.score.maps import detail_residual, smooth_stream
+from nsgan.score.options import ScoreOptions
+from nsgan.score.scorer import Scorer
+from nsgan.score.search import SearchConfig
 
 
 @pytest.mark.parametrize("h,w,sigma,blocks", [(100, 37, 4.0, [7, 20, 1, 72]), (5, 9, 4.0, [2, 3]), (64, 64, 2.0, [64]),

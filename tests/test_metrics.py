@@ -5,8 +5,8 @@ import pytest
 from scipy import ndimage
 from sklearn.metrics import precision_recall_curve, roc_auc_score, roc_curve
 
-from nsgan.errors import DataError
-from nsgan.metrics import (PixelMetrics, ScoreRange, auroc_per_type, best_f1, image_auroc,
+from nsgan.common.errors import DataError
+from nsgan.evaluate.metrics import (PixelMetrics, ScoreRange, auroc_per_type, best_f1, image_auroc,
                            image_roc_curve)
 
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from nsgan.networks import (
+from nsgan.models.networks import (
     Discriminator,
     EqualizedConv2d,
     EqualizedLinear,

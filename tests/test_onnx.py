@@ -25,10 +25,11 @@ from PIL import Image
 import onnx  # the `onnx` extra; CI installs it (no skip: a missing extra must fail here, not pass quietly)
 import onnxruntime as ort
 
-from nsgan.cli import main as cli
-from nsgan.export import update_metadata
-from nsgan.onnx_export import DEFAULT_OPSET, TILE_OUTPUTS, TOLERANCE, export_onnx
-from nsgan.scoring import ScoreOptions, Scorer
+from nsgan.cli.main import main as cli
+from nsgan.models.model_file import update_metadata
+from nsgan.share.onnx_export import DEFAULT_OPSET, TILE_OUTPUTS, TOLERANCE, export_onnx, scorer_from_onnx
+from nsgan.score.options import ScoreOptions
+from nsgan.score.scorer import Scorer
 
 THRESHOLDS = {"image": 0.5, "pixel": 0.2, "map": {"residual": "detail", "map_sigma": 1.0, "image_score": "map_max"}}
 
@@ -141,7 +142,7 @@ def test_export_without_encoder_is_the_generator_and_says_scoring_needs_an_encod
 
 
 def test_generator_export_equals_torch_at_batch_1_and_5(g_export, model_file):
-    from nsgan.export import load_model
+    from nsgan.models.model_file import load_model
 
     _, path = g_export
     g = load_model(model_file).generator
@@ -166,7 +167,7 @@ def test_a_multi_tile_image_scored_with_the_onnx_file_gives_the_torch_map(export
     # overlapping tiles (blending), several batches with a short last one (batch sizes vary)
     options = replace(EXPORTS[export], batch=5, stride=8)
     a = Scorer.from_file(calibrated_e_model, options).score(img)
-    b = Scorer.from_onnx(path, options).score(img)
+    b = scorer_from_onnx(path, options).score(img)
     assert a.tile_scores.shape == b.tile_scores.shape == (4, 7)
     assert a.map.shape == b.map.shape == (40, 57)
     assert np.abs(a.map - b.map).max() <= TOLERANCE
@@ -281,7 +282,7 @@ def test_export_refuses_an_existing_out_an_old_opset_and_a_foreign_model(model_f
 
 def test_export_over_the_tolerance_stops_and_writes_nothing(gan_model_with_encoder, tmp_path, capsys, monkeypatch):
     """A torch reference that differs by 1e-3 (as a broken export would) must stop the export, exit 6."""
-    import nsgan.onnx_export as ox
+    import nsgan.share.onnx_export as ox
 
     real = ox.torch_tile_outputs
 

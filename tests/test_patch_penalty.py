@@ -15,13 +15,13 @@ import pytest
 import torch
 from PIL import Image
 
-from nsgan.config import load_config
-from nsgan.data import ShardStream
-from nsgan.errors import ConfigError, NsganError
-from nsgan.export import load_model, read_metadata, save_model
-from nsgan.losses import GANLoss, patch_mask
-from nsgan.networks import Discriminator, Generator
-from nsgan.shards import write_shards
+from nsgan.train.config import load_config
+from nsgan.data.stream import ShardStream
+from nsgan.common.errors import ConfigError, NsganError
+from nsgan.models.model_file import load_model, read_metadata, save_model
+from nsgan.models.losses import GANLoss, patch_mask
+from nsgan.models.networks import Discriminator, Generator
+from nsgan.data.shards import write_shards
 
 from .conftest import REPO, TINY, free_port, subprocess_env
 
@@ -250,8 +250,9 @@ def test_centred_crops_contain_their_mask_component(tmp_path):
 
 def test_model_file_from_before_the_patch_head_loads_and_scores(model_file, tmp_path):
     """The conftest model has no patch head: its metadata and tensors are the pre-patch format."""
-    from nsgan.scoring import Scorer, ScoreOptions
-    from nsgan.search import SearchConfig
+    from nsgan.score.options import ScoreOptions
+    from nsgan.score.scorer import Scorer
+    from nsgan.score.search import SearchConfig
 
     meta = read_metadata(model_file)
     assert "patch_grid" not in meta["discriminator"]
@@ -271,9 +272,10 @@ def test_model_file_from_before_the_patch_head_loads_and_scores(model_file, tmp_
 
 
 def test_mil_training_exports_a_model_that_scores(tiny_overrides, tmp_path):
-    from nsgan.scoring import Scorer, ScoreOptions
-    from nsgan.search import SearchConfig
-    from nsgan.training import train
+    from nsgan.score.options import ScoreOptions
+    from nsgan.score.scorer import Scorer
+    from nsgan.score.search import SearchConfig
+    from nsgan.train.pipeline import train
 
     path = train(load_config(None, [*tiny_overrides, "loss.penalty=patch_mil", "model.patch_grid=4", "loss.mil_k=2",
                                     "schedule.total_kimg=0.192"]))
@@ -287,7 +289,7 @@ def test_mil_training_exports_a_model_that_scores(tiny_overrides, tmp_path):
 
 
 def test_patch_mask_on_shards_without_masks_is_a_config_error(tmp_path, capsys):
-    from nsgan.cli import main as cli
+    from nsgan.cli.main import main as cli
 
     normal, abnormal, _, _ = _scratched(tmp_path)
     write_shards(normal, abnormal, tile=16, out=tmp_path / "s", stride=16, channels=1)
@@ -302,7 +304,7 @@ def test_patch_mask_on_shards_without_masks_is_a_config_error(tmp_path, capsys):
 def test_two_processes_with_the_patch_head_end_with_identical_weights(tiny_shards, tmp_path):
     """DDP over gloo, masked penalty: R1 on both outputs in the one backward, and the patch head's
     per-level 1x1 convs (4x4 at 8 px, 8x8 at 16 px) left unused in some phases."""
-    from nsgan.training import weights_digest
+    from nsgan.train.common import weights_digest
 
     run, cfg = tmp_path / "run", tmp_path / "cfg.yaml"
     cfg.write_text("seed: 0\n")

@@ -15,10 +15,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from nsgan.card import write_card
-from nsgan.errors import ModelError
-from nsgan.scoring import ScoreOptions, Scorer
-from nsgan.search import SearchConfig
+from nsgan.share.card import write_card
+from nsgan.common.errors import ModelError
+from nsgan.score.options import ScoreOptions
+from nsgan.score.scorer import Scorer
+from nsgan.score.search import SearchConfig
 
 from .conftest import REPO, subprocess_env
 
@@ -98,7 +99,7 @@ def test_nsgan_score_takes_a_hub_repo_id_from_the_offline_cache(model_folder, tm
     cache = offline_cache(tmp_path / "hub", REPO_ID, {"model.safetensors": model_folder / "model.safetensors"})
     Image.fromarray((np.random.default_rng(3).random((20, 20)) * 255).astype(np.uint8)).save(tmp_path / "img.png")
     env = {**subprocess_env(), "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(cache)}
-    run = [sys.executable, "-m", "nsgan.cli", "score", "--image", str(tmp_path / "img.png"), "--no-progress"]
+    run = [sys.executable, "-m", "nsgan.cli.main", "score", "--image", str(tmp_path / "img.png"), "--no-progress"]
     ok = subprocess.run([*run, "--model", REPO_ID, "--out", str(tmp_path / "out")], env=env, capture_output=True, text=True,
                         timeout=300, cwd=REPO)
     assert ok.returncode == 0, ok.stderr[-2000:]

@@ -10,8 +10,8 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tools/ is not an installed package
 
-from nsgan.errors import DataError, OutputError  # noqa: E402
-from nsgan.imageio import read_image  # noqa: E402
+from nsgan.common.errors import DataError, OutputError  # noqa: E402
+from nsgan.data.imageio import read_image  # noqa: E402
 from tools.protocols.__main__ import main  # noqa: E402
 from tools.protocols.caltech import build_caltech  # noqa: E402
 from tools.protocols.ir_mnist import build_ir_mnist  # noqa: E402

@@ -20,8 +20,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from nsgan.export import load_model
-from nsgan.training import weights_digest
+from nsgan.models.model_file import load_model
+from nsgan.train.common import weights_digest
 
 from .conftest import REPO, TINY, subprocess_env
 
@@ -195,9 +195,9 @@ def test_deepspeed_settings_nsgan_does_not_train_are_config_errors(monkeypatch, 
     """Stages and precisions that cannot train this GAN as under DDP stop before anything starts."""
     from datetime import timedelta
 
-    from nsgan.config import load_config
-    from nsgan.engines import make_deepspeed_accelerator
-    from nsgan.errors import ConfigError
+    from nsgan.train.config import load_config
+    from nsgan.train.engines import make_deepspeed_accelerator
+    from nsgan.common.errors import ConfigError
 
     monkeypatch.delenv("ACCELERATE_USE_CPU", raising=False)
     monkeypatch.delenv("ACCELERATE_MIXED_PRECISION", raising=False)

@@ -5,8 +5,8 @@ import json
 
 import pytest
 
-from nsgan.errors import ConfigError
-from nsgan.schedule import Phase, ScheduleConfig, phase_boundaries, schedule, total_images
+from nsgan.common.errors import ConfigError
+from nsgan.train.schedule import Phase, ScheduleConfig, phase_boundaries, schedule, total_images
 
 # 32x32 final: levels 0..3; 2 kimg stable, 1 kimg fade; total 20 kimg
 CFG = ScheduleConfig(

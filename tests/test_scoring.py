@@ -13,12 +13,13 @@ import pytest
 import tifffile
 import torch
 
-from nsgan.calibrate import best_f1_threshold
-from nsgan.cli import main
-from nsgan.export import read_metadata, save_model
-from nsgan.imageio import write_png
-from nsgan.scoring import Scorer, ScoreOptions
-from nsgan.search import SearchConfig
+from nsgan.evaluate.calibrate import best_f1_threshold
+from nsgan.cli.main import main
+from nsgan.models.model_file import read_metadata, save_model
+from nsgan.data.imageio import write_png
+from nsgan.score.options import ScoreOptions
+from nsgan.score.scorer import Scorer
+from nsgan.score.search import SearchConfig
 from .conftest import free_port
 from .test_search import PatternG, TinyD, clean_image
 
@@ -97,7 +98,7 @@ def test_folder_and_list_inputs_and_images_smaller_than_a_tile(model_file, tmp_p
 
 
 def _nan_model(path: Path) -> Path:
-    from nsgan.networks import Discriminator, Generator
+    from nsgan.models.networks import Discriminator, Generator
 
     g = Generator(16, 1, latent_dim=16, fmap_base=64, fmap_max=16)
     with torch.no_grad():

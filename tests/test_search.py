@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from nsgan.errors import ConfigError
-from nsgan.search import LatentSearch, SearchConfig, start_latents
+from nsgan.common.errors import ConfigError
+from nsgan.score.search import LatentSearch, SearchConfig, start_latents
 
 
 class PatternG(torch.nn.Module):
@@ -116,7 +116,7 @@ def test_networks_stay_frozen_and_unchanged():
 
 
 def test_real_networks_are_reproducible_in_fp32_and_run_in_bf16():
-    from nsgan.networks import Discriminator, Generator
+    from nsgan.models.networks import Discriminator, Generator
 
     torch.manual_seed(0)
     g = Generator(16, 1, latent_dim=16, fmap_base=64, fmap_max=16)

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from nsgan.errors import DataError, ModelError
+from nsgan.common.errors import DataError, ModelError
 
 from .conftest import REPO
 
@@ -67,11 +67,12 @@ def test_models_states_shards_and_images_load_with_unpickling_forbidden(monkeypa
     monkeypatch.setattr(pickle, "load", trap)
     monkeypatch.setattr(pickle, "loads", trap)
     monkeypatch.setattr(pickle, "Unpickler", trap)
-    from nsgan.checkpoint import find_latest, load_state
-    from nsgan.data import ShardStream
-    from nsgan.export import load_model
-    from nsgan.scoring import Scorer, ScoreOptions
-    from nsgan.search import SearchConfig
+    from nsgan.train.checkpoint import find_latest, load_state
+    from nsgan.data.stream import ShardStream
+    from nsgan.models.model_file import load_model
+    from nsgan.score.options import ScoreOptions
+    from nsgan.score.scorer import Scorer
+    from nsgan.score.search import SearchConfig
 
     m = load_model(uninterrupted_tiny_model)
     tensors, info = load_state(find_latest(uninterrupted_tiny_model.parent))
@@ -83,7 +84,7 @@ def test_models_states_shards_and_images_load_with_unpickling_forbidden(monkeypa
 
 
 def test_an_oversized_model_header_is_refused_before_it_is_parsed(tmp_path):
-    from nsgan.export import MAX_HEADER_BYTES, read_metadata
+    from nsgan.models.model_file import MAX_HEADER_BYTES, read_metadata
 
     path = tmp_path / "huge.safetensors"
     n = MAX_HEADER_BYTES + 1
@@ -95,7 +96,7 @@ def test_an_oversized_model_header_is_refused_before_it_is_parsed(tmp_path):
 def test_metadata_of_the_wrong_shape_is_refused_not_trusted(tmp_path, model_file):
     from safetensors.torch import save_file
 
-    from nsgan.export import load_model
+    from nsgan.models.model_file import load_model
 
     path = tmp_path / "m.safetensors"
     save_file({"G_ema.x": torch.zeros(1)}, str(path), metadata={
@@ -108,7 +109,7 @@ def test_metadata_of_the_wrong_shape_is_refused_not_trusted(tmp_path, model_file
 def test_decoder_pixel_limit_is_set_deliberately(tmp_path):
     from PIL import Image
 
-    from nsgan.imageio import MAX_DECODE_PIXELS, read_image, write_png
+    from nsgan.data.imageio import MAX_DECODE_PIXELS, read_image, write_png
 
     write_png(tmp_path / "ok.png", np.zeros((8, 8, 1), np.float32))
     read_image(tmp_path / "ok.png")
@@ -136,8 +137,8 @@ def _sparse_tiled_tiff(path: Path, side: int, tile: int = 256) -> Path:
 
 
 def test_a_gigapixel_tiff_opens_lazily_though_it_is_over_the_limit_for_whole_reads(tmp_path):
-    from nsgan.bigimage import open_image
-    from nsgan.imageio import MAX_DECODE_PIXELS, read_image
+    from nsgan.data.bigimage import open_image
+    from nsgan.data.imageio import MAX_DECODE_PIXELS, read_image
 
     side = 32768  # 1.07 gigapixels, 4x the whole-read limit, ~130 kB on disk
     path = _sparse_tiled_tiff(tmp_path / "giga.tif", side)

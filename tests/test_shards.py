@@ -12,11 +12,11 @@ import pytest
 import tifffile
 from PIL import Image
 
-from nsgan import shards
-from nsgan.cli import main as cli_main
-from nsgan.errors import DataError, NsganError, OutputError
-from nsgan.imageio import read_image, to_channels
-from nsgan.shards import write_shards
+from nsgan.data import shards
+from nsgan.cli.main import main as cli_main
+from nsgan.common.errors import DataError, NsganError, OutputError
+from nsgan.data.imageio import read_image, to_channels
+from nsgan.data.shards import write_shards
 
 RNG = np.random.default_rng(0)
 

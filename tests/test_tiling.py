@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from nsgan.tiling import BandBlender, TileGrid, axis_starts, cut_tiles, read_padded_rows, reflect_index, window
+from nsgan.data.tiling import BandBlender, TileGrid, axis_starts, cut_tiles, read_padded_rows, reflect_index, window
 
 
 def known(y: np.ndarray, x: np.ndarray) -> np.ndarray:

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import pytest
 
-from nsgan import tracking
-from nsgan.cli import main as cli
-from nsgan.config import load_config
-from nsgan.errors import ConfigError
+from nsgan.train import tracking
+from nsgan.cli.main import main as cli
+from nsgan.train.config import load_config
+from nsgan.common.errors import ConfigError
 
 
 def _train_cli(tmp_path, overrides, *extra):

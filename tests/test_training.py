@@ -14,10 +14,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from nsgan.cli import main as cli
-from nsgan.config import load_config
-from nsgan.export import load_model
-from nsgan.training import train
+from nsgan.cli.main import main as cli
+from nsgan.train.config import load_config
+from nsgan.models.model_file import load_model
+from nsgan.train.pipeline import train
 
 from .conftest import REPO, assert_same_model, free_port, subprocess_env, tensorboard_log
 
@@ -99,12 +99,12 @@ def test_existing_run_is_not_overwritten(tiny_overrides, tmp_path, capsys):
 def test_bad_model_file_gives_clear_error(tmp_path, damage):
     from safetensors.torch import save_file
 
-    from nsgan.errors import ModelError
+    from nsgan.common.errors import ModelError
 
     path = tmp_path / "model.safetensors"
     if damage == "truncated":
-        from nsgan.export import save_model
-        from nsgan.networks import Discriminator, Generator
+        from nsgan.models.model_file import save_model
+        from nsgan.models.networks import Discriminator, Generator
 
         save_model(path, Generator(16, 1, 8, 32, 8), Discriminator(16, 1, 32, 8), {"config": {}})
         path.write_bytes(path.read_bytes()[:-200])
@@ -140,7 +140,7 @@ def test_sigkill_during_training_then_resume(tiny_shards, tmp_path):
             f"data.normal={tiny_shards / 'normal'}", f"data.abnormal={tiny_shards / 'abnormal'}", f"run_dir={run}"]
     cfg = tmp_path / "cfg.yaml"
     cfg.write_text("seed: 0\n")
-    proc = subprocess.Popen([sys.executable, "-m", "nsgan.cli", "train", "--config", str(cfg), *args],
+    proc = subprocess.Popen([sys.executable, "-m", "nsgan.cli.main", "train", "--config", str(cfg), *args],
                             env=subprocess_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.time() + 120
     while time.time() < deadline and len(list((run / "checkpoints").glob("state-*"))) < 3:
@@ -151,7 +151,7 @@ def test_sigkill_during_training_then_resume(tiny_shards, tmp_path):
     assert not (run / "model.safetensors").exists()
     saved = json.loads((run / "checkpoints" / "latest.json").read_text())["images_seen"]
     assert 0 < saved < 512
-    resumed = subprocess.run([sys.executable, "-m", "nsgan.cli", "train", "--config", str(cfg), "--resume",
+    resumed = subprocess.run([sys.executable, "-m", "nsgan.cli.main", "train", "--config", str(cfg), "--resume",
                               *args, "schedule.total_kimg=0.512"], env=subprocess_env(), capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     # the same run without the kill: the resumed one must equal it exactly (a restart from scratch would too,
@@ -166,7 +166,7 @@ def test_sigkill_during_training_then_resume(tiny_shards, tmp_path):
 
 def test_two_processes_train_identical_weights_and_export(tiny_shards, tmp_path):
     """DDP over gloo with 2 CPU processes: both ranks end with the same weights; the export works."""
-    from nsgan.training import weights_digest
+    from nsgan.train.common import weights_digest
 
     from .conftest import TINY
 

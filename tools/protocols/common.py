@@ -12,9 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
-from nsgan.errors import DataError, OutputError
-from nsgan.atomic import fsync_dir
-from nsgan.imageio import MASK_SUFFIX, write_png
+from nsgan.common.errors import DataError, OutputError
+from nsgan.common.atomic import fsync_dir
+from nsgan.data.imageio import MASK_SUFFIX, write_png
 
 PARTIAL_MARKER = ".nsgan-partial"
 

@@ -12,7 +12,7 @@ import argparse
 
 import numpy as np
 
-from nsgan.errors import DataError
+from nsgan.common.errors import DataError
 
 from .common import CategoryWriter, load_mnist
 

@@ -1,7 +1,7 @@
 """Protocol (c): real texture photos with painted micro-defects (scratches, pits, cracks).
 
-Normal images are random crops of a photo bundled in scikit-image (nsgan.textures); defects come
-from nsgan.defects, under 1% of each image's pixels. round(ε · n_train) of train/good carry
+Normal images are random crops of a photo bundled in scikit-image (nsgan.data.textures); defects come
+from nsgan.data.painter, under 1% of each image's pixels. round(ε · n_train) of train/good carry
 unlabelled defects (listed in protocol.json, never masked). Labelled train/defect images carry
 mixed kinds with masks; test/<kind>/ holds one kind per image, so the per-type breakdown is per
 kind. Test material comes from a part of the photo training never sees. `large/` is a second
@@ -16,9 +16,9 @@ import argparse
 
 import numpy as np
 
-from nsgan.defects import KINDS, paint_defects
-from nsgan.errors import DataError
-from nsgan.textures import TEXTURES, texture_image
+from nsgan.data.painter import KINDS, paint_defects
+from nsgan.common.errors import DataError
+from nsgan.data.textures import TEXTURES, texture_image
 
 from .common import CategoryWriter
 

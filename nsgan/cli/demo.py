@@ -1,0 +1,26 @@
+"""`nsgan demo`: paint a dataset from a bundled photo, train, export and score it."""
+
+from __future__ import annotations
+
+import argparse
+
+from nsgan.demo import DEFAULT_CONFIG, run_demo
+
+
+def configure_parser(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", required=True, help="folder for the demo's data, shards, run and scores")
+    p.add_argument("--config", default=str(DEFAULT_CONFIG), help="training config (default: configs/demo.yaml)")
+    p.add_argument("--texture", default="brick", help="bundled texture photo: brick, grass or gravel")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier demo in --out")
+    p.add_argument("--image-size", type=int, default=256, help="side of the full-size test image that is scored")
+    p.add_argument("--search-iterations", type=int, default=None,
+                   help="search steps per tile for a model without an encoder (default: nsgan score's); "
+                        "with an encoder the demo scores as nsgan score does by default, in one pass")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="training config overrides, e.g. schedule.total_kimg=10")
+
+
+def run(args: argparse.Namespace) -> int:
+    run_demo(args.out, config=args.config, texture=args.texture, seed=args.seed, overwrite=args.overwrite,
+             image_size=args.image_size, search_iterations=args.search_iterations, overrides=args.overrides)
+    return 0

@@ -1,0 +1,44 @@
+"""The search, tiling and map options that score, calibrate and evaluate share (thresholds hold only for the settings they were made with)."""
+
+from __future__ import annotations
+
+import argparse
+
+from nsgan.score.maps import IMAGE_SCORES, RESIDUALS
+from nsgan.score.options import ScoreOptions
+from nsgan.score.search import AUTO, MODES, PRECISIONS, SearchConfig
+
+
+def add_search_arguments(p: argparse.ArgumentParser) -> None:
+    """Options shared by `score` and `calibrate` (thresholds only hold for the settings they were made with)."""
+    d = SearchConfig()
+    g = p.add_argument_group("inversion (how each tile's latent z is found)")
+    g.add_argument("--inversion", choices=(AUTO, *MODES), default=AUTO,
+                   help="search: AnoGAN's latent search; encoder: z = E(x), one pass; refine: E(x) then a short search; "
+                        "auto (default): encoder when the model has one, else search")
+    g.add_argument("--iterations", type=int, default=None,
+                   help="search steps per start (default: 500 for search, 5 for refine)")
+    g.add_argument("--lr", type=float, default=d.lr, help="Adam step size on z (default %(default)s)")
+    g.add_argument("--lam", type=float, default=d.lam, help="weight of the feature loss (default %(default)s)")
+    g.add_argument("--restarts", type=int, default=d.restarts, help="random starts per tile (default %(default)s)")
+    g.add_argument("--patience", type=int, default=d.patience, help="early stop after this many steps without improvement")
+    g.add_argument("--precision", choices=PRECISIONS, default=d.precision, help="search precision (default %(default)s)")
+    g.add_argument("--seed", type=int, default=d.seed, help="seed of the random starts (default %(default)s)")
+    t = p.add_argument_group("tiling")
+    t.add_argument("--stride", type=int, default=None, help="tile stride in pixels (default: the tile, no overlap; half a tile blends overlapping tiles at 4x the work)")
+    t.add_argument("--batch", type=int, default=64, help="tiles searched together (default %(default)s)")
+    dm = ScoreOptions()
+    m = p.add_argument_group("map and image score")
+    m.add_argument("--residual", choices=RESIDUALS, default=dm.residual,
+                   help="pixel: |x − G(z)|; detail: its sharp part, the residual minus its local mean (default %(default)s)")
+    m.add_argument("--map-sigma", type=float, default=dm.map_sigma, help="Gaussian smoothing of the map in pixels, 0 = none (default %(default)s)")
+    m.add_argument("--image-score", choices=IMAGE_SCORES, default=dm.image_score,
+                   help="map_max: max of the smoothed map; tile: highest tile loss (default %(default)s)")
+
+
+def options_from_args(args: argparse.Namespace) -> ScoreOptions:
+    """ScoreOptions from the arguments add_search_arguments defines (score, calibrate, evaluate)."""
+    search = SearchConfig(mode=args.inversion, iterations=args.iterations, lr=args.lr, lam=args.lam, restarts=args.restarts,
+                          patience=args.patience, precision=args.precision, seed=args.seed)
+    return ScoreOptions(stride=args.stride, batch=args.batch, search=search, residual=args.residual, map_sigma=args.map_sigma,
+                        image_score=args.image_score, pixel_threshold=getattr(args, "pixel_threshold", None))

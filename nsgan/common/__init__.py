@@ -1,0 +1,1 @@
+"""What every room uses: the error types and exit codes, and atomic file writes."""

@@ -1,0 +1,390 @@
+"""The model card: a `README.md` beside every exported model, in Hugging Face's model-card format.
+
+The card is made from the model file's own metadata and nothing else (training data counts from the
+shards' manifest, the resolved config, images seen, γ and the penalty form, the encoder, calibrated
+thresholds with the settings they hold for, evaluation figures), so it can be rewritten at any time
+and always says what the file holds. It is rewritten by every command that changes the model file:
+training's export, `nsgan train-encoder`, `nsgan calibrate` and `nsgan evaluate` (which stores its
+headline figures in the metadata first, `record_evaluation`).
+
+Layout: YAML front matter (`library_name: nsgan`, `tags`, and `metrics` / `model-index` once the
+model has been evaluated), a marker comment, then Markdown. The marker tells nsgan's cards from a
+README.md someone wrote: a README.md without it is never overwritten; the card then goes to
+`MODEL_CARD.md` beside it (and if that too is someone else's, no card is written, with a warning).
+Cards are written atomically, after the model file, so writing one can never damage the model.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from nsgan.common.errors import NsganError
+
+MARKER = "<!-- nsgan model card: generated from the model file's metadata; nsgan rewrites this file. -->"
+MARKER_PREFIX = "<!-- nsgan model card"
+CARD_NAMES = ("README.md", "MODEL_CARD.md")  # the first that is absent or nsgan's own is written
+TAGS = ["anomaly-detection", "gan", "anogan", "progressive-gan", "industrial-inspection", "nsgan"]
+MAX_EVALUATIONS = 20  # evaluation records kept in the metadata, one per data folder, newest last
+
+PENALTY_FORMS = {
+    "tile": "`tile`: each labelled abnormal tile counts as a fake as a whole (the paper's form)",
+    "patch_mask": "`patch_mask`: D's patch logits at the patches that touch the defect mask count as fakes",
+    "patch_mil": "`patch_mil`: the least-real patch logits of each abnormal tile count as fakes (image labels only)",
+}
+
+
+# ------------------------------------------------------------------------------ where the card goes
+
+def card_path(model_path: str | Path) -> Path | None:
+    """README.md beside the model, or MODEL_CARD.md when README.md is someone else's; None when both are."""
+    folder = Path(model_path).parent
+    for name in CARD_NAMES:
+        path = folder / name
+        if not path.exists() or _is_ours(path):
+            return path
+    return None
+
+
+def _is_ours(path: Path) -> bool:
+    try:
+        with open(path, encoding="utf-8", errors="replace") as fh:
+            return MARKER_PREFIX in fh.read(1 << 16)
+    except OSError:
+        return False
+
+
+def write_card(model_path: str | Path) -> Path | None:
+    """Render the card from the model file's metadata and write it atomically; the path written (None: not ours to write)."""
+    from nsgan.common.atomic import atomic_write_text
+    from nsgan.models.model_file import read_metadata
+
+    model_path = Path(model_path)
+    meta = read_metadata(model_path)
+    target = card_path(model_path)
+    if target is None:
+        return None
+    atomic_write_text(target, render_card(meta, model_path.name, model_path.parent.name or "model"))
+    return target
+
+
+def refresh_card(model_path: str | Path, command: str) -> Path | None:
+    """`write_card` for commands whose real output is the model file: a card that cannot be written is a one-line warning."""
+    try:
+        path = write_card(model_path)
+    except (NsganError, OSError) as exc:
+        print(f"nsgan {command}: warning: model card beside {model_path} not written ({exc}); the model file is complete",
+              file=sys.stderr)
+        return None
+    if path is None:
+        print(f"nsgan {command}: warning: {Path(model_path).parent} holds a README.md and a MODEL_CARD.md that nsgan did not "
+              "write; no model card written", file=sys.stderr)
+    elif path.name != CARD_NAMES[0]:
+        print(f"nsgan {command}: {path.parent / CARD_NAMES[0]} was not written by nsgan and is kept; model card in {path}",
+              file=sys.stderr)
+    return path
+
+
+# ------------------------------------------------------------------------------ evaluation records
+
+def evaluation_record(metrics: dict[str, Any]) -> dict[str, Any]:
+    """The headline figures of an `nsgan evaluate` metrics dict, as stored in the model's metadata."""
+    px = metrics.get("pixel") or {}
+    image = metrics["image"]
+    return {
+        "data": metrics["data"],
+        "image_auroc": image.get("auroc"),
+        "image_f1": image.get("f1"),
+        "pixel_auroc": px.get("pixel_auroc"),
+        "aupro": px.get("aupro"),
+        "aupro_max_fpr": px.get("aupro_max_fpr"),
+        "n_good": image.get("n_good"),
+        "n_defective": image.get("n_defective"),
+        "search": metrics.get("search"),
+        "map_settings": metrics.get("map_settings"),
+        "tiling": metrics.get("tiling"),
+    }
+
+
+def record_evaluation(model_path: str | Path, metrics: dict[str, Any]) -> None:
+    """Store an evaluation's headline figures in the model file (one record per data folder, the newest wins)."""
+    from nsgan.models.model_file import read_metadata, update_metadata
+
+    record = evaluation_record(metrics)
+    kept = [e for e in (read_metadata(model_path).get("evaluations") or []) if isinstance(e, dict) and e.get("data") != record["data"]]
+    update_metadata(model_path, evaluations=[*kept, record][-MAX_EVALUATIONS:])
+
+
+# ------------------------------------------------------------------------------ rendering
+
+def _finite(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def _fmt(x: Any, digits: int = 4) -> str:
+    return f"{x:.{digits}f}" if _finite(x) else "–"
+
+
+def _g(x: Any) -> str:
+    return f"{x:.4g}" if _finite(x) else "–"
+
+
+def front_matter(meta: dict[str, Any], name: str) -> dict[str, Any]:
+    """The YAML header the Hugging Face Hub reads: library, tags, and model-index results once evaluated."""
+    tags = list(TAGS)
+    if meta.get("encoder"):
+        tags.insert(3, "f-anogan")
+    fm: dict[str, Any] = {"library_name": "nsgan", "tags": tags}
+    results = []
+    for ev in _evaluations(meta):
+        figures = [("roc_auc", "Image AUROC", ev.get("image_auroc")), ("roc_auc", "Pixel AUROC", ev.get("pixel_auroc")),
+                   ("aupro", f"AUPRO (FPR ≤ {_g(ev.get('aupro_max_fpr'))})", ev.get("aupro"))]
+        metrics = [{"type": t, "name": n, "value": round(float(v), 4)} for t, n, v in figures if _finite(v)]
+        if metrics:
+            dataset = Path(str(ev.get("data", "data"))).name or "data"
+            results.append({"task": {"type": "anomaly-detection", "name": "Anomaly detection"},
+                            "dataset": {"name": dataset, "type": dataset}, "metrics": metrics})
+    if results:
+        fm["metrics"] = sorted({m["type"] for r in results for m in r["metrics"]})
+        fm["model-index"] = [{"name": name, "results": results}]
+    return fm
+
+
+def render_card(meta: dict[str, Any], file_name: str = "model.safetensors", name: str = "model") -> str:
+    """The whole card (front matter, marker, Markdown) for a model file's decoded metadata."""
+    header = yaml.safe_dump(front_matter(meta, name), sort_keys=False, allow_unicode=True)
+    parts = [f"---\n{header}---\n", MARKER, "", *_intro(meta, file_name, name), *_data(meta), *_training(meta),
+             *_encoder(meta, file_name), *_thresholds(meta, file_name), *_evaluation(meta, file_name),
+             *_usage(meta, file_name), *_config(meta)]
+    return "\n".join(parts).rstrip() + "\n"
+
+
+def _evaluations(meta: dict[str, Any]) -> list[dict[str, Any]]:
+    return [e for e in (meta.get("evaluations") or []) if isinstance(e, dict)]
+
+
+def _intro(meta: dict[str, Any], file_name: str, name: str) -> list[str]:
+    ch = meta.get("channels")
+    kind = {1: "gray", 3: "RGB"}.get(ch, f"{ch}-channel")
+    return [
+        f"# {name}",
+        "",
+        f"An nsgan anomaly-detection model for {meta.get('resolution')}-px {kind} tiles: a "
+        "progressive-growing GAN trained on normal material, with the known abnormal tiles shown to its discriminator as "
+        "one more kind of fake (weight γ; Kimura & Yanagihara 2018). An image is scored tile by tile by inverting the "
+        "generator (AnoGAN's latent search, or the f-AnoGAN encoder when one is stored); the residuals make a "
+        "per-pixel anomaly map, and its maximum is the image score.",
+        "",
+        f"`{file_name}` holds the EMA generator, the discriminator{' and the encoder' if meta.get('encoder') else ''} "
+        f"(safetensors, no pickle) and everything this card says, in its metadata (nsgan {meta.get('nsgan_version', '?')}).",
+        "",
+    ]
+
+
+def _data(meta: dict[str, Any]) -> list[str]:
+    data = meta.get("data") or {}
+    out = ["## Training data", ""]
+    man = data.get("manifest")
+    if not data:
+        return out + ["Not recorded (a model file exported before nsgan recorded its data).", ""]
+    if man:
+        c = man.get("counts") or {}
+        ch = man.get("channels")
+        stride = f", stride {man['stride']} px" if man.get("stride") else (", random crops" if man.get("random_crops") else "")
+        rows = [
+            ("normal tiles", f"{c.get('tiles_normal', '–')}"
+             + (f" ({c['tiles_normal_from_defective']} of them from defective images, outside their masks)" if c.get("tiles_normal_from_defective") else "")),
+            ("abnormal tiles", f"{c.get('tiles_abnormal', '–')}"
+             + (f" ({c['tiles_abnormal_with_mask']} with a defect mask)" if c.get("tiles_abnormal_with_mask") else "")),
+            ("tile size", f"{man.get('tile')} px{stride}"),
+            ("channels", f"{ch} ({ {1: 'gray', 3: 'RGB'}.get(ch, '?') })"),
+            ("source images read", f"{c.get('images_read_normal', '–')} normal, {c.get('images_read_abnormal', '–')} abnormal; "
+                                   f"{c.get('images_skipped', 0)} skipped"),
+        ]
+        if man.get("abnormal_centred"):
+            rows.append(("abnormal tiles cut", f"centred on each defect, {man['abnormal_centred']} per mask component"))
+        out += ["| | |", "|---|---|", *[f"| {k} | {v} |" for k, v in rows]]
+    else:
+        out += ["No shard manifest was found beside the shards at training time, so tile counts are not known."]
+    used = [f"normal `{data.get('normal')}`"] + ([f"abnormal `{data['abnormal']}`"] if data.get("abnormal") else [])
+    return out + ["", f"Shards used: {', '.join(used)}.", ""]
+
+
+def _training(meta: dict[str, Any]) -> list[str]:
+    cfg = meta.get("config") or {}
+    loss, model, train = cfg.get("loss") or {}, cfg.get("model") or {}, meta.get("trained_with") or {}
+    seen = meta.get("images_seen")
+    gamma = meta.get("gamma", loss.get("gamma"))
+    rows = [("images seen", f"{seen:,} ({seen / 1000:g} kimg)" if isinstance(seen, int) else "–")]
+    if gamma is not None:
+        rows.append(("γ (abnormal penalty)", f"{gamma:g}" + (" (plain AnoGAN training)" if gamma == 0 else "")))
+    if loss:
+        form = PENALTY_FORMS.get(loss.get("penalty", "tile"), loss.get("penalty"))
+        rows.append(("penalty form", form + (f", patch grid {model.get('patch_grid')}×{model.get('patch_grid')}" if model.get("patch_grid") else "")
+                     + (f", k = {loss.get('mil_k')}" if loss.get("penalty") == "patch_mil" else "")))
+        kind = loss.get("kind", "nsgan")
+        rows.append(("loss", "non-saturating GAN + R1 (r1_gamma " + f"{loss.get('r1_gamma', '–')})" if kind == "nsgan"
+                     else f"WGAN-GP (λ {loss.get('gp_lambda', '–')}) + drift {loss.get('drift', '–')}"))
+    rows.append(("networks", f"{meta.get('resolution')} px, latent {meta.get('latent_dim')}"
+                 + (f", fmap_base {model.get('fmap_base')}, fmap_max {model.get('fmap_max')}" if model else "")))
+    if train:
+        n = train.get("world_size", "?")
+        rows.append(("trained with", f"{n} process{'' if n == 1 else 'es'}, mixed precision {train.get('mixed_precision', '?')}"))
+    return ["## Training", "", "| | |", "|---|---|", *[f"| {k} | {v} |" for k, v in rows], ""]
+
+
+def _encoder(meta: dict[str, Any], file_name: str) -> list[str]:
+    enc = meta.get("encoder")
+    if not enc:
+        return ["## Encoder", "", "None stored: scoring inverts each tile by AnoGAN's latent search (hundreds of steps per tile). "
+                f"Add one with `nsgan train-encoder --model {file_name} encoder.kimg=N`.", ""]
+    ec = enc.get("config") or {}
+    kimg = enc.get("kimg")
+    settings = ", ".join(f"{k} {ec[k]:g}" for k in ("kappa", "ziz", "lr") if _finite(ec.get(k)))
+    return ["## Encoder", "",
+            f"Stored: an f-AnoGAN izi_f encoder trained for {_g(kimg)} kimg ({enc.get('images_seen', '–')} normal tiles"
+            + (f"; {settings}" if settings else "") + "), with G and D frozen. `nsgan score` uses it by default: one pass per tile "
+            "(`--inversion refine` adds a few search steps from E(x), `--inversion search` ignores it).", ""]
+
+
+def _thresholds(meta: dict[str, Any], file_name: str) -> list[str]:
+    th = meta.get("thresholds")
+    if not th:
+        return ["## Thresholds", "", "Not calibrated: verdicts say `uncalibrated`. Set thresholds from held-out images with "
+                f"`nsgan calibrate --model {file_name} --normal GOOD_DIR [--abnormal DEFECT_DIR --masks MASK_DIR]`.", ""]
+    rows = [("image threshold", f"{_g(th.get('image'))}: {th.get('image_method', '')}"
+             + (f" (F1 {_fmt(th['image_f1'], 3)})" if _finite(th.get("image_f1")) else "")),
+            ("pixel threshold", f"{_g(th.get('pixel'))}: {th.get('pixel_method', '')}"
+             + (f" (F1 {_fmt(th['pixel_f1'], 3)})" if _finite(th.get("pixel_f1")) else ""))]
+    out = ["## Thresholds", "", "| | |", "|---|---|", *[f"| {k} | {v} |" for k, v in rows], "",
+           "Calibrated with these settings; scores (and so the thresholds) depend on them, and scoring with others makes "
+           "`nsgan score` warn:", ""]
+    out += _settings_lines(th.get("search"), th.get("map"), th.get("stride"))
+    return out + [""]
+
+
+def _settings_lines(search: dict | None, map_settings: dict | None, stride: Any) -> list[str]:
+    lines = []
+    s = search or {}
+    if s:
+        mode = s.get("mode")
+        if mode == "encoder":
+            lines.append("- inversion: `encoder` (z = E(x), one pass)")
+        else:
+            lines.append(f"- inversion: `{mode}`, {s.get('iterations')} steps, λ {s.get('lam')}, lr {s.get('lr')}"
+                         + (f", {s.get('restarts')} starts" if mode == "search" else "") + f", patience {s.get('patience')}, "
+                         f"{s.get('precision')}, seed {s.get('seed')}")
+    if map_settings:
+        lines.append(f"- map: residual `{map_settings.get('residual')}`, smoothing σ {map_settings.get('map_sigma')} px, "
+                     f"image score `{map_settings.get('image_score')}`")
+    if stride is not None:
+        lines.append(f"- tile stride: {stride} px")
+    return lines
+
+
+def _evaluation(meta: dict[str, Any], file_name: str) -> list[str]:
+    evs = _evaluations(meta)
+    if not evs:
+        return ["## Evaluation", "", f"Not evaluated yet: `nsgan evaluate --model {file_name} --data CATEGORY_DIR --out eval/` "
+                "(test/good, test/<defect type>, ground_truth/<defect type>) stores its figures here.", ""]
+    out = ["## Evaluation", "", "From `nsgan evaluate` (figures stored in the model file's metadata):", "",
+           "| data | images (good / defective) | image AUROC | pixel AUROC | AUPRO | inversion |", "|---|---|---|---|---|---|"]
+    for ev in evs:
+        s = ev.get("search") or {}
+        inv = s.get("mode", "?") + (f" {s.get('iterations')} steps" if s.get("mode") in ("search", "refine") else "")
+        aupro = _fmt(ev.get("aupro")) + (f" (FPR ≤ {_g(ev['aupro_max_fpr'])})" if _finite(ev.get("aupro")) and _finite(ev.get("aupro_max_fpr")) else "")
+        out.append(f"| `{ev.get('data')}` | {ev.get('n_good', '–')} / {ev.get('n_defective', '–')} | {_fmt(ev.get('image_auroc'))} | "
+                   f"{_fmt(ev.get('pixel_auroc'))} | {aupro} | {inv} |")
+    out.append("")
+    for ev in evs:
+        tiling = ev.get("tiling") or {}
+        out += [f"Settings for `{ev.get('data')}`:", "", *_settings_lines(ev.get("search"), ev.get("map_settings"), tiling.get("stride")), ""]
+    return out
+
+
+# ------------------------------------------------------------------------------ how to score with it
+
+SEARCH_FLAGS = {"iterations": "--iterations", "lr": "--lr", "lam": "--lam", "restarts": "--restarts", "patience": "--patience",
+                "precision": "--precision", "seed": "--seed"}
+MAP_FLAGS = {"residual": "--residual", "map_sigma": "--map-sigma", "image_score": "--image-score"}
+
+
+def calibration_settings(meta: dict[str, Any]) -> tuple[list[str], dict[str, Any]]:
+    """The `nsgan score` flags and ScoreOptions fields that reproduce the calibration's settings, where they differ from
+    the defaults (empty when uncalibrated or calibrated with the defaults)."""
+    from nsgan.score.options import ScoreOptions
+    from nsgan.score.search import SearchConfig
+
+    th = meta.get("thresholds") or {}
+    flags: list[str] = []
+    fields: dict[str, Any] = {}
+    search = th.get("search") or {}
+    if search.get("mode"):
+        default = SearchConfig().resolved(bool(meta.get("encoder")))
+        mode = search["mode"]
+        same_mode = SearchConfig(mode=mode).to_dict()
+        changed = {k: search[k] for k in SEARCH_FLAGS if k in search and search[k] != same_mode.get(k)}
+        if mode == "encoder":
+            changed = {k: v for k, v in changed.items() if k not in ("iterations", "restarts")}
+        if mode != default.mode:
+            flags += ["--inversion", mode]
+        for k, v in changed.items():
+            flags += [SEARCH_FLAGS[k], str(v)]
+        if mode != default.mode or changed:
+            fields["search"] = {"mode": mode, **changed}
+    dm = ScoreOptions()
+    for k, flag in MAP_FLAGS.items():
+        v = (th.get("map") or {}).get(k)
+        if v is not None and v != getattr(dm, k):
+            flags += [flag, f"{v:g}" if isinstance(v, float) else str(v)]
+            fields[k] = v
+    stride = th.get("stride")
+    if isinstance(stride, int) and stride != int(meta.get("resolution", 0)):  # scoring's default stride is the tile
+        flags += ["--stride", str(stride)]
+        fields["stride"] = stride
+    return flags, fields
+
+
+def _python_options(fields: dict[str, Any]) -> str:
+    parts = [f"{k}={v!r}" for k, v in fields.items() if k != "search"]
+    if "search" in fields:
+        parts.insert(0, "search=SearchConfig(" + ", ".join(f"{k}={v!r}" for k, v in fields["search"].items()) + ")")
+    return "ScoreOptions(" + ", ".join(parts) + ")"
+
+
+def _usage(meta: dict[str, Any], file_name: str) -> list[str]:
+    flags, fields = calibration_settings(meta)
+    cli = f"nsgan score --model {file_name} --image IMAGE --out scores/" + (" " + " ".join(flags) if flags else "")
+    py = ["from nsgan import Scorer"]
+    call = 'Scorer.from_pretrained("PATH_OR_REPO_ID")'
+    if fields:
+        py = ["from nsgan import ScoreOptions, Scorer" + (", SearchConfig" if "search" in fields else "")]
+        call = f'Scorer.from_pretrained("PATH_OR_REPO_ID", {_python_options(fields)})'
+    note = ["", "The flags are the calibration's settings, for which the thresholds hold."] if flags else []
+    return ["## Use", "",
+            "Score an image, a folder of images or a .txt list (writes `<name>.map.tif`, `.overlay.png` and `.json` per image):",
+            "", "```bash", cli, "```", *note, "",
+            "From Python, with this folder (or the Hugging Face Hub repo id it was uploaded to) as `PATH_OR_REPO_ID`:", "",
+            "```python", *py, f"scorer = {call}", 'result = scorer.score("part.png")   # or an (H, W, C) float array in [0, 1]',
+            "result.score, result.verdict, result.map, result.regions", "```", ""]
+
+
+def _config(meta: dict[str, Any]) -> list[str]:
+    cfg = meta.get("config")
+    if not cfg:
+        return ["## Config", "", "Not stored in the model file.", ""]
+    text = yaml.safe_dump(cfg, sort_keys=False, allow_unicode=True).rstrip()
+    out = ["## Config", "", "The resolved training config (as YAML it is a config file for `nsgan train --config`):", "",
+           "```yaml", text, "```", ""]
+    enc = (meta.get("encoder") or {}).get("config")
+    if enc and enc != cfg.get("encoder"):  # trained later by `nsgan train-encoder`, with settings of its own
+        out += ["The encoder's settings:", "", "```yaml", yaml.safe_dump({"encoder": enc}, sort_keys=False).rstrip(), "```", ""]
+    return out
+
+
+__all__ = ["write_card", "refresh_card", "render_card", "front_matter", "card_path", "record_evaluation", "evaluation_record",
+           "calibration_settings", "MARKER"]

@@ -1,0 +1,346 @@
+"""Typed run configuration: YAML file + dotted `key=value` overrides, validated at the door.
+
+Every key has a type and a default here; an unknown key, a wrong type or an impossible value is
+a ConfigError naming the file and the key, raised before anything is written.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from nsgan.common.errors import ConfigError
+
+
+@dataclass
+class DataConfig:
+    normal: str = ""  # shard folder (with manifest.json), brace pattern, or list of tar paths
+    abnormal: str = ""  # same, for labelled abnormal tiles; empty = none
+    channels: int = 0  # 0 = take from the manifest / model
+    num_workers: int = 2
+    abnormal_fraction: float = 0.5  # abnormal batch = this × normal batch (at least 1)
+
+
+@dataclass
+class ModelConfig:
+    resolution: int = 64  # final tile size; shards must hold tiles of this size
+    latent_dim: int = 128
+    fmap_base: int = 2048
+    fmap_max: int = 128
+    mbstd_group: int = 4
+    patch_grid: int = 0  # side of D's patch-logit map (a power of two ≤ resolution/2); 0 = no patch head
+
+
+@dataclass
+class LossConfig:
+    kind: str = "nsgan"  # nsgan (non-saturating + R1) or wgangp (original PGGAN)
+    gamma: float = 0.0  # abnormal penalty γ; 0 = plain AnoGAN training
+    r1_gamma: float = 10.0
+    gp_lambda: float = 10.0
+    drift: float = 0.001
+    penalty: str = "tile"  # where γ acts: tile (whole tile), patch_mask (masked patches), patch_mil (k least-real patches)
+    mil_k: int = 1  # patch_mil: patches penalised per abnormal tile
+
+
+@dataclass
+class ScheduleSection:
+    start_resolution: int = 4
+    stable_kimg: float = 600.0
+    fade_kimg: float = 600.0
+    total_kimg: float = 12000.0
+    batch: dict[int, int] = field(default_factory=lambda: {4: 16})  # per process, per resolution
+    default_batch: int = 16
+    lr: float = 0.001
+    lr_per_res: dict[int, float] = field(default_factory=dict)
+
+
+@dataclass
+class TrainSection:
+    mixed_precision: str = "auto"  # auto (take accelerate's setting), no, bf16, fp16
+    ema_kimg: float = 10.0  # half-life of the generator's moving average, in kimg
+    beta1: float = 0.0
+    beta2: float = 0.99
+    checkpoint_kimg: float = 50.0  # resumable state every N kimg (and at the end)
+    keep_checkpoints: int = 3
+    log_every: int = 20  # steps between metric lines
+    grid_size: int = 8  # sample grid is grid_size × grid_size
+    display: bool = True  # rich live display on the main process
+    # Experiment trackers, through accelerate (nsgan/train/tracking.py): auto (TensorBoard when installed, else none),
+    # none, or accelerate tracker names (tensorboard, wandb, mlflow, ...); a name or a list. Logs go to RUN/tb.
+    log_with: list[str] = field(default_factory=lambda: ["auto"])
+
+
+@dataclass
+class EncoderSection:
+    """f-AnoGAN encoder trained after the GAN (nsgan/models/encoder.py); kimg 0 = no encoder."""
+
+    kimg: float = 0.0  # normal tiles (thousands) shown to the encoder after the GAN's schedule ends
+    batch: int = 32  # per process
+    lr: float = 0.001
+    kappa: float = 1.0  # weight of the D-feature term of the izi_f loss
+    ziz: float = 1.0  # weight of the latent cycle E(G(z)) ≈ z on G's samples (0: izi_f alone, which collapsed here)
+    fmap_base: int = 0  # 0: the GAN's model.fmap_base
+    fmap_max: int = 0  # 0: the GAN's model.fmap_max
+    checkpoint_kimg: float = 0.0  # 0: train.checkpoint_kimg
+    log_every: int = 20
+
+
+@dataclass
+class TrainConfig:
+    run_dir: str = "runs/run"
+    seed: int = 0
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    schedule: ScheduleSection = field(default_factory=ScheduleSection)
+    train: TrainSection = field(default_factory=TrainSection)
+    encoder: EncoderSection = field(default_factory=EncoderSection)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+CHOICES = {
+    "loss.kind": ("nsgan", "wgangp"),
+    "loss.penalty": ("tile", "patch_mask", "patch_mil"),
+    "train.mixed_precision": ("auto", "no", "bf16", "fp16"),
+}
+
+
+def _convert(value: Any, tp: Any, key: str, source: str) -> Any:
+    """Coerce a YAML/CLI value to `tp`, or raise ConfigError naming the key."""
+    origin = typing.get_origin(tp)
+
+    def bad(expected: str) -> ConfigError:
+        return ConfigError(f"{source}: key '{key}' must be {expected}, got {value!r}")
+
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise bad("a mapping")
+        return _build(tp, value, key + ".", source)
+    if origin is dict:
+        kt, vt = typing.get_args(tp)
+        if not isinstance(value, dict):
+            raise bad("a mapping")
+        return {_convert(k, kt, f"{key}.{k}", source): _convert(v, vt, f"{key}.{k}", source) for k, v in value.items()}
+    if origin is list:
+        (it,) = typing.get_args(tp)
+        if value is None:
+            return []
+        if isinstance(value, str):  # one name, or names separated by commas (handy on the command line)
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, list):
+            raise bad("a name or a list")
+        return [_convert(v, it, key, source) for v in value]
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "1", "0"):
+            return value.lower() in ("true", "yes", "1")
+        raise bad("true or false")
+    if tp is int:
+        if isinstance(value, bool):
+            raise bad("an integer")
+        if isinstance(value, int):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, str):
+            try:
+                return int(value)
+            except ValueError:
+                pass
+        raise bad("an integer")
+    if tp is float:
+        if isinstance(value, bool):
+            raise bad("a number")
+        if isinstance(value, (int, float)):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise bad("a number")
+    if tp is str:
+        if value is None:
+            return ""
+        if isinstance(value, bool):  # YAML 1.1 reads a bare `no` (mixed_precision: no) as False
+            return "yes" if value else "no"
+        if isinstance(value, (str, int, float)):
+            return str(value)
+        raise bad("a string")
+    raise ConfigError(f"{source}: key '{key}' has an unsupported type")  # pragma: no cover
+
+
+def _build(cls: type, values: dict[str, Any], prefix: str, source: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    for k in values:
+        if k not in names:
+            raise ConfigError(f"{source}: unknown key '{prefix}{k}' (known: {', '.join(sorted(names))})")
+    kwargs = {k: _convert(v, hints[k], prefix + k, source) for k, v in values.items()}
+    return cls(**kwargs)
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """`a.b.c=value` -> (['a','b','c'], YAML-parsed value)."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r}: expected key=value")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    if not key:
+        raise ConfigError(f"override {text!r}: empty key")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return key.split("."), value
+
+
+def _apply_override(tree: dict[str, Any], path: list[str], value: Any) -> None:
+    node = tree
+    for part in path[:-1]:
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        if not isinstance(child, dict):
+            raise ConfigError(f"override: key '{'.'.join(path)}' goes below a value that is not a mapping")
+        node = child
+    node[path[-1]] = value
+
+
+def load_config(path: str | Path | None, overrides: list[str] = ()) -> TrainConfig:
+    """Read a YAML config (or only defaults when path is None), apply overrides, validate."""
+    tree: dict[str, Any] = {}
+    source = str(path) if path else "<defaults>"
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"{p}: config file not found")
+        try:
+            loaded = yaml.safe_load(p.read_text(encoding="utf-8"))
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"{p}: not UTF-8 text (byte {exc.start}); save the config as UTF-8") from None
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f" (line {mark.line + 1})" if mark else ""
+            raise ConfigError(f"{p}: not valid YAML{where}") from None
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{p}: top level must be a mapping of keys")
+        tree = loaded
+    for text in overrides:
+        keys, value = parse_override(text)
+        _apply_override(tree, keys, value)
+    cfg = _build(TrainConfig, tree, "", source)
+    validate(cfg, source)
+    return cfg
+
+
+def _check(cond: bool, source: str, key: str, message: str) -> None:
+    if not cond:
+        raise ConfigError(f"{source}: key '{key}' {message}")
+
+
+def validate(cfg: TrainConfig, source: str = "<config>") -> None:
+    """Values that parse but cannot work: bad choices, impossible sizes, γ without abnormal data."""
+    for key, choices in CHOICES.items():
+        section, name = key.split(".")
+        value = getattr(getattr(cfg, section), name)
+        _check(value in choices, source, key, f"must be one of {', '.join(choices)}, got {value!r}")
+    m, s, t, d, lo = cfg.model, cfg.schedule, cfg.train, cfg.data, cfg.loss
+    res_ok = m.resolution >= 4 and (m.resolution & (m.resolution - 1)) == 0
+    _check(res_ok, source, "model.resolution", f"must be a power of two ≥ 4, got {m.resolution}")
+    start_ok = 4 <= s.start_resolution <= m.resolution and (s.start_resolution & (s.start_resolution - 1)) == 0
+    _check(start_ok, source, "schedule.start_resolution", f"must be a power of two between 4 and model.resolution, got {s.start_resolution}")
+    _check(m.latent_dim >= 1, source, "model.latent_dim", "must be ≥ 1")
+    _check(m.fmap_base >= 1 and m.fmap_max >= 1, source, "model.fmap_base", "and model.fmap_max must be ≥ 1")
+    _check(m.mbstd_group >= 1, source, "model.mbstd_group", "must be ≥ 1")
+    _check(lo.gamma >= 0, source, "loss.gamma", f"must be ≥ 0, got {lo.gamma}")
+    _check(lo.r1_gamma >= 0, source, "loss.r1_gamma", "must be ≥ 0")
+    _validate_patches(m, lo, source)
+    _check(bool(d.normal), source, "data.normal", "is required: the normal shard folder or pattern")
+    _check(d.channels in (0, 1, 3), source, "data.channels", f"must be 0 (from the data), 1 or 3, got {d.channels}")
+    _check(d.num_workers >= 0, source, "data.num_workers", "must be ≥ 0")
+    _check(0 < d.abnormal_fraction <= 4, source, "data.abnormal_fraction", "must be in (0, 4]")
+    _check(not (lo.gamma > 0 and not d.abnormal), source, "loss.gamma",
+           f"is {lo.gamma} but data.abnormal is not set: the abnormal penalty needs abnormal shards")
+    for res, b in s.batch.items():
+        _check(b >= 1, source, f"schedule.batch.{res}", f"must be ≥ 1, got {b}")
+        _check(res >= 4 and (res & (res - 1)) == 0, source, f"schedule.batch.{res}", "must be keyed by a power-of-two resolution")
+    _check(s.default_batch >= 1, source, "schedule.default_batch", "must be ≥ 1")
+    _check(s.total_kimg > 0, source, "schedule.total_kimg", "must be > 0")
+    _check(s.stable_kimg >= 0 and s.fade_kimg >= 0, source, "schedule.stable_kimg", "and schedule.fade_kimg must be ≥ 0")
+    _check(s.lr > 0, source, "schedule.lr", "must be > 0")
+    _check(t.ema_kimg >= 0, source, "train.ema_kimg", "must be ≥ 0")
+    _check(t.checkpoint_kimg > 0, source, "train.checkpoint_kimg", "must be > 0")
+    _check(t.keep_checkpoints >= 1, source, "train.keep_checkpoints", "must be ≥ 1")
+    _check(t.log_every >= 1, source, "train.log_every", "must be ≥ 1")
+    _check(1 <= t.grid_size <= 32, source, "train.grid_size", "must be between 1 and 32")
+    _check(bool(cfg.run_dir), source, "run_dir", "is required")
+    validate_trackers(t.log_with, source)
+    validate_encoder(cfg, source)
+
+
+TRACKER_SWITCHES = ("auto", "none")  # nsgan's own words; everything else is an accelerate tracker name
+
+
+def validate_trackers(names: list[str], source: str = "<config>") -> None:
+    """`train.log_with`: auto or none alone, else names accelerate knows (whether installed is checked at start)."""
+    from accelerate.utils import LoggerType
+
+    known = LoggerType.list()
+    for name in names:
+        _check(name in TRACKER_SWITCHES or name in known, source, "train.log_with",
+               f"names an unknown tracker {name!r} (known: {', '.join([*TRACKER_SWITCHES, *known])})")
+    switches = [n for n in names if n in TRACKER_SWITCHES]
+    _check(not switches or len(names) == 1, source, "train.log_with",
+           f"is {names}: {switches[0] if switches else ''} cannot be combined with other trackers")
+
+
+def validate_encoder(cfg: TrainConfig, source: str = "<config>") -> None:
+    e = cfg.encoder
+    for key, ok, why in (
+        ("kimg", e.kimg >= 0, "must be ≥ 0 (0: no encoder)"),
+        ("batch", e.batch >= 1, "must be ≥ 1"),
+        ("lr", e.lr > 0, "must be > 0"),
+        ("kappa", e.kappa >= 0, "must be ≥ 0"),
+        ("ziz", e.ziz >= 0, "must be ≥ 0"),
+        ("fmap_base", e.fmap_base >= 0, "must be ≥ 0 (0: the GAN's)"),
+        ("fmap_max", e.fmap_max >= 0, "must be ≥ 0 (0: the GAN's)"),
+        ("checkpoint_kimg", e.checkpoint_kimg >= 0, "must be ≥ 0 (0: train.checkpoint_kimg)"),
+        ("log_every", e.log_every >= 1, "must be ≥ 1"),
+    ):
+        value = getattr(e, key)
+        _check(ok and value == value, source, f"encoder.{key}", f"{why}, got {value}")
+
+
+def _validate_patches(m: ModelConfig, lo: LossConfig, source: str) -> None:
+    """The patch head and the penalty forms that need it go together."""
+    g = m.patch_grid
+    _check(g == 0 or (4 <= g <= m.resolution // 2 and g & (g - 1) == 0), source, "model.patch_grid",
+           f"must be 0 (no patch head) or a power of two between 4 and model.resolution/2 = {m.resolution // 2}, got {g}")
+    _check(lo.mil_k >= 1, source, "loss.mil_k", f"must be ≥ 1, got {lo.mil_k}")
+    if lo.penalty == "tile":
+        _check(g == 0, source, "model.patch_grid", f"is {g} but loss.penalty is tile: the patch head would not be trained; "
+               "set model.patch_grid=0 or choose loss.penalty patch_mask or patch_mil")
+        return
+    _check(lo.kind == "nsgan", source, "loss.penalty", f"is {lo.penalty}, which needs loss.kind nsgan, got {lo.kind}")
+    _check(g > 0, source, "model.patch_grid", f"must be set (e.g. {min(8, m.resolution // 2)}) for loss.penalty {lo.penalty}: "
+           "the penalty acts on D's patch logits")
+    if lo.penalty == "patch_mil":
+        _check(lo.mil_k <= g * g, source, "loss.mil_k", f"is {lo.mil_k}, more than the {g * g} patches of a tile")
+
+
+def config_from_dict(values: dict[str, Any], source: str = "<saved config>") -> TrainConfig:
+    """Rebuild a TrainConfig from `to_dict()` output (e.g. the copy saved in a run)."""
+    cfg = _build(TrainConfig, values, "", source)
+    validate(cfg, source)
+    return cfg

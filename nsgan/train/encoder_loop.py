@@ -1,0 +1,293 @@
+"""Training the f-AnoGAN encoder after the GAN: G and D frozen, normal shards only, on Accelerate.
+
+Runs as the last phase of `nsgan train` (config key `encoder.kimg`) or on its own for an existing
+model file (`nsgan train-encoder --model M`, `accelerate launch launch/train_encoder.py`). It keeps
+the GAN loop's promises: every rank streams its own share of the shards, the state (E, Adam,
+stream positions) is saved atomically every `encoder.checkpoint_kimg` and `--resume` continues
+exactly, metrics go to `metrics.jsonl`, reconstruction grids to `samples/`. Everything lives in
+the encoder's own run folder (`RUN/encoder/` by default), and the trained E is written into the
+model file (`E.*` tensors) at the end.
+
+Gradients are averaged over processes by one all-reduce per step instead of a DDP wrapper, so the
+same loop runs whichever engine (DDP or DeepSpeed) trained the GAN.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from nsgan.common.errors import ConfigError, NsganError, OutputError
+from nsgan.train.config import TrainConfig
+
+METRICS = "metrics.jsonl"
+
+
+def encoder_widths(cfg: TrainConfig) -> tuple[int, int]:
+    e, m = cfg.encoder, cfg.model
+    return (e.fmap_base or m.fmap_base), (e.fmap_max or m.fmap_max)
+
+
+class EncoderTrainer:
+    """E, its optimizer, the normal stream and the position of one encoder run on one process."""
+
+    def __init__(self, cfg: TrainConfig, generator: torch.nn.Module, discriminator: torch.nn.Module,
+                 run_dir: Path, accelerator: Any, normal_shards: list[str], channels: int, resume: bool = False):
+        from nsgan.models.encoder import Encoder
+        from nsgan.train.common import BatchTaker
+
+        self.cfg, self.run_dir, self.acc = cfg, Path(run_dir), accelerator
+        self.device = accelerator.device
+        self.rank, self.world, self.is_main = accelerator.process_index, accelerator.num_processes, accelerator.is_main_process
+        self.G = generator.to(self.device).eval().requires_grad_(False)
+        self.D = discriminator.to(self.device).eval().requires_grad_(False)
+        base, fmax = encoder_widths(cfg)
+        torch.manual_seed(cfg.seed + 4242)  # the same initial E on every rank
+        self.E = Encoder(cfg.model.resolution, channels, int(generator.latent_dim), fmap_base=base, fmap_max=fmax).to(self.device)
+        self.opt = torch.optim.Adam(self.E.parameters(), lr=cfg.encoder.lr, betas=(0.9, 0.99), eps=1e-8)
+        self.images_seen, self.step_no, self.seconds = 0, 0, 0.0
+        self.latent_gen = torch.Generator().manual_seed(cfg.seed * 1000003 + self.rank * 7919 + 4243)  # ziz latents
+        self.total = int(round(cfg.encoder.kimg * 1000))
+        self.batch = cfg.encoder.batch
+        self.normal_shards, self.channels = normal_shards, channels
+        position = None
+        if resume:
+            position = self._load_latest()
+        from nsgan.data.stream import ShardStream
+
+        self.stream = BatchTaker(ShardStream(normal_shards, tile=cfg.model.resolution, channels=channels, batch=self.batch,
+                                             seed=cfg.seed + 7, rank=self.rank, world=self.world,
+                                             num_workers=cfg.data.num_workers, position=position))
+        self.skipped_before = 0
+        self.probe = self._probe_tiles()
+
+    # -- state ------------------------------------------------------------------------------
+    def _load_latest(self) -> Any:
+        from nsgan.train.checkpoint import find_latest, load_state, unflatten_optimizer
+
+        state_dir = find_latest(self.run_dir)
+        tensors, info = load_state(state_dir)
+        if info.get("kind") != "encoder":
+            raise ConfigError(f"{state_dir}: not an encoder training state")
+        if info.get("world_size") != self.world:
+            raise ConfigError(f"{state_dir}: saved with {info.get('world_size')} processes, resumed with {self.world}; "
+                              "exact resume needs the same number of processes")
+        if info.get("gan_digest") != _digest(self.G, self.D):
+            raise ConfigError(f"{state_dir}: this encoder run was started for another generator/discriminator; "
+                              "use a new encoder run folder")
+        saved = info["encoder_config"]
+        now = {k: v for k, v in self.cfg.to_dict()["encoder"].items() if k not in ("kimg", "checkpoint_kimg", "log_every")}
+        if {k: v for k, v in saved.items() if k in now} != now:
+            raise ConfigError(f"{self.cfg.run_dir}: key 'encoder' differs from the encoder run being resumed ({state_dir}); "
+                              "only encoder.kimg may change on resume")
+        self.E.load_state_dict({k[2:]: v for k, v in tensors.items() if k.startswith("E.")})
+        self.opt.load_state_dict(unflatten_optimizer(info["optimizer"], tensors))
+        self.images_seen, self.step_no, self.seconds = int(info["images_seen"]), int(info["step"]), float(info["seconds"])
+        mine = info["ranks"][self.rank]
+        self.skipped_before = int(mine["skipped"])
+        self.latent_gen.set_state(torch.tensor(mine["latent_rng"], dtype=torch.uint8))
+        if self.is_main:
+            from nsgan.train.common import truncate_metrics
+
+            truncate_metrics(self.run_dir / METRICS, self.images_seen)
+        return mine["normal"]
+
+    def save_checkpoint(self) -> None:
+        from accelerate.utils import gather_object
+
+        from nsgan.train.checkpoint import flatten_optimizer, save_state
+
+        mine = {"normal": self.stream.position, "skipped": self.skipped_before + self.stream.skipped,
+                "latent_rng": self.latent_gen.get_state().tolist()}
+        payloads = gather_object([mine]) if self.world > 1 else [mine]
+        if self.is_main:
+            opt_tensors, opt_plain = flatten_optimizer("opt_E", self.opt.state_dict())
+            tensors = {f"E.{k}": v for k, v in self.E.state_dict().items()}
+            tensors.update(opt_tensors)
+            info = {"kind": "encoder", "step": self.step_no, "seconds": self.seconds, "world_size": self.world,
+                    "encoder_config": self.cfg.to_dict()["encoder"], "optimizer": opt_plain, "ranks": payloads,
+                    "gan_digest": _digest(self.G, self.D)}
+            save_state(self.run_dir, self.images_seen, tensors, info, keep=self.cfg.train.keep_checkpoints)
+        self.acc.wait_for_everyone()
+
+    # -- one step ---------------------------------------------------------------------------
+    def _autocast(self):
+        import contextlib
+
+        if self.acc.mixed_precision == "bf16":
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()  # fp16 has no loss scaler here: the encoder trains in fp32 then
+
+    def step(self) -> dict[str, float]:
+        from nsgan.models.encoder import izif_loss
+
+        x = self.stream.take(self.batch, self.device)
+        e = self.cfg.encoder
+        z = torch.randn(self.batch, self.E.latent_dim, generator=self.latent_gen).to(self.device) if e.ziz > 0 else None
+        with self._autocast():
+            loss, stats = izif_loss(self.E, self.G, self.D, x, e.kappa, z=z, ziz=e.ziz)
+        self.opt.zero_grad(set_to_none=False)
+        loss.backward()
+        if self.world > 1:
+            _average_gradients(self.E)
+        self.opt.step()
+        return {k: float(v) for k, v in stats.items()}
+
+    # -- pictures ---------------------------------------------------------------------------
+    def _probe_tiles(self) -> torch.Tensor:
+        """A fixed set of normal tiles (its own short stream) whose reconstructions show progress."""
+        from nsgan.data.stream import ShardStream
+        from nsgan.train.common import BatchTaker
+
+        n = min(self.cfg.train.grid_size ** 2 // 2, 32) or 1
+        s = ShardStream(self.normal_shards, tile=self.cfg.model.resolution, channels=self.channels, batch=n,
+                        seed=self.cfg.seed + 99, rank=0, world=1, num_workers=0)
+        return BatchTaker(s).take(n, torch.device("cpu"))
+
+    @torch.no_grad()
+    def save_reconstructions(self, name: str) -> Path:
+        """Grid of pairs: each real tile, then G(E(tile)) to its right; also to the trackers at images seen."""
+        from nsgan.train.samples import image_grid, write_grid
+        from nsgan.train.tracking import log_grid
+
+        self.E.eval()
+        x = self.probe.to(self.device)
+        rec = self.G(self.E(x)).float()
+        self.E.train()
+        pairs = torch.stack([x.float(), rec], dim=1).flatten(0, 1).cpu()
+        cols = 2 * max(1, int(math.sqrt(x.shape[0])))
+        grid = image_grid(pairs, cols)
+        log_grid(self.acc, "reconstructions", grid, self.images_seen)
+        return write_grid(grid, self.run_dir / "samples" / name)
+
+
+def _average_gradients(module: torch.nn.Module) -> None:
+    """Mean of every gradient over all processes in one all-reduce (what DDP would do)."""
+    import torch.distributed as dist
+
+    grads = [p.grad for p in module.parameters() if p.grad is not None]
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    dist.all_reduce(flat)
+    flat /= dist.get_world_size()
+    k = 0
+    for g in grads:
+        g.copy_(flat[k:k + g.numel()].view_as(g))
+        k += g.numel()
+
+
+def _digest(*modules: torch.nn.Module) -> str:
+    from nsgan.train.common import weights_digest
+
+    return weights_digest(modules)[:16]
+
+
+def check_encoder_run_dir(run_dir: Path, resume: bool) -> None:
+    from nsgan.train.checkpoint import find_latest
+
+    has_state = find_latest(run_dir) is not None
+    if resume and not has_state:
+        raise ConfigError(f"{run_dir}: --resume given but the encoder run folder holds no complete encoder state")
+    if not resume and has_state:
+        raise OutputError(f"{run_dir}: already holds an encoder run; pass --resume to continue it or choose another folder")
+
+
+def train_encoder(cfg: TrainConfig, generator: torch.nn.Module, discriminator: torch.nn.Module, model_path: Path,
+                  run_dir: Path, accelerator: Any, normal_shards: list[str], channels: int, resume: bool = False) -> Path:
+    """Train E to `encoder.kimg`, then write it into `model_path` (main process). Returns model_path."""
+    from nsgan.models.model_file import add_encoder
+    from nsgan.share.card import refresh_card
+    from nsgan.train import tracking
+    from nsgan.train.common import weights_digest
+    from nsgan.train.display import TrainingDisplay
+
+    run_dir = Path(run_dir)
+    resume = resume and _has_state(run_dir)  # `nsgan train --resume` may reach the encoder for the first time
+    check_encoder_run_dir(run_dir, resume)
+    tr = EncoderTrainer(cfg, generator, discriminator, run_dir, accelerator, normal_shards, channels, resume=resume)
+    if tr.is_main:
+        (run_dir / "samples").mkdir(parents=True, exist_ok=True)
+    accelerator.wait_for_everyone()
+    e = cfg.encoder
+    ckpt_every = int(round((e.checkpoint_kimg or cfg.train.checkpoint_kimg) * 1000))
+    next_ckpt = (tr.images_seen // ckpt_every + 1) * ckpt_every
+    display = TrainingDisplay(tr.total, enabled=tr.is_main and cfg.train.display, start=tr.images_seen, label="encoder")
+    metrics_fh = open(run_dir / METRICS, "a") if tr.is_main else None
+    window_t, window_imgs, sums, count = time.perf_counter(), 0, {}, 0
+    try:
+        tracking.start(accelerator, "encoder", cfg.to_dict(), step=tr.images_seen)  # in <model folder>/tb/encoder
+        if tr.is_main and tr.images_seen == 0:
+            tr.save_reconstructions("recon-000000kimg.png")
+        while tr.images_seen < tr.total:
+            t0 = time.perf_counter()
+            stats = tr.step()
+            tr.seconds += time.perf_counter() - t0
+            tr.images_seen += tr.batch * tr.world
+            tr.step_no += 1
+            window_imgs += tr.batch * tr.world
+            for k, v in stats.items():
+                sums[k] = sums.get(k, 0.0) + v
+            count += 1
+            if not math.isfinite(stats["loss_e"]):
+                raise NsganError(f"encoder training diverged at kimg {tr.images_seen / 1000:.1f} (non-finite loss); "
+                                 "lower encoder.lr or resume from the last state", 6)
+            if tr.step_no % e.log_every == 0:
+                elapsed = time.perf_counter() - window_t
+                row = {"images_seen": tr.images_seen, "kimg": round(tr.images_seen / 1000, 3), "step": tr.step_no,
+                       "stage": "encoder", "resolution": cfg.model.resolution, "alpha": 1.0, "batch": tr.batch * tr.world,
+                       "lr": e.lr, "img_s": round(window_imgs / max(elapsed, 1e-9), 2),
+                       "skipped_normal": tr.skipped_before + tr.stream.skipped, "time_s": round(tr.seconds, 2),
+                       **{k: round(v / count, 6) for k, v in sums.items()}}
+                if metrics_fh:
+                    metrics_fh.write(json.dumps(row) + "\n")
+                    metrics_fh.flush()
+                tracking.log_scalars(accelerator, row, tr.images_seen)
+                display.update(row)
+                window_t, window_imgs, sums, count = time.perf_counter(), 0, {}, 0
+            else:
+                display.advance(tr.images_seen)
+            if tr.images_seen >= next_ckpt and tr.images_seen < tr.total:
+                tr.save_checkpoint()
+                if tr.is_main:
+                    tr.save_reconstructions(f"recon-{tr.images_seen // 1000:06d}kimg.png")
+                next_ckpt += ckpt_every
+        tr.save_checkpoint()
+        from accelerate.utils import gather_object
+
+        mine = weights_digest([tr.E])
+        digests = gather_object([mine]) if tr.world > 1 else [mine]
+        if len(set(digests)) != 1:
+            raise NsganError(f"ranks ended with different encoder weights ({len(set(digests))} distinct digests)", 6)
+        if tr.is_main:
+            tr.save_reconstructions("recon-final.png")
+            add_encoder(model_path, tr.E, {"images_seen": tr.images_seen, "kimg": tr.images_seen / 1000,
+                                           "config": cfg.to_dict()["encoder"], "world_size": tr.world,
+                                           "train_seconds": round(tr.seconds, 2), "digest": digests[0]})
+            refresh_card(model_path, "train-encoder")
+        accelerator.wait_for_everyone()
+        return Path(model_path)
+    finally:
+        display.close()
+        if metrics_fh:
+            metrics_fh.close()
+
+
+def _has_state(run_dir: Path) -> bool:
+    from nsgan.train.checkpoint import find_latest
+
+    return find_latest(run_dir) is not None
+
+
+# ----------------------------------------------------------------------------- CLI
+
+
+
+
+
+
+
+

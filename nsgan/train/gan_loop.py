@@ -1,0 +1,548 @@
+"""The training loop on HF Accelerate: one script for CPU, one GPU, N GPUs and N nodes.
+
+Per step (stylegan2-ada style phases): a D step on normal reals, G's fakes and the labelled
+abnormal tiles (penalty γ, R1 in the same backward), then a G step, then the EMA of G. Where the
+schedule stands is a pure function of images seen, so a resumed run continues at the exact
+position; the data streams and latent RNG resume exactly too. Only the main process writes
+files and draws the live display.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import sys
+import time
+from dataclasses import dataclass, field
+from functools import reduce
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from nsgan import __version__
+from nsgan.common.errors import ConfigError, NsganError, OutputError
+from nsgan.train.common import (
+    BatchTaker,
+    data_summary,
+    make_accelerator,
+    resolve_data,
+    truncate_metrics,
+    weights_digest,
+)
+from nsgan.train.config import TrainConfig, config_from_dict
+from nsgan.train.engines import engine_for
+
+METRICS = "metrics.jsonl"
+MODEL = "model.safetensors"
+
+
+# ----------------------------------------------------------------------------- data plumbing
+
+
+
+
+def _batches_for(cfg: TrainConfig) -> list[int]:
+    s = cfg.schedule
+    return sorted(set(s.batch.values()) | {s.default_batch})
+
+
+def _abnormal_batch(cfg: TrainConfig, batch: int) -> int:
+    return max(1, round(batch * cfg.data.abnormal_fraction))
+
+
+def stream_chunks(cfg: TrainConfig) -> tuple[int, int]:
+    """Chunk sizes for the normal and abnormal streams: divisors of every batch they must fill."""
+    batches = _batches_for(cfg)
+    normal = reduce(math.gcd, batches)
+    abnormal = reduce(math.gcd, [_abnormal_batch(cfg, b) for b in batches])
+    return normal, abnormal
+
+
+# ----------------------------------------------------------------------------- setup
+
+
+
+
+
+
+
+
+
+
+
+
+@dataclass
+class TrainState:
+    """What moves between steps and into checkpoints, besides the networks and optimizers."""
+
+    images_seen: int = 0
+    step: int = 0
+    skipped_normal: int = 0
+    skipped_abnormal: int = 0
+    seconds: float = 0.0  # training wall time so far (for the ETA and the summary)
+    last_phase: dict[str, Any] = field(default_factory=dict)  # phase of the last step taken
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _rank_generator(seed: int, rank: int) -> torch.Generator:
+    g = torch.Generator()
+    g.manual_seed(seed * 1000003 + rank * 7919 + 1)
+    return g
+
+
+def sample_latents(gen: torch.Generator, n: int, dim: int, device: torch.device) -> torch.Tensor:
+    """Latents drawn on the CPU from a resumable generator, so runs resume exactly anywhere."""
+    return torch.randn(n, dim, generator=gen).to(device)
+
+
+# ----------------------------------------------------------------------------- the trainer
+
+
+class Trainer:
+    """Owns the networks, optimizers, streams and state of one run on one process."""
+
+    def __init__(self, cfg: TrainConfig, source: str, resume: bool = False):
+        from nsgan.models.losses import GANLoss
+        from nsgan.models.networks import Discriminator, Generator
+
+        self.cfg, self.source = cfg, source
+        self.run_dir = Path(cfg.run_dir)
+        self.normal_shards, self.abnormal_shards, self.channels = resolve_data(cfg, source)
+        self._check_run_dir(resume)
+        self.acc = make_accelerator(cfg, source=source)
+        self.engine = engine_for(self.acc)  # DDP or DeepSpeed ZeRO-1/2: wrapping, updates, optimizer state
+        self.device = self.acc.device
+        self.rank, self.world = self.acc.process_index, self.acc.num_processes
+        self.is_main = self.acc.is_main_process
+
+        torch.manual_seed(cfg.seed)  # identical initial weights on every rank
+        m = cfg.model
+        self.G = Generator(resolution=m.resolution, channels=self.channels, latent_dim=m.latent_dim, fmap_base=m.fmap_base, fmap_max=m.fmap_max)
+        self.D = Discriminator(resolution=m.resolution, channels=self.channels, fmap_base=m.fmap_base, fmap_max=m.fmap_max, mbstd_group=m.mbstd_group,
+                               patch_grid=m.patch_grid)
+        self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False).to(self.device)
+        t = cfg.train
+        self.opt_G = torch.optim.Adam(self.G.parameters(), lr=cfg.schedule.lr, betas=(t.beta1, t.beta2), eps=1e-8)
+        self.opt_D = torch.optim.Adam(self.D.parameters(), lr=cfg.schedule.lr, betas=(t.beta1, t.beta2), eps=1e-8)
+        self.loss = GANLoss(kind=cfg.loss.kind, gamma=cfg.loss.gamma, r1_gamma=cfg.loss.r1_gamma, gp_lambda=cfg.loss.gp_lambda, drift=cfg.loss.drift,
+                            penalty=cfg.loss.penalty, mil_k=cfg.loss.mil_k)
+        self.state = TrainState()
+        torch.manual_seed(cfg.seed * 1000 + 17 + self.rank)  # per-rank stream for in-loss randomness (GP)
+        self.latent_gen = _rank_generator(cfg.seed, self.rank)
+        positions: dict[str, Any] = {}
+        if resume:
+            positions = self._load_latest()
+        self.G, self.D, self.opt_G, self.opt_D = self.engine.prepare(self.acc, self.G, self.D, self.opt_G, self.opt_D)
+        self.G_raw, self.D_raw = self.acc.unwrap_model(self.G), self.acc.unwrap_model(self.D)
+        self.G_step, self.D_step = self.engine.forward_modules(self.G, self.D, self.G_raw, self.D_raw)
+        if resume and self.engine.shards_optimizer:  # each rank's partition exists only now
+            self.engine.load_optimizer_states(self._optimizers(), *self._saved_optimizers, rank=self.rank)
+        self._make_streams(positions)
+        grid = torch.Generator().manual_seed(cfg.seed + 12345)
+        self.grid_z = torch.randn(cfg.train.grid_size**2, m.latent_dim, generator=grid)
+
+    def _optimizers(self) -> tuple[tuple[str, Any], ...]:
+        return (("opt_G", self.opt_G), ("opt_D", self.opt_D))
+
+    # -- run folder -------------------------------------------------------------------------
+
+    def _check_run_dir(self, resume: bool) -> None:
+        from nsgan.train.checkpoint import find_latest
+
+        has_state = find_latest(self.run_dir) is not None
+        if resume and not has_state:
+            raise ConfigError(f"{self.run_dir}: --resume given but the run folder holds no complete training state")
+        if not resume and (has_state or (self.run_dir / MODEL).exists()):
+            raise OutputError(f"{self.run_dir}: already holds a run; pass --resume to continue it or choose another run_dir")
+
+    # -- streams ----------------------------------------------------------------------------
+
+    def _make_streams(self, positions: dict[str, Any]) -> None:
+        from nsgan.data.stream import ShardStream
+
+        chunk_n, chunk_a = stream_chunks(self.cfg)
+        common = dict(tile=self.cfg.model.resolution, channels=self.channels, rank=self.rank, world=self.world, num_workers=self.cfg.data.num_workers)
+        self.normal = BatchTaker(ShardStream(self.normal_shards, batch=chunk_n, seed=self.cfg.seed, position=positions.get("normal"), **common))
+        self.abnormal = None
+        if self.abnormal_shards and self.cfg.loss.gamma > 0:
+            self.abnormal = BatchTaker(ShardStream(self.abnormal_shards, batch=chunk_a, seed=self.cfg.seed + 1, position=positions.get("abnormal"),
+                                                   masks=self.cfg.loss.penalty == "patch_mask", **common))
+
+    # -- checkpoints ------------------------------------------------------------------------
+
+    def _rank_payload(self) -> dict[str, Any]:
+        return {
+            "latent_rng": self.latent_gen.get_state().tolist(),
+            "torch_rng": torch.get_rng_state().tolist(),  # WGAN-GP interpolation draws from it
+            "normal": self.normal.position,
+            "abnormal": self.abnormal.position if self.abnormal else None,
+            "skipped_normal": self.normal.skipped,
+            "skipped_abnormal": self.abnormal.skipped if self.abnormal else 0,
+        }
+
+    def save_checkpoint(self) -> None:
+        """Collect every rank's stream position and RNG, then the main process writes one state."""
+        from accelerate.utils import gather_object
+
+        from nsgan.train.checkpoint import save_state
+
+        payloads = gather_object([self._rank_payload()]) if self.world > 1 else [self._rank_payload()]
+        opt_tensors, opt_info = self.engine.optimizer_states(self.acc, self._optimizers())  # main: all of it; others: {}
+        if self.is_main:
+            tensors: dict[str, torch.Tensor] = {}
+            for prefix, module in (("G", self.G_raw), ("D", self.D_raw), ("G_ema", self.G_ema)):
+                tensors.update({f"{prefix}.{k}": v for k, v in module.state_dict().items()})
+            tensors.update(opt_tensors)
+            s = self.state
+            info = {
+                "step": s.step,
+                "last_phase": s.last_phase,
+                "seconds": s.seconds,
+                "world_size": self.world,
+                "engine": self.engine.name,
+                "config": self.cfg.to_dict(),
+                "optimizers": opt_info,
+                "ranks": payloads,
+            }
+            save_state(self.run_dir, s.images_seen, tensors, info, keep=self.cfg.train.keep_checkpoints)
+        self.acc.wait_for_everyone()
+
+    def _load_latest(self) -> dict[str, Any]:
+        from nsgan.train.checkpoint import find_latest, load_state
+
+        state_dir = find_latest(self.run_dir)
+        tensors, info = load_state(state_dir)
+        saved = config_from_dict(info["config"], source=str(state_dir / "state.json"))
+        if saved.model != self.cfg.model:
+            raise ConfigError(f"{self.source}: key 'model' differs from the run being resumed ({state_dir}); networks cannot change on resume")
+        if info.get("world_size") != self.world:
+            raise ConfigError(
+                f"{state_dir}: saved with {info.get('world_size')} processes, resumed with {self.world}; "
+                "exact resume needs the same number of processes"
+            )
+        for prefix, module in (("G", self.G), ("D", self.D), ("G_ema", self.G_ema)):
+            module.load_state_dict({k[len(prefix) + 1:]: v for k, v in tensors.items() if k.startswith(prefix + ".")})
+        if info.get("engine", "ddp") != self.engine.name:
+            raise ConfigError(f"{state_dir}: saved with engine {info.get('engine', 'ddp')}, resumed with {self.engine.name}; "
+                              "optimizer state is stored per engine, resume with the same accelerate config")
+        self._saved_optimizers = (info["optimizers"], tensors)
+        if not self.engine.shards_optimizer:
+            self.engine.load_optimizer_states(self._optimizers(), *self._saved_optimizers, rank=self.rank)
+        s = self.state
+        s.images_seen, s.step, s.seconds = int(info["images_seen"]), int(info["step"]), float(info["seconds"])
+        s.last_phase = dict(info.get("last_phase") or {})
+        mine = info["ranks"][self.rank]
+        self.latent_gen.set_state(torch.tensor(mine["latent_rng"], dtype=torch.uint8))
+        torch.set_rng_state(torch.tensor(mine["torch_rng"], dtype=torch.uint8))
+        s.skipped_normal, s.skipped_abnormal = int(mine["skipped_normal"]), int(mine["skipped_abnormal"])
+        if self.acc.is_main_process:
+            truncate_metrics(self.run_dir / METRICS, s.images_seen)
+        return {"normal": mine["normal"], "abnormal": mine["abnormal"]}
+
+    # -- one step ---------------------------------------------------------------------------
+
+    def step(self, phase) -> dict[str, float]:
+        from nsgan.models.networks import fade_real
+
+        cfg, dev = self.cfg, self.device
+        level, alpha, batch = phase.level, phase.alpha, phase.batch
+        for opt in (self.opt_G, self.opt_D):
+            for group in opt.param_groups:
+                group["lr"] = phase.lr
+        reals = fade_real(self.normal.take(batch, dev), level, alpha)
+        abnormal = abnormal_mask = None
+        if self.abnormal is not None:
+            abnormal = fade_real(self.abnormal.take(_abnormal_batch(cfg, batch), dev), level, alpha)
+            abnormal_mask = self.abnormal.masks  # full tile size; the loss pools it to D's patch grid
+
+        # D step: fakes without a graph back into G.
+        with self.acc.autocast():
+            with torch.no_grad():
+                fakes = self.G_raw(sample_latents(self.latent_gen, batch, cfg.model.latent_dim, dev), level, alpha)
+            loss_d, stats_d = self.loss.d_loss(self.D_step, reals, fakes.detach(), abnormal, level=level, alpha=alpha, abnormal_mask=abnormal_mask)
+        self.engine.update(self.acc, self.D, self.opt_D, loss_d)
+
+        # G step: through the bare D (no DDP hooks, no D gradients); G's gradients are averaged by DDP.
+        self.D_raw.requires_grad_(False)
+        try:
+            with self.acc.autocast():
+                fakes = self.G_step(sample_latents(self.latent_gen, batch, cfg.model.latent_dim, dev), level, alpha)
+                loss_g, stats_g = self.loss.g_loss(self.D_raw, fakes, level=level, alpha=alpha)
+            self.engine.update(self.acc, self.G, self.opt_G, loss_g)
+        finally:
+            self.D_raw.requires_grad_(True)
+
+        self._update_ema(batch * self.world)
+        return {**stats_d, **stats_g}
+
+    def reset_optimizers(self) -> None:
+        """Forget Adam's moments: the new level's layers and the changed objective start fresh."""
+        for opt in (self.opt_G, self.opt_D):
+            opt.state.clear()
+
+    @torch.no_grad()
+    def _update_ema(self, images: int) -> None:
+        half_life = self.cfg.train.ema_kimg * 1000.0
+        beta = 0.5 ** (images / half_life) if half_life > 0 else 0.0
+        for p_ema, p in zip(self.G_ema.parameters(), self.G_raw.parameters()):
+            p_ema.lerp_(p.detach().to(p_ema.dtype), 1.0 - beta)
+        for b_ema, b in zip(self.G_ema.buffers(), self.G_raw.buffers()):
+            b_ema.copy_(b)
+
+    # -- pictures ---------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def save_grid(self, name: str, level: int, alpha: float, tag: str | None = None) -> Path:
+        """The EMA generator's grid as samples/NAME; with `tag`, also to the trackers at the current images seen."""
+        from nsgan.train.samples import image_grid, write_grid
+        from nsgan.train.tracking import log_grid
+
+        z = self.grid_z.to(self.device)
+        imgs = torch.cat([self.G_ema(z[i:i + 16], level, alpha) for i in range(0, z.shape[0], 16)]).float().cpu()
+        grid = image_grid(imgs, self.cfg.train.grid_size)
+        if tag:
+            log_grid(self.acc, tag, grid, self.state.images_seen)
+        return write_grid(grid, self.run_dir / "samples" / name)
+
+    def save_reals_grid(self) -> None:
+        from nsgan.train.samples import image_grid, write_grid
+        from nsgan.train.tracking import log_grid
+
+        n = self.cfg.train.grid_size**2
+        chunk = stream_chunks(self.cfg)[0]
+        probe = BatchTaker(_fresh_stream(self, chunk, n))
+        grid = image_grid(probe.take(math.ceil(n / chunk) * chunk, torch.device("cpu"))[:n], self.cfg.train.grid_size)
+        log_grid(self.acc, "reals", grid, 0)
+        write_grid(grid, self.run_dir / "samples" / "reals.png")
+
+    # -- export -----------------------------------------------------------------------------
+
+    def export(self) -> Path:
+        from nsgan.models.model_file import save_model
+        from nsgan.share.card import refresh_card
+
+        s = self.state
+        meta = {
+            "config": self.cfg.to_dict(),
+            "images_seen": s.images_seen,
+            "kimg": s.images_seen / 1000.0,
+            "gamma": self.cfg.loss.gamma,
+            "data": data_summary(self.cfg),
+            "trained_with": {"world_size": self.world, "mixed_precision": self.acc.mixed_precision, "nsgan_version": __version__},
+        }
+        path = save_model(self.run_dir / MODEL, self.G_ema, self.D_raw, meta)
+        refresh_card(path, "train")  # README.md beside it, from its metadata (nsgan/share/card.py)
+        return path
+
+
+def _fresh_stream(trainer: Trainer, chunk: int, n: int):
+    """A short-lived stream of reals for the reference grid (does not touch the training streams)."""
+    from nsgan.data.stream import ShardStream
+
+    return ShardStream(trainer.normal_shards, tile=trainer.cfg.model.resolution, channels=trainer.channels, batch=chunk, seed=trainer.cfg.seed + 99, rank=0, world=1, num_workers=0)
+
+
+
+
+# ----------------------------------------------------------------------------- the loop
+
+
+
+
+
+
+def run_gan(trainer: Trainer, sched_cfg, resume: bool, stop: "StopAtStepBoundary") -> Path:
+    """The GAN phase: the progressive schedule from the trainer's state to its end, then export (main process).
+
+    `stop` is the caller's Ctrl-C handler: a first Ctrl-C ends the loop after the step, with a saved state.
+    """
+    import json
+
+    from nsgan.train import tracking
+    from nsgan.train.display import TrainingDisplay
+    from nsgan.train.schedule import schedule, total_images
+
+    cfg = trainer.cfg
+    acc, st, run_dir = trainer.acc, trainer.state, trainer.run_dir
+    if trainer.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "samples").mkdir(exist_ok=True)
+        import yaml
+
+        from nsgan.common.atomic import atomic_write_text
+
+        atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    display = TrainingDisplay(total_images(sched_cfg), enabled=trainer.is_main and cfg.train.display, start=st.images_seen)
+    metrics_fh = open(run_dir / METRICS, "a") if trainer.is_main else None
+    next_ckpt = (math.floor(st.images_seen / (cfg.train.checkpoint_kimg * 1000)) + 1) * cfg.train.checkpoint_kimg * 1000
+    window_t, window_imgs, sums, count = time.perf_counter(), 0, {}, 0
+    try:
+        tracking.start(acc, "gan", cfg.to_dict(), step=st.images_seen)  # trackers of train.log_with, in RUN/tb/gan
+        if trainer.is_main and not resume:
+            trainer.save_reals_grid()
+        while True:
+            phase = schedule(st.images_seen, sched_cfg, trainer.world)
+            # Decisions at phase edges read only the saved state, so a resumed run makes the same ones.
+            last = st.last_phase
+            if last and phase.index != last["index"] and trainer.is_main:
+                trainer.save_grid(_grid_name(last), last["level"], last["alpha"], tag="samples")
+            if phase.done:
+                break
+            if last and phase.level != last["level"]:
+                trainer.reset_optimizers()  # PGGAN resets Adam's moments when a new level fades in
+            t0 = time.perf_counter()
+            stats = trainer.step(phase)
+            st.seconds += time.perf_counter() - t0
+            st.images_seen += phase.batch * trainer.world
+            st.step += 1
+            st.last_phase = {"index": phase.index, "level": phase.level, "alpha": phase.alpha, "resolution": phase.resolution, "stage": phase.stage}
+            window_imgs += phase.batch * trainer.world
+            for k, v in stats.items():
+                sums[k] = sums.get(k, 0.0) + float(v)
+            count += 1
+            if not all(math.isfinite(float(v)) for v in stats.values()):
+                raise NsganError(f"training diverged at kimg {st.images_seen / 1000:.1f} (non-finite loss: {stats}); lower schedule.lr or resume from the last state", 6)
+            if st.step % cfg.train.log_every == 0:
+                elapsed = time.perf_counter() - window_t
+                row = _metrics_row(trainer, phase, {k: v / count for k, v in sums.items()}, window_imgs / max(elapsed, 1e-9))
+                if metrics_fh:
+                    metrics_fh.write(json.dumps(row) + "\n")
+                    metrics_fh.flush()
+                tracking.log_scalars(acc, row, st.images_seen)
+                display.update(row)
+                window_t, window_imgs, sums, count = time.perf_counter(), 0, {}, 0
+            else:
+                display.advance(st.images_seen)
+            if st.images_seen >= next_ckpt:
+                trainer.save_checkpoint()
+                next_ckpt += cfg.train.checkpoint_kimg * 1000
+            if stop.requested:  # Ctrl-C during the step just finished: keep it, at a step boundary
+                trainer.save_checkpoint()
+                raise KeyboardInterrupt
+        trainer.save_checkpoint()
+        digests = check_ranks_in_sync(trainer)
+        model_path = run_dir / MODEL
+        if trainer.is_main:
+            trainer.save_grid("final.png", phase.level, 1.0, tag="samples")  # the last phase's grid
+            model_path = trainer.export()
+            _write_summary(trainer, digests)
+        acc.wait_for_everyone()
+        return model_path
+    finally:
+        display.close()
+        if metrics_fh:
+            metrics_fh.close()
+
+
+class StopAtStepBoundary:
+    """A first Ctrl-C asks the loop to stop after the current step (which then saves a state); a second stops at once.
+
+    Saving from inside a step would store a stream already advanced and D already updated but G,
+    its EMA and `images_seen` not: a resumed run would then differ from an uninterrupted one. Only
+    for one process: with several, each would see the signal at a different step.
+    """
+
+    def __init__(self, enabled: bool):
+        import signal
+        import threading
+
+        self.requested = False
+        self._previous = None
+        # A SIGINT the launcher ignores (a background job, nohup) stays ignored.
+        if enabled and threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+
+    def _handle(self, signum, frame) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        print("nsgan train: stopping after this step (Ctrl-C again to stop at once, without saving)", file=sys.stderr)
+
+    def close(self) -> None:
+        if self._previous is not None:
+            import signal
+
+            signal.signal(signal.SIGINT, self._previous)
+            self._previous = None
+
+
+def _grid_name(phase: dict) -> str:
+    return f"phase{phase['index']:02d}-{phase['resolution']}px-{phase['stage']}.png"
+
+
+def _metrics_row(trainer: Trainer, phase, stats: dict[str, float], img_s: float) -> dict[str, Any]:
+    st = trainer.state
+    return {
+        "images_seen": st.images_seen,
+        "kimg": round(st.images_seen / 1000.0, 3),
+        "step": st.step,
+        "phase": phase.index,
+        "stage": phase.stage,
+        "resolution": phase.resolution,
+        "alpha": round(phase.alpha, 4),
+        "batch": phase.batch * trainer.world,
+        "lr": phase.lr,
+        "img_s": round(img_s, 2),
+        "skipped_normal": st.skipped_normal + trainer.normal.skipped,
+        "skipped_abnormal": st.skipped_abnormal + (trainer.abnormal.skipped if trainer.abnormal else 0),
+        "time_s": round(st.seconds, 2),
+        **{k: round(float(v), 5) for k, v in stats.items()},
+    }
+
+
+
+
+def check_ranks_in_sync(trainer: Trainer) -> list[str]:
+    """Every rank hashes its own G, D and EMA; differing hashes mean DDP lost sync (an error)."""
+    from accelerate.utils import gather_object
+
+    mine = weights_digest([trainer.G_raw, trainer.G_ema, trainer.D_raw])
+    digests = gather_object([mine]) if trainer.world > 1 else [mine]
+    if len(set(digests)) != 1:
+        raise NsganError(f"ranks ended with different weights ({len(set(digests))} distinct digests): DDP lost sync", 6)
+    return digests
+
+
+def _write_summary(trainer: Trainer, digests: list[str]) -> None:
+    from nsgan.train.checkpoint import write_json_atomic
+
+    st = trainer.state
+    write_json_atomic(trainer.run_dir / "run.json", {
+        "nsgan_version": __version__,
+        "images_seen": st.images_seen,
+        "steps": st.step,
+        "train_seconds": round(st.seconds, 2),
+        "world_size": trainer.world,
+        "skipped_normal": st.skipped_normal + trainer.normal.skipped,
+        "skipped_abnormal": st.skipped_abnormal + (trainer.abnormal.skipped if trainer.abnormal else 0),
+        "model": MODEL,
+        "rank_digests": digests,
+        "export_digest": weights_digest([trainer.G_ema, trainer.D_raw]),
+    })
+
+
+
+
+def schedule_config(cfg: TrainConfig):
+    from nsgan.train.schedule import ScheduleConfig
+
+    s = cfg.schedule
+    return ScheduleConfig(  # raises ConfigError naming the field
+        resolution=cfg.model.resolution, start_resolution=s.start_resolution, stable_kimg=s.stable_kimg,
+        fade_kimg=s.fade_kimg, total_kimg=s.total_kimg, batch=dict(s.batch), default_batch=s.default_batch,
+        lr=s.lr, lr_per_res=dict(s.lr_per_res),
+    )
+
+
+# ----------------------------------------------------------------------------- CLI
+
+
+
+
+
+
+
+
+
+

@@ -1,0 +1,78 @@
+"""A training run in one place: the GAN phase, then (encoder.kimg > 0) the encoder phase, under one run lock and one process group."""
+
+from __future__ import annotations
+
+import copy
+import os
+from pathlib import Path
+
+from nsgan.common.errors import NsganError
+from nsgan.train.common import shutdown
+from nsgan.train.config import TrainConfig
+from nsgan.train.engines import peer_failure
+from nsgan.train.gan_loop import (
+    MODEL,
+    StopAtStepBoundary,
+    Trainer,
+    run_gan,
+    schedule_config,
+)
+
+
+def train(cfg: TrainConfig, source: str = "<config>", resume: bool = False) -> Path:
+    """Train to the schedule's end; returns the exported model's path (main process writes it).
+
+    A run that fails with a user error before its first state (shards that hold no usable
+    sample, a full disk, --resume of nothing) removes the run folder it created, so no
+    half-started run is left behind.
+    The main process holds the run folder's lock throughout: a second training into it is refused.
+    """
+    import shutil
+    from contextlib import nullcontext
+
+    from nsgan.train.checkpoint import find_latest
+    from nsgan.train.runlock import RunLock
+
+    run_dir = Path(cfg.run_dir)
+    lock = RunLock(run_dir) if str(os.environ.get("RANK", "0")) == "0" else None
+    created = not run_dir.exists()  # (a --resume of a folder that does not exist creates it too, via the lock)
+    try:
+        with lock or nullcontext():
+            return _train(cfg, source, resume)
+    except NsganError:
+        if created and lock is not None and lock.acquired and find_latest(run_dir) is None:
+            shutil.rmtree(run_dir, ignore_errors=True)  # ours alone: we created it and held its lock
+        raise
+
+
+def _train(cfg: TrainConfig, source: str, resume: bool) -> Path:
+    from nsgan.train import tracking
+    from nsgan.train.encoder_loop import train_encoder
+
+    sched_cfg = schedule_config(cfg)  # validated before anything is built or written
+    trainer = Trainer(cfg, source, resume=resume)
+    acc, st, run_dir = trainer.acc, trainer.state, trainer.run_dir
+    lost_peer = False
+    stop = StopAtStepBoundary(enabled=trainer.world == 1)
+    try:
+        model_path = run_gan(trainer, sched_cfg, resume, stop)
+        if cfg.encoder.kimg > 0:  # f-AnoGAN's encoder, as the last phase, with G (EMA) and D frozen
+            tracking.stop(acc)  # the encoder logs as its own run (RUN/tb/encoder)
+
+            train_encoder(cfg, copy.deepcopy(trainer.G_ema), copy.deepcopy(trainer.D_raw), run_dir / MODEL,
+                          run_dir / "encoder", acc, trainer.normal_shards, trainer.channels, resume=resume)
+        return model_path
+    except KeyboardInterrupt:
+        raise  # mid-step (a second Ctrl-C, or many processes): no save, the last complete state stands
+    except Exception as exc:  # a collective failing because another rank died: one clear line, exit 6, no hang
+        why = peer_failure(exc) if trainer.world > 1 else None
+        if why is None:
+            raise
+        lost_peer = True
+        raise NsganError(
+            f"rank {trainer.rank}: lost contact with another process of this run at kimg {st.images_seen / 1000:.3f} ({why}); "
+            f"stopping. Restart all processes with --resume to continue from the last complete state in {run_dir / 'checkpoints'}", 6
+        ) from exc
+    finally:
+        stop.close()
+        shutdown(acc, peers_alive=not lost_peer)
