@@ -33,7 +33,7 @@ from nsgan.score.options import ScoreOptions
 BACKENDS = ("auto", "torch", "onnx")
 BACKEND_ENV = "NSGAN_SCORE_BACKEND"
 CACHE_ENV = "NSGAN_CACHE_DIR"
-ONNX_MIN_TILES = 2048  # tiles in a job before auto pays for an export (about 1 s of ONNX Runtime's gain per 500 tiles here)
+ONNX_MIN_TILES = 4096  # tiles in a job before auto pays for an export: a 2048² image of 32-px tiles, where cold ≈ torch and warm is faster (docs/benchmarks.md)
 CHECK_TILES = 5
 
 

@@ -40,10 +40,12 @@ def run_variant(name: str, pythonpath: Path, model: Path, image: Path, out: Path
     cmd = [sys.executable, "-m", "nsgan.cli", "score", "--model", str(model), "--image", str(image), "--out", str(out),
            "--overwrite", "--no-progress", *extra]
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=pythonpath)  # `-m` puts the cwd first on sys.path
     wall = time.perf_counter() - t0
     if proc.returncode != 0:
         raise SystemExit(f"{name}: exit {proc.returncode}\n{proc.stderr[-2000:]}")
+    if name == "before" and "timing" in json.loads((out / f"{image.stem}.json").read_text()):
+        raise SystemExit(f"before: {pythonpath} scored with this checkout's code (its report has a timing)")
     report = json.loads((out / f"{image.stem}.json").read_text())
     return {"wall_s": wall, "timing": report.get("timing"), "stdout": proc.stdout}
 
@@ -57,6 +59,7 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=None, help="OMP_NUM_THREADS for every variant (default: unset)")
     p.add_argument("--json", default=None)
     a = p.parse_args(argv)
+    a.model = str(Path(a.model).resolve())  # the variants run in their own checkouts' folders
     from nsgan.demo import build_test_image
 
     env_extra = {"OMP_NUM_THREADS": str(a.threads)} if a.threads else {}
