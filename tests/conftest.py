@@ -11,6 +11,12 @@ import torch
 # Two cores shared by everything: one thread per process is much faster for tiny networks.
 torch.set_num_threads(1)
 
+# `nsgan score`'s ONNX cache (nsgan/share/onnx_cache.py): never the user's ~/.cache from a test.
+if "NSGAN_CACHE_DIR" not in os.environ:
+    import tempfile
+
+    os.environ["NSGAN_CACHE_DIR"] = tempfile.mkdtemp(prefix="nsgan-test-cache-")
+
 REPO = Path(__file__).resolve().parent.parent
 
 # Tiny settings every training test starts from: 16-px gray tiles, narrow networks, a few hundred images.

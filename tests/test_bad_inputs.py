@@ -225,6 +225,8 @@ CASES: list[Case] = [
     Case("train-inf-lr", 2, lambda c: c.train("schedule.lr=inf"), ("schedule.lr", "inf")),
     Case("train-negative-kimg", 2, lambda c: c.train("schedule.total_kimg=-1"), ("schedule.total_kimg", "> 0")),
     Case("train-negative-r1", 2, lambda c: c.train("loss.r1_gamma=-1"), ("loss.r1_gamma", "≥ 0")),
+    Case("train-r1-every-zero", 2, lambda c: c.train("loss.r1_every=0"), ("loss.r1_every", "≥ 1")),
+    Case("train-r1-every-not-integer", 2, lambda c: c.train("loss.r1_every=2.5"), ("loss.r1_every", "integer")),
     Case("train-gamma-without-abnormal", 2, lambda c: c.train("data.abnormal="), ("loss.gamma", "data.abnormal")),
     Case("train-shard-folder-missing", 2, lambda c: c.train(f"data.normal={c.tmp / 'nowhere'}"), ("data.normal", "nowhere")),
     Case("train-shard-folder-with-a-non-tar-file", 2, lambda c: c.train(f"data.normal={shard_folder(c.shards, c.tmp / 'sh', lambda d: (d / 'readme.txt').write_text('x'))}", "data.channels=1"), ("data.normal", "sh")),

@@ -101,6 +101,24 @@ def test_r1_on_a_linear_d_and_in_the_same_backward():
     torch.testing.assert_close(D.w.grad, logistic + 10.0 * w)
 
 
+def test_lazy_r1_is_k_times_r1_on_due_steps_and_absent_otherwise():
+    D = LinearD(64)
+    real, fake, _ = batches(dtype=torch.float64)
+    w2 = D.w.detach().square().sum().item()
+    plain, plain_stats = GANLoss("nsgan", r1_gamma=0.0).d_loss(D, real, fake)
+    lazy = GANLoss("nsgan", r1_gamma=10.0, r1_every=4)
+    off, off_stats = lazy.d_loss(D, real, fake, regularise=False)
+    on, on_stats = lazy.d_loss(D, real, fake, regularise=True)
+    assert torch.equal(off, plain) and "r1" not in off_stats and off_stats.keys() == plain_stats.keys()
+    assert on.item() == pytest.approx(plain.item() + 4 * 10.0 / 2 * w2, rel=1e-6)  # weighted by k
+    assert on_stats["r1"] == pytest.approx(w2, rel=1e-6)
+    assert [lazy.r1_due(s) for s in range(9)] == [True, False, False, False, True, False, False, False, True]
+    every, _ = GANLoss("nsgan", r1_gamma=10.0, r1_every=1).d_loss(D, real, fake)
+    default, _ = GANLoss("nsgan", r1_gamma=10.0).d_loss(D, real, fake)
+    assert torch.equal(every, default)  # k = 1 is bit-equal to R1 on every step
+    assert not GANLoss("nsgan", r1_gamma=0.0, r1_every=4).r1_due(0) and not GANLoss("wgangp", r1_every=4).r1_due(0)
+
+
 def test_r1_matches_finite_differences_on_a_nonlinear_d():
     D = TanhD(16)
     real, fake, _ = batches(res=4, dtype=torch.float64)
@@ -183,7 +201,8 @@ def test_gamma_without_abnormal_batch_raises():
 
 @pytest.mark.parametrize(
     "kwargs, name",
-    [({"kind": "hinge"}, "kind"), ({"gamma": -1}, "gamma"), ({"r1_gamma": float("nan")}, "r1_gamma")],
+    [({"kind": "hinge"}, "kind"), ({"gamma": -1}, "gamma"), ({"r1_gamma": float("nan")}, "r1_gamma"),
+     ({"r1_every": 0}, "r1_every"), ({"r1_every": True}, "r1_every"), ({"r1_every": 2.0}, "r1_every")],
 )
 def test_bad_settings_raise_naming_the_setting(kwargs, name):
     with pytest.raises(ValueError, match=name):

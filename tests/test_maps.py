@@ -16,7 +16,8 @@ from nsgan.score.search import SearchConfig
 
 
 @pytest.mark.parametrize("h,w,sigma,blocks", [(100, 37, 4.0, [7, 20, 1, 72]), (5, 9, 4.0, [2, 3]), (64, 64, 2.0, [64]),
-                                              (33, 20, 1.5, [1] * 33)])
+                                              (33, 20, 1.5, [1] * 33), (9, 7, 1.0, [4, 5]), (10, 7, 1.0, [3, 3, 4]),
+                                              (200, 11, 1.0, [64, 64, 64, 8])])
 def test_streamed_smoothing_equals_smoothing_the_whole_map(h, w, sigma, blocks):
     m = np.random.default_rng(0).random((h, w)).astype(np.float32)
     starts = np.cumsum([0] + blocks[:-1])

@@ -36,7 +36,9 @@ def _free_port() -> int:
 
 
 def _args(tiny_shards: Path, run: Path, cfg: Path, *extra: str) -> list[str]:
-    return ["--config", str(cfg), *TINY, f"data.normal={tiny_shards / 'normal'}", f"data.abnormal={tiny_shards / 'abnormal'}",
+    # loss.r1_every=4: at world 2 R1 falls on steps 0, 4, 8, 12; the DeepSpeed split resumes at step 6, so R1 steps
+    # on both sides of it must line up for the ZeRO-2 export to match DDP's
+    return ["--config", str(cfg), *TINY, "loss.r1_every=4", f"data.normal={tiny_shards / 'normal'}", f"data.abnormal={tiny_shards / 'abnormal'}",
             f"run_dir={run}", *extra]
 
 

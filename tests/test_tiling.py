@@ -76,3 +76,33 @@ def test_image_smaller_than_a_tile_is_reflect_padded_not_refused():
     np.testing.assert_array_equal(tiles[0, 0], expected)
     out = blend(grid, lambda y, x: np.ones((16, 16), np.float32), 1)
     assert out.shape == (5, 7) and np.allclose(out, 1.0)
+
+
+@pytest.mark.parametrize("shape, band_rows", [((70, 45), 2), ((64, 64), 1), ((16, 16), 3)])
+def test_stride_equal_to_tile_takes_the_fast_path_bit_for_bit(shape, band_rows):
+    """At stride == tile (the default) cut_tiles is one reshape and the blender does no weighting; both give
+    exactly each tile's own pixels and map (the general code's window cancels: (m·w)/w == m in float64)."""
+    grid = TileGrid(*shape, tile=16, stride=16)
+    rng = np.random.default_rng(0)
+    image = rng.random((int(grid.ys[-1]) + 16, int(grid.xs[-1]) + 16, 2), dtype=np.float32)
+    maps = rng.random((grid.n_tiles, 16, 16), dtype=np.float32)
+
+    def run():
+        tiles, rows = [], []
+        blender = BandBlender(grid)
+        for band in grid.bands(band_rows):
+            tiles.append(cut_tiles(image, 0, grid, band))
+            first, out = blender.add(band, maps[band[0] * grid.n_cols:(band[-1] + 1) * grid.n_cols])
+            rows.append(out)
+        return np.concatenate(tiles), np.concatenate(rows)
+
+    fast_tiles, fast_map = run()
+    ref_tiles = np.stack([image[y:y + 16, x:x + 16].transpose(2, 0, 1) for y in grid.ys for x in grid.xs])
+    assert np.array_equal(fast_tiles, ref_tiles)
+    assert fast_map.shape == shape
+    ref_map = np.zeros(shape, np.float32)
+    for k, (y, x) in enumerate((y, x) for y in grid.ys for x in grid.xs):
+        h, w = min(16, shape[0] - y), min(16, shape[1] - x)
+        if h > 0 and w > 0:
+            ref_map[y:y + h, x:x + w] = maps[k, :h, :w]
+    assert np.array_equal(fast_map, ref_map)

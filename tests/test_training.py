@@ -46,10 +46,13 @@ def test_train_exports_a_model_that_loads_and_generates(tiny_overrides, tmp_path
 
 
 @pytest.mark.parametrize("stop_kimg", ["0.064", "0.128"])  # at a level change (optimizer reset), mid-level
-def test_resume_matches_uninterrupted_run(tiny_shards, tmp_path, stop_kimg):
+def test_resume_across_an_r1_step_matches_uninterrupted_run(tiny_shards, tmp_path, stop_kimg, uninterrupted_tiny_model):
+    """Lazy R1 (k = 5) over TINY's 28 steps: R1 on steps 0, 5, 10, 15, 20, 25. The splits resume at
+    step 4 and step 12, which k divides neither: a counter restarted at resume would regularise on
+    other steps, and the weights would differ."""
     from .conftest import TINY
 
-    base = [*TINY, f"data.normal={tiny_shards / 'normal'}", f"data.abnormal={tiny_shards / 'abnormal'}"]
+    base = [*TINY, "loss.r1_every=5", "train.log_every=1", f"data.normal={tiny_shards / 'normal'}", f"data.abnormal={tiny_shards / 'abnormal'}"]
     full = _run([*base, f"run_dir={tmp_path / 'full'}"])
     # stop early (a state at the end), then continue the same run to 0.256 kimg
     _run([*base, f"run_dir={tmp_path / 'split'}", f"schedule.total_kimg={stop_kimg}"])
@@ -59,6 +62,14 @@ def test_resume_matches_uninterrupted_run(tiny_shards, tmp_path, stop_kimg):
     for k in a:
         assert torch.equal(a[k], b[k]), k
     assert load_model(split).meta["images_seen"] == load_model(full).meta["images_seen"]
+
+    def r1_rows(run):  # metrics rows' step = D steps done, so R1 taken on step s shows at s + 1
+        rows = [json.loads(line) for line in (tmp_path / run / "metrics.jsonl").read_text().splitlines()]
+        return [r["step"] for r in rows if "r1" in r]
+
+    assert r1_rows("full") == r1_rows("split") == [1, 6, 11, 16, 21, 26]
+    default_k = load_file(str(uninterrupted_tiny_model))  # the same run at the default k = 16
+    assert any(not torch.equal(a[k], default_k[k]) for k in a), "loss.r1_every had no effect"
 
 
 @pytest.mark.parametrize("bad, needle", [
@@ -175,7 +186,8 @@ def test_two_processes_train_identical_weights_and_export(tiny_shards, tmp_path)
     cfg.write_text("seed: 0\n")
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
            "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(free_port()), str(REPO / "launch" / "train.py"),
-           "--config", str(cfg), *TINY, f"data.normal={tiny_shards / 'normal'}", f"data.abnormal={tiny_shards / 'abnormal'}", f"run_dir={run}"]
+           "--config", str(cfg), *TINY, "loss.r1_every=3",  # world 2 runs 14 steps: R1 on 0, 3, 6, 9, 12 and plain steps between
+           f"data.normal={tiny_shards / 'normal'}", f"data.abnormal={tiny_shards / 'abnormal'}", f"run_dir={run}"]
     proc = subprocess.run(cmd, env=subprocess_env(), capture_output=True, text=True, timeout=300, cwd=REPO)
     summary = json.loads((run / "run.json").read_text())
     digests = summary["rank_digests"]  # each rank's own hash of G, G_ema and D, gathered at the end

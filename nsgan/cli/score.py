@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -10,8 +11,8 @@ from typing import Any
 from nsgan.cli.search_args import add_search_arguments, options_from_args
 from nsgan.common.errors import NsganError
 from nsgan.score.options import ScoreOptions
+from nsgan.share.onnx_cache import BACKEND_ENV, BACKENDS, scorer_for
 from nsgan.score.scorer import (
-    Scorer,
     check_outputs,
     ensure_writable,
     output_paths,
@@ -29,6 +30,9 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     p.add_argument("--pixel-threshold", type=float, default=None, help="region threshold (default: the calibrated one)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--backend", choices=BACKENDS, default=None,
+                   help="per-tile network call: auto (default; $NSGAN_SCORE_BACKEND): ONNX Runtime on the CPU for a model with an "
+                        "encoder when installed and the job is large enough, exported once into a cache; torch; onnx")
     add_search_arguments(p)
 
 
@@ -55,7 +59,11 @@ def _score_inputs(args: argparse.Namespace, accelerator: Any, options: ScoreOpti
     if onnx_file:
         scorer = scorer_from_onnx(onnx_file, options, accelerator=accelerator, progress=not args.no_progress)
     else:
-        scorer = Scorer.from_pretrained(args.model, options, accelerator=accelerator, progress=not args.no_progress)
+        backend = getattr(args, "backend", None) or os.environ.get(BACKEND_ENV) or "auto"
+        scorer, note = scorer_for(args.model, options, backend, images=[p for p, _ in inputs], accelerator=accelerator,
+                                  progress=not args.no_progress)
+        if scorer.is_main:
+            print(f"backend: {note}")
     mismatch = scorer.calibration_mismatch()
     if mismatch and scorer.is_main:
         print(f"nsgan score: warning: {scorer.name}: {mismatch}, so the verdicts are not to be trusted; "
@@ -63,12 +71,16 @@ def _score_inputs(args: argparse.Namespace, accelerator: Any, options: ScoreOpti
     # OUT/index.html covers every report in OUT (one row for a single image), rewritten as images
     # finish and at the end, also when the run stops early: the page never claims more than is done.
     page = ScorePage(out_dir, len(inputs)) if scorer.is_main else None
+    megapixels = seconds = 0.0
     try:
         for path, stem in inputs:
             r = scorer.score_to_files(path, out_dir, stem, overwrite=args.overwrite)
+            t = scorer.timing or {}
+            megapixels, seconds = megapixels + t.get("megapixels", 0.0), seconds + t.get("wall_s", 0.0)
             if page is not None:
                 top = f", top region at {r.regions[0].bbox}" if r.regions else ""
                 print(f"{path}: score {r.score:.4g}, {r.verdict}, {len(r.regions)} region(s){top} -> {r.report_path}")
+                print(f"    {r.shape[0]}×{r.shape[1]}, {_speed(t.get('megapixels', 0.0), t.get('wall_s', 0.0))}, {scorer.backend} on {scorer.device}")
                 page.image_done()
     except BaseException as exc:
         if page is not None and page.done:  # nothing new in OUT: the page there (if any) still holds
@@ -81,4 +93,9 @@ def _score_inputs(args: argparse.Namespace, accelerator: Any, options: ScoreOpti
         written = page.finish()
         if written is not None:
             print(f"page: {written}")
+        print(f"{len(inputs)} image(s), {_speed(megapixels, seconds)}")
     return 0
+
+
+def _speed(megapixels: float, seconds: float) -> str:
+    return f"{megapixels:.2f} MP in {seconds:.1f} s: {megapixels / seconds if seconds > 0 else 0.0:.2f} MP/s"

@@ -12,6 +12,12 @@ R1 / the gradient penalty is taken with `torch.autograd.grad(create_graph=True)`
 forward and added to the same scalar, so the loop runs ONE backward per D step. Under DDP a
 separate regulariser backward leaves gradients un-averaged across ranks (DESIGN.md).
 
+Lazy R1 (StyleGAN2's lazy regularisation): with `r1_every = k` R1 is taken on every k-th D step
+only, weighted by k so its average pull is unchanged; the caller passes `regularise=r1_due(step)`
+with `step` the D steps taken so far (a saved counter, so a resumed run regularises on the same
+steps). It still rides in D's one backward on those steps, not in a separate regulariser step, so
+StyleGAN2's Adam correction for a separate step does not apply. WGAN-GP's penalty runs every step.
+
 Where the abnormal penalty acts (`penalty`): "tile" (the paper's form) on the whole tile's logit;
 the patch forms on D's per-patch logits (`D(x, level, alpha, patches=True)`), since a labelled
 abnormal tile is mostly normal material: "patch_mask" at the patches that touch the defect mask
@@ -65,6 +71,7 @@ class GANLoss:
         drift: float = 0.001,
         penalty: str = "tile",
         mil_k: int = 1,
+        r1_every: int = 1,
     ):
         kind = getattr(kind, "value", kind)  # accept a str Enum as well
         if kind not in KINDS:
@@ -76,6 +83,8 @@ class GANLoss:
             raise ValueError(f"GANLoss: penalty {penalty!r} needs kind 'nsgan', got {kind!r}")
         if isinstance(mil_k, bool) or not isinstance(mil_k, int) or mil_k < 1:
             raise ValueError(f"GANLoss: mil_k must be an integer >= 1, got {mil_k!r}")
+        if isinstance(r1_every, bool) or not isinstance(r1_every, int) or r1_every < 1:
+            raise ValueError(f"GANLoss: r1_every must be an integer >= 1, got {r1_every!r}")
         self.kind = kind
         self.gamma = _check_weight("gamma", gamma)
         self.r1_gamma = _check_weight("r1_gamma", r1_gamma)
@@ -83,6 +92,11 @@ class GANLoss:
         self.drift = _check_weight("drift", drift)
         self.penalty = penalty
         self.mil_k = mil_k
+        self.r1_every = r1_every
+
+    def r1_due(self, step: int) -> bool:
+        """Whether D step number `step` (0-based, counted over the whole run) carries R1."""
+        return self.kind == "nsgan" and self.r1_gamma > 0 and step % self.r1_every == 0
 
     @property
     def uses_patches(self) -> bool:
@@ -92,7 +106,8 @@ class GANLoss:
     def __repr__(self) -> str:
         return (
             f"GANLoss(kind={self.kind!r}, gamma={self.gamma}, r1_gamma={self.r1_gamma}, "
-            f"gp_lambda={self.gp_lambda}, drift={self.drift}, penalty={self.penalty!r}, mil_k={self.mil_k})"
+            f"gp_lambda={self.gp_lambda}, drift={self.drift}, penalty={self.penalty!r}, mil_k={self.mil_k}, "
+            f"r1_every={self.r1_every})"
         )
 
     def d_loss(
@@ -104,8 +119,12 @@ class GANLoss:
         level: int | None = None,
         alpha: float = 1.0,
         abnormal_mask: torch.Tensor | None = None,
+        regularise: bool = True,
     ) -> tuple[torch.Tensor, dict[str, float]]:
         """D's loss (scalar, float32, regulariser included) and floats for logging.
+
+        `regularise` (nsgan): take R1 on this step, weighted by r1_gamma·r1_every/2; with
+        r1_every > 1 pass `r1_due(step)`. The "r1" stat is present only on steps that take it.
 
         `fake` is detached here (the D step must not reach G). `abnormal` is required when
         gamma > 0 and ignored when gamma == 0. `abnormal_mask` (B_a, 1, H, W), any side that is a
@@ -121,7 +140,7 @@ class GANLoss:
         real, fake = real.detach(), fake.detach()
         abnormal = abnormal.detach() if self.gamma > 0 else None
         if self.kind == "nsgan":
-            return self._d_nsgan(D, real, fake, abnormal, level, alpha, abnormal_mask)
+            return self._d_nsgan(D, real, fake, abnormal, level, alpha, abnormal_mask, regularise)
         return self._d_wgangp(D, real, fake, abnormal, level, alpha)
 
     def g_loss(
@@ -160,8 +179,8 @@ class GANLoss:
         shown = torch.where(hit, patch_logits, 0.0).sum() / n_hit.clamp(min=1)
         return on + off, shown
 
-    def _d_nsgan(self, D, real, fake, abnormal, level, alpha, abnormal_mask=None):
-        use_r1 = self.r1_gamma > 0
+    def _d_nsgan(self, D, real, fake, abnormal, level, alpha, abnormal_mask=None, regularise=True):
+        use_r1 = regularise and self.r1_gamma > 0
         real = real.requires_grad_(use_r1)
         if self.uses_patches:
             d_real, p_real = (t.float() for t in D(real, level, alpha, patches=True))
@@ -189,7 +208,7 @@ class GANLoss:
             if self.uses_patches:  # R1 on each sample's mean patch logit as well
                 (grad,) = torch.autograd.grad(p_real.flatten(1).mean(dim=1).sum(), real, create_graph=True)
                 r1 = r1 + grad.float().square().flatten(1).sum(dim=1).mean()
-            loss = loss + (self.r1_gamma / 2) * r1
+            loss = loss + (self.r1_gamma * self.r1_every / 2) * r1  # k = 1: r1_gamma/2 exactly, as before
             stats["r1"] = r1
         return loss, _stats(loss_d=loss, **stats)
 

@@ -69,7 +69,8 @@ class StreamingGaussian:
     """Smooths a map that arrives as consecutive blocks of rows; emits finished rows in order.
 
     Rows are blurred along x as they come; along y a row is finished once the rows `radius` below
-    it have arrived (or the image has ended). Memory: about 2·radius rows plus one block.
+    it have arrived (or the image has ended). Memory: about 2·radius rows plus one block. float32
+    throughout (scipy accumulates each 1-D pass in double).
     """
 
     def __init__(self, height: int, sigma: float):
@@ -81,7 +82,7 @@ class StreamingGaussian:
 
     def add(self, rows: np.ndarray) -> tuple[int, np.ndarray]:
         """Feed the next rows (k, W); returns (first row, finished rows), possibly none."""
-        xb = gaussian_filter1d(rows.astype(np.float64), self.sigma, axis=1, mode="reflect", truncate=TRUNCATE)
+        xb = gaussian_filter1d(rows.astype(np.float32, copy=False), self.sigma, axis=1, mode="reflect", truncate=TRUNCATE)
         self.buf = xb if self.buf is None else np.concatenate([self.buf, xb])
         self.hi += rows.shape[0]
         end = self.height if self.hi >= self.height else max(self.done, self.hi - self.radius)
@@ -92,11 +93,16 @@ class StreamingGaussian:
         width = self.buf.shape[1] if self.buf is not None else 0
         if end <= first:
             return first, np.empty((0, width), np.float32)
-        out = np.zeros((end - first, width), np.float64)
-        centre = np.arange(first, end)
-        for k, w in enumerate(self.weights):
-            src = _reflect(centre + k - self.radius, self.height) - self.lo
-            out += w * self.buf[src]
+        if self.lo == 0 and self.hi >= self.height or self.height > 2 * self.radius + 1:
+            # The y pass over the held rows: every finished row's window lies inside them, or reflects at a
+            # real edge of the image (the held rows start at row 0 or end at the last row exactly there).
+            yb = gaussian_filter1d(self.buf, self.sigma, axis=0, mode="reflect", truncate=TRUNCATE)
+            out = yb[first - self.lo:end - self.lo]
+        else:  # a map shorter than the kernel, not all arrived yet: reflect by index, several times over
+            out = np.zeros((end - first, width), np.float64)
+            centre = np.arange(first, end)
+            for k, w in enumerate(self.weights):
+                out += w * self.buf[_reflect(centre + k - self.radius, self.height) - self.lo]
         self.done = end
         # Rows still needed: from done − radius on (one reflection reaches no further when the map is
         # taller than the kernel); a shorter map reflects several times, so keep all of it.
@@ -105,7 +111,7 @@ class StreamingGaussian:
             keep_from = max(self.lo, self.done - self.radius)
         self.buf = self.buf[keep_from - self.lo:]
         self.lo = keep_from
-        return first, out.astype(np.float32)
+        return first, np.array(out, dtype=np.float32)
 
 
 def smooth_stream(blocks, height: int, sigma: float):

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from nsgan.common.stopwatch import StageClock
 from nsgan.common.errors import (
     EXIT_RUNTIME,
     ConfigError,
@@ -58,6 +59,7 @@ from nsgan.score.search import LatentSearch
 
 UNCALIBRATED_K = 4.0  # without a pixel threshold, regions are drawn above mean + K·std of the map
 REGION_BAND_ROWS = 64  # map rows labelled at a time in the region pass (bounds its memory)
+IN_MEMORY_MAP_BYTES = 64 << 20  # a map up to this size is kept for the region pass instead of read back from its TIFF
 
 
 
@@ -106,11 +108,11 @@ class _MapStats:
         self.n, self.s, self.s2, self.max = 0, 0.0, 0.0, -math.inf
 
     def add(self, rows: np.ndarray) -> None:
-        r = rows.astype(np.float64)
+        r = rows.astype(np.float64).ravel()
         self.n += r.size
         self.s += float(r.sum())
-        self.s2 += float((r * r).sum())
-        self.max = max(self.max, float(r.max()))
+        self.s2 += float(np.dot(r, r))
+        self.max = max(self.max, float(rows.max()))
 
     def as_dict(self) -> dict[str, float]:
         mean = self.s / self.n
@@ -166,6 +168,9 @@ class Scorer:
         self.name = name
         self.model_path: Path | None = None  # set by from_file; the reports then name the file's sha256
         self._sha256: str | None = None
+        self.backend = "onnxruntime" if network is not None else "torch"  # for the reports' timing
+        self.clock = StageClock()  # per image: where the time went (score_to_files resets it)
+        self.timing: dict[str, Any] | None = None  # the last score_to_files' timing (also in its report)
 
     @classmethod
     def from_file(cls, path: str | Path, options: ScoreOptions | None = None, **kwargs) -> "Scorer":
@@ -243,16 +248,24 @@ class Scorer:
     def _stream(self, src, grid: TileGrid, tile_scores: np.ndarray, stats: _MapStats,
                 views: tuple[Downscaler, Downscaler] | None, bar) -> Iterator[tuple[int, np.ndarray]]:
         """Finished map rows (first row, rows), top to bottom, smoothed by map_sigma; fills tile_scores, stats, views."""
-        for first, rows in smooth_stream(self._blended(src, grid, tile_scores, views, bar), grid.height, self.options.map_sigma):
-            stats.add(rows)
-            if views is not None:
-                views[1].add(rows)
+        clock = self.clock
+        smoothed = smooth_stream(self._blended(src, grid, tile_scores, views, bar), grid.height, self.options.map_sigma)
+        while True:
+            with clock("smooth"):  # exclusive of the read, network and blend stages it pulls through
+                item = next(smoothed, None)
+            if item is None:
+                return
+            first, rows = item
+            with clock("stats"):
+                stats.add(rows)
+                if views is not None:
+                    views[1].add(rows)
             yield first, rows
 
     def _blended(self, src, grid: TileGrid, tile_scores: np.ndarray,
                  views: tuple[Downscaler, Downscaler] | None, bar) -> Iterator[tuple[int, np.ndarray]]:
         """The blended (unsmoothed) map rows, top to bottom; fills tile_scores and the image view."""
-        opt = self.options
+        opt, clock = self.options, self.clock
         h, w = grid.height, grid.width
         padded_w = int(grid.xs[-1]) + grid.tile
         blender = BandBlender(grid, opt.window_floor)
@@ -261,8 +274,10 @@ class Scorer:
         for band in grid.bands(band_rows):
             release_freed_memory()  # the previous band's buffers: keeps peak memory flat with height
             y0, y1 = int(grid.ys[band[0]]), int(grid.ys[band[-1]]) + grid.tile
-            img = read_padded_rows(lambda a, b: src.read(a, b), h, w, y0, y1, padded_w)
-            tiles = cut_tiles(img, y0, grid, band)
+            with clock("read"):
+                img = read_padded_rows(lambda a, b: src.read(a, b), h, w, y0, y1, padded_w)
+            with clock("cut"):
+                tiles = cut_tiles(img, y0, grid, band)
             first_id = band[0] * grid.n_cols
             chunks = [(s, min(s + opt.batch, len(tiles))) for s in range(0, len(tiles), opt.batch)]
             owners = [(batch_no + k) % self.world for k in range(len(chunks))]
@@ -271,33 +286,46 @@ class Scorer:
             for (a, b), owner in zip(chunks, owners):
                 if owner != self.rank:
                     continue
-                res, sc = self._invert(tiles[a:b], range(first_id + a, first_id + b))
+                with clock("network"):
+                    res, sc = self._invert(tiles[a:b], range(first_id + a, first_id + b))
                 res_parts.append(res)
                 score_parts.append(sc)
                 if bar is not None:
                     bar.advance(b - a)
-            counts = [sum(b - a for (a, b), o in zip(chunks, owners) if o == r) for r in range(self.world)]
-            empty_res = torch.zeros((0, grid.tile, grid.tile), device=self.device)
-            local_res = torch.cat(res_parts) if res_parts else empty_res
-            local_sc = torch.cat(score_parts) if score_parts else torch.zeros(0, device=self.device)
-            all_res, all_sc = self._gather(local_res, counts), self._gather(local_sc, counts)
-            taken = [0] * self.world
-            res = np.empty((len(tiles), grid.tile, grid.tile), dtype=np.float32)
-            sc = np.empty(len(tiles), dtype=np.float32)
-            for (a, b), owner in zip(chunks, owners):
-                k = taken[owner]
-                res[a:b] = all_res[owner][k : k + b - a].cpu().numpy()
-                sc[a:b] = all_sc[owner][k : k + b - a].cpu().numpy()
-                taken[owner] += b - a
-            _check_finite(res, sc, src.name, f" (tile rows {band[0]}..{band[-1]})")
+            with clock("gather"):  # other ranks' tiles, to the CPU, checked finite
+                counts = [sum(b - a for (a, b), o in zip(chunks, owners) if o == r) for r in range(self.world)]
+                empty_res = torch.zeros((0, grid.tile, grid.tile), device=self.device)
+                local_res = torch.cat(res_parts) if res_parts else empty_res
+                local_sc = torch.cat(score_parts) if score_parts else torch.zeros(0, device=self.device)
+                all_res, all_sc = self._gather(local_res, counts), self._gather(local_sc, counts)
+                taken = [0] * self.world
+                res = np.empty((len(tiles), grid.tile, grid.tile), dtype=np.float32)
+                sc = np.empty(len(tiles), dtype=np.float32)
+                for (a, b), owner in zip(chunks, owners):
+                    k = taken[owner]
+                    res[a:b] = all_res[owner][k : k + b - a].cpu().numpy()
+                    sc[a:b] = all_sc[owner][k : k + b - a].cpu().numpy()
+                    taken[owner] += b - a
+                _check_finite(res, sc, src.name, f" (tile rows {band[0]}..{band[-1]})")
             if bar is not None:
                 bar.advance(len(tiles) - counts[self.rank])  # the other processes' tiles
             tile_scores[band[0] : band[-1] + 1] = sc.reshape(len(band), grid.n_cols)
-            first, rows = blender.add(band, res)
-            if rows.shape[0]:
-                if views is not None:
+            with clock("blend"):
+                first, rows = blender.add(band, res)
+                if rows.shape[0] and views is not None:
                     views[0].add(img[first - y0 : first - y0 + rows.shape[0], :w])
+            if rows.shape[0]:
                 yield first, rows
+
+    def _new_clock(self) -> StageClock:
+        sync = torch.cuda.synchronize if self.device.type == "cuda" else None  # charge GPU work to the stage that queued it
+        return StageClock(sync=sync)
+
+    def _timing(self, height: int, width: int, wall: float) -> dict[str, Any]:
+        """Where one image's time went (stage seconds, exclusive), its wall time and megapixels per second."""
+        mp = height * width / 1e6
+        return {"seconds": self.clock.summary(wall), "wall_s": round(wall, 4), "megapixels": round(mp, 6),
+                "mp_per_s": round(mp / wall, 4) if wall > 0 else None, "backend": self.backend, "device": str(self.device)}
 
     def _invert(self, tiles: np.ndarray, tile_ids) -> tuple[torch.Tensor, torch.Tensor]:
         """Residual maps (N, T, T) and tile scores (N,) of tiles (N, C, T, T) in [0, 1]."""
@@ -457,6 +485,10 @@ class Scorer:
     def score_to_files(self, path: str | Path, out_dir: str | Path, stem: str | None = None,
                        overwrite: bool = False) -> ScoreResult:
         """Score an image file by streaming; write <stem>.map.tif, .overlay.png and .json in out_dir (main process)."""
+        import time
+
+        t_start = time.perf_counter()
+        clock = self.clock = self._new_clock()
         path, out_dir = Path(path), Path(out_dir)
         ensure_writable(out_dir)
         outs = output_paths(out_dir, stem or path.stem)
@@ -470,20 +502,26 @@ class Scorer:
             f = overlay_factor(h, w, self.options.overlay_max_side)
             views = (Downscaler(w, f, "mean"), Downscaler(w, f, "max"))
             with _maybe_progress(self._progress(grid, path.name)) as bar:
-                blocks = (rows for _, rows in self._stream(src, grid, tile_scores, stats, views, bar))
-                if self.is_main:
-                    write_map(outs["map"], h, w, blocks)
-                else:
-                    for _ in blocks:
-                        pass
+                kept: list[tuple[int, np.ndarray]] | None = [] if self.is_main and h * w * 4 <= IN_MEMORY_MAP_BYTES else None
+                blocks = (_kept(kept, first, rows) for first, rows in self._stream(src, grid, tile_scores, stats, views, bar))
+                with clock("write"):  # the map TIFF's encoding and writing, exclusive of the stages it pulls through
+                    if self.is_main:
+                        write_map(outs["map"], h, w, blocks)
+                    else:
+                        for _ in blocks:
+                            pass
         release_freed_memory()  # the last band's buffers, before the region pass and the report
         st = stats.as_dict()
         th = self._thresholds(st)
         score = self.image_score(tile_scores, st)
         result = ScoreResult(score, self._verdict(score, th), None, [], th, (h, w), tile_scores, st)
         if self.is_main:
-            result.regions = find_regions(read_map_rows(outs["map"], REGION_BAND_ROWS), th["pixel"], self.options.min_region_area)
-            write_overlay(outs["overlay"], render_overlay(views[0].result(), views[1].result(), result.regions, f, th["pixel"]))
+            with clock("regions"):
+                map_rows = kept if kept is not None else read_map_rows(outs["map"], REGION_BAND_ROWS)  # exact either way
+                result.regions = find_regions(map_rows, th["pixel"], self.options.min_region_area)
+                del kept, map_rows
+            with clock("overlay"):
+                write_overlay(outs["overlay"], render_overlay(views[0].result(), views[1].result(), result.regions, f, th["pixel"]))
             result.map_path, result.overlay_path, result.report_path = outs["map"], outs["overlay"], outs["json"]
             report = result.report(str(path))
             report["model"] = self.name
@@ -493,9 +531,19 @@ class Scorer:
             report["map_settings"] = self.map_settings()
             report["tiling"] = {"tile": self.tile, "stride": self.stride, "window_floor": self.options.window_floor}
             report["overlay"] = {"file": outs["overlay"].name, "downscale": f}
+            wall = time.perf_counter() - t_start
+            report["timing"] = self.timing = self._timing(h, w, wall)  # up to here: the report's own write is not in it
             write_json(outs["json"], report)
+        else:
+            self.timing = self._timing(h, w, time.perf_counter() - t_start)
         self._barrier()
         return result
+
+
+def _kept(kept: list | None, first: int, rows: np.ndarray) -> np.ndarray:
+    if kept is not None:
+        kept.append((first, rows))
+    return rows
 
 
 MODEL_FILE = "model.safetensors"  # what a model folder (run folder, Hub repo) holds

@@ -227,7 +227,8 @@ def _training(meta: dict[str, Any]) -> list[str]:
         rows.append(("penalty form", form + (f", patch grid {model.get('patch_grid')}×{model.get('patch_grid')}" if model.get("patch_grid") else "")
                      + (f", k = {loss.get('mil_k')}" if loss.get("penalty") == "patch_mil" else "")))
         kind = loss.get("kind", "nsgan")
-        rows.append(("loss", "non-saturating GAN + R1 (r1_gamma " + f"{loss.get('r1_gamma', '–')})" if kind == "nsgan"
+        lazy = f", every {loss['r1_every']} D steps" if loss.get("r1_every", 1) != 1 else ""
+        rows.append(("loss", "non-saturating GAN + R1 (r1_gamma " + f"{loss.get('r1_gamma', '–')}{lazy})" if kind == "nsgan"
                      else f"WGAN-GP (λ {loss.get('gp_lambda', '–')}) + drift {loss.get('drift', '–')}"))
     rows.append(("networks", f"{meta.get('resolution')} px, latent {meta.get('latent_dim')}"
                  + (f", fmap_base {model.get('fmap_base')}, fmap_max {model.get('fmap_max')}" if model else "")))

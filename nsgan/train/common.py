@@ -124,9 +124,10 @@ def make_accelerator(cfg: TrainConfig, model_dir: str | Path | None = None, sour
     if deepspeed_requested():  # engine: DeepSpeed ZeRO-1/2 (nsgan/train/engines.py)
         return make_deepspeed_accelerator(cfg, timeout, **trackers)
     mp = None if cfg.train.mixed_precision == "auto" else cfg.train.mixed_precision
+    backend = os.environ.get("NSGAN_PG_BACKEND")  # e.g. gloo: two ranks on one GPU (tools/bench/gpu_check.py), which NCCL refuses
     handlers = [
         DistributedDataParallelKwargs(find_unused_parameters=True),
-        InitProcessGroupKwargs(timeout=timeout),
+        InitProcessGroupKwargs(timeout=timeout, **({"backend": backend} if backend else {})),
     ]
     return Accelerator(mixed_precision=mp, kwargs_handlers=handlers, **trackers)
 

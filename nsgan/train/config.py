@@ -45,6 +45,7 @@ class LossConfig:
     drift: float = 0.001
     penalty: str = "tile"  # where γ acts: tile (whole tile), patch_mask (masked patches), patch_mil (k least-real patches)
     mil_k: int = 1  # patch_mil: patches penalised per abnormal tile
+    r1_every: int = 16  # R1 on every k-th D step, weighted by k (StyleGAN2's lazy regularisation); 1 = every step; wgangp's GP runs every step
 
 
 @dataclass
@@ -265,6 +266,7 @@ def validate(cfg: TrainConfig, source: str = "<config>") -> None:
     _check(m.mbstd_group >= 1, source, "model.mbstd_group", "must be ≥ 1")
     _check(lo.gamma >= 0, source, "loss.gamma", f"must be ≥ 0, got {lo.gamma}")
     _check(lo.r1_gamma >= 0, source, "loss.r1_gamma", "must be ≥ 0")
+    _check(lo.r1_every >= 1, source, "loss.r1_every", f"must be an integer ≥ 1 (1: R1 on every D step), got {lo.r1_every}")
     _validate_patches(m, lo, source)
     _check(bool(d.normal), source, "data.normal", "is required: the normal shard folder or pattern")
     _check(d.channels in (0, 1, 3), source, "data.channels", f"must be 0 (from the data), 1 or 3, got {d.channels}")

@@ -126,7 +126,7 @@ class Trainer:
         self.opt_G = torch.optim.Adam(self.G.parameters(), lr=cfg.schedule.lr, betas=(t.beta1, t.beta2), eps=1e-8)
         self.opt_D = torch.optim.Adam(self.D.parameters(), lr=cfg.schedule.lr, betas=(t.beta1, t.beta2), eps=1e-8)
         self.loss = GANLoss(kind=cfg.loss.kind, gamma=cfg.loss.gamma, r1_gamma=cfg.loss.r1_gamma, gp_lambda=cfg.loss.gp_lambda, drift=cfg.loss.drift,
-                            penalty=cfg.loss.penalty, mil_k=cfg.loss.mil_k)
+                            penalty=cfg.loss.penalty, mil_k=cfg.loss.mil_k, r1_every=cfg.loss.r1_every)
         self.state = TrainState()
         torch.manual_seed(cfg.seed * 1000 + 17 + self.rank)  # per-rank stream for in-loss randomness (GP)
         self.latent_gen = _rank_generator(cfg.seed, self.rank)
@@ -232,6 +232,9 @@ class Trainer:
         s = self.state
         s.images_seen, s.step, s.seconds = int(info["images_seen"]), int(info["step"]), float(info["seconds"])
         s.last_phase = dict(info.get("last_phase") or {})
+        if "r1_every" not in info["config"].get("loss", {}) and self.cfg.loss.r1_every != 1 and self.is_main:
+            print(f"nsgan train: {state_dir} predates loss.r1_every: R1 now every {self.cfg.loss.r1_every} D steps; "
+                  "loss.r1_every=1 keeps the old behaviour", file=sys.stderr)
         mine = info["ranks"][self.rank]
         self.latent_gen.set_state(torch.tensor(mine["latent_rng"], dtype=torch.uint8))
         torch.set_rng_state(torch.tensor(mine["torch_rng"], dtype=torch.uint8))
@@ -260,7 +263,9 @@ class Trainer:
         with self.acc.autocast():
             with torch.no_grad():
                 fakes = self.G_raw(sample_latents(self.latent_gen, batch, cfg.model.latent_dim, dev), level, alpha)
-            loss_d, stats_d = self.loss.d_loss(self.D_step, reals, fakes.detach(), abnormal, level=level, alpha=alpha, abnormal_mask=abnormal_mask)
+            # Lazy R1: the due steps follow the saved step counter, the same on every rank and across a resume.
+            loss_d, stats_d = self.loss.d_loss(self.D_step, reals, fakes.detach(), abnormal, level=level, alpha=alpha, abnormal_mask=abnormal_mask,
+                                               regularise=self.loss.r1_due(self.state.step))
         self.engine.update(self.acc, self.D, self.opt_D, loss_d)
 
         # G step: through the bare D (no DDP hooks, no D gradients); G's gradients are averaged by DDP.
@@ -376,7 +381,7 @@ def run_gan(trainer: Trainer, sched_cfg, resume: bool, stop: "StopAtStepBoundary
     display = TrainingDisplay(total_images(sched_cfg), enabled=trainer.is_main and cfg.train.display, start=st.images_seen)
     metrics_fh = open(run_dir / METRICS, "a") if trainer.is_main else None
     next_ckpt = (math.floor(st.images_seen / (cfg.train.checkpoint_kimg * 1000)) + 1) * cfg.train.checkpoint_kimg * 1000
-    window_t, window_imgs, sums, count = time.perf_counter(), 0, {}, 0
+    window_t, window_imgs, sums, counts = time.perf_counter(), 0, {}, {}
     try:
         tracking.start(acc, "gan", cfg.to_dict(), step=st.images_seen)  # trackers of train.log_with, in RUN/tb/gan
         if trainer.is_main and not resume:
@@ -398,20 +403,20 @@ def run_gan(trainer: Trainer, sched_cfg, resume: bool, stop: "StopAtStepBoundary
             st.step += 1
             st.last_phase = {"index": phase.index, "level": phase.level, "alpha": phase.alpha, "resolution": phase.resolution, "stage": phase.stage}
             window_imgs += phase.batch * trainer.world
-            for k, v in stats.items():
+            for k, v in stats.items():  # per-key counts: lazy R1's "r1" is its mean over the steps that took it
                 sums[k] = sums.get(k, 0.0) + float(v)
-            count += 1
+                counts[k] = counts.get(k, 0) + 1
             if not all(math.isfinite(float(v)) for v in stats.values()):
                 raise NsganError(f"training diverged at kimg {st.images_seen / 1000:.1f} (non-finite loss: {stats}); lower schedule.lr or resume from the last state", 6)
             if st.step % cfg.train.log_every == 0:
                 elapsed = time.perf_counter() - window_t
-                row = _metrics_row(trainer, phase, {k: v / count for k, v in sums.items()}, window_imgs / max(elapsed, 1e-9))
+                row = _metrics_row(trainer, phase, {k: v / counts[k] for k, v in sums.items()}, window_imgs / max(elapsed, 1e-9))
                 if metrics_fh:
                     metrics_fh.write(json.dumps(row) + "\n")
                     metrics_fh.flush()
                 tracking.log_scalars(acc, row, st.images_seen)
                 display.update(row)
-                window_t, window_imgs, sums, count = time.perf_counter(), 0, {}, 0
+                window_t, window_imgs, sums, counts = time.perf_counter(), 0, {}, {}
             else:
                 display.advance(st.images_seen)
             if st.images_seen >= next_ckpt:

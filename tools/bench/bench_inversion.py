@@ -31,6 +31,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 import numpy as np  # noqa: E402
+from flops import count_flops, matmul_rate  # tools/bench/flops.py (this folder is on sys.path when run as a script)  # noqa: E402
 import torch  # noqa: E402
 
 H200_BF16_DENSE = 989e12  # FLOP/s, NVIDIA's dense (no sparsity) BF16 tensor-core figure for H100/H200 SXM
@@ -91,12 +92,6 @@ def tile_flops(c: dict[str, int], mode: str, steps: int, starts: int) -> int:
     return c["dx"] + starts * (steps * c["step"] + c["gd"])
 
 
-def count_flops(fn) -> int:
-    from torch.utils.flop_counter import FlopCounterMode
-
-    with FlopCounterMode(display=False) as fc:
-        fn()
-    return int(fc.get_total_flops())
 
 
 def speed_table(model: Path, data: Path, spec: dict, exp_cfg: dict, n_tiles: int) -> tuple[list[dict], float]:
@@ -133,14 +128,7 @@ def speed_table(model: Path, data: Path, spec: dict, exp_cfg: dict, n_tiles: int
         dt = time.perf_counter() - t0
         rows.append({"mode": label, "tiles_s": x.shape[0] / dt, "flops_tile": flops, "seconds": dt})
         print(f"  {label:32s} {x.shape[0] / dt:10.1f} tiles/s  {flops / 1e9:9.3f} GFLOP/tile", flush=True)
-    a = torch.randn(2048, 2048)
-    b = torch.randn(2048, 2048)
-    a @ b
-    t0 = time.perf_counter()
-    for _ in range(5):
-        a @ b
-    matmul = 5 * 2 * 2048**3 / (time.perf_counter() - t0)
-    return rows, matmul
+    return rows, matmul_rate()
 
 
 # ----------------------------------------------------------------------------- quality

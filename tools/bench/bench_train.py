@@ -1,16 +1,24 @@
-"""Training benchmark: img/s per resolution (fp32 vs bf16), loader headroom, accelerate overhead.
+"""Training benchmark: img/s and achieved FLOP/s per resolution against a matmul, lazy R1 before/after, loader, overhead.
 
     python tools/bench/bench_train.py [--resolutions 8,16,32,64] [--repeats 3] [--seconds 2] [--threads 2]
-                                [--wide] [--json out.json]
+                                [--precisions no,bf16] [--r1-every K] [--config configs/demo.yaml] [--wide] [--json out.json]
 
 What it measures, all on one process (the figures of one rank):
-  * training img/s of the real `Trainer.step` (accelerate path: D step with R1 and the abnormal
-    penalty, G step, EMA) at each resolution, with the demo config's widths and batch, in fp32
+  * training img/s of the real `Trainer.step` (accelerate path: D step with the abnormal penalty,
+    R1 on its steps, G step, EMA) at each resolution, with the config's widths and batch, in fp32
     and in bf16 autocast. Batches come pre-loaded from memory, so this is compute only.
+  * lazy R1 before and after, from one run: an R1 step and a plain step are timed apart, so
+    k = 1 (R1 every step, the old work) and k = K (`--r1-every`, default the config's
+    loss.r1_every) are t(k) = t_r1 + (k-1)·t_plain per k steps, with no need for a timing
+    window to catch an R1 step.
+  * achieved FLOP/s: FLOPs of one whole step of each kind counted from the networks with torch's
+    FlopCounterMode (tools/bench/flops.py: D forwards, R1's double backward, G's step through D;
+    Adam and the EMA are elementwise and not counted), over the same process's n×n matmul rate
+    in the same precision and threads; the ratio's goal is >= 0.5.
   * the same steps in a hand-written bare torch loop (same networks, same GANLoss, same batches,
-    same latents); the accelerate overhead is trainer time / bare time - 1. Before timing, a few
-    fp32 steps of both from the same seed are checked to give identical weights, which proves
-    they do the same work.
+    same latents); the accelerate overhead is trainer time / bare time - 1. Before timing, an R1
+    step and a plain step of both (fp32, same seed) are checked to give identical weights, which
+    proves they do the same work.
   * data-loader img/s (`nsgan.data.stream.measure_loader`, the demo config's num_workers) on shards
     this script builds in a temp dir, divided by the training img/s at the same resolution.
 
@@ -34,9 +42,12 @@ import tempfile
 import time
 from pathlib import Path
 
+from flops import count_flops, matmul_rate  # tools/bench/flops.py, beside this script
+
 REPO = Path(__file__).resolve().parents[2]
 DEMO_CONFIG = REPO / "configs" / "demo.yaml"
 PRECISIONS = ("no", "bf16")
+KINDS = ("r1", "plain")  # a D step with R1, one without
 WIDTHS = {"demo": [], "wide": ["model.fmap_base=2048", "model.fmap_max=128", "model.latent_dim=128"]}
 
 
@@ -115,7 +126,8 @@ class BareLoop:
         self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False)
         self.opt_G = torch.optim.Adam(self.G.parameters(), lr=cfg.schedule.lr, betas=(t.beta1, t.beta2), eps=1e-8)
         self.opt_D = torch.optim.Adam(self.D.parameters(), lr=cfg.schedule.lr, betas=(t.beta1, t.beta2), eps=1e-8)
-        self.loss = GANLoss(kind=cfg.loss.kind, gamma=cfg.loss.gamma, r1_gamma=cfg.loss.r1_gamma, gp_lambda=cfg.loss.gp_lambda, drift=cfg.loss.drift)
+        self.loss = GANLoss(kind=cfg.loss.kind, gamma=cfg.loss.gamma, r1_gamma=cfg.loss.r1_gamma, gp_lambda=cfg.loss.gp_lambda, drift=cfg.loss.drift,
+                            r1_every=cfg.loss.r1_every)
         self.latent_gen = _rank_generator(cfg.seed, 0)
         self.dtype = torch.bfloat16 if precision == "bf16" else None
 
@@ -124,7 +136,7 @@ class BareLoop:
 
         return torch.autocast("cpu", dtype=self.dtype, enabled=self.dtype is not None)
 
-    def step(self, phase) -> dict[str, float]:
+    def step(self, phase, regularise: bool = True) -> dict[str, float]:
         import torch
 
         from nsgan.models.networks import fade_real
@@ -139,7 +151,7 @@ class BareLoop:
         with self._autocast():
             with torch.no_grad():
                 fakes = self.G(torch.randn(batch, dim, generator=self.latent_gen), level, alpha)
-            loss_d, stats_d = self.loss.d_loss(self.D, reals, fakes, abnormal, level=level, alpha=alpha)
+            loss_d, stats_d = self.loss.d_loss(self.D, reals, fakes, abnormal, level=level, alpha=alpha, regularise=regularise)
         self.opt_D.zero_grad(set_to_none=True)
         loss_d.backward()
         self.opt_D.step()
@@ -174,25 +186,58 @@ def _same_weights(a_modules, b_modules) -> bool:
 # ------------------------------------------------------------------------------ worker process
 
 
-def _config(res: int, width: str, shards: Path, run_dir: Path, precision: str):
+def _config(res: int, width: str, shards: Path, run_dir: Path, precision: str, r1_every: int = 2, config: Path = DEMO_CONFIG):
+    """The config at one final resolution; loss.r1_every >= 2 so that both kinds of step exist (state.step picks one)."""
     from nsgan.train.config import load_config
 
-    return load_config(DEMO_CONFIG, [
+    return load_config(config, [
         f"model.resolution={res}", f"schedule.start_resolution={res}", *WIDTHS[width], f"data.normal={shards / 'normal'}", f"data.abnormal={shards / 'abnormal'}",
         f"run_dir={run_dir}", f"train.mixed_precision={precision}", "train.display=false", "data.num_workers=0",
+        f"loss.r1_every={max(2, r1_every)}", "loss.penalty=tile", "model.patch_grid=0",
     ])
 
 
-def worker(conn, precision: str, threads: int, cases: list[tuple[int, str]], shards: dict[int, str], tmp: str) -> None:
-    """Holds a Trainer and a BareLoop per case in one precision; times steps on request."""
+def trainer_step(trainer, phase, kind: str) -> None:
+    """One `Trainer.step` of the given kind: Trainer.step reads state.step for R1's due steps (k >= 2 here)."""
+    trainer.state.step = 0 if kind == "r1" else 1
+    trainer.step(phase)
+
+
+def step_flops(trainer, phase) -> dict[str, int]:
+    """FLOPs of one whole training step of each kind (changes the weights: call it after the checks)."""
+    return {kind: count_flops(lambda: trainer_step(trainer, phase, kind)) for kind in KINDS}
+
+
+def time_steps(step, seconds: float, sync=lambda: None) -> float:
+    """Seconds per call of `step` after one warm-up call: at least 3 calls and `seconds` in all."""
+    step()
+    sync()
+    n, t0 = 0, time.perf_counter()
+    while True:
+        step()
+        n += 1
+        sync()
+        dt = time.perf_counter() - t0
+        if dt >= seconds and n >= 3:
+            return dt / n
+
+
+def lazy_rates(t_r1: float, t_plain: float, f_r1: int, f_plain: int, batch: int, k: int) -> tuple[float, float]:
+    """(img/s, FLOP/s) of k steps of which one carries R1."""
+    t = t_r1 + (k - 1) * t_plain
+    return k * batch / t, (f_r1 + (k - 1) * f_plain) / t
+
+
+def worker(conn, precision: str, threads: int, cases: list[tuple[int, str]], shards: dict[int, str], tmp: str, config: str) -> None:
+    """Holds a Trainer and a BareLoop per case in one precision; times steps of either kind and a matmul on request."""
     import torch
 
     torch.set_num_threads(threads)
     from nsgan.train.gan_loop import Trainer, _abnormal_batch
 
-    loops, phases, checks = {}, {}, {}
+    loops, phases, checks, flops = {}, {}, {}, {}
     for res, width in cases:
-        cfg = _config(res, width, Path(shards[res]), Path(tmp) / f"run-{res}-{width}-{precision}", precision)
+        cfg = _config(res, width, Path(shards[res]), Path(tmp) / f"run-{res}-{width}-{precision}", precision, config=Path(config))
         phase = final_phase(cfg)
         normal = load_pool([str(p) for p in sorted((Path(shards[res]) / "normal").glob("*.tar"))], res, phase.batch, 4, seed=1)
         abnormal = load_pool([str(p) for p in sorted((Path(shards[res]) / "abnormal").glob("*.tar"))], res, _abnormal_batch(cfg, phase.batch), 4, seed=2)
@@ -201,33 +246,33 @@ def worker(conn, precision: str, threads: int, cases: list[tuple[int, str]], sha
         bare = BareLoop(cfg, trainer.channels, MemoryTaker(normal), MemoryTaker(abnormal), precision)
         if not _same_weights([trainer.G_raw, trainer.D_raw], [bare.G, bare.D]):
             raise RuntimeError(f"{res}px: trainer and bare loop start from different weights")
-        for _ in range(2):  # also the warm-up
-            st, sb = trainer.step(phase), bare.step(phase)
+        for kind in (*KINDS, *KINDS):  # an R1 step and a plain step, twice (also the warm-up)
+            trainer_step(trainer, phase, kind)
+            bare.step(phase, regularise=kind == "r1")
         same = _same_weights([trainer.G_raw, trainer.D_raw, trainer.G_ema], [bare.G, bare.D, bare.G_ema])
         if precision == "no" and not same:  # fp32 must be bit-identical: same work, same order
-            raise RuntimeError(f"{res}px fp32: trainer and bare loop diverged after 2 steps ({st} vs {sb})")
+            raise RuntimeError(f"{res}px fp32: trainer and bare loop diverged after R1 and plain steps")
         key = f"{res}/{width}"
-        loops[key] = {"trainer": trainer.step, "bare": bare.step}
+        loops[key] = {"trainer": lambda kind, t=trainer, p=phase: trainer_step(t, p, kind),
+                      "bare": lambda kind, b=bare, p=phase: b.step(p, regularise=kind == "r1")}
         phases[key] = phase
         checks[key] = same
+        flops[key] = step_flops(trainer, phase)
         n_params = sum(p.numel() for p in trainer.G_raw.parameters()) + sum(p.numel() for p in trainer.D_raw.parameters())
         checks[key + "/params"] = n_params
-    conn.send({"ready": True, "checks": checks, "threads": torch.get_num_threads()})
+    conn.send({"ready": True, "checks": checks, "flops": flops, "batch": {k: p.batch for k, p in phases.items()},
+               "threads": torch.get_num_threads()})
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
     while True:
         msg = conn.recv()
         if msg is None:
             break
-        key, path, seconds = msg
-        step, phase = loops[key][path], phases[key]
-        step(phase)
-        n, t0 = 0, time.perf_counter()
-        while True:
-            step(phase)
-            n += 1
-            dt = time.perf_counter() - t0
-            if dt >= seconds and n >= 3:
-                break
-        conn.send({"steps": n, "seconds": dt, "images": n * phase.batch})
+        if msg == "matmul":
+            conn.send(matmul_rate(dtype))
+            continue
+        key, path, kind, seconds = msg
+        step = loops[key][path]
+        conn.send(time_steps(lambda: step(kind), seconds))
 
 
 # ------------------------------------------------------------------------------ orchestration
@@ -235,13 +280,17 @@ def worker(conn, precision: str, threads: int, cases: list[tuple[int, str]], sha
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--resolutions", default="8,16,32,64", help="comma-separated final resolutions (demo widths)")
+    p.add_argument("--resolutions", default="8,16,32,64", help="comma-separated final resolutions (the config's widths)")
     p.add_argument("--wide", default="", help="comma-separated resolutions to also run with a wider model "
                    f"({' '.join(WIDTHS['wide'])})")
+    p.add_argument("--config", default=str(DEMO_CONFIG), help="run config whose widths, batches and loss are measured (default: the demo's)")
+    p.add_argument("--precisions", default=",".join(PRECISIONS), help="comma-separated: no (fp32), bf16")
+    p.add_argument("--r1-every", type=int, default=None, help="k of lazy R1 for the 'after' figures (default: the config's loss.r1_every); "
+                   "'before' is always k = 1")
     p.add_argument("--repeats", type=int, default=3, help="rounds; figures are medians over rounds")
-    p.add_argument("--seconds", type=float, default=1.5, help="timed seconds per configuration per round")
+    p.add_argument("--seconds", type=float, default=1.5, help="timed seconds per configuration and kind of step per round")
     p.add_argument("--loader-seconds", type=float, default=2.0, help="timed seconds per loader measurement")
-    p.add_argument("--loader-workers", type=int, default=None, help="loader workers (default: the demo config's data.num_workers)")
+    p.add_argument("--loader-workers", type=int, default=None, help="loader workers (default: the config's data.num_workers)")
     p.add_argument("--threads", type=int, default=1, help="torch threads in the training processes (1: the cores are shared; more threads than free cores makes OpenMP spin)")
     p.add_argument("--json", help="also write the figures to this JSON file")
     args = p.parse_args(argv)
@@ -251,17 +300,24 @@ def main(argv: list[str] | None = None) -> int:
     import yaml
 
     from nsgan.data.stream import measure_loader
+    from nsgan.train.config import load_config
 
-    demo = yaml.safe_load(DEMO_CONFIG.read_text())
+    config = Path(args.config)
+    demo = yaml.safe_load(config.read_text())
     demo_res = int(demo["model"]["resolution"])
+    precisions = [x for x in args.precisions.split(",") if x]
+    if not precisions or any(x not in PRECISIONS for x in precisions):
+        p.error(f"--precisions: choose from {', '.join(PRECISIONS)}, got {args.precisions!r}")
+    k_after = args.r1_every or load_config(config, ["data.normal=x", "data.abnormal=x"]).loss.r1_every
     loader_workers = demo["data"]["num_workers"] if args.loader_workers is None else args.loader_workers
     resolutions = [int(r) for r in args.resolutions.split(",") if r]
     wide = [int(r) for r in args.wide.split(",") if r]
     cases = [(r, "demo") for r in resolutions] + [(r, "wide") for r in wide]
     t_start = time.perf_counter()
-    print(f"nsgan training benchmark: torch {torch.__version__}, {platform.processor() or platform.machine()}, "
+    print(f"nsgan training benchmark ({config.name}): torch {torch.__version__}, {platform.processor() or platform.machine()}, "
           f"{os.cpu_count()} cores; torch threads per training process = {args.threads} (OMP_NUM_THREADS={args.threads}); "
-          f"loader workers = {loader_workers}; {args.repeats} rounds x {args.seconds:g} s per configuration", flush=True)
+          f"loader workers = {loader_workers}; {args.repeats} rounds x {args.seconds:g} s per configuration and kind of step; "
+          f"lazy R1 before k = 1, after k = {k_after}", flush=True)
 
     with tempfile.TemporaryDirectory(prefix="nsgan-bench-") as tmp:
         loader_sizes = sorted({r for r, _ in cases} | {demo_res})
@@ -269,9 +325,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"shards built in {time.perf_counter() - t_start:.1f} s", flush=True)
         ctx = mp.get_context("spawn")
         workers, info = {}, {}
-        for prec in PRECISIONS:  # one at a time: two set-ups at once oversubscribe the cores
+        for prec in precisions:  # one at a time: two set-ups at once oversubscribe the cores
             parent, child = ctx.Pipe()
-            proc = ctx.Process(target=worker, args=(child, prec, args.threads, cases, {r: str(s) for r, s in shards.items()}, tmp), daemon=True)
+            proc = ctx.Process(target=worker, args=(child, prec, args.threads, cases, {r: str(s) for r, s in shards.items()}, tmp, str(config)),
+                               daemon=True)
             proc.start()
             workers[prec] = (proc, parent)
             deadline = time.time() + 600
@@ -281,26 +338,36 @@ def main(argv: list[str] | None = None) -> int:
                 if time.time() > deadline:
                     raise RuntimeError(f"benchmark worker ({prec}) did not get ready within 600 s")
             info[prec] = parent.recv()
-        print(f"workers ready after {time.perf_counter() - t_start:.1f} s (fp32 trainer == bare loop bit for bit after 2 steps: "
-              f"{all(v for k, v in info['no']['checks'].items() if not k.endswith('/params'))})", flush=True)
+        fp32_equal = all(v for k, v in info["no"]["checks"].items() if not k.endswith("/params")) if "no" in info else None
+        print(f"workers ready after {time.perf_counter() - t_start:.1f} s (fp32 trainer == bare loop bit for bit after R1 and plain steps: "
+              f"{fp32_equal})", flush=True)
 
         keys = [f"{r}/{w}" for r, w in cases]
-        samples: dict[tuple, list[float]] = {}  # (key, precision, path) -> img/s per round
-        overhead: dict[tuple, list[float]] = {}  # (key, precision) -> trainer_time/bare_time - 1 per round
+        samples: dict[tuple, list[float]] = {}  # (key, precision, path, kind) -> s/step per round
+        derived: dict[tuple, list[float]] = {}  # (key, precision, figure) -> value per round
+        matmul: dict[str, list[float]] = {}
         loader: dict[int, list[float]] = {}
         for rnd in range(args.repeats):
+            for prec in precisions:
+                workers[prec][1].send("matmul")
+                matmul.setdefault(prec, []).append(workers[prec][1].recv())
             for i, key in enumerate(keys):
-                precs = PRECISIONS if (rnd + i) % 2 == 0 else PRECISIONS[::-1]  # alternate who goes first
+                precs = precisions if (rnd + i) % 2 == 0 else precisions[::-1]  # alternate who goes first
                 for prec in precs:
-                    conn = workers[prec][1]
-                    rate = {}
+                    conn, fl, batch = workers[prec][1], info[prec]["flops"][key], info[prec]["batch"][key]
+                    t = {}
                     paths = ("trainer", "bare") if rnd % 2 == 0 else ("bare", "trainer")
                     for path in paths:
-                        conn.send((key, path, args.seconds))
-                        r = conn.recv()
-                        rate[path] = r["images"] / r["seconds"]
-                        samples.setdefault((key, prec, path), []).append(rate[path])
-                    overhead.setdefault((key, prec), []).append(rate["bare"] / rate["trainer"] - 1.0)
+                        for kind in KINDS:
+                            conn.send((key, path, kind, args.seconds))
+                            t[path, kind] = conn.recv()
+                            samples.setdefault((key, prec, path, kind), []).append(t[path, kind])
+                    for k in (1, k_after):
+                        img_s, flop_s = lazy_rates(t["trainer", "r1"], t["trainer", "plain"], fl["r1"], fl["plain"], batch, k)
+                        bare_img_s, _ = lazy_rates(t["bare", "r1"], t["bare", "plain"], fl["r1"], fl["plain"], batch, k)
+                        for name, v in ((f"img_s_k{k}", img_s), (f"flop_s_k{k}", flop_s), (f"ratio_k{k}", flop_s / matmul[prec][-1]),
+                                        (f"overhead_k{k}", bare_img_s / img_s - 1.0), (f"bare_img_s_k{k}", bare_img_s)):
+                            derived.setdefault((key, prec, name), []).append(v)
             for res in loader_sizes:
                 files = sorted(str(f) for f in (shards[res] / "normal").glob("*.tar"))
                 batch = int(demo["schedule"]["default_batch"])
@@ -314,35 +381,53 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for r, w in cases:
         key = f"{r}/{w}"
-        fp32, bf16 = med(samples[(key, "no", "trainer")]), med(samples[(key, "bf16", "trainer")])
-        load, fastest = med(loader[r]), max(fp32, bf16)
-        rows.append({
-            "resolution": r, "widths": w, "params": info["no"]["checks"][key + "/params"],
-            "batch": int(demo["schedule"]["default_batch"]),
-            "train_img_s_fp32": round(fp32, 1), "train_img_s_bf16": round(bf16, 1), "bf16_speedup": round(bf16 / fp32, 2),
-            "bare_img_s_fp32": round(med(samples[(key, "no", "bare")]), 1), "bare_img_s_bf16": round(med(samples[(key, "bf16", "bare")]), 1),
-            "accelerate_overhead_fp32": round(med(overhead[(key, "no")]), 4), "accelerate_overhead_bf16": round(med(overhead[(key, "bf16")]), 4),
+        row = {"resolution": r, "widths": w, "params": info[precisions[0]]["checks"][key + "/params"], "batch": info[precisions[0]]["batch"][key]}
+        for prec in precisions:
+            tag = "fp32" if prec == "no" else prec
+            fl = info[prec]["flops"][key]
+            row[f"matmul_gflop_s_{tag}"] = round(med(matmul[prec]) / 1e9, 1)
+            for k in (1, k_after):
+                row[f"gflop_img_k{k}"] = round((fl["r1"] + (k - 1) * fl["plain"]) / k / row["batch"] / 1e9, 3)
+                row[f"train_img_s_{tag}_k{k}"] = round(med(derived[(key, prec, f"img_s_k{k}")]), 1)
+                row[f"bare_img_s_{tag}_k{k}"] = round(med(derived[(key, prec, f"bare_img_s_k{k}")]), 1)
+                row[f"gflop_s_{tag}_k{k}"] = round(med(derived[(key, prec, f"flop_s_k{k}")]) / 1e9, 1)
+                row[f"flop_ratio_{tag}_k{k}"] = round(med(derived[(key, prec, f"ratio_k{k}")]), 3)
+                row[f"accelerate_overhead_{tag}_k{k}"] = round(med(derived[(key, prec, f"overhead_k{k}")]), 4)
+            row[f"s_per_step_{tag}"] = {kind: round(med(samples[(key, prec, "trainer", kind)]), 5) for kind in KINDS}
+        if "no" in precisions and "bf16" in precisions:
+            row["bf16_speedup"] = round(row[f"train_img_s_bf16_k{k_after}"] / row[f"train_img_s_fp32_k{k_after}"], 2)
+        fastest = max(row[f"train_img_s_{'fp32' if x == 'no' else x}_k{k_after}"] for x in precisions)
+        load = med(loader[r])
+        row.update({
             "loader_img_s": round(load, 1), "loader_over_train": round(load / fastest, 2),
             # the demo run streams its final-size tiles in every phase: its loader against this phase's training
             "demo_loader_over_train": round(med(loader[demo_res]) / fastest, 2) if r <= demo_res else None,
-            "fp32_bitwise_equal_to_bare": bool(info["no"]["checks"][key]),
+            "fp32_bitwise_equal_to_bare": bool(info["no"]["checks"][key]) if "no" in info else None,
         })
-    head = f"{'res':>4} {'widths':>6} {'params':>8} | {'fp32 img/s':>10} {'bf16 img/s':>10} {'bf16/fp32':>9} | " \
-           f"{'acc. overhead fp32':>18} {'bf16':>6} | {'loader img/s':>12} {'loader/train':>12} {f'demo ({demo_res}px) loader/train':>26}"
-    print()
-    print(head)
-    print("-" * len(head))
-    for row in rows:
-        print(f"{row['resolution']:>4} {row['widths']:>6} {row['params']:>8} | {row['train_img_s_fp32']:>10.1f} {row['train_img_s_bf16']:>10.1f} "
-              f"{row['bf16_speedup']:>9.2f} | {100 * row['accelerate_overhead_fp32']:>17.1f}% {100 * row['accelerate_overhead_bf16']:>5.1f}% | "
-              f"{row['loader_img_s']:>12.0f} {row['loader_over_train']:>12.1f} "
-              f"{'-' if row['demo_loader_over_train'] is None else format(row['demo_loader_over_train'], '.1f'):>26}")
-    print("\nimg/s: one process, batch per step from the demo config, medians over rounds. overhead = bare img/s / trainer img/s - 1.\n"
-          "loader/train = loader img/s (tiles of that size) over the faster of fp32/bf16 training at that resolution;\n"
-          f"demo loader/train = the same training against the loader on {demo_res}-px tiles, which the demo run streams in every phase\n"
-          "(targets: loader/train >= 3, overhead <= 10%).")
+        rows.append(row)
+    for prec in precisions:
+        tag = "fp32" if prec == "no" else prec
+        ks = f"k=1 | k={k_after}"
+        head = (f"{'res':>4} {'widths':>6} {'params':>8} {'batch':>5} | {'GFLOP/img ' + ks:>20} | {tag + ' img/s ' + ks:>22} | "
+                f"{'GFLOP/s ' + ks:>20} | {'matmul':>7} | {'ratio ' + ks:>16} | {'overhead':>8} | {'loader/train':>12}")
+        print(f"\n{tag}:")
+        print(head)
+        print("-" * len(head))
+        for row in rows:
+            g1, gk = row["gflop_img_k1"], row[f"gflop_img_k{k_after}"]
+            i1, ik = row[f"train_img_s_{tag}_k1"], row[f"train_img_s_{tag}_k{k_after}"]
+            f1, fk = row[f"gflop_s_{tag}_k1"], row[f"gflop_s_{tag}_k{k_after}"]
+            r1, rk = row[f"flop_ratio_{tag}_k1"], row[f"flop_ratio_{tag}_k{k_after}"]
+            ok = "ok" if rk >= 0.5 else "BELOW"
+            print(f"{row['resolution']:>4} {row['widths']:>6} {row['params']:>8} {row['batch']:>5} | {g1:>9.3f} | {gk:<8.3f} | {i1:>10.1f} | {ik:<9.1f} | "
+                  f"{f1:>9.1f} | {fk:<8.1f} | {row[f'matmul_gflop_s_{tag}']:>7.1f} | {r1:>5.2f} | {rk:<5.2f} {ok:<4} | "
+                  f"{100 * row[f'accelerate_overhead_{tag}_k{k_after}']:>7.1f}% | {row['loader_over_train']:>12.1f}")
+    print(f"\nimg/s: one process, the config's batch at that resolution, medians over rounds; k=1 is R1 on every D step (before lazy R1),\n"
+          f"k={k_after} one R1 step in {k_after} (after). GFLOP/s = counted FLOPs of those steps per second; ratio = GFLOP/s over a same-process\n"
+          "2048² matmul in the same precision (goal >= 0.5). overhead = bare img/s / trainer img/s - 1 (target <= 10%). loader/train = loader\n"
+          "img/s on tiles of that size over the fastest training at that resolution (target >= 3).")
     worst_ratio = min(min(r["loader_over_train"], r["demo_loader_over_train"] or math.inf) for r in rows)
-    worst_overhead = max(max(r["accelerate_overhead_fp32"], r["accelerate_overhead_bf16"]) for r in rows)
+    worst_overhead = max(r[f"accelerate_overhead_{'fp32' if x == 'no' else x}_k{k_after}"] for r in rows for x in precisions)
     print(f"worst loader/train ratio {worst_ratio:.1f} ({'ok' if worst_ratio >= 3 else 'BELOW 3'}); "
           f"worst accelerate overhead {100 * worst_overhead:.1f}% ({'ok' if worst_overhead <= 0.10 else 'ABOVE 10%'}); "
           f"total {time.perf_counter() - t_start:.0f} s")
@@ -350,7 +435,8 @@ def main(argv: list[str] | None = None) -> int:
         out = {
             "command": " ".join([Path(sys.executable).name, *sys.argv]), "torch": torch.__version__, "cores": os.cpu_count(),
             "threads": args.threads, "loader_workers": loader_workers, "repeats": args.repeats, "seconds": args.seconds,
-            "rows": rows, "raw": {"train": {"|".join(k): v for k, v in samples.items()}, "overhead": {"|".join(k): v for k, v in overhead.items()},
+            "config": str(config), "r1_every_after": k_after, "precisions": precisions,
+            "rows": rows, "raw": {"seconds_per_step": {"|".join(k): v for k, v in samples.items()}, "matmul_flop_s": matmul,
                                    "loader": {str(k): v for k, v in loader.items()}},
             "worst_loader_over_train": worst_ratio, "worst_accelerate_overhead": worst_overhead,
         }
