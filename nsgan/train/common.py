@@ -246,7 +246,7 @@ def run_phase(tr: Any, cfg: TrainConfig, label: str, log_every: int, checkpoint_
     next_ckpt = (tr.images_seen // ckpt_every + 1) * ckpt_every
     display = TrainingDisplay(tr.total, enabled=tr.is_main and cfg.train.display, start=tr.images_seen, label=label)
     metrics_fh = open(Path(tr.run_dir) / METRICS, "a") if tr.is_main else None
-    window_t, window_imgs, sums, count = time.perf_counter(), 0, {}, 0
+    window_t, window_imgs, sums, counts = time.perf_counter(), 0, {}, {}
     try:
         tracking.start(acc, label, cfg.to_dict(), step=tr.images_seen)  # in <model folder>/tb/<label>
         if tr.is_main and tr.images_seen == 0:
@@ -258,22 +258,22 @@ def run_phase(tr: Any, cfg: TrainConfig, label: str, log_every: int, checkpoint_
             tr.images_seen += tr.batch * tr.world
             tr.step_no += 1
             window_imgs += tr.batch * tr.world
-            for k, v in stats.items():
+            for k, v in stats.items():  # a stat a step does not define (no defect in it) is left out of its mean
                 sums[k] = sums.get(k, 0.0) + v
-            count += 1
+                counts[k] = counts.get(k, 0) + 1
             if not math.isfinite(stats[loss_key]):
                 raise NsganError(f"{label} training diverged at kimg {tr.images_seen / 1000:.1f} (non-finite loss); "
                                  f"lower {label}.lr or resume from the last state", 6)
             if tr.step_no % log_every == 0:
                 elapsed = time.perf_counter() - window_t
                 row = {**tr.metrics_row(round(window_imgs / max(elapsed, 1e-9), 2)),
-                       **{k: round(v / count, 6) for k, v in sums.items()}}
+                       **{k: round(v / counts[k], 6) for k, v in sums.items()}}
                 if metrics_fh:
                     metrics_fh.write(json.dumps(row) + "\n")
                     metrics_fh.flush()
                 tracking.log_scalars(acc, row, tr.images_seen)
                 display.update(row)
-                window_t, window_imgs, sums, count = time.perf_counter(), 0, {}, 0
+                window_t, window_imgs, sums, counts = time.perf_counter(), 0, {}, {}
             else:
                 display.advance(tr.images_seen)
             if tr.images_seen >= next_ckpt and tr.images_seen < tr.total:
