@@ -145,3 +145,30 @@ def test_mil_fires_on_the_hot_tile_of_a_bag_and_punishes_a_cold_one():
     mil_loss(x, False, k=16).backward()
     assert int((x.grad != 0).sum()) == 16 and float(x.grad[4, 0, 2:6, 2:6].abs().min()) > 0
     assert float(ComparatorLoss(mil_k=16, mil_weight=2).mil(bag, False)) == pytest.approx(2 * float(mil_loss(bag, False, 16)))
+
+
+def test_textures_protocol_blob_test_images_leave_the_other_draws_unchanged(tmp_path):
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from tools.protocols.textures import build_textures
+
+    kw = dict(size=32, n_train=6, n_abnormal=3, n_test_good=2, n_test_defect=3, large_size=48, large_defects=2,
+              epsilon=0.2, seed=4)
+    build_textures(tmp_path / "a", **kw)
+    proto = build_textures(tmp_path / "b", n_test_blob=3, **kw)
+
+    def files(root):
+        return {p.relative_to(root).as_posix(): p.read_bytes() for p in root.rglob("*.png")}
+
+    a, b = files(tmp_path / "a"), files(tmp_path / "b")
+    blob = {k for k in b if "/blob/" in k}
+    assert {k for k in blob if k.startswith("test/")} == {f"test/blob/{i:05d}.png" for i in range(3)}
+    assert {k: v for k, v in b.items() if k not in blob} == a  # every other file byte for byte
+    assert len(proto["labelled_train"]) == 3 and all(e["kinds"] for e in proto["labelled_train"])
+    from nsgan.data.imageio import read_image
+
+    for i in range(3):
+        m = read_image(tmp_path / "b" / "ground_truth" / "blob" / f"{i:05d}_mask.png")[:, :, 0] > 0.5
+        assert 5 <= m.sum() <= 10  # under 1% of 32² (ceil(10.24) - 1 = 10 px), at least the 5-px minimum
