@@ -86,8 +86,24 @@ class ComparatorBatches:
         return self.rng.bit_generator.state
 
     def paint(self, unit: np.ndarray) -> tuple[np.ndarray, np.ndarray, list[str]]:
-        """Tiles (n, C, T, T) in [0, 1] -> painted tiles, masks (n, 1, T, T), tags (this rank's generator)."""
-        return self.synth.apply(unit, self.rng)
+        """Tiles (n, C, T, T) in [0, 1] -> painted tiles, masks (n, 1, T, T), tags (this rank's generator).
+
+        A tile no defect shows on (saturated or flat material where every try left the quantised pixels as they
+        were) must not stop a run: the batch is then painted tile by tile and such a tile stays plain ("normal")."""
+        from nsgan.common.errors import DataError
+
+        try:
+            return self.synth.apply(unit, self.rng)
+        except DataError:
+            pass
+        out, masks, tags = unit.copy(), np.zeros((unit.shape[0], 1, *unit.shape[2:]), bool), []
+        for i in range(unit.shape[0]):
+            try:
+                p, m, t = self.synth.apply(unit[i:i + 1], self.rng)
+                out[i], masks[i], tags = p[0], m[0], tags + t
+            except DataError:
+                tags.append("normal")
+        return out, masks, tags
 
     def draw(self) -> ComparatorBatch:
         t = self.cfg.model.resolution
