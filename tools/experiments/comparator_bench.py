@@ -314,6 +314,12 @@ def train_comparator(cfg: dict, bank: dict, reference: str, seed: int, held_out:
 
 # ------------------------------------------------------------------------------ one (texture, seed)
 
+def ctag(cfg: dict) -> str:
+    """The C settings' folder name, so runs with other settings do not overwrite each other."""
+    c = cfg["comparator"]
+    return f"w{c['width']}-n{c['steps']}-b{c['batch']}-lr{c['lr']:g}-{c.get('loss', 'focal_dice')}"
+
+
 def _row(path: Path, make):
     if path.is_file():
         return json.loads(path.read_text())
@@ -377,7 +383,7 @@ def run_pair(cfg: dict, out: Path, texture: str, seed: int, gan: bool = True) ->
             return {**figures(items, *scorer_maps(items, net, tile, stride, sigma)), "train": info,
                     "reference": ref, "held_out": held}
 
-        r = _row(cells / f"{name}.json", make)
+        r = _row(cells / ctag(cfg) / f"{name}.json", make)
         log(f"{texture}-s{seed}: {name}: image {r['image_auroc']:.3f} pixel {r['pixel_auroc']:.3f} "
             f"aupro {r['aupro']:.3f} ({r['train']['seconds']:.0f} s training)")
 
@@ -390,9 +396,9 @@ ROWS = [("floor default", "floor:2:1"), ("floor best (per figure, on test)", "fl
 TARGETS = {"image_auroc": 0.90, "pixel_auroc": 0.95, "aupro": 0.85}
 
 
-def load_cells(out: Path, texture: str, seed: int) -> dict:
+def load_cells(out: Path, texture: str, seed: int, tag: str) -> dict:
     cells = out / "cells" / f"{texture}-s{seed}"
-    rows = {p.stem: json.loads(p.read_text()) for p in sorted(cells.glob("*.json"))}
+    rows = {p.stem: json.loads(p.read_text()) for p in sorted([*cells.glob("*.json"), *(cells / tag).glob("*.json")])}
     if "floor" in rows:
         fl = rows.pop("floor")["rows"]
         for r in fl:
@@ -412,7 +418,7 @@ def _ms(vals) -> str:
 
 
 def write_results(cfg: dict, out: Path, textures, seeds) -> None:
-    data = {t: {s: load_cells(out, t, s) for s in seeds} for t in textures}
+    data = {t: {s: load_cells(out, t, s, ctag(cfg)) for s in seeds} for t in textures}
     lines = ["# Comparator benchmark", "", f"config: `{json.dumps(cfg)}`", "",
              "Mean ± sd over seeds " + ", ".join(map(str, seeds)) + " (image AUROC / pixel AUROC / AUPRO).", ""]
     lines += ["| row | " + " | ".join(f"{t} image | {t} pixel | {t} AUPRO" for t in textures) + " | mean image | mean pixel | mean AUPRO |",
@@ -484,13 +490,18 @@ def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--config", default=str(REPO / "configs" / "experiments" / "comparator-cpu.yaml"))
     p.add_argument("--out", required=True)
-    p.add_argument("--only", choices=["gan", "all"], default="all")
+    p.add_argument("--only", choices=["gan", "all", "results"], default="all",
+                   help="gan: train the GANs only; results: rewrite results.md|json from the finished cells only")
     p.add_argument("--textures", nargs="*")
     p.add_argument("--seeds", nargs="*", type=int)
     p.add_argument("--gan-code", default=str(REPO), help="checkout whose `nsgan train` trains the GANs")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--variants", nargs="*", help="C references to train on all kinds (default: the config's)")
     p.add_argument("--held-out-refs", nargs="*", help="C references trained with a kind held out (default: the config's)")
+    p.add_argument("--width", type=int, help="C's width (default: the config's)")
+    p.add_argument("--steps", type=int, help="C's training steps (default: the config's)")
+    p.add_argument("--lr", type=float, help="C's learning rate (default: the config's)")
+    p.add_argument("--loss", help="C's loss kind (default: the config's)")
     p.add_argument("--held-out", choices=["kind", "blob", "both", "none"], default="both",
                    help="which held-out runs to train: the seed's painter kind, the blob family, both or none")
     p.add_argument("--no-gan", action="store_true", help="rows that need no GAN only: floor, C(x), C(x, blur x)")
@@ -513,8 +524,14 @@ def main(argv=None) -> int:
         cfg["variants"] = [v for v in cfg["variants"] if v != "reconstruction"]
         cfg["held_out_refs"] = [v for v in cfg.get("held_out_refs", []) if v != "reconstruction"]
     cfg["held_out_which"] = args.held_out
+    for key in ("width", "steps", "lr", "loss"):
+        if getattr(args, key) is not None:
+            cfg["comparator"][key] = getattr(args, key)
     textures = args.textures or cfg["textures"]
     seeds = args.seeds if args.seeds is not None else cfg["seeds"]
+    if args.only == "results":
+        write_results(cfg, out, textures, seeds)
+        return 0
     for t in textures if not args.no_gan else ():
         train_gan(cfg, out, t, Path(args.gan_code))
     if args.only == "gan":
