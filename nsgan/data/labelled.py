@@ -49,7 +49,7 @@ class LabelledSet:
         """uint16 tiles -> float32 in [0, 1]."""
         return tiles.astype(np.float32) * np.float32(1.0 / _SCALE)
 
-    def without(self, sources: set[str]) -> "LabelledSet":
+    def without(self, sources: set[str]) -> LabelledSet:
         """The same set without the tiles of the named source images (e.g. those holding a held-out kind)."""
         keep = [i for i, s in enumerate(self.masked_sources) if s not in sources]
         bags = [(b, s) for b, s in zip(self.bags, self.bag_sources) if s not in sources]

@@ -269,7 +269,11 @@ def _comparator(meta: dict[str, Any], file_name: str) -> list[str]:
     rows = [("reads", REFERENCE_WORDS.get(net.get("reference"), str(net.get("reference")))),
             ("network", f"{len(net.get('dilations') or [])} dilated 3×3 layers (dilations {net.get('dilations')}), width "
                         f"{net.get('width')}, receptive field {cmp.get('receptive_field', '–')} px, "
-                        f"{_g((cmp.get('flops_per_tile') or 0) / 1e9)} GFLOP per tile"),
+                        f"{_g((cmp.get('flops_per_tile') or 0) / 1e9)} GFLOP per tile"
+                        + (f" ({_g(cmp['flops_per_tile'] / cmp['reconstruction_flops_per_tile'])}× E + G's "
+                           f"{_g(cmp['reconstruction_flops_per_tile'] / 1e9)})"
+                           if _finite(cmp.get("flops_per_tile")) and _finite(cmp.get("reconstruction_flops_per_tile"))
+                           and cmp["reconstruction_flops_per_tile"] > 0 else "")),
             ("trained", f"{_g(cmp.get('kimg'))} kimg ({cmp.get('images_seen', '–')} tiles), loss {cc.get('loss', '–')}, "
                         f"{cmp.get('world_size', '?')} process(es), G, D and E frozen"),
             ("painted defects", (f"{painted} on {_g(on.get('paint_fraction'))} of the normal tiles" if painted else "none")),

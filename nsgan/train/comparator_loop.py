@@ -162,8 +162,8 @@ class ComparatorTrainer:
         import numpy as np
 
         from nsgan.data.stream import ShardStream
-        from nsgan.train.comparator_data import synthetic_defects
         from nsgan.train.common import BatchTaker
+        from nsgan.train.comparator_data import synthetic_defects
 
         s = ShardStream(self.normal_shards, tile=self.cfg.model.resolution, channels=self.channels, batch=PROBE_TILES,
                         seed=self.cfg.seed + 99, rank=0, world=1, num_workers=0)
@@ -193,6 +193,19 @@ class ComparatorTrainer:
         grid = image_grid(cells, 8)
         log_grid(self.acc, "comparator", grid, self.images_seen)
         return write_grid(grid, self.run_dir / "samples" / name)
+
+
+def reconstruction_flops(generator: torch.nn.Module, encoder: torch.nn.Module | None, channels: int, tile: int,
+                         device: torch.device) -> float | None:
+    """FLOPs of G(E(x)) for one tile (torch's FlopCounterMode, one forward pass); None without E."""
+    if encoder is None:
+        return None
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with torch.no_grad(), counter:
+        generator(encoder(torch.zeros(1, channels, tile, tile, device=device)))
+    return float(counter.get_total_flops())
 
 
 def check_comparator_run_dir(run_dir: Path, resume: bool) -> None:
@@ -227,18 +240,23 @@ def train_comparator(cfg: TrainConfig, generator: torch.nn.Module, encoder: torc
     labelled = load_labelled(cfg, abnormal_shards, channels)
     tr = ComparatorTrainer(cfg, generator, encoder, run_dir, accelerator, normal_shards, labelled, channels, resume=resume,
                            bit_depth=shard_bit_depth(normal_shards))
+    spec, tile = tr.C.spec, cfg.model.resolution
+    c_flops, eg_flops = flops_per_tile(spec, tile), None
     if tr.is_main:
         (run_dir / "samples").mkdir(parents=True, exist_ok=True)
+        eg_flops = reconstruction_flops(tr.G, tr.E, channels, tile, tr.device)
+        if eg_flops and c_flops > 2 * eg_flops:
+            print(f"nsgan train-comparator: warning: C costs {c_flops / 1e9:.3g} GFLOP per tile, {c_flops / eg_flops:.1f}× E + G "
+                  f"({eg_flops / 1e9:.3g}); lower comparator.width or the number of comparator.dilations", flush=True)
     accelerator.wait_for_everyone()
     c = cfg.comparator
     digest = run_phase(tr, cfg, "comparator", c.log_every, c.checkpoint_kimg, "loss_c", "cmp")
     if tr.is_main:
         tr.save_grid("cmp-final.png")
-        spec = tr.C.spec
         add_comparator(model_path, tr.C, {
             "images_seen": tr.images_seen, "kimg": tr.images_seen / 1000, "config": cfg.to_dict()["comparator"],
             "world_size": tr.world, "train_seconds": round(tr.seconds, 2), "digest": digest, "basis_digest": tr.basis,
-            "receptive_field": spec.receptive_field, "flops_per_tile": flops_per_tile(spec, cfg.model.resolution),
+            "receptive_field": spec.receptive_field, "flops_per_tile": c_flops, "reconstruction_flops_per_tile": eg_flops,
             "trained_on": {"kinds": list(c.kinds) if c.paint_fraction > 0 else [], "blob": bool(c.blob and c.paint_fraction > 0),
                            "paint_fraction": c.paint_fraction, "labelled_fraction": c.labelled_fraction if tr.batches.n_masked else 0.0,
                            "mil_bags": tr.batches.n_bags, "labelled": labelled.summary() if labelled is not None else None}})
