@@ -37,13 +37,14 @@ _API = {
     "Scorer": "nsgan.score.scorer", "ScoreResult": "nsgan.score.scorer", "ScoreOptions": "nsgan.score.options",
     "SearchConfig": "nsgan.score.search", "LocalContrast": "nsgan.score.baselines",
     # training
-    "train": "nsgan.train.pipeline", "train_encoder": "nsgan.train.encoder_loop", "load_config": "nsgan.train.config",
+    "train": "nsgan.train.pipeline", "train_encoder": "nsgan.train.encoder_loop",
+    "train_comparator": "nsgan.train.comparator_loop", "load_config": "nsgan.train.config",
     "TrainConfig": "nsgan.train.config",
     # data
     "write_shards": "nsgan.data.shards", "ShardStream": "nsgan.data.stream", "read_image": "nsgan.data.imageio",
     "paint_defects": "nsgan.data.painter", "texture_image": "nsgan.data.textures",
     # models
-    "load_model": "nsgan.models.model_file", "save_model": "nsgan.models.model_file",
+    "load_model": "nsgan.models.model_file", "save_model": "nsgan.models.model_file", "Comparator": "nsgan.models.comparator",
     # measuring
     "evaluate": "nsgan.evaluate.evaluation", "calibrate": "nsgan.evaluate.calibrate",
     # sharing

@@ -8,16 +8,17 @@ from nsgan.share.onnx_export import DEFAULT_OPSET, KIND_TILE, TOLERANCE, export_
 
 
 def configure_parser(p: argparse.ArgumentParser) -> None:
-    from nsgan.score.maps import IMAGE_SCORES, RESIDUALS
-    from nsgan.score.options import ScoreOptions
+    from nsgan.score.maps import IMAGE_SCORES
+    from nsgan.score.options import RESIDUAL_CHOICES, ScoreOptions
     from nsgan.score.search import SearchConfig
 
     p.add_argument("--model", required=True, help="exported model (.safetensors)")
     p.add_argument("--out", required=True, help="ONNX file to write, e.g. m.onnx")
     p.add_argument("--opset", type=int, default=DEFAULT_OPSET, help="ONNX opset (default %(default)s, the lowest torch writes)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
-    p.add_argument("--residual", choices=RESIDUALS, default=ScoreOptions().residual,
-                   help="per-tile map in the graph, as `nsgan score --residual` (default %(default)s)")
+    p.add_argument("--residual", choices=RESIDUAL_CHOICES, default=ScoreOptions().residual,
+                   help="per-tile map in the graph, as `nsgan score --residual`; comparator puts C in the graph "
+                        "(default %(default)s: what `nsgan score` uses for this model)")
     p.add_argument("--image-score", choices=IMAGE_SCORES, default=ScoreOptions().image_score,
                    help="as `nsgan score --image-score`: tile puts D in the graph for AnoGAN's tile loss (default %(default)s)")
     p.add_argument("--lam", type=float, default=SearchConfig().lam,

@@ -20,6 +20,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "shards": ("nsgan.cli.shards", "cut images into tiles and write WebDataset shards"),
     "train": ("nsgan.cli.train", "train the progressive GAN (one process; use `accelerate launch launch/train.py` for many)"),
     "train-encoder": ("nsgan.cli.train_encoder", "train the f-AnoGAN encoder for an existing model file (fast scoring)"),
+    "train-comparator": ("nsgan.cli.train_comparator", "train the comparator C (a learned defect map beside G(E(x))) for an existing model file"),
     "demo": ("nsgan.cli.demo", "build a demo dataset from bundled texture photos, train, export and score"),
     "score": ("nsgan.cli.score", "score full-size images tile by tile and write anomaly maps and reports"),
     "calibrate": ("nsgan.cli.calibrate", "set image and pixel thresholds from held-out images and store them with the model"),

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from nsgan.score.maps import IMAGE_SCORES, RESIDUALS
-from nsgan.score.options import ScoreOptions
+from nsgan.score.maps import IMAGE_SCORES
+from nsgan.score.options import RESIDUAL_CHOICES, ScoreOptions
 from nsgan.score.search import AUTO, MODES, PRECISIONS, SearchConfig
 
 
@@ -29,8 +29,10 @@ def add_search_arguments(p: argparse.ArgumentParser) -> None:
     t.add_argument("--batch", type=int, default=64, help="tiles searched together (default %(default)s)")
     dm = ScoreOptions()
     m = p.add_argument_group("map and image score")
-    m.add_argument("--residual", choices=RESIDUALS, default=dm.residual,
-                   help="pixel: |x − G(z)|; detail: its sharp part, the residual minus its local mean (default %(default)s)")
+    m.add_argument("--residual", choices=RESIDUAL_CHOICES, default=dm.residual,
+                   help="pixel: |x − G(z)|; detail: its sharp part, the residual minus its local mean; comparator: the "
+                        "learned map of the model's comparator C; auto (default): detail, or the comparator where that "
+                        "is the measured default and the model holds one")
     m.add_argument("--map-sigma", type=float, default=dm.map_sigma, help="Gaussian smoothing of the map in pixels, 0 = none (default %(default)s)")
     m.add_argument("--image-score", choices=IMAGE_SCORES, default=dm.image_score,
                    help="map_max: max of the smoothed map; tile: highest tile loss (default %(default)s)")

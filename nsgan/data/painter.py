@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from scipy.ndimage import grey_erosion
+from scipy.ndimage import gaussian_filter, grey_erosion
 
 from nsgan.common.errors import DataError
 
@@ -93,9 +93,12 @@ def _apply(img: np.ndarray, cov: np.ndarray, rng: np.random.Generator, contrast:
     return np.clip(out, 0.0, 1.0).astype(np.float32), sign, contrast
 
 
-def _result(img, cov, rng, kind, contrast, sign, extra):
+def _result(img, cov, rng, kind, contrast, sign, extra, blur=0.0):
+    mask = cov >= MASK_COVERAGE  # the geometry: a blurred defect keeps the mask of its sharp drawing
+    if blur > 0:
+        cov = np.clip(gaussian_filter(cov, blur, mode="constant"), 0.0, 1.0).astype(np.float32)
+        cov = np.where(mask, np.maximum(cov, MASK_COVERAGE), cov)  # every mask pixel still changes
     painted, sign, contrast = _apply(img, cov, rng, contrast, sign)
-    mask = cov >= MASK_COVERAGE
     ys, xs = np.nonzero(mask)
     if len(xs):
         bbox = (int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1)
@@ -103,6 +106,8 @@ def _result(img, cov, rng, kind, contrast, sign, extra):
         bbox = (0, 0, 0, 0)
     info = {"kind": kind, "bbox": bbox, "area": int(mask.sum()), "contrast": round(contrast, 4),
             "polarity": "bright" if sign > 0 else "dark", **extra}
+    if blur > 0:
+        info["blur"] = float(blur)
     return painted, mask, info
 
 
@@ -116,7 +121,7 @@ def _random_point(shape, rng, margin=0.0):
 
 
 def paint_scratch(img: np.ndarray, rng: np.random.Generator, max_area: int | None = None,
-                  contrast: float | None = None, sign: int | None = None):
+                  contrast: float | None = None, sign: int | None = None, blur: float = 0.0):
     """A thin (1-3 px) straight or gently curved scratch whose ends fade out.
 
     `max_area` (pixels of mask) sizes the scratch: length ≈ max_area / (width + 0.5).
@@ -145,7 +150,8 @@ def paint_scratch(img: np.ndarray, rng: np.random.Generator, max_area: int | Non
     # Fade the last 15% at each end to half strength: scratches rarely stop abruptly.
     fade = _end_fade((h, w), curve, length)
     cov = np.where(cov >= MASK_COVERAGE, np.maximum(cov * fade, MASK_COVERAGE), cov * fade)
-    return _result(img, cov, rng, "scratch", contrast, sign, {"width": width, "length": round(length, 2)})
+    return _result(img, cov, rng, "scratch", contrast, sign, {"width": width, "length": round(length, 2)},
+                   blur)
 
 
 def _end_fade(shape, curve, length):
@@ -163,7 +169,7 @@ def _end_fade(shape, curve, length):
 
 
 def paint_pit(img: np.ndarray, rng: np.random.Generator, max_area: int | None = None,
-              contrast: float | None = None, sign: int | None = None):
+              contrast: float | None = None, sign: int | None = None, blur: float = 0.0):
     """A small round-ish pit (radius 1-4 px) with a soft edge, deepest at its centre.
 
     Returns (painted image, mask (H, W) bool, info dict).
@@ -188,11 +194,11 @@ def paint_pit(img: np.ndarray, rng: np.random.Generator, max_area: int | None = 
     depth = 0.6 + 0.4 * np.clip(1 - d / (radius + 0.5), 0, 1)  # deeper in the middle
     cov = np.zeros((h, w), dtype=np.float32)
     cov[y0:y1, x0:x1] = np.where(edge >= MASK_COVERAGE, np.maximum(edge * depth, MASK_COVERAGE), edge * depth)
-    return _result(img, cov, rng, "pit", contrast, sign, {"radius": round(radius, 2)})
+    return _result(img, cov, rng, "pit", contrast, sign, {"radius": round(radius, 2)}, blur)
 
 
 def paint_crack(img: np.ndarray, rng: np.random.Generator, max_area: int | None = None,
-                contrast: float | None = None, sign: int | None = None):
+                contrast: float | None = None, sign: int | None = None, blur: float = 0.0):
     """A thin crack: a jittery random walk that sometimes branches; dark by default.
 
     Returns (painted image, mask (H, W) bool, info dict).
@@ -220,7 +226,7 @@ def paint_crack(img: np.ndarray, rng: np.random.Generator, max_area: int | None 
     if sign is None:
         sign = -1 if rng.random() < 0.85 else 1  # cracks are shadows far more often than glints
     return _result(img, cov, rng, "crack", contrast, sign,
-                   {"width": width, "length": round(total_len, 2), "branches": len(paths) - 1})
+                   {"width": width, "length": round(total_len, 2), "branches": len(paths) - 1}, blur)
 
 
 def _walk(start, heading, length, rng, shape):
@@ -241,7 +247,8 @@ def _walk(start, heading, length, rng, shape):
     return np.array(pts)
 
 
-_PAINTERS = {"scratch": paint_scratch, "pit": paint_pit, "crack": paint_crack}
+PAINTERS = {"scratch": paint_scratch, "pit": paint_pit, "crack": paint_crack}
+_PAINTERS = PAINTERS  # the old private name
 
 
 def paint_defects(img: np.ndarray, rng: np.random.Generator, kinds=KINDS, count: int = 1,
@@ -255,7 +262,7 @@ def paint_defects(img: np.ndarray, rng: np.random.Generator, kinds=KINDS, count:
     """
     img = _check_image(img)
     kinds = tuple(kinds)
-    unknown = [k for k in kinds if k not in _PAINTERS]
+    unknown = [k for k in kinds if k not in PAINTERS]
     if unknown or not kinds:
         raise DataError(f"defect painter: unknown defect kind(s) {unknown or kinds}; choose from {', '.join(KINDS)}")
     if count < 1:
@@ -272,7 +279,7 @@ def paint_defects(img: np.ndarray, rng: np.random.Generator, kinds=KINDS, count:
         kind = kinds[int(rng.integers(len(kinds)))]
         share = (limit - int(mask.sum())) // (count - i)
         for _ in range(_MAX_TRIES):
-            painted, m, info = _PAINTERS[kind](out, rng, max_area=share)
+            painted, m, info = PAINTERS[kind](out, rng, max_area=share)
             if info["area"] > 0 and int((mask | m).sum()) <= limit:
                 break
             share = max(_MIN_DEFECT_AREA, int(share * 0.7))

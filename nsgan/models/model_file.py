@@ -1,5 +1,9 @@
 """The shared model file: `model.safetensors` with the EMA generator, the discriminator and,
-once trained, the f-AnoGAN encoder (`E.*` tensors; a model without it still scores by search).
+once trained, the f-AnoGAN encoder (`E.*` tensors; a model without it still scores by search) and
+the comparator (`C.*` tensors, nsgan/models/comparator.py; a learned map read beside G(E(x))).
+
+C is trained for one G and E: its metadata records their digest (`basis_digest`), a file whose G or E
+differs from it is refused at load, and a new encoder (add_encoder) drops C and what was made with it.
 
 Everything needed to rebuild the networks (their constructor arguments), the training config,
 images seen, the nsgan version and, once calibrated, the thresholds travel in the safetensors
@@ -22,6 +26,8 @@ FORMAT = "nsgan-model/1"
 G_PREFIX = "G_ema."
 D_PREFIX = "D."
 E_PREFIX = "E."
+C_PREFIX = "C."
+COMPARATOR_RESIDUAL = "comparator"  # the map residual C makes (nsgan/score/maps.py RESIDUALS)
 
 
 class ModelMeta:
@@ -55,6 +61,21 @@ class LoadedModel(ModelMeta):
     meta: dict[str, Any] = field(default_factory=dict)
     path: Path | None = None
     encoder: torch.nn.Module | None = None  # None: the file holds no encoder (scoring by search only)
+    comparator: torch.nn.Module | None = None  # None: the file holds no comparator (no `comparator` residual)
+
+
+def basis_digest(generator: torch.nn.Module, encoder: torch.nn.Module | None) -> str:
+    """16 hex digits naming the (G, E) a comparator was trained for: sha256 over their stored tensors, in order."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for prefix, module in ((G_PREFIX, generator), (E_PREFIX, encoder)):
+        if module is None:
+            continue
+        for name, t in _state(module, prefix).items():
+            h.update(name.encode())
+            h.update(t.numpy().tobytes())
+    return h.hexdigest()[:16]
 
 
 def _state(module: torch.nn.Module, prefix: str) -> dict[str, torch.Tensor]:
@@ -192,7 +213,16 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> LoadedMo
             e = Encoder(**meta["encoder"]["network"])
         except (TypeError, ValueError, KeyError) as exc:
             raise ModelError(f"{path}: encoder settings in the metadata are not usable ({exc})") from None
-    modules = [(g, G_PREFIX, "generator"), (d, D_PREFIX, "discriminator")] + ([(e, E_PREFIX, "encoder")] if e is not None else [])
+    c = None
+    if "comparator" in meta:
+        from nsgan.models.comparator import Comparator, ComparatorSpec
+
+        try:
+            c = Comparator(ComparatorSpec.from_dict(meta["comparator"]["network"]))
+        except (TypeError, ValueError, KeyError, AttributeError) as exc:
+            raise ModelError(f"{path}: comparator settings in the metadata are not usable ({exc})") from None
+    modules = [(g, G_PREFIX, "generator"), (d, D_PREFIX, "discriminator")] + ([(e, E_PREFIX, "encoder")] if e is not None else []) \
+        + ([(c, C_PREFIX, "comparator")] if c is not None else [])
     for module, prefix, name in modules:
         state = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
         try:
@@ -200,8 +230,15 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> LoadedMo
         except RuntimeError as exc:
             first = str(exc).strip().splitlines()[0]
             raise ModelError(f"{path}: {name} weights do not match its settings ({first})") from None
-        module.eval().requires_grad_(False).to(device)
-    return LoadedModel(generator=g, discriminator=d, meta=meta, path=path, encoder=e)
+        module.eval().requires_grad_(False)
+    if c is not None and meta["comparator"].get("basis_digest") != basis_digest(g, e):
+        raise ModelError(f"{path}: its comparator was trained for another generator/encoder (basis digest "
+                         f"{meta['comparator'].get('basis_digest')}, this file's {basis_digest(g, e)}); train it again with "
+                         f"`nsgan train-comparator --model {path} comparator.kimg=N`")
+    for module in (g, d, e, c):
+        if module is not None:
+            module.to(device)
+    return LoadedModel(generator=g, discriminator=d, meta=meta, path=path, encoder=e, comparator=c)
 
 
 def add_encoder(path: str | Path, encoder: torch.nn.Module, info: dict[str, Any]) -> None:
@@ -209,7 +246,8 @@ def add_encoder(path: str | Path, encoder: torch.nn.Module, info: dict[str, Any]
 
     Replaces an earlier encoder; G, D, thresholds and everything else stay as they are. Thresholds
     calibrated for an encoder mode no longer hold for the new E, so they are dropped then, and so
-    are evaluation figures measured in an encoder mode.
+    are evaluation figures measured in an encoder mode. A comparator was trained beside the old E:
+    it is dropped too (C.* and metadata["comparator"]), with thresholds and evaluations made with it.
     """
     from safetensors.torch import load_file
 
@@ -217,15 +255,49 @@ def add_encoder(path: str | Path, encoder: torch.nn.Module, info: dict[str, Any]
 
     path = Path(path)
     meta = read_metadata(path)
-    tensors = {k: v for k, v in load_file(str(path), device="cpu").items() if not k.startswith(E_PREFIX)}
+    tensors = {k: v for k, v in load_file(str(path), device="cpu").items() if not k.startswith((E_PREFIX, C_PREFIX))}
     tensors.update(_state(encoder, E_PREFIX))
     meta["encoder"] = {"network": encoder_kwargs(encoder), **info}
+    meta.pop("comparator", None)
     mode = ((meta.get("thresholds") or {}).get("search") or {}).get("mode", "search")
-    if mode != "search":
+    if mode != "search" or _made_with_comparator(meta.get("thresholds")):
         meta.pop("thresholds", None)
     if "evaluations" in meta:
         meta["evaluations"] = [e for e in meta["evaluations"] or [] if isinstance(e, dict) and isinstance(e.get("search"), dict)
-                               and e["search"].get("mode") == "search"]
+                               and e["search"].get("mode") == "search" and not _made_with_comparator(e)]
+    _atomic_save(tensors, {k: json.dumps(v) for k, v in meta.items()}, path)
+
+
+def _made_with_comparator(record: Any) -> bool:
+    """Whether thresholds or an evaluation record were made with the comparator's map."""
+    if not isinstance(record, dict):
+        return False
+    for key in ("map", "map_settings"):  # thresholds record "map"; evaluation records "map_settings"
+        if isinstance(record.get(key), dict):
+            return record[key].get("residual") == COMPARATOR_RESIDUAL
+    return record.get("residual") == COMPARATOR_RESIDUAL
+
+
+def add_comparator(path: str | Path, comparator: torch.nn.Module, info: dict[str, Any]) -> None:
+    """Put a trained comparator (C.* tensors, its spec and `info` in metadata["comparator"]) into a model file.
+
+    `info` must hold `basis_digest` (basis_digest(G, E) of the networks it was trained beside; load_model
+    refuses the file when they differ). Replaces an earlier C; thresholds and evaluations made with the
+    comparator's map are dropped (they were C's), the others hold (G and E are unchanged).
+    """
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    meta = read_metadata(path)
+    if "basis_digest" not in info:
+        raise ValueError("add_comparator: info needs the basis_digest of the G and E it was trained for")
+    tensors = {k: v for k, v in load_file(str(path), device="cpu").items() if not k.startswith(C_PREFIX)}
+    tensors.update(_state(comparator, C_PREFIX))
+    meta["comparator"] = {"network": comparator.spec.to_dict(), **info}
+    if _made_with_comparator(meta.get("thresholds")):
+        meta.pop("thresholds", None)
+    if "evaluations" in meta:
+        meta["evaluations"] = [e for e in meta["evaluations"] or [] if not _made_with_comparator(e)]
     _atomic_save(tensors, {k: json.dumps(v) for k, v in meta.items()}, path)
 
 

@@ -13,7 +13,9 @@ import numpy as np
 from scipy.ndimage import gaussian_filter1d
 
 IMAGE_SCORES = ("map_max", "tile")  # the max of the (smoothed) map, or the highest tile loss (AnoGAN's)
-RESIDUALS = ("pixel", "detail")  # |x − G(z)|, or the same with its local mean (Gaussian, DETAIL_SIGMA) taken out
+# |x − G(z)|; the same with its local mean (Gaussian, DETAIL_SIGMA) taken out; or the comparator C's defect
+# probability, sigmoid(C(x, G(z))) (nsgan/models/comparator.py; only for a model that holds C)
+RESIDUALS = ("pixel", "detail", "comparator")
 DETAIL_SIGMA = 1.0
 TRUNCATE = 4.0
 
@@ -38,11 +40,19 @@ def detail_residual(x: "torch.Tensor", rec: "torch.Tensor", sigma: float = DETAI
     return (flat - b).abs().reshape(n, c, h, w).mean(1) / 2.0
 
 
-def tile_residual(x: "torch.Tensor", rec: "torch.Tensor", kind: str) -> "torch.Tensor":
+def tile_residual(x: "torch.Tensor", rec: "torch.Tensor | None", kind: str, comparator: "torch.nn.Module | None" = None) -> "torch.Tensor":
     """The per-tile map (N, T, T) of `kind` (RESIDUALS) for tiles x and reconstructions rec in [-1, 1].
 
     What the scorer blends; the torch path and the ONNX export (nsgan/share/onnx_export.py) both call this.
+    `comparator`: the model's C, needed for kind `comparator` (its map is a probability in [0, 1]; a C
+    whose reference is not the reconstruction ignores rec, which may then be None).
     """
+    if kind == "comparator":
+        import torch
+
+        if comparator is None:
+            raise ValueError("residual 'comparator' needs the model's comparator")
+        return torch.sigmoid(comparator(x.float(), rec.float() if rec is not None else None).float())[:, 0]
     if kind == "pixel":
         return (x.float() - rec.float()).abs().mean(1) / 2.0
     if kind == "detail":

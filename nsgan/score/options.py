@@ -6,7 +6,21 @@ from dataclasses import dataclass, field
 
 from nsgan.common.errors import ConfigError
 from nsgan.score.maps import IMAGE_SCORES, RESIDUALS
-from nsgan.score.search import SearchConfig
+from nsgan.score.search import AUTO, SearchConfig
+
+# `--residual auto` (the default): AUTO_WITHOUT_COMPARATOR for a model without C; for a model with C,
+# AUTO_WITH_COMPARATOR, set by the measured table (docs/comparator.md). Until that table says C beats
+# the detail residual, auto stays today's detail residual: flip this one constant to "comparator".
+AUTO_WITHOUT_COMPARATOR = "detail"
+AUTO_WITH_COMPARATOR = "detail"
+RESIDUAL_CHOICES = (AUTO, *RESIDUALS)
+
+
+def resolve_residual(residual: str, has_comparator: bool) -> str:
+    """`auto` -> the measured default for a model with or without a comparator; anything else as given."""
+    if residual != AUTO:
+        return residual
+    return AUTO_WITH_COMPARATOR if has_comparator else AUTO_WITHOUT_COMPARATOR
 
 
 @dataclass(frozen=True)
@@ -25,7 +39,9 @@ class ScoreOptions:
     search: SearchConfig = field(default_factory=SearchConfig)
     # Map defaults chosen by measurement (README "Inversion"): the detail residual smoothed by σ = 1 px
     # gave the best pixel AUROC and AUPRO for every inversion mode on the textures protocol.
-    residual: str = "detail"  # pixel: |x − G(z)|; detail: the residual's sharp part (maps.detail_residual)
+    # pixel: |x − G(z)|; detail: the residual's sharp part (maps.detail_residual); comparator: C's map (a model
+    # with C); auto: resolve_residual (detail, or AUTO_WITH_COMPARATOR for a model with C). The Scorer resolves it.
+    residual: str = AUTO
     map_sigma: float = 1.0  # Gaussian smoothing of the blended map, in pixels (0: none)
     image_score: str = "map_max"  # map_max: the max of the (smoothed) map; tile: the highest tile loss
 
@@ -39,7 +55,7 @@ class ScoreOptions:
             "min_region_area": self.min_region_area >= 1,
             "map_sigma": 0.0 <= self.map_sigma <= 64,
             "image_score": self.image_score in IMAGE_SCORES,
-            "residual": self.residual in RESIDUALS,
+            "residual": self.residual in RESIDUAL_CHOICES,
         }.items():
             if not ok:
                 raise ConfigError(f"{key}: invalid value {getattr(self, key)!r}")

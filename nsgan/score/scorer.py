@@ -137,14 +137,26 @@ class Scorer:
         name: str = "<model>",
         encoder: torch.nn.Module | None = None,
         network: Any = None,
+        comparator: torch.nn.Module | None = None,
     ):
         """`network`: instead of G, D (and E), a per-tile call tiles (N, C, T, T) in [0, 1] -> (residual maps,
         tile scores) as numpy arrays, computing encoder mode (an exported ONNX file: `nsgan.share.onnx_export.scorer_from_onnx`); G and D are
-        then None. Tiling, blending, smoothing, regions and reports are the same either way."""
+        then None. Tiling, blending, smoothing, regions and reports are the same either way.
+        `comparator`: the model's C (nsgan/models/comparator.py), for residual `comparator` (and `auto` where
+        that resolves to it); run on each tile right after E and G, in the same pass."""
         from dataclasses import replace
+
+        from nsgan.score.options import resolve_residual
 
         options = options or ScoreOptions()
         search = options.search.resolved(encoder is not None or network is not None)
+        has_c = comparator is not None or (network is not None and getattr(network, "has_comparator", False))
+        if network is not None and options.residual == "auto" and isinstance(getattr(network, "meta", None), dict):
+            options = replace(options, residual=network.meta.get("residual", "auto"))  # what the exported graph computes
+        options = replace(options, residual=resolve_residual(options.residual, has_c))
+        if options.residual == "comparator" and not has_c:
+            raise ModelError(f"{name}: holds no comparator, so --residual comparator cannot run; train one with "
+                             f"`nsgan train-comparator --model {name} comparator.kimg=N` or score with --residual detail")
         if network is not None:
             network.check_options(replace(options, search=search))
         elif search.mode != "search" and encoder is None:
@@ -160,6 +172,7 @@ class Scorer:
             device = accelerator.device if accelerator is not None else ("cuda" if torch.cuda.is_available() else "cpu")
         self.device = torch.device(device)
         self.network = network
+        self.comparator = comparator.to(self.device).eval() if comparator is not None and options.residual == "comparator" else None
         self.search = None if network is not None else LatentSearch(
             generator.to(self.device), discriminator.to(self.device), self.options.search,
             encoder=encoder.to(self.device) if encoder is not None else None)
@@ -180,8 +193,9 @@ class Scorer:
         m = load_model(path)
         kwargs.setdefault("name", str(path))
         scorer = cls(m.generator, m.discriminator, resolution=m.resolution, channels=m.channels,
-                     thresholds=m.thresholds, options=options, encoder=m.encoder, **kwargs)
+                     thresholds=m.thresholds, options=options, encoder=m.encoder, comparator=m.comparator, **kwargs)
         scorer.model_path = Path(path)
+        scorer.comparator_digest = (m.meta.get("comparator") or {}).get("digest")
         return scorer
 
     @property
@@ -335,7 +349,8 @@ class Scorer:
         x = torch.from_numpy(tiles).to(self.device) * 2.0 - 1.0
         # The AnoGAN tile loss (its D-feature term) is only needed when it is the image score.
         out = self.search.search(x, tile_ids, tile_losses=self.options.image_score == "tile")
-        res = tile_residual(x, out.reconstructions, self.options.residual)
+        with torch.no_grad():
+            res = tile_residual(x, out.reconstructions, self.options.residual, comparator=self.comparator)
         return res.float(), out.scores.float()
 
     def _thresholds(self, stats: dict[str, float]) -> dict[str, Any]:
@@ -367,7 +382,11 @@ class Scorer:
 
     def map_settings(self) -> dict[str, Any]:
         """What the map and the image score depend on besides the search (recorded with thresholds)."""
-        return {"residual": self.options.residual, "map_sigma": self.options.map_sigma, "image_score": self.options.image_score}
+        settings = {"residual": self.options.residual, "map_sigma": self.options.map_sigma, "image_score": self.options.image_score}
+        if self.options.residual == "comparator":  # thresholds made with one C do not hold for another
+            digest = getattr(self.network, "comparator_digest", None) if self.network is not None else self.comparator_digest
+            settings["comparator_digest"] = digest
+        return settings
 
     def image_score(self, tile_scores: np.ndarray, stats: dict[str, float]) -> float:
         if self.options.image_score == "map_max":

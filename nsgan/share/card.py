@@ -158,7 +158,7 @@ def render_card(meta: dict[str, Any], file_name: str = "model.safetensors", name
     """The whole card (front matter, marker, Markdown) for a model file's decoded metadata."""
     header = yaml.safe_dump(front_matter(meta, name), sort_keys=False, allow_unicode=True)
     parts = [f"---\n{header}---\n", MARKER, "", *_intro(meta, file_name, name), *_data(meta), *_training(meta),
-             *_encoder(meta, file_name), *_thresholds(meta, file_name), *_evaluation(meta, file_name),
+             *_encoder(meta, file_name), *_comparator(meta, file_name), *_thresholds(meta, file_name), *_evaluation(meta, file_name),
              *_usage(meta, file_name), *_config(meta)]
     return "\n".join(parts).rstrip() + "\n"
 
@@ -179,7 +179,8 @@ def _intro(meta: dict[str, Any], file_name: str, name: str) -> list[str]:
         "generator (AnoGAN's latent search, or the f-AnoGAN encoder when one is stored); the residuals make a "
         "per-pixel anomaly map, and its maximum is the image score.",
         "",
-        f"`{file_name}` holds the EMA generator, the discriminator{' and the encoder' if meta.get('encoder') else ''} "
+        f"`{file_name}` holds the EMA generator, the discriminator{', the encoder' if meta.get('encoder') else ''}"
+        f"{' and the comparator C (a learned defect map read beside the reconstruction)' if meta.get('comparator') else ''} "
         f"(safetensors, no pickle) and everything this card says, in its metadata (nsgan {meta.get('nsgan_version', '?')}).",
         "",
     ]
@@ -250,6 +251,40 @@ def _encoder(meta: dict[str, Any], file_name: str) -> list[str]:
             f"Stored: an f-AnoGAN izi_f encoder trained for {_g(kimg)} kimg ({enc.get('images_seen', '–')} normal tiles"
             + (f"; {settings}" if settings else "") + "), with G and D frozen. `nsgan score` uses it by default: one pass per tile "
             "(`--inversion refine` adds a few search steps from E(x), `--inversion search` ignores it).", ""]
+
+
+REFERENCE_WORDS = {"reconstruction": "x beside its reconstruction G(E(x)) and their difference",
+                   "blur": "x beside a Gaussian blur of x and their difference", "none": "x alone"}
+
+
+def _comparator(meta: dict[str, Any], file_name: str) -> list[str]:
+    cmp = meta.get("comparator")
+    if not cmp:
+        return ["## Comparator", "", "None stored: the map is a fixed residual of x and G(E(x)). Add a learned one with "
+                f"`nsgan train-comparator --model {file_name} comparator.kimg=N`.", ""]
+    from nsgan.score.options import resolve_residual
+
+    net, cc, on = cmp.get("network") or {}, cmp.get("config") or {}, cmp.get("trained_on") or {}
+    painted = ", ".join(on.get("kinds") or []) + (" and Perlin blobs" if on.get("blob") else "")
+    lab = on.get("labelled") or {}
+    rows = [("reads", REFERENCE_WORDS.get(net.get("reference"), str(net.get("reference")))),
+            ("network", f"{len(net.get('dilations') or [])} dilated 3×3 layers (dilations {net.get('dilations')}), width "
+                        f"{net.get('width')}, receptive field {cmp.get('receptive_field', '–')} px, "
+                        f"{_g((cmp.get('flops_per_tile') or 0) / 1e9)} GFLOP per tile"
+                        + (f" ({_g(cmp['flops_per_tile'] / cmp['reconstruction_flops_per_tile'])}× E + G's "
+                           f"{_g(cmp['reconstruction_flops_per_tile'] / 1e9)})"
+                           if _finite(cmp.get("flops_per_tile")) and _finite(cmp.get("reconstruction_flops_per_tile"))
+                           and cmp["reconstruction_flops_per_tile"] > 0 else "")),
+            ("trained", f"{_g(cmp.get('kimg'))} kimg ({cmp.get('images_seen', '–')} tiles), loss {cc.get('loss', '–')}, "
+                        f"{cmp.get('world_size', '?')} process(es), G, D and E frozen"),
+            ("painted defects", (f"{painted} on {_g(on.get('paint_fraction'))} of the normal tiles" if painted else "none")),
+            ("labelled defects", (f"{lab.get('masked_tiles', 0)} masked tiles of {lab.get('masked_images', 0)} images, "
+                                  f"{lab.get('bags', 0)} image-labelled images (multiple-instance loss)" if lab else "none")),
+            ("digest", f"`{str(cmp.get('digest', ''))[:16]}`, for G and E `{cmp.get('basis_digest', '–')}`")]
+    default = resolve_residual("auto", True)
+    use = ("`nsgan score` uses its map by default (`--residual auto`)." if default == "comparator" else
+           f"`nsgan score --residual comparator` uses its map; the default (`auto`) is still the `{default}` residual.")
+    return ["## Comparator", "", "| | |", "|---|---|", *[f"| {k} | {v} |" for k, v in rows], "", use, ""]
 
 
 def _thresholds(meta: dict[str, Any], file_name: str) -> list[str]:
@@ -337,7 +372,12 @@ def calibration_settings(meta: dict[str, Any]) -> tuple[list[str], dict[str, Any
             flags += [SEARCH_FLAGS[k], str(v)]
         if mode != default.mode or changed:
             fields["search"] = {"mode": mode, **changed}
+    from dataclasses import replace
+
+    from nsgan.score.options import resolve_residual
+
     dm = ScoreOptions()
+    dm = replace(dm, residual=resolve_residual(dm.residual, bool(meta.get("comparator"))))
     for k, flag in MAP_FLAGS.items():
         v = (th.get("map") or {}).get(k)
         if v is not None and v != getattr(dm, k):
@@ -384,6 +424,9 @@ def _config(meta: dict[str, Any]) -> list[str]:
     enc = (meta.get("encoder") or {}).get("config")
     if enc and enc != cfg.get("encoder"):  # trained later by `nsgan train-encoder`, with settings of its own
         out += ["The encoder's settings:", "", "```yaml", yaml.safe_dump({"encoder": enc}, sort_keys=False).rstrip(), "```", ""]
+    cmp = (meta.get("comparator") or {}).get("config")
+    if cmp and cmp != cfg.get("comparator"):  # trained later by `nsgan train-comparator`
+        out += ["The comparator's settings:", "", "```yaml", yaml.safe_dump({"comparator": cmp}, sort_keys=False).rstrip(), "```", ""]
     return out
 
 

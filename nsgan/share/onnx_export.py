@@ -4,7 +4,8 @@ With an encoder, the file holds what the torch scorer computes per tile in encod
 (`--inversion encoder`, the default for such a model), from the tile as the Scorer cuts it:
 
     tile (N, C, T, T) in [0, 1] -> x = 2·tile − 1 -> z = E(x) -> reconstruction = G(z)
-        residual (N, T, T): the model's per-tile map (maps.tile_residual, `detail` or `pixel`)
+        residual (N, T, T): the model's per-tile map (maps.tile_residual, `detail`, `pixel` or `comparator`:
+                             sigmoid(C(x, G(z))), the comparator C in the graph)
         score (N,):          mean|x − G(z)| as the scorer computes it for the default image score
                              (map_max, D not run); with `--image-score tile` AnoGAN's tile loss
                              (1−λ)·mean|x − G(z)| + λ·mean|f(x) − f(G(z))| (f: D's features, D in the graph)
@@ -29,7 +30,7 @@ import json
 import logging
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +47,7 @@ from nsgan.common.errors import (
     OutputError,
 )
 from nsgan.models.model_file import ModelMeta
+from nsgan.score.maps import RESIDUALS
 from nsgan.score.options import ScoreOptions
 from nsgan.score.scorer import Scorer
 
@@ -67,11 +69,12 @@ class TileNetwork(nn.Module):
     """
 
     def __init__(self, generator: nn.Module, discriminator: nn.Module, encoder: nn.Module, residual: str, lam: float,
-                 tile_losses: bool):
+                 tile_losses: bool, comparator: nn.Module | None = None):
         super().__init__()
         from nsgan.score.search import LatentSearch, SearchConfig
 
         self.G, self.D, self.E = generator, discriminator, encoder
+        self.C = comparator if residual == "comparator" else None
         self.residual, self.tile_losses = residual, tile_losses
         self.search = LatentSearch(generator, discriminator, SearchConfig(mode="encoder", lam=lam), encoder=encoder)
 
@@ -80,11 +83,11 @@ class TileNetwork(nn.Module):
 
         x = tile * 2.0 - 1.0
         out = self.search.encoder_pass(x, tile_losses=self.tile_losses)  # what search() runs in encoder mode
-        return out.reconstructions, tile_residual(x, out.reconstructions, self.residual), out.scores, out.latents
+        return out.reconstructions, tile_residual(x, out.reconstructions, self.residual, self.C), out.scores, out.latents
 
 
 def torch_tile_outputs(generator: nn.Module, discriminator: nn.Module, encoder: nn.Module, tiles: np.ndarray,
-                       residual: str, lam: float, image_score: str) -> dict[str, np.ndarray]:
+                       residual: str, lam: float, image_score: str, comparator: nn.Module | None = None) -> dict[str, np.ndarray]:
     """TILE_OUTPUTS of tiles (N, C, T, T) in [0, 1] as the torch scorer computes them (Scorer._invert's calls)."""
     from nsgan.score.options import ScoreOptions
     from nsgan.score.scorer import Scorer
@@ -92,7 +95,7 @@ def torch_tile_outputs(generator: nn.Module, discriminator: nn.Module, encoder: 
 
     options = ScoreOptions(search=SearchConfig(mode="encoder", lam=lam), residual=residual, image_score=image_score)
     scorer = Scorer(generator, discriminator, resolution=int(generator.resolution), channels=int(generator.channels),
-                    options=options, device="cpu", encoder=encoder)
+                    options=options, device="cpu", encoder=encoder, comparator=comparator)
     x = torch.from_numpy(np.ascontiguousarray(tiles, np.float32)) * 2.0 - 1.0
     out = scorer.search.search(x, range(len(x)), tile_losses=image_score == "tile")
     res, score = scorer._invert(np.ascontiguousarray(tiles, np.float32), range(len(x)))
@@ -176,7 +179,7 @@ def export_onnx(model_path: str | Path, out: str | Path, *, opset: int = DEFAULT
     from nsgan.common.atomic import atomic_write_bytes
     from nsgan.models.model_file import load_model
     from nsgan.score.maps import DETAIL_SIGMA, IMAGE_SCORES, RESIDUALS
-    from nsgan.score.options import ScoreOptions
+    from nsgan.score.options import RESIDUAL_CHOICES, ScoreOptions, resolve_residual
     from nsgan.score.search import SearchConfig
 
     model_path, out = Path(model_path), Path(out)
@@ -191,8 +194,8 @@ def export_onnx(model_path: str | Path, out: str | Path, *, opset: int = DEFAULT
     residual = defaults.residual if residual is None else residual
     lam = SearchConfig().lam if lam is None else float(lam)
     image_score = defaults.image_score if image_score is None else image_score
-    if residual not in RESIDUALS:
-        raise ConfigError(f"--residual: invalid value {residual!r} (one of {', '.join(RESIDUALS)})")
+    if residual not in RESIDUAL_CHOICES:
+        raise ConfigError(f"--residual: invalid value {residual!r} (one of {', '.join(RESIDUAL_CHOICES)})")
     if image_score not in IMAGE_SCORES:
         raise ConfigError(f"--image-score: invalid value {image_score!r} (one of {', '.join(IMAGE_SCORES)})")
     SearchConfig(mode="encoder", lam=lam)  # validates lam with the search's own message
@@ -203,6 +206,11 @@ def export_onnx(model_path: str | Path, out: str | Path, *, opset: int = DEFAULT
 
     t0 = time.perf_counter()
     model = load_model(model_path)
+    residual = resolve_residual(residual, model.comparator is not None)
+    if residual == "comparator" and model.comparator is None:
+        raise ModelError(f"{model_path}: holds no comparator, so --residual comparator cannot be exported; train one with "
+                         f"`nsgan train-comparator --model {model_path} comparator.kimg=N` or export with --residual detail")
+    comparator = model.comparator if residual == "comparator" else None
     r, c = model.resolution, model.channels
     meta: dict[str, Any] = {
         "format": FORMAT,
@@ -218,7 +226,8 @@ def export_onnx(model_path: str | Path, out: str | Path, *, opset: int = DEFAULT
     }
     if model.encoder is not None:
         tile_losses = image_score == "tile"
-        module: nn.Module = TileNetwork(model.generator, model.discriminator, model.encoder, residual, lam, tile_losses).eval()
+        module: nn.Module = TileNetwork(model.generator, model.discriminator, model.encoder, residual, lam, tile_losses,
+                                        comparator).eval()
         inputs, outputs, dyn_name = ["tile"], list(TILE_OUTPUTS), "tile"
         example = torch.rand(2, c, r, r)
         meta.update({
@@ -237,6 +246,8 @@ def export_onnx(model_path: str | Path, out: str | Path, *, opset: int = DEFAULT
             "after_blending": {"map_sigma": defaults.map_sigma},
             "thresholds": model.thresholds or None,
             "encoder": {k: v for k, v in (model.meta.get("encoder") or {}).items() if k != "config"},
+            "comparator": ({k: (model.meta.get("comparator") or {}).get(k) for k in ("network", "digest", "basis_digest")}
+                           if comparator is not None else None),
         })
     else:
         module = model.generator.eval()
@@ -279,7 +290,8 @@ def export_onnx(model_path: str | Path, out: str | Path, *, opset: int = DEFAULT
     for n in CHECK_BATCHES:
         if meta["kind"] == KIND_TILE:
             feed = rng.random((n, c, r, r), dtype=np.float32)
-            ref = torch_tile_outputs(model.generator, model.discriminator, model.encoder, feed, residual, lam, image_score)
+            ref = torch_tile_outputs(model.generator, model.discriminator, model.encoder, feed, residual, lam, image_score,
+                                     comparator)
         else:
             feed = rng.standard_normal((n, model.latent_dim), dtype=np.float32)
             with torch.no_grad():
@@ -349,6 +361,8 @@ class OnnxTileNetwork(ModelMeta):
 
     def __init__(self, session, meta: dict[str, Any], path: Path):
         self.session, self.meta, self.path = session, meta, path
+        self.has_comparator = meta.get("residual") == "comparator"
+        self.comparator_digest = (meta.get("comparator") or {}).get("digest") if self.has_comparator else None
 
     @classmethod
     def from_file(cls, path: str | Path, threads: int | None = None) -> "OnnxTileNetwork":
@@ -373,14 +387,17 @@ class OnnxTileNetwork(ModelMeta):
         if list(ins) != ["tile"] or list(ins["tile"][1:]) != [c, r, r] or not {"residual", "score"} <= outs:
             raise ModelError(f"{path}: its graph does not take tile ({c}, {r}, {r}) -> residual, score as its "
                              "metadata says; export it again")
-        if meta.get("residual") not in ("pixel", "detail") or meta.get("image_score") not in ("map_max", "tile") or (
+        if meta.get("residual") not in RESIDUALS or meta.get("image_score") not in ("map_max", "tile") or (
                 meta["image_score"] == "tile" and not isinstance(meta.get("lam"), (int, float))):
             raise ModelError(f"{path}: nsgan ONNX metadata lacks its residual, image score or lam; export it again")
         return cls(session, meta, path)
 
     def check_options(self, options) -> None:
         """ConfigError for scoring options the exported graph does not compute (resolved ScoreOptions)."""
+        from nsgan.score.options import resolve_residual
+
         s = options.search
+        options = replace(options, residual=resolve_residual(options.residual, self.has_comparator))
         if s.mode != "encoder":
             raise ConfigError(f"--inversion {s.mode}: {self.path} computes the encoder's one pass only; score with "
                               "--inversion encoder, or with --model for search/refine")

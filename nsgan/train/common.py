@@ -1,4 +1,5 @@
-"""What the GAN and encoder loops share: the data a run reads, the accelerator, batch plumbing, digests and a clean shutdown."""
+"""What the training loops share: the data a run reads, the accelerator, batch plumbing, digests, a clean shutdown,
+and the loop of a phase that trains one network beside frozen ones (the encoder, the comparator)."""
 
 from __future__ import annotations
 
@@ -176,3 +177,118 @@ def shutdown(acc, peers_alive: bool = True) -> None:
             torch.distributed.destroy_process_group()
         except Exception:
             pass
+
+
+# -- what the frozen-basis phases (encoder, comparator) share ------------------------------------------------
+METRICS = "metrics.jsonl"
+
+
+def average_gradients(module: torch.nn.Module) -> None:
+    """Mean of every gradient over all processes in one all-reduce (what DDP would do)."""
+    import torch.distributed as dist
+
+    grads = [p.grad for p in module.parameters() if p.grad is not None]
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    dist.all_reduce(flat)
+    flat /= dist.get_world_size()
+    k = 0
+    for g in grads:
+        g.copy_(flat[k:k + g.numel()].view_as(g))
+        k += g.numel()
+
+
+def short_digest(*modules: torch.nn.Module) -> str:
+    """The first 16 hex digits of weights_digest: names a set of networks in states and model files."""
+    return weights_digest(modules)[:16]
+
+
+def has_state(run_dir: Path) -> bool:
+    from nsgan.train.checkpoint import find_latest
+
+    return find_latest(run_dir) is not None
+
+
+def check_phase_run_dir(run_dir: Path, resume: bool, label: str) -> None:
+    """--resume needs a state in the run folder; a fresh run needs a folder without one (ConfigError / OutputError)."""
+    from nsgan.common.errors import OutputError
+
+    present = has_state(run_dir)
+    if resume and not present:
+        raise ConfigError(f"{run_dir}: --resume given but the {label} run folder holds no complete {label} state")
+    if not resume and present:
+        raise OutputError(f"{run_dir}: already holds an {label} run; pass --resume to continue it or choose another folder"
+                          if label[0] in "aeiou" else
+                          f"{run_dir}: already holds a {label} run; pass --resume to continue it or choose another folder")
+
+
+def run_phase(tr: Any, cfg: TrainConfig, label: str, log_every: int, checkpoint_kimg: float, loss_key: str,
+              grid_prefix: str) -> str:
+    """The loop of a phase that trains one network with the others frozen (encoder, comparator).
+
+    `tr` gives: acc, is_main, world, batch, total, images_seen, step_no, seconds, run_dir; step() -> stats;
+    metrics_row(img_s) -> the row's own fields; save_checkpoint(); save_grid(name) (main process);
+    trained() -> the modules whose weights must end equal on every rank. Writes metrics.jsonl (one row
+    every `log_every` steps, window means of the stats), TensorBoard run `label`, a grid at the start, each
+    state and (caller) the end; a state every `checkpoint_kimg` (0: train.checkpoint_kimg) and at the end.
+    A non-finite `loss_key` stops it (exit 6). Returns the digest all ranks agree on (else exit 6).
+    """
+    import json
+    import math
+    import time
+
+    from accelerate.utils import gather_object
+
+    from nsgan.common.errors import NsganError
+    from nsgan.train import tracking
+    from nsgan.train.display import TrainingDisplay
+
+    acc = tr.acc
+    ckpt_every = max(1, int(round((checkpoint_kimg or cfg.train.checkpoint_kimg) * 1000)))
+    next_ckpt = (tr.images_seen // ckpt_every + 1) * ckpt_every
+    display = TrainingDisplay(tr.total, enabled=tr.is_main and cfg.train.display, start=tr.images_seen, label=label)
+    metrics_fh = open(Path(tr.run_dir) / METRICS, "a") if tr.is_main else None
+    window_t, window_imgs, sums, counts = time.perf_counter(), 0, {}, {}
+    try:
+        tracking.start(acc, label, cfg.to_dict(), step=tr.images_seen)  # in <model folder>/tb/<label>
+        if tr.is_main and tr.images_seen == 0:
+            tr.save_grid(f"{grid_prefix}-000000kimg.png")
+        while tr.images_seen < tr.total:
+            t0 = time.perf_counter()
+            stats = tr.step()
+            tr.seconds += time.perf_counter() - t0
+            tr.images_seen += tr.batch * tr.world
+            tr.step_no += 1
+            window_imgs += tr.batch * tr.world
+            for k, v in stats.items():  # a stat a step does not define (no defect in it) is left out of its mean
+                sums[k] = sums.get(k, 0.0) + v
+                counts[k] = counts.get(k, 0) + 1
+            if not math.isfinite(stats[loss_key]):
+                raise NsganError(f"{label} training diverged at kimg {tr.images_seen / 1000:.1f} (non-finite loss); "
+                                 f"lower {label}.lr or resume from the last state", 6)
+            if tr.step_no % log_every == 0:
+                elapsed = time.perf_counter() - window_t
+                row = {**tr.metrics_row(round(window_imgs / max(elapsed, 1e-9), 2)),
+                       **{k: round(v / counts[k], 6) for k, v in sums.items()}}
+                if metrics_fh:
+                    metrics_fh.write(json.dumps(row) + "\n")
+                    metrics_fh.flush()
+                tracking.log_scalars(acc, row, tr.images_seen)
+                display.update(row)
+                window_t, window_imgs, sums, counts = time.perf_counter(), 0, {}, {}
+            else:
+                display.advance(tr.images_seen)
+            if tr.images_seen >= next_ckpt and tr.images_seen < tr.total:
+                tr.save_checkpoint()
+                if tr.is_main:
+                    tr.save_grid(f"{grid_prefix}-{tr.images_seen // 1000:06d}kimg.png")
+                next_ckpt += ckpt_every
+        tr.save_checkpoint()
+        mine = weights_digest(tr.trained())
+        digests = gather_object([mine]) if tr.world > 1 else [mine]
+        if len(set(digests)) != 1:
+            raise NsganError(f"ranks ended with different {label} weights ({len(set(digests))} distinct digests)", 6)
+        return digests[0]
+    finally:
+        display.close()
+        if metrics_fh:
+            metrics_fh.close()

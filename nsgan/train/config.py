@@ -92,6 +92,43 @@ class EncoderSection:
 
 
 @dataclass
+class ComparatorSection:
+    """The comparator C (nsgan/models/comparator.py) trained after the encoder, G, D and E frozen; kimg 0 = no C.
+
+    Each step shows C `batch` tiles per process: `labelled_fraction` of them labelled abnormal tiles with
+    masks (when the abnormal shards hold any; else normals take their place), the rest normal tiles of which
+    `paint_fraction` get defects painted on the fly (nsgan/data/synthetic.py), the others stay plain (target
+    0); plus `mil_bags` whole labelled images without masks (multiple-instance loss), when there are any.
+    """
+
+    kimg: float = 0.0  # tiles (thousands) shown to C; 0 = no comparator
+    batch: int = 32  # per process
+    lr: float = 0.001
+    reference: str = "reconstruction"  # what C reads beside x: reconstruction (G(E(x))), blur (of x) or none
+    blur_sigma: float = 2.0  # reference blur: its σ in pixels
+    width: int = 16  # channels of every hidden layer
+    dilations: list[int] = field(default_factory=lambda: [1, 1, 2, 2, 4, 1])  # one 3×3 layer per entry
+    kinds: list[str] = field(default_factory=lambda: ["scratch", "pit", "crack"])  # painter kinds drawn
+    blob: bool = True  # also paint Perlin-noise blobs filled with displaced material (a family the painter does not draw)
+    blob_fraction: float = 0.3  # share of painted defects that are blobs (when kinds is not empty)
+    paint_fraction: float = 0.5  # share of the normal tiles painted
+    labelled_fraction: float = 0.25  # share of the batch taken from labelled abnormal tiles with masks
+    mil_bags: int = 1  # labelled images without masks per step (all their tiles)
+    max_area_frac: float = 0.06  # largest painted defect, as a share of the tile
+    contrast: list[float] = field(default_factory=lambda: [0.05, 0.5])  # painted contrast range
+    blur: list[float] = field(default_factory=lambda: [0.0, 0.5, 1.0])  # painted edge blurs (σ, px)
+    loss: str = "focal_dice"  # focal_dice, focal, bce or bce_dice (nsgan/models/comparator_loss.py)
+    focal_gamma: float = 2.0
+    alpha: float = 0.75  # focal: weight of the defect class
+    dice_weight: float = 1.0
+    mil_k: int = 16  # multiple-instance loss: top-k pixels per image
+    mil_weight: float = 1.0
+    max_labelled_tiles: int = 200000  # labelled tiles held in memory at most
+    checkpoint_kimg: float = 0.0  # 0: train.checkpoint_kimg
+    log_every: int = 20
+
+
+@dataclass
 class TrainConfig:
     run_dir: str = "runs/run"
     seed: int = 0
@@ -101,6 +138,7 @@ class TrainConfig:
     schedule: ScheduleSection = field(default_factory=ScheduleSection)
     train: TrainSection = field(default_factory=TrainSection)
     encoder: EncoderSection = field(default_factory=EncoderSection)
+    comparator: ComparatorSection = field(default_factory=ComparatorSection)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -110,6 +148,8 @@ CHOICES = {
     "loss.kind": ("nsgan", "wgangp"),
     "loss.penalty": ("tile", "patch_mask", "patch_mil"),
     "train.mixed_precision": ("auto", "no", "bf16", "fp16"),
+    "comparator.reference": ("reconstruction", "blur", "none"),
+    "comparator.loss": ("focal_dice", "focal", "bce", "bce_dice"),  # nsgan/models/comparator_loss.py LOSS_KINDS
 }
 
 
@@ -216,8 +256,10 @@ def _apply_override(tree: dict[str, Any], path: list[str], value: Any) -> None:
     node[path[-1]] = value
 
 
-def load_config(path: str | Path | None, overrides: list[str] = ()) -> TrainConfig:
-    """Read a YAML config (or only defaults when path is None), apply overrides, validate."""
+def load_config(path: str | Path | None, overrides: list[str] = (), has_encoder: bool | None = None) -> TrainConfig:
+    """Read a YAML config (or only defaults when path is None), apply overrides, validate.
+
+    `has_encoder`: whether the model a later phase trains for already holds E (None: `encoder.kimg` > 0 says)."""
     tree: dict[str, Any] = {}
     source = str(path) if path else "<defaults>"
     if path is not None:
@@ -241,7 +283,7 @@ def load_config(path: str | Path | None, overrides: list[str] = ()) -> TrainConf
         keys, value = parse_override(text)
         _apply_override(tree, keys, value)
     cfg = _build(TrainConfig, tree, "", source)
-    validate(cfg, source)
+    validate(cfg, source, has_encoder=has_encoder)
     return cfg
 
 
@@ -250,7 +292,7 @@ def _check(cond: bool, source: str, key: str, message: str) -> None:
         raise ConfigError(f"{source}: key '{key}' {message}")
 
 
-def validate(cfg: TrainConfig, source: str = "<config>") -> None:
+def validate(cfg: TrainConfig, source: str = "<config>", has_encoder: bool | None = None) -> None:
     """Values that parse but cannot work: bad choices, impossible sizes, γ without abnormal data."""
     for key, choices in CHOICES.items():
         section, name = key.split(".")
@@ -289,6 +331,7 @@ def validate(cfg: TrainConfig, source: str = "<config>") -> None:
     _check(bool(cfg.run_dir), source, "run_dir", "is required")
     validate_trackers(t.log_with, source)
     validate_encoder(cfg, source)
+    validate_comparator(cfg, source, has_encoder)
 
 
 TRACKER_SWITCHES = ("auto", "none")  # nsgan's own words; everything else is an accelerate tracker name
@@ -324,6 +367,51 @@ def validate_encoder(cfg: TrainConfig, source: str = "<config>") -> None:
         _check(ok and value == value, source, f"encoder.{key}", f"{why}, got {value}")
 
 
+def validate_comparator(cfg: TrainConfig, source: str = "<config>", has_encoder: bool | None = None) -> None:
+    """The `comparator:` section; `has_encoder`: whether the model C is trained for holds E (None: encoder.kimg > 0)."""
+    from nsgan.data.painter import KINDS
+
+    c = cfg.comparator
+    for key, ok, why in (
+        ("kimg", c.kimg >= 0, "must be ≥ 0 (0: no comparator)"),
+        ("batch", c.batch >= 1, "must be ≥ 1"),
+        ("lr", c.lr > 0, "must be > 0"),
+        ("blur_sigma", 0 < c.blur_sigma <= 16, "must be in (0, 16]"),
+        ("width", c.width >= 1, "must be ≥ 1"),
+        ("blob_fraction", 0 <= c.blob_fraction <= 1, "must be in [0, 1]"),
+        ("paint_fraction", 0 <= c.paint_fraction <= 1, "must be in [0, 1]"),
+        ("labelled_fraction", 0 <= c.labelled_fraction < 1, "must be in [0, 1)"),
+        ("mil_bags", c.mil_bags >= 0, "must be ≥ 0"),
+        ("max_area_frac", 0 < c.max_area_frac <= 0.5, "must be in (0, 0.5]"),
+        ("focal_gamma", c.focal_gamma >= 0, "must be ≥ 0"),
+        ("alpha", 0 < c.alpha < 1, "must be in (0, 1)"),
+        ("dice_weight", c.dice_weight >= 0, "must be ≥ 0"),
+        ("mil_k", c.mil_k >= 1, "must be ≥ 1"),
+        ("mil_weight", c.mil_weight >= 0, "must be ≥ 0"),
+        ("max_labelled_tiles", c.max_labelled_tiles >= 1, "must be ≥ 1"),
+        ("checkpoint_kimg", c.checkpoint_kimg >= 0, "must be ≥ 0 (0: train.checkpoint_kimg)"),
+        ("log_every", c.log_every >= 1, "must be ≥ 1"),
+    ):
+        value = getattr(c, key)
+        _check(ok and value == value, source, f"comparator.{key}", f"{why}, got {value}")
+    r = cfg.model.resolution
+    _check(bool(c.dilations) and all(1 <= d < r for d in c.dilations), source, "comparator.dilations",
+           f"must be a non-empty list of integers in [1, model.resolution = {r}), got {c.dilations}")
+    for kind in c.kinds:
+        _check(kind in KINDS, source, "comparator.kinds", f"names an unknown defect kind {kind!r} (known: {', '.join(KINDS)})")
+    _check(bool(c.kinds) or c.blob or c.paint_fraction == 0, source, "comparator.kinds",
+           "is empty and comparator.blob is false: nothing to paint (set comparator.paint_fraction=0 to paint nothing)")
+    _check(len(c.contrast) == 2 and 0 < c.contrast[0] <= c.contrast[1] <= 1, source, "comparator.contrast",
+           f"must be [low, high] with 0 < low ≤ high ≤ 1, got {c.contrast}")
+    _check(bool(c.blur) and all(0 <= b <= 4 for b in c.blur), source, "comparator.blur",
+           f"must be a non-empty list of edge blurs in [0, 4] px, got {c.blur}")
+    if c.kimg > 0 and c.reference == "reconstruction":
+        has_e = cfg.encoder.kimg > 0 if has_encoder is None else has_encoder
+        _check(has_e, source, "comparator.reference",
+               "is reconstruction, which needs an encoder: set encoder.kimg > 0 (or add one with `nsgan train-encoder`), "
+               "or choose comparator.reference blur or none")
+
+
 def _validate_patches(m: ModelConfig, lo: LossConfig, source: str) -> None:
     """The patch head and the penalty forms that need it go together."""
     g = m.patch_grid
@@ -341,8 +429,8 @@ def _validate_patches(m: ModelConfig, lo: LossConfig, source: str) -> None:
         _check(lo.mil_k <= g * g, source, "loss.mil_k", f"is {lo.mil_k}, more than the {g * g} patches of a tile")
 
 
-def config_from_dict(values: dict[str, Any], source: str = "<saved config>") -> TrainConfig:
+def config_from_dict(values: dict[str, Any], source: str = "<saved config>", has_encoder: bool | None = None) -> TrainConfig:
     """Rebuild a TrainConfig from `to_dict()` output (e.g. the copy saved in a run)."""
     cfg = _build(TrainConfig, values, "", source)
-    validate(cfg, source)
+    validate(cfg, source, has_encoder=has_encoder)
     return cfg

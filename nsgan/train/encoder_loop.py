@@ -14,15 +14,13 @@ same loop runs whichever engine (DDP or DeepSpeed) trained the GAN.
 
 from __future__ import annotations
 
-import json
 import math
-import time
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from nsgan.common.errors import ConfigError, NsganError, OutputError
+from nsgan.common.errors import ConfigError
 from nsgan.train.config import TrainConfig
 
 METRICS = "metrics.jsonl"
@@ -134,9 +132,24 @@ class EncoderTrainer:
         self.opt.zero_grad(set_to_none=False)
         loss.backward()
         if self.world > 1:
-            _average_gradients(self.E)
+            from nsgan.train.common import average_gradients
+
+            average_gradients(self.E)
         self.opt.step()
         return {k: float(v) for k, v in stats.items()}
+
+    # -- what run_phase asks --------------------------------------------------------------------
+    def metrics_row(self, img_s: float) -> dict[str, Any]:
+        return {"images_seen": self.images_seen, "kimg": round(self.images_seen / 1000, 3), "step": self.step_no,
+                "stage": "encoder", "resolution": self.cfg.model.resolution, "alpha": 1.0, "batch": self.batch * self.world,
+                "lr": self.cfg.encoder.lr, "img_s": img_s, "skipped_normal": self.skipped_before + self.stream.skipped,
+                "time_s": round(self.seconds, 2)}
+
+    def trained(self) -> list[torch.nn.Module]:
+        return [self.E]
+
+    def save_grid(self, name: str) -> Path:
+        return self.save_reconstructions(name)
 
     # -- pictures ---------------------------------------------------------------------------
     def _probe_tiles(self) -> torch.Tensor:
@@ -166,34 +179,16 @@ class EncoderTrainer:
         return write_grid(grid, self.run_dir / "samples" / name)
 
 
-def _average_gradients(module: torch.nn.Module) -> None:
-    """Mean of every gradient over all processes in one all-reduce (what DDP would do)."""
-    import torch.distributed as dist
-
-    grads = [p.grad for p in module.parameters() if p.grad is not None]
-    flat = torch.cat([g.reshape(-1) for g in grads])
-    dist.all_reduce(flat)
-    flat /= dist.get_world_size()
-    k = 0
-    for g in grads:
-        g.copy_(flat[k:k + g.numel()].view_as(g))
-        k += g.numel()
-
-
 def _digest(*modules: torch.nn.Module) -> str:
-    from nsgan.train.common import weights_digest
+    from nsgan.train.common import short_digest
 
-    return weights_digest(modules)[:16]
+    return short_digest(*modules)
 
 
 def check_encoder_run_dir(run_dir: Path, resume: bool) -> None:
-    from nsgan.train.checkpoint import find_latest
+    from nsgan.train.common import check_phase_run_dir
 
-    has_state = find_latest(run_dir) is not None
-    if resume and not has_state:
-        raise ConfigError(f"{run_dir}: --resume given but the encoder run folder holds no complete encoder state")
-    if not resume and has_state:
-        raise OutputError(f"{run_dir}: already holds an encoder run; pass --resume to continue it or choose another folder")
+    check_phase_run_dir(run_dir, resume, "encoder")
 
 
 def train_encoder(cfg: TrainConfig, generator: torch.nn.Module, discriminator: torch.nn.Module, model_path: Path,
@@ -201,93 +196,22 @@ def train_encoder(cfg: TrainConfig, generator: torch.nn.Module, discriminator: t
     """Train E to `encoder.kimg`, then write it into `model_path` (main process). Returns model_path."""
     from nsgan.models.model_file import add_encoder
     from nsgan.share.card import refresh_card
-    from nsgan.train import tracking
-    from nsgan.train.common import weights_digest
-    from nsgan.train.display import TrainingDisplay
+    from nsgan.train.common import has_state, run_phase
 
     run_dir = Path(run_dir)
-    resume = resume and _has_state(run_dir)  # `nsgan train --resume` may reach the encoder for the first time
+    resume = resume and has_state(run_dir)  # `nsgan train --resume` may reach the encoder for the first time
     check_encoder_run_dir(run_dir, resume)
     tr = EncoderTrainer(cfg, generator, discriminator, run_dir, accelerator, normal_shards, channels, resume=resume)
     if tr.is_main:
         (run_dir / "samples").mkdir(parents=True, exist_ok=True)
     accelerator.wait_for_everyone()
     e = cfg.encoder
-    ckpt_every = int(round((e.checkpoint_kimg or cfg.train.checkpoint_kimg) * 1000))
-    next_ckpt = (tr.images_seen // ckpt_every + 1) * ckpt_every
-    display = TrainingDisplay(tr.total, enabled=tr.is_main and cfg.train.display, start=tr.images_seen, label="encoder")
-    metrics_fh = open(run_dir / METRICS, "a") if tr.is_main else None
-    window_t, window_imgs, sums, count = time.perf_counter(), 0, {}, 0
-    try:
-        tracking.start(accelerator, "encoder", cfg.to_dict(), step=tr.images_seen)  # in <model folder>/tb/encoder
-        if tr.is_main and tr.images_seen == 0:
-            tr.save_reconstructions("recon-000000kimg.png")
-        while tr.images_seen < tr.total:
-            t0 = time.perf_counter()
-            stats = tr.step()
-            tr.seconds += time.perf_counter() - t0
-            tr.images_seen += tr.batch * tr.world
-            tr.step_no += 1
-            window_imgs += tr.batch * tr.world
-            for k, v in stats.items():
-                sums[k] = sums.get(k, 0.0) + v
-            count += 1
-            if not math.isfinite(stats["loss_e"]):
-                raise NsganError(f"encoder training diverged at kimg {tr.images_seen / 1000:.1f} (non-finite loss); "
-                                 "lower encoder.lr or resume from the last state", 6)
-            if tr.step_no % e.log_every == 0:
-                elapsed = time.perf_counter() - window_t
-                row = {"images_seen": tr.images_seen, "kimg": round(tr.images_seen / 1000, 3), "step": tr.step_no,
-                       "stage": "encoder", "resolution": cfg.model.resolution, "alpha": 1.0, "batch": tr.batch * tr.world,
-                       "lr": e.lr, "img_s": round(window_imgs / max(elapsed, 1e-9), 2),
-                       "skipped_normal": tr.skipped_before + tr.stream.skipped, "time_s": round(tr.seconds, 2),
-                       **{k: round(v / count, 6) for k, v in sums.items()}}
-                if metrics_fh:
-                    metrics_fh.write(json.dumps(row) + "\n")
-                    metrics_fh.flush()
-                tracking.log_scalars(accelerator, row, tr.images_seen)
-                display.update(row)
-                window_t, window_imgs, sums, count = time.perf_counter(), 0, {}, 0
-            else:
-                display.advance(tr.images_seen)
-            if tr.images_seen >= next_ckpt and tr.images_seen < tr.total:
-                tr.save_checkpoint()
-                if tr.is_main:
-                    tr.save_reconstructions(f"recon-{tr.images_seen // 1000:06d}kimg.png")
-                next_ckpt += ckpt_every
-        tr.save_checkpoint()
-        from accelerate.utils import gather_object
-
-        mine = weights_digest([tr.E])
-        digests = gather_object([mine]) if tr.world > 1 else [mine]
-        if len(set(digests)) != 1:
-            raise NsganError(f"ranks ended with different encoder weights ({len(set(digests))} distinct digests)", 6)
-        if tr.is_main:
-            tr.save_reconstructions("recon-final.png")
-            add_encoder(model_path, tr.E, {"images_seen": tr.images_seen, "kimg": tr.images_seen / 1000,
-                                           "config": cfg.to_dict()["encoder"], "world_size": tr.world,
-                                           "train_seconds": round(tr.seconds, 2), "digest": digests[0]})
-            refresh_card(model_path, "train-encoder")
-        accelerator.wait_for_everyone()
-        return Path(model_path)
-    finally:
-        display.close()
-        if metrics_fh:
-            metrics_fh.close()
-
-
-def _has_state(run_dir: Path) -> bool:
-    from nsgan.train.checkpoint import find_latest
-
-    return find_latest(run_dir) is not None
-
-
-# ----------------------------------------------------------------------------- CLI
-
-
-
-
-
-
-
-
+    digest = run_phase(tr, cfg, "encoder", e.log_every, e.checkpoint_kimg, "loss_e", "recon")
+    if tr.is_main:
+        tr.save_grid("recon-final.png")
+        add_encoder(model_path, tr.E, {"images_seen": tr.images_seen, "kimg": tr.images_seen / 1000,
+                                       "config": cfg.to_dict()["encoder"], "world_size": tr.world,
+                                       "train_seconds": round(tr.seconds, 2), "digest": digest})
+        refresh_card(model_path, "train-encoder")
+    accelerator.wait_for_everyone()
+    return Path(model_path)

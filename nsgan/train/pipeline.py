@@ -1,4 +1,5 @@
-"""A training run in one place: the GAN phase, then (encoder.kimg > 0) the encoder phase, under one run lock and one process group."""
+"""A training run in one place: the GAN phase, then (encoder.kimg > 0) the encoder phase, then (comparator.kimg > 0)
+the comparator phase, under one run lock and one process group."""
 
 from __future__ import annotations
 
@@ -61,6 +62,14 @@ def _train(cfg: TrainConfig, source: str, resume: bool) -> Path:
 
             train_encoder(cfg, copy.deepcopy(trainer.G_ema), copy.deepcopy(trainer.D_raw), run_dir / MODEL,
                           run_dir / "encoder", acc, trainer.normal_shards, trainer.channels, resume=resume)
+        if cfg.comparator.kimg > 0:  # the comparator C, beside the G (EMA) and E the model file now holds, all frozen
+            from nsgan.models.model_file import load_model
+            from nsgan.train.comparator_loop import train_comparator
+
+            tracking.stop(acc)  # the comparator logs as its own run (RUN/tb/comparator)
+            m = load_model(run_dir / MODEL)
+            train_comparator(cfg, m.generator, m.encoder, run_dir / MODEL, run_dir / "comparator", acc, trainer.normal_shards,
+                             trainer.abnormal_shards, trainer.channels, resume=resume)
         return model_path
     except KeyboardInterrupt:
         raise  # mid-step (a second Ctrl-C, or many processes): no save, the last complete state stands

@@ -16,6 +16,8 @@ import argparse
 
 import numpy as np
 
+from nsgan.data.blobs import FAMILY as BLOB
+from nsgan.data.blobs import paint_blob_image
 from nsgan.data.painter import KINDS, paint_defects
 from nsgan.common.errors import DataError
 from nsgan.data.textures import TEXTURES, texture_image
@@ -38,6 +40,8 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-defects", type=int, default=2, help="defects per defective image: 1..this")
     p.add_argument("--large-size", type=int, default=1024, help="side of the full-size test images (0: none)")
     p.add_argument("--large-defects", type=int, default=8, help="defects on the full-size defective image")
+    p.add_argument("--test-blobs", type=int, default=0,
+                   help="test/blob/ images with one Perlin blob of displaced material each (a shape the painter never draws)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--overwrite", action="store_true")
 
@@ -48,7 +52,7 @@ def run(args) -> dict:
                           n_train=args.n_train, n_abnormal=args.n_abnormal, n_test_good=args.n_test_good,
                           n_test_defect=args.n_test_defect, kinds=kinds, max_defects=args.max_defects,
                           large_size=args.large_size, large_defects=args.large_defects, seed=args.seed,
-                          overwrite=args.overwrite)
+                          overwrite=args.overwrite, n_test_blob=args.test_blobs)
 
 
 def _info(infos):
@@ -65,8 +69,12 @@ def _material(texture, size, rng, part, downscale):
 
 def build_textures(out, *, texture="brick", size=128, downscale=1, epsilon=0.05, n_train=200, n_abnormal=20,
                    n_test_good=30, n_test_defect=30, kinds=KINDS, max_defects=2, large_size=1024,
-                   large_defects=8, seed=0, overwrite=False) -> dict:
-    """Write the category folder; returns the protocol dict also written to protocol.json."""
+                   large_defects=8, seed=0, overwrite=False, n_test_blob=0) -> dict:
+    """Write the category folder; returns the protocol dict also written to protocol.json.
+
+    `n_test_blob` test/blob/ images (one blob each, nsgan.data.blobs, fill shift or gain, under 1% of
+    the pixels) are drawn after everything else, so the other folders are the same with or without them.
+    """
     if not 0 <= epsilon < 1:
         raise DataError(f"--epsilon must be in [0, 1), got {epsilon}")
     if downscale < 1:
@@ -93,9 +101,11 @@ def build_textures(out, *, texture="brick", size=128, downscale=1, epsilon=0.05,
                 contaminated.append({"path": writer.image("train", "good", f"{k:05d}", img), "defects": _info(infos)})
             else:
                 writer.image("train", "good", f"{k:05d}", _material(texture, size, rng, "train", downscale))
+        labelled = []
         for k in range(n_abnormal):
-            img, mask, _ = defective("train", kinds)
-            writer.image("train", "defect", f"{k:05d}", img, mask)
+            img, mask, infos = defective("train", kinds)
+            labelled.append({"path": writer.image("train", "defect", f"{k:05d}", img, mask),
+                             "kinds": sorted({i["kind"] for i in infos})})
         for k in range(n_test_good):
             writer.image("test", "good", f"{k:05d}", _material(texture, size, rng, "test", downscale))
         for k in range(n_test_defect):
@@ -112,9 +122,13 @@ def build_textures(out, *, texture="brick", size=128, downscale=1, epsilon=0.05,
             writer.image("large/test", "mixed", "large_000", img, mask)
             large = {"size": large_size, "defects": _info(infos), "mask_fraction": float(mask.mean()),
                      "material": "whole photo, mirror-tiled beyond its size; overlaps training material"}
+        for k in range(n_test_blob):  # after every other draw: the folders above do not change
+            img, mask, _ = paint_blob_image(_material(texture, size, rng, "test", downscale), rng, 0.01)
+            writer.image("test", BLOB, f"{k:05d}", img, mask)
         return writer.finish({
             "protocol": "textures", "seed": seed, "texture": texture, "size": size, "downscale": downscale, "epsilon": epsilon,
             "n_train": n_train, "n_abnormal": n_abnormal, "n_test_good": n_test_good,
             "n_test_defect": n_test_defect, "kinds": list(kinds), "max_defects": max_defects,
             "pixel_masks": True, "large": large, "contaminated_train": contaminated,
+            "labelled_train": labelled, "n_test_blob": n_test_blob,
         })

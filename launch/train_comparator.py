@@ -1,0 +1,8 @@
+"""`accelerate launch launch/train_comparator.py --model M comparator.kimg=N`: train the comparator on any number of processes."""
+
+import sys
+
+from nsgan.cli.train_comparator import launch_main
+
+if __name__ == "__main__":
+    sys.exit(launch_main())

@@ -1,0 +1,80 @@
+"""`nsgan train-comparator` and `accelerate launch launch/train_comparator.py`: add the comparator C to a model file."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from nsgan.common.errors import ConfigError
+from nsgan.train.comparator_loop import check_comparator_run_dir, train_comparator
+from nsgan.train.config import (
+    TrainConfig,
+    config_from_dict,
+    load_config,
+    parse_override,
+)
+
+
+def configure_parser(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", required=True, help="exported model (.safetensors) to add a comparator to")
+    p.add_argument("--config", help="YAML config (default: the config stored in the model file)")
+    p.add_argument("--run-dir", help="comparator run folder (default: <model folder>/comparator)")
+    p.add_argument("--resume", action="store_true", help="continue the comparator run at its last complete state")
+    p.add_argument("overrides", nargs="*", metavar="key=value",
+                   help="dotted overrides, e.g. comparator.kimg=4 comparator.kinds=[scratch,pit] data.abnormal=shards/abnormal")
+
+
+def config_for(args: argparse.Namespace, meta: dict[str, Any]) -> tuple[TrainConfig, str]:
+    """--config + overrides, else the model's own config + overrides; model.* from the model file, E from its tensors."""
+    has_encoder = "encoder" in meta
+    if args.config:
+        cfg, source = load_config(args.config, args.overrides, has_encoder=has_encoder), args.config
+    else:
+        source = f"{args.model} (stored config)"
+        tree = dict(meta.get("config") or {})
+        if not tree:
+            raise ConfigError(f"{args.model}: holds no training config; pass --config")
+        from nsgan.train.config import _apply_override
+
+        for text in args.overrides:
+            keys, value = parse_override(text)
+            _apply_override(tree, keys, value)
+        cfg = config_from_dict(tree, source=source, has_encoder=has_encoder)
+    if cfg.comparator.kimg <= 0:
+        raise ConfigError(f"{source}: key 'comparator.kimg' is 0: pass comparator.kimg=N (thousands of tiles to train the comparator on)")
+    res, ch = int(meta["resolution"]), int(meta["channels"])
+    if cfg.model.resolution != res:
+        raise ConfigError(f"{source}: key 'model.resolution' is {cfg.model.resolution} but the model is {res} px")
+    cfg.data.channels = ch
+    return cfg, source
+
+
+def run(args: argparse.Namespace, accelerator: Any = None) -> int:
+    from nsgan.models.model_file import load_model
+    from nsgan.train.common import make_accelerator, resolve_data
+
+    model_path = Path(args.model)
+    m = load_model(model_path)
+    cfg, source = config_for(args, m.meta)
+    normal, abnormal, channels = resolve_data(cfg, source)
+    run_dir = Path(args.run_dir) if args.run_dir else model_path.parent / "comparator"
+    check_comparator_run_dir(run_dir, args.resume)  # before any process group or file exists
+    acc = accelerator or make_accelerator(cfg, model_dir=model_path.parent, source=source)
+    try:
+        train_comparator(cfg, m.generator, m.encoder, model_path, run_dir, acc, normal, abnormal, channels, resume=args.resume)
+    finally:
+        from nsgan.train.common import shutdown
+
+        shutdown(acc)
+    if acc.is_main_process:
+        print(f"comparator written into {model_path} (run folder {run_dir})")
+    return 0
+
+
+def launch_main(argv: list[str] | None = None) -> int:
+    """Entry for `accelerate launch launch/train_comparator.py`: same options, one-line errors on every rank."""
+    from nsgan.cli.launch import launch_entry
+
+    return launch_entry(argv, "launch/train_comparator.py", "Train nsgan's comparator under accelerate.", "train-comparator",
+                        configure_parser, run)
