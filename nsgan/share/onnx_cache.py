@@ -81,7 +81,7 @@ def _check_against_torch(net, model, options: ScoreOptions, seed: int = 0) -> fl
     rng = np.random.default_rng(seed)
     tiles = rng.random((CHECK_TILES, model.channels, model.resolution, model.resolution), dtype=np.float32)
     ref = torch_tile_outputs(model.generator, model.discriminator, model.encoder, tiles, options.residual,
-                             options.search.lam, options.image_score)
+                             options.search.lam, options.image_score, comparator=model.comparator)
     res, score = net(tiles)
     return float(max(np.abs(res.astype(np.float64) - ref["residual"]).max(), np.abs(score.astype(np.float64) - ref["score"]).max()))
 
@@ -132,7 +132,10 @@ def _why_not_onnx(meta: dict[str, Any], options: ScoreOptions, accelerator: Any)
 def scorer_for(model: str | Path, options: ScoreOptions, backend: str = "auto", *, images: list[Path] = (),
                accelerator: Any = None, progress: bool = False):
     """(Scorer, note) for a model file, folder or Hub repo id; see the module's docstring for what auto picks."""
+    from dataclasses import replace
+
     from nsgan.models.model_file import read_metadata
+    from nsgan.score.options import resolve_residual
     from nsgan.score.scorer import Scorer, resolve_pretrained
 
     if backend not in BACKENDS:
@@ -141,7 +144,11 @@ def scorer_for(model: str | Path, options: ScoreOptions, backend: str = "auto", 
     if backend == "torch":
         return Scorer.from_pretrained(model, options, **kwargs), "torch (asked for)"
     path, name = resolve_pretrained(model)
-    why = _why_not_onnx(read_metadata(path), options, accelerator)
+    meta = read_metadata(path)
+    # `auto` names what this model computes (the comparator's map when it has C and that is the default):
+    # the cache file, the export and its check against torch must all mean the same residual.
+    options = replace(options, residual=resolve_residual(options.residual, "comparator" in meta))
+    why = _why_not_onnx(meta, options, accelerator)
     if why is None:
         try:
             import onnxruntime  # noqa: F401
