@@ -645,4 +645,4 @@ class _progress_bar:
             self.progress.stop()
 
 
-__all__ = ["write_shards", "configure_parser", "run", "Manifest", "MANIFEST_NAME"]
+__all__ = ["write_shards", "Manifest", "MANIFEST_NAME"]
