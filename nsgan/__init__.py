@@ -46,7 +46,7 @@ _API = {
     # models
     "load_model": "nsgan.models.model_file", "save_model": "nsgan.models.model_file", "Comparator": "nsgan.models.comparator",
     # measuring
-    "evaluate": "nsgan.evaluate.evaluation", "calibrate": "nsgan.evaluate.calibrate",
+    "evaluate": "nsgan.evaluate.evaluation", "calibrate": "nsgan.evaluate.calibrate", "audit": "nsgan.evaluate.audit",
     # sharing
     "export_onnx": "nsgan.share.onnx_export", "scorer_from_onnx": "nsgan.share.onnx_export",
     "write_card": "nsgan.share.card",

@@ -25,6 +25,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "score": ("nsgan.cli.score", "score full-size images tile by tile and write anomaly maps and reports"),
     "calibrate": ("nsgan.cli.calibrate", "set image and pixel thresholds from held-out images and store them with the model"),
     "evaluate": ("nsgan.cli.evaluate", "measure detection quality on an MVTec-style folder"),
+    "audit": ("nsgan.cli.audit", "rank the training images by the model's image score: which \"normal\" images are dirty"),
     "export-onnx": ("nsgan.cli.export_onnx", "export the feed-forward scoring path (E → G → residual, score) to ONNX, checked in ONNX Runtime"),
 }
 

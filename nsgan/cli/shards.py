@@ -34,11 +34,37 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--shard-size", type=int, default=1000, metavar="N", help="samples per shard (default 1000)")
     p.add_argument("--seed", type=int, default=0, help="seed for image order and random crops")
     p.add_argument("--overwrite", action="store_true", help="replace an existing shard set in --out")
+    listed = p.add_argument_group("images of --normal that are defective after all (the audit's suspects)")
+    listed.add_argument("--abnormal-list", metavar="FILE",
+                        help="text file naming images under --normal (one relative path a line, e.g. nsgan audit's "
+                             "suspects.txt): they go to the abnormal set instead")
+    listed.add_argument("--abnormal-list-masks", metavar="DIR",
+                        help="masks for the listed images, by the same relative path (e.g. nsgan audit's OUT/masks)")
+    listed.add_argument("--abnormal-masks-from-audit", metavar="AUDIT_OUT",
+                        help="both of the above from an `nsgan audit --out AUDIT_OUT`: its suspects.txt and masks/, so "
+                             "the patch-level penalty can act on the regions the audit found")
 
 
 def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from rich.console import Console
 
+    from nsgan.common.errors import ConfigError
+
+    listed, list_masks = args.abnormal_list, args.abnormal_list_masks
+    if args.abnormal_masks_from_audit:
+        if listed or list_masks:
+            raise ConfigError("--abnormal-masks-from-audit sets --abnormal-list and --abnormal-list-masks: pass one or the other")
+        from nsgan.evaluate.audit import MASKS, SUSPECTS
+
+        audit_out = Path(args.abnormal_masks_from_audit)
+        listed = audit_out / SUSPECTS
+        if not listed.is_file():
+            raise ConfigError(f"--abnormal-masks-from-audit: {listed} not found (not an nsgan audit output folder?)")
+        list_masks = audit_out / MASKS
+        if not list_masks.is_dir():  # no suspect had a region: image labels only
+            list_masks = None
     manifest = write_shards(
         args.normal,
         args.abnormal,
@@ -54,6 +80,8 @@ def run(args: argparse.Namespace) -> int:
         progress=True,
         abnormal_centred=args.abnormal_centred,
         centre_jitter=args.centre_jitter,
+        abnormal_list=listed,
+        abnormal_list_masks=list_masks,
     )
     c = manifest["counts"]
     console = Console(stderr=True)

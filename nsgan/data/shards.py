@@ -31,7 +31,7 @@ import numpy as np
 
 from nsgan import __version__
 from nsgan.common.atomic import fsync_dir, fsync_file
-from nsgan.common.errors import DataError, NsganError, OutputError
+from nsgan.common.errors import printable, DataError, NsganError, OutputError
 from nsgan.data.imageio import (
     MASK_SUFFIX,
     PIL_GRAY_MODES,
@@ -74,12 +74,18 @@ def write_shards(
     progress: bool = False,
     abnormal_centred: int = 0,
     centre_jitter: int | None = None,
+    abnormal_list: str | Path | None = None,
+    abnormal_list_masks: str | Path | None = None,
 ) -> Manifest:
     """Tile the images of `normal_dir` (and `abnormal_dir`) into shard sets under `out`; return the manifest.
 
     `abnormal_centred` K > 0 (needs masks): an abnormal image with a mask gives K tiles per mask
     component, centred on it with up to `centre_jitter` px of seeded shift (default tile // 8), in
     place of the grid tiles that touch the mask; its grid tiles off the mask still go to normal.
+
+    `abnormal_list`: a text file naming images under `normal_dir` (one relative path a line, as
+    `nsgan audit` writes suspects.txt; blank lines and `#` comments skipped) that go to the abnormal set
+    instead, with masks from `abnormal_list_masks` (same relative paths) where one exists there.
 
     Raises NsganError for bad options, DataError when no normal tile comes out of `normal_dir`, and
     OutputError when `out` already holds shards (unless `overwrite`) or is someone else's folder.
@@ -95,9 +101,21 @@ def write_shards(
     if abnormal_dir is not None:
         inputs["abnormal"] = (Path(abnormal_dir), list_images(abnormal_dir))
     masks = _MaskIndex(Path(abnormal_masks_dir)) if abnormal_masks_dir is not None else None
+    listed: list[Path] = []
+    list_masks = None
+    if abnormal_list is not None:
+        listed = read_image_list(abnormal_list, normal_dir, inputs["normal"][1])
+        chosen = set(listed)
+        inputs["normal"] = (normal_dir, [p for p in inputs["normal"][1] if p not in chosen])
+        if abnormal_list_masks is not None:
+            if not Path(abnormal_list_masks).is_dir():
+                raise DataError(f"{abnormal_list_masks}: not a folder")
+            list_masks = _MaskIndex(Path(abnormal_list_masks))
+    elif abnormal_list_masks is not None:
+        raise NsganError("--abnormal-list-masks needs --abnormal-list")
 
     if channels is None:
-        channels = _decide_channels([p for _, files in inputs.values() for p in files])
+        channels = _decide_channels([p for _, files in inputs.values() for p in files] + listed)
 
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -109,11 +127,13 @@ def write_shards(
     try:
         cutter = _Cutter(tile, stride, random_crops, channels, seed, abnormal_centred, centre_jitter)
         report = _Report()
-        jobs = [(name, root, path) for name, (root, files) in inputs.items() for path in files]
+        jobs = [(name, root, path, masks if name == "abnormal" else None)
+                for name, (root, files) in inputs.items() for path in files]
+        jobs += [("abnormal", normal_dir, path, list_masks) for path in listed]
         random.Random(seed).shuffle(jobs)  # mixes images (and subfolders) across shards
         with _progress_bar(progress, len(jobs)) as advance:
-            for name, root, path in jobs:
-                _cut_one(name, root, path, cutter, masks, writers, report)
+            for name, root, path, job_masks in jobs:
+                _cut_one(name, root, path, cutter, job_masks, writers, report)
                 advance()
         for w in writers.values():
             w.close()
@@ -125,6 +145,10 @@ def write_shards(
             )
         manifest = _manifest(inputs, masks, tile, stride, random_crops, channels, shard_size, seed, writers, report)
         manifest.update(abnormal_centred=abnormal_centred, centre_jitter=centre_jitter if abnormal_centred else None)
+        if abnormal_list is not None:
+            manifest["inputs"].update(abnormal_list=str(abnormal_list), abnormal_list_masks=None if abnormal_list_masks is None
+                                      else str(abnormal_list_masks), abnormal_listed=len(listed))
+            manifest["counts"]["images_found"] += len(listed)
         _write_json_atomic(tmp / MANIFEST_NAME, manifest)
         _replace_folder(tmp, out)
     except BaseException:
@@ -133,6 +157,36 @@ def write_shards(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return manifest
+
+
+def read_image_list(list_file: str | Path, root: Path, images: list[Path]) -> list[Path]:
+    """The images of `images` (under `root`) that `list_file` names, one relative path a line (an
+    absolute path inside root also counts); DataError naming the file and line for a name not there."""
+    list_file = Path(list_file)
+    try:
+        lines = list_file.read_text(encoding="utf-8", errors="surrogateescape").splitlines()
+    except OSError as exc:
+        raise DataError(f"{list_file}: cannot read the image list ({exc.strerror or exc})") from None
+    by_rel = {p.relative_to(root).as_posix(): p for p in images}
+    root_abs = root.resolve()
+    chosen: dict[Path, None] = {}
+    for k, line in enumerate(lines, start=1):
+        name = line.strip()
+        if not name or name.startswith("#"):
+            continue
+        candidate = Path(name)
+        if candidate.is_absolute():
+            try:
+                name = candidate.resolve().relative_to(root_abs).as_posix()
+            except ValueError:
+                raise DataError(f"{list_file}:{k}: {printable(line.strip())} is not under {root}") from None
+        path = by_rel.get(Path(name).as_posix())
+        if path is None:
+            raise DataError(f"{list_file}:{k}: {printable(line.strip())} is not an image of {root}")
+        chosen[path] = None
+    if not chosen:
+        raise DataError(f"{list_file}: names no image")
+    return list(chosen)
 
 
 # --------------------------------------------------------------------------------- checks

@@ -168,7 +168,7 @@ def _write_atomic(path: Path, text: str) -> None:
     atomic_write_text(path, text)
 
 
-def _progress(enabled: bool, total: int):
+def _progress(enabled: bool, total: int, label: str = "evaluate"):
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -177,9 +177,9 @@ def _progress(enabled: bool, total: int):
         TimeRemainingColumn,
     )
 
-    prog = Progress(TextColumn("evaluate"), BarColumn(), MofNCompleteColumn(), TextColumn("images"),
+    prog = Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), TextColumn("images"),
                     TimeRemainingColumn(), disable=not enabled)
-    return prog, prog.add_task("evaluate", total=total)
+    return prog, prog.add_task(label, total=total)
 
 
 def evaluate(model: str | Path, data: str | Path, out: str | Path, options=None, *, overwrite: bool = False,

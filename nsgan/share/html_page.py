@@ -102,9 +102,13 @@ def _csp_hash(text: str) -> str:
     return "'sha256-" + base64.b64encode(hashlib.sha256(text.encode("utf-8")).digest()).decode("ascii") + "'"
 
 
-# Nothing but this page's own style and script, and data: images: no network, no injected script.
-CSP = (f"default-src 'none'; img-src data:; style-src {_csp_hash(CSS)}; script-src {_csp_hash(JS)}; "
-       "base-uri 'none'; form-action 'none'")
+def csp_for(script: str) -> str:
+    """Nothing but the page's own style and script, and data: images: no network, no injected script."""
+    return (f"default-src 'none'; img-src data:; style-src {_csp_hash(CSS)}; script-src {_csp_hash(script)}; "
+            "base-uri 'none'; form-action 'none'")
+
+
+CSP = csp_for(JS)  # the score and evaluate pages
 
 
 # ------------------------------------------------------------------------------ small pieces
@@ -144,14 +148,15 @@ def _filters(counts: dict[str, tuple[str, int]], total: int) -> str:
     return f'<div class="filters">{"".join(buttons)} <span id="shown" class="muted">{total} of {total} shown</span></div>'
 
 
-def _page(title: str, body: str) -> str:
+def _page(title: str, body: str, script: str = JS) -> str:
+    """A whole page in the house style; `script` is its one script (JS: the filter buttons), allowed by hash."""
     return (
         "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
         f"{MARKER}\n<meta name=\"nsgan-version\" content=\"{text(__version__)}\">\n"
-        f"<meta http-equiv=\"Content-Security-Policy\" content=\"{CSP}\">\n"
+        f"<meta http-equiv=\"Content-Security-Policy\" content=\"{csp_for(script)}\">\n"
         "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n"
         f"<title>{text(title)}</title>\n<style>{CSS}</style>\n</head>\n<body>\n{body}\n"
-        f"<script>{JS}</script>\n</body>\n</html>\n"
+        f"<script>{script}</script>\n</body>\n</html>\n"
     )
 
 

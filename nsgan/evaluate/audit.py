@@ -1,0 +1,267 @@
+"""`nsgan audit`: rank a training folder by the model's own image score, so the dirty "normal" images
+come first.
+
+The paper's premise is that the normal training set hides defects; a trained model can point at
+them. Every image of the folder (or of the folder behind a shard set, from its manifest) is scored
+with the model's default scoring; small images share batches as in evaluate. OUT gets:
+
+- `audit.jsonl`: one JSON row per image as it is scored (the first line names the model and settings).
+  It is the run's memory: a stopped audit, run again, scores only the images not in it yet, and the
+  same command on a grown folder scores only the new images. Another model or other settings are
+  refused (--overwrite starts again).
+- `audit.csv`: rank, path (relative to the folder), image score, the largest region's box and area.
+- `suspects.txt`: the images above the model's calibrated image threshold, or the top `top` percent
+  when asked for (and, on an uncalibrated model, by default): one relative path a line, the list
+  `nsgan shards --abnormal-list` reads, so the suspects feed the γ penalty of the next training.
+- `masks/`: for each image with a region, the map above the pixel threshold as a PNG mask at the
+  image's relative path (`nsgan shards --abnormal-masks-from-audit OUT` uses them with the list).
+- `thumbs/` and `index.html`: overlays highest first, a checkbox per image, and a button that saves
+  the ticked names as a text file (no server; see nsgan.evaluate.audit_page).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from nsgan.common.errors import ConfigError, DataError, OutputError
+
+ROWS = "audit.jsonl"
+CSV = "audit.csv"
+SUSPECTS = "suspects.txt"
+SUMMARY = "audit.json"
+THUMBS = "thumbs"
+MASKS = "masks"
+DEFAULT_TOP = 5.0  # percent flagged on a model without a calibrated image threshold
+THUMB_SIDE = 160
+FORMAT = "nsgan-audit/1"
+
+
+@dataclass
+class AuditRow:
+    """One audited image; `path` is relative to the audited folder (posix), as a list file names it."""
+
+    id: int  # order scored: names its thumbnail
+    path: str
+    score: float
+    regions: int
+    box: list[int] | None  # the largest region's x0, y0, x1, y1 (end exclusive), None without regions
+    area: int  # the largest region's pixels above the threshold
+    shape: list[int]
+
+
+@dataclass
+class AuditResult:
+    out: Path
+    rows: list[AuditRow]  # highest score first
+    suspects: list[str]
+    rule: str  # how the suspects were chosen
+    scored_now: int  # images scored by this call (the rest came from an earlier, stopped or smaller run)
+
+
+def audit_folder(data: str | Path) -> Path:
+    """The folder of images to audit: `data` itself, or the normal-images folder a shard set was cut from."""
+    data = Path(data)
+    if not data.exists():
+        raise DataError(f"{data}: no such folder")
+    manifest = data / "manifest.json" if data.is_dir() else data if data.name == "manifest.json" else None
+    if manifest is not None and manifest.is_file():
+        from nsgan.data.stream import read_manifest
+
+        root = read_manifest(manifest).get("inputs", {}).get("normal")
+        if not root:
+            raise DataError(f"{manifest}: names no normal-images folder (inputs.normal)")
+        root = Path(root)
+        if not root.is_absolute() and not root.is_dir():
+            root = manifest.parent / root
+        if not root.is_dir():
+            raise DataError(f"{manifest}: its normal images ({root}) are not here; pass the image folder as --data")
+        return root
+    if not data.is_dir():
+        raise DataError(f"{data}: not a folder of images nor a shard set (no manifest.json)")
+    return data
+
+
+def _header(scorer, root: Path) -> dict[str, Any]:
+    return {"format": FORMAT, "data": str(root.resolve()), "model_sha256": scorer.model_sha256,
+            "map_settings": scorer.map_settings(), "tiling": {"tile": scorer.tile, "stride": scorer.stride}}
+
+
+def _read_rows(path: Path) -> tuple[dict | None, list[AuditRow]]:
+    """(header, rows) of an audit.jsonl; a torn last line (a run killed mid-write) is dropped."""
+    try:
+        lines = path.read_text(encoding="utf-8", errors="surrogateescape").splitlines()
+    except OSError as exc:
+        raise OutputError(f"{path}: cannot read it ({exc.strerror or exc})") from None
+    if not lines:
+        return None, []
+    try:
+        header = json.loads(lines[0])
+    except ValueError:
+        raise OutputError(f"{path}: not an audit file of nsgan (first line is not JSON); use --overwrite to start again") from None
+    if not isinstance(header, dict) or header.get("format") != FORMAT:
+        raise OutputError(f"{path}: not an audit file of nsgan; use --overwrite to start again")
+    rows = []
+    for k, line in enumerate(lines[1:], start=2):
+        try:
+            rows.append(AuditRow(**json.loads(line)))
+        except (ValueError, TypeError):
+            if k == len(lines):
+                break  # the line a killed run was writing
+            raise OutputError(f"{path}: line {k} is not an audit row; use --overwrite to start again") from None
+    return header, rows
+
+
+def _prepare_out(out: Path, header: dict, overwrite: bool) -> list[AuditRow]:
+    """Rows an earlier run of the same audit left (resume), after checking OUT may be written."""
+    from nsgan.score.scorer import ensure_writable
+    from nsgan.share.html_page import check_page
+
+    rows_file = out / ROWS
+    if rows_file.exists() and overwrite:
+        rows_file.unlink()
+        for sub in (THUMBS, MASKS):
+            shutil.rmtree(out / sub, ignore_errors=True)
+    if not rows_file.exists():
+        for name in (CSV, SUSPECTS, SUMMARY):
+            if (out / name).exists() and not overwrite:
+                raise OutputError(f"{out / name}: exists and no audit.jsonl beside it (use --overwrite to replace it)")
+    check_page(out, overwrite)
+    ensure_writable(out)
+    if not rows_file.exists():
+        return []
+    old, rows = _read_rows(rows_file)
+    if old is None:
+        return []
+    for key in ("data", "model_sha256", "map_settings", "tiling"):
+        if old.get(key) != header.get(key):
+            raise OutputError(f"{rows_file}: an audit of another {key.replace('_', ' ')} ({old.get(key)} here, "
+                              f"{header.get(key)} now); use --overwrite to start again or another --out")
+    return rows
+
+
+def _largest(regions) -> tuple[list[int] | None, int]:
+    if not regions:
+        return None, 0
+    r = max(regions, key=lambda r: r.area)
+    return [int(v) for v in r.bbox], int(r.area)
+
+
+def _thumb(path: Path, image: np.ndarray, result, dest: Path) -> None:
+    """A small overlay JPEG of the image with its map and regions."""
+    from PIL import Image
+
+    from nsgan.common.atomic import atomic_write
+    from nsgan.score.reports import overlay_factor, render_overlay
+
+    h, w = image.shape[:2]
+    factor = overlay_factor(h, w, 2 * THUMB_SIDE)
+    small = image[::factor, ::factor]
+    amap = result.map[::factor, ::factor]
+    rgb = render_overlay(small[..., :3] if small.shape[2] >= 3 else small[..., :1], amap, result.regions, factor,
+                         float(result.thresholds["pixel"]))
+    im = Image.fromarray(rgb)
+    im.thumbnail((THUMB_SIDE, THUMB_SIDE), Image.LANCZOS)
+    atomic_write(dest, lambda p: im.save(p, format="JPEG", quality=80))
+
+
+def _mask(result, dest: Path) -> None:
+    from PIL import Image
+
+    from nsgan.common.atomic import atomic_write
+
+    m = (result.map > float(result.thresholds["pixel"])).astype(np.uint8) * 255
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(dest, lambda p: Image.fromarray(m).save(p, format="PNG"))
+
+
+def choose_suspects(rows: list[AuditRow], image_threshold: float | None, top: float | None) -> tuple[list[AuditRow], str]:
+    """The suspects among rows (sorted highest first) and the rule, said in words."""
+    if top is not None:
+        n = math.ceil(top / 100.0 * len(rows))
+        return rows[:n], f"the top {top:g}% of {len(rows)} images by image score"
+    if image_threshold is not None:
+        return [r for r in rows if r.score > image_threshold], f"image score above the calibrated threshold {image_threshold:.4g}"
+    n = math.ceil(DEFAULT_TOP / 100.0 * len(rows))
+    return rows[:n], (f"the top {DEFAULT_TOP:g}% of {len(rows)} images by image score (the model has no calibrated "
+                      "image threshold; `nsgan calibrate` sets one, --top chooses another share)")
+
+
+def _write_outputs(out: Path, rows: list[AuditRow], suspects: list[AuditRow], rule: str, header: dict, skipped: int) -> None:
+    from nsgan.common.atomic import atomic_write_bytes, atomic_write_text
+    from nsgan.evaluate.audit_page import write_audit_page
+
+    flagged = {r.path for r in suspects}
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["rank", "path", "score", "suspect", "regions", "box_x0", "box_y0", "box_x1", "box_y1", "region_area"])
+    for rank, r in enumerate(rows, start=1):
+        box = r.box or ["", "", "", ""]
+        w.writerow([rank, r.path, f"{r.score:.6g}", int(r.path in flagged), r.regions, *box, r.area])
+    # surrogateescape: a file name that is not UTF-8 keeps its own bytes, so the row still names the file
+    atomic_write_bytes(out / CSV, buf.getvalue().encode("utf-8", "surrogateescape"))
+    atomic_write_bytes(out / SUSPECTS, "".join(f"{r.path}\n" for r in suspects).encode("utf-8", "surrogateescape"))
+    atomic_write_text(out / SUMMARY, json.dumps({**header, "images": len(rows), "suspects": len(suspects),
+                                                 "rule": rule, "skipped_images": skipped}, indent=1) + "\n")
+    write_audit_page(out, rows, flagged, rule, header)
+
+
+def audit(model: str | Path | None, data: str | Path, out: str | Path, *, top: float | None = None,
+          overwrite: bool = False, progress: bool = False, options=None, scorer=None) -> AuditResult:
+    """Score every image under `data` with `model` (or `scorer`) and write OUT's files (module docstring).
+
+    Resumes from OUT/audit.jsonl when an earlier run of the same model and settings left one. Raises
+    DataError naming the folder or image, OutputError for OUT, ConfigError for `top`.
+    """
+    from nsgan.data.imageio import list_images, read_image
+    from nsgan.evaluate.evaluation import _progress
+    from nsgan.score.scorer import Scorer
+
+    if top is not None and not (0.0 < float(top) <= 100.0):
+        raise ConfigError(f"--top: {top} is not a percentage in (0, 100]")
+    root = audit_folder(data)
+    out = Path(out)
+    images = list_images(root)
+    if not images:
+        raise DataError(f"{root}: no images in this folder")
+    if scorer is None:
+        scorer = Scorer.from_pretrained(model, options)
+    header = _header(scorer, root)
+    rows = _prepare_out(out, header, overwrite)
+    done = {r.path for r in rows}
+    todo = [p for p in images if p.relative_to(root).as_posix() not in done]
+    rows_file = out / ROWS
+    (out / THUMBS).mkdir(exist_ok=True)
+    next_id = max((r.id for r in rows), default=-1) + 1
+    with open(rows_file, "a", encoding="utf-8", errors="surrogateescape") as fh:
+        if not rows:
+            fh.write(json.dumps(header) + "\n")
+            fh.flush()
+        prog, task = _progress(progress, len(images), "audit")
+        prog.update(task, completed=len(images) - len(todo))
+        with prog:
+            for path, res in zip(todo, scorer.score_all(todo)):
+                rel = path.relative_to(root).as_posix()
+                box, area = _largest(res.regions)
+                row = AuditRow(next_id, rel, float(res.score), len(res.regions), box, area, [int(v) for v in res.shape])
+                _thumb(path, read_image(path), res, out / THUMBS / f"{next_id}.jpg")
+                if res.regions:
+                    _mask(res, (out / MASKS / rel).with_suffix(".png"))
+                fh.write(json.dumps(asdict(row)) + "\n")  # after its files: a row on disk has its thumbnail
+                fh.flush()
+                rows.append(row)
+                next_id += 1
+                prog.advance(task)
+    present = {p.relative_to(root).as_posix() for p in images}
+    kept = sorted((r for r in rows if r.path in present), key=lambda r: (-r.score, r.path))
+    suspects, rule = choose_suspects(kept, scorer.thresholds.get("image"), top)
+    _write_outputs(out, kept, suspects, rule, header, skipped=len(rows) - len(kept))
+    return AuditResult(out, kept, [r.path for r in suspects], rule, len(todo))
