@@ -69,8 +69,6 @@ def build_test_image(root: Path, texture: str = "brick", size: int = 256, seed: 
     return image_path, mask_path
 
 
-
-
 DEMO_MARKER = ".nsgan-demo"
 DEMO_ENTRIES = {DEMO_MARKER, "demo.json", "data", "shards", "run", "score"}
 

@@ -87,5 +87,3 @@ def calibrate(scorer: Scorer, normal: list[Path], abnormal: list[Path] | None = 
     return th
 
 
-
-

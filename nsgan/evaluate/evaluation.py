@@ -296,8 +296,7 @@ def _cases(items: list[Item], scores: np.ndarray, tmp: Path, n: int):
     return cases
 
 
-# ------------------------------------------------------------------------------ summary and CLI
-
+# ------------------------------------------------------------------------------ summary
 
 
 def summary_table(metrics: dict):
@@ -309,9 +308,5 @@ def summary_table(metrics: dict):
     for figure, value in metric_rows(metrics):
         t.add_row(figure, value)
     return t
-
-
-
-
 
 

@@ -62,8 +62,6 @@ REGION_BAND_ROWS = 64  # map rows labelled at a time in the region pass (bounds 
 IN_MEMORY_MAP_BYTES = 64 << 20  # a map up to this size is kept for the region pass instead of read back from its TIFF
 
 
-
-
 def _check_finite(maps: np.ndarray, scores: np.ndarray, name: str, where: str = "") -> None:
     """A NaN/inf tile is a numerical failure, never a silently wrong map."""
     if not (np.isfinite(maps).all() and np.isfinite(scores).all()):
@@ -705,14 +703,5 @@ def resolve_inputs(path: str | Path) -> list[tuple[Path, str]]:
                             "rename one or score them into different --out folders")
         stems[s] = p
     return pairs
-
-
-# -- CLI -------------------------------------------------------------------------------------
-
-
-
-
-
-
 
 

@@ -423,18 +423,3 @@ class ScorePage:
 
     def _write(self, status: str | None) -> Path | None:
         return write_score_page(self.out_dir, self.thumbs, status)
-
-
-# ------------------------------------------------------------------------------ nsgan evaluate
-
-
-
-
-
-
-
-
-
-# ------------------------------------------------------------------------------ rebuild
-
-

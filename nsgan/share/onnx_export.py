@@ -419,7 +419,7 @@ class OnnxTileNetwork(ModelMeta):
         return res, score
 
 
-# -- CLI ---------------------------------------------------------------------------------------------------
+# -- a Scorer around an exported file ---------------------------------------------------------------------
 
 
 def scorer_from_onnx(path: str | Path, options: ScoreOptions | None = None, threads: int | None = None, **kwargs) -> Scorer:

@@ -40,8 +40,6 @@ MODEL = "model.safetensors"
 # ----------------------------------------------------------------------------- data plumbing
 
 
-
-
 def _batches_for(cfg: TrainConfig) -> list[int]:
     s = cfg.schedule
     return sorted(set(s.batch.values()) | {s.default_batch})
@@ -60,16 +58,6 @@ def stream_chunks(cfg: TrainConfig) -> tuple[int, int]:
 
 
 # ----------------------------------------------------------------------------- setup
-
-
-
-
-
-
-
-
-
-
 
 
 @dataclass
@@ -348,13 +336,7 @@ def _fresh_stream(trainer: Trainer, chunk: int, n: int):
     return ShardStream(trainer.normal_shards, tile=trainer.cfg.model.resolution, channels=trainer.channels, batch=chunk, seed=trainer.cfg.seed + 99, rank=0, world=1, num_workers=0)
 
 
-
-
 # ----------------------------------------------------------------------------- the loop
-
-
-
-
 
 
 def run_gan(trainer: Trainer, sched_cfg, resume: bool, stop: "StopAtStepBoundary") -> Path:
@@ -496,8 +478,6 @@ def _metrics_row(trainer: Trainer, phase, stats: dict[str, float], img_s: float)
     }
 
 
-
-
 def check_ranks_in_sync(trainer: Trainer) -> list[str]:
     """Every rank hashes its own G, D and EMA; differing hashes mean DDP lost sync (an error)."""
     from accelerate.utils import gather_object
@@ -527,8 +507,6 @@ def _write_summary(trainer: Trainer, digests: list[str]) -> None:
     })
 
 
-
-
 def schedule_config(cfg: TrainConfig):
     from nsgan.train.schedule import ScheduleConfig
 
@@ -538,16 +516,5 @@ def schedule_config(cfg: TrainConfig):
         fade_kimg=s.fade_kimg, total_kimg=s.total_kimg, batch=dict(s.batch), default_batch=s.default_batch,
         lr=s.lr, lr_per_res=dict(s.lr_per_res),
     )
-
-
-# ----------------------------------------------------------------------------- CLI
-
-
-
-
-
-
-
-
 
 
