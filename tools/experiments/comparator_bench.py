@@ -443,6 +443,17 @@ def write_results(cfg: dict, out: Path, textures, seeds) -> None:
                 if r:
                     lines.append(f"| {t} | {s} | {label} | " + " | ".join(f"{r[f]:.3f}" for f in FIGURES)
                                  + (f" | {gq:.3f} |" if gq is not None else " | – |"))
+    kinds = ("scratch", "pit", "crack", "blob")
+    lines += ["", "## Per kind (image AUROC / pixel AUROC / AUPRO on that kind's images + all good ones)", "",
+              "| texture | seed | row | " + " | ".join(kinds) + " |", "|---|---|---|" + "---|" * len(kinds)]
+    for t in textures:
+        for s in seeds:
+            for label, key in ROWS + [(k, k) for k in sorted(data[t][s]) if k.startswith("C-") and "-without-" in k]:
+                r = data[t][s].get(key)
+                if r and "per_kind" in r:
+                    pk = r["per_kind"]
+                    lines.append(f"| {t} | {s} | {label} | " + " | ".join(
+                        " / ".join(f"{pk[k][f]:.3f}" for f in FIGURES) if k in pk else "–" for k in kinds) + " |")
     lines += ["", "## Held out: each kind's figures when C never saw it, beside C trained on it",
               "", "Per kind: image AUROC / pixel AUROC / AUPRO on that kind's test images + all good ones. "
               "'trained' = the C of the same reference trained on every kind; 'held out' = the C that never saw the kind "
