@@ -162,7 +162,8 @@ def test_comparator_map_is_the_same_from_the_API_the_CLI_and_ONNX_Runtime(run_wi
     model = run_with_c / "model.safetensors"
     img = read_image(image_file)
     api = Scorer.from_file(model, ScoreOptions(residual="comparator")).score(img)
-    detail = Scorer.from_file(model).score(img)  # auto stays the detail residual until the table says otherwise
+    np.testing.assert_array_equal(Scorer.from_file(model).score(img).map, api.map)  # auto: C's map, the model has C
+    detail = Scorer.from_file(model, ScoreOptions(residual="detail")).score(img)
     assert not np.allclose(api.map, detail.map)
     assert cli(["score", "--model", str(model), "--image", str(image_file), "--out", str(tmp_path / "cli"),
                 "--residual", "comparator"]) == 0
@@ -333,7 +334,8 @@ def test_calibrate_evaluate_and_launch_score_carry_the_comparator(run_with_c, im
     th = read_metadata(model)["thresholds"]
     assert th["map"]["residual"] == "comparator" and th["map"]["comparator_digest"] == read_metadata(model)["comparator"]["digest"]
     assert Scorer.from_file(model, ScoreOptions(residual="comparator")).calibration_mismatch() is None
-    assert "other map settings" in Scorer.from_file(model).calibration_mismatch()  # auto = detail: not what was calibrated
+    assert Scorer.from_file(model).calibration_mismatch() is None  # auto = C's map: what was calibrated
+    assert "other map settings" in Scorer.from_file(model, ScoreOptions(residual="detail")).calibration_mismatch()
     data = make_category(tmp_path / "cat", size=16, protocol={"pixel_masks": True})
     assert cli(["evaluate", "--model", str(model), "--data", str(data), "--out", str(tmp_path / "ev"), "--residual", "comparator"]) == 0
     assert json.loads((tmp_path / "ev" / "metrics.json").read_text())["map_settings"]["residual"] == "comparator"

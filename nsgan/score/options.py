@@ -9,10 +9,11 @@ from nsgan.score.maps import IMAGE_SCORES, RESIDUALS
 from nsgan.score.search import AUTO, SearchConfig
 
 # `--residual auto` (the default): AUTO_WITHOUT_COMPARATOR for a model without C; for a model with C,
-# AUTO_WITH_COMPARATOR, set by the measured table (docs/comparator.md). Until that table says C beats
-# the detail residual, auto stays today's detail residual: flip this one constant to "comparator".
+# AUTO_WITH_COMPARATOR. Measured (docs/comparator.md, tests/test_comparator.py, tests/test_audit.py): a
+# trained C's map beat the detail residual of the same model in every comparison made, so a model
+# that carries a C is scored with it.
 AUTO_WITHOUT_COMPARATOR = "detail"
-AUTO_WITH_COMPARATOR = "detail"
+AUTO_WITH_COMPARATOR = "comparator"
 RESIDUAL_CHOICES = (AUTO, *RESIDUALS)
 
 
