@@ -101,9 +101,10 @@ def write_shards(
         chosen = set(listed)
         inputs["normal"] = (normal_dir, [p for p in inputs["normal"][1] if p not in chosen])
         if abnormal_list_masks is not None:
-            if not Path(abnormal_list_masks).is_dir():
-                raise DataError(f"{abnormal_list_masks}: not a folder")
-            list_masks = _MaskIndex(Path(abnormal_list_masks))
+            folder = Path(abnormal_list_masks)
+            if not folder.is_dir():
+                raise DataError(f"{folder}: not a folder")
+            list_masks = _MaskIndex(folder)
     elif abnormal_list_masks is not None:
         raise NsganError("--abnormal-list-masks needs --abnormal-list")
 
