@@ -29,6 +29,26 @@ TINY = [
 ]
 
 
+# A 16-px model that learns smooth material in about a minute (tests/test_detection.py, tests/test_audit.py).
+SMOOTH_MATERIAL_TRAIN = [
+    "model.resolution=16", "model.latent_dim=16", "model.fmap_base=128", "model.fmap_max=32",
+    "schedule.start_resolution=8", "schedule.stable_kimg=0.5", "schedule.fade_kimg=0.5", "schedule.total_kimg=2",
+    "schedule.batch={8: 16, 16: 16}", "schedule.default_batch=16", "schedule.lr=0.002", "train.ema_kimg=0.5",
+    "train.checkpoint_kimg=100", "train.grid_size=4", "train.display=false", "train.mixed_precision=no",
+    "data.num_workers=0", "loss.r1_gamma=0.1", "encoder.kimg=1", "encoder.batch=16",
+]
+
+
+def smooth_material(rng, n: int = 64):
+    """Smooth random 'material' (n, n) float32 in [0.25, 0.75]: what that small G learns within a minute."""
+    import numpy as np
+    from scipy.ndimage import gaussian_filter
+
+    f = gaussian_filter(rng.standard_normal((n, n)), 3, mode="wrap")
+    f = (f - f.min()) / (f.max() - f.min())
+    return (0.25 + 0.5 * f).astype(np.float32)
+
+
 @pytest.fixture(scope="session")
 def tiny_shards(tmp_path_factory) -> Path:
     """Shards of 16-px tiles cut from a few painted brick images (normal + abnormal with masks)."""

@@ -12,7 +12,6 @@ import urllib.parse
 import numpy as np
 import pytest
 from PIL import Image
-from scipy.ndimage import gaussian_filter
 
 from nsgan.cli.main import main as cli
 from nsgan.common.errors import EXIT_USAGE, EXIT_DATA, EXIT_OUTPUT, OutputError
@@ -24,17 +23,15 @@ from nsgan.score.scorer import Scorer
 from nsgan.train.config import load_config
 from nsgan.train.pipeline import train
 
+from .conftest import SMOOTH_MATERIAL_TRAIN, smooth_material
 from .headless import CHROMIUM, Browser
 
 AUDIT_AUROC_BOUND = 0.8  # measured 0.90 and 0.99 (seeds 0 and 1 of this fixture) when the test was written
 N_CLEAN, N_DIRTY = 18, 6
 
 
-def _material(rng: np.random.Generator, n: int = 48) -> np.ndarray:
-    """Smooth random material in [0.25, 0.75], as tests/test_detection.py: what a small G learns in a minute."""
-    f = gaussian_filter(rng.standard_normal((n, n)), 3, mode="wrap")
-    f = (f - f.min()) / (f.max() - f.min())
-    return (0.25 + 0.5 * f).astype(np.float32)
+def _material(rng: np.random.Generator) -> np.ndarray:
+    return smooth_material(rng, 48)
 
 
 @pytest.fixture(scope="module")
@@ -54,12 +51,7 @@ def dirty(tmp_path_factory) -> dict:
         Image.fromarray((img * 255).astype(np.uint8)).save(folder / rel)
         names[rel] = is_dirty
     write_shards(folder, None, None, tile=16, out=root / "shards", stride=8, channels=1, seed=0)
-    cfg = load_config(None, [
-        "model.resolution=16", "model.latent_dim=16", "model.fmap_base=128", "model.fmap_max=32",
-        "schedule.start_resolution=8", "schedule.stable_kimg=0.5", "schedule.fade_kimg=0.5", "schedule.total_kimg=2",
-        "schedule.batch={8: 16, 16: 16}", "schedule.default_batch=16", "schedule.lr=0.002", "train.ema_kimg=0.5",
-        "train.checkpoint_kimg=100", "train.grid_size=4", "train.display=false", "train.mixed_precision=no",
-        "data.num_workers=0", "loss.r1_gamma=0.1", "encoder.kimg=1", "encoder.batch=16",
+    cfg = load_config(None, [*SMOOTH_MATERIAL_TRAIN,
         # the comparator C, whose map is the default for a model that has one (nsgan/score/options.py)
         "comparator.kimg=3", "comparator.reference=none", "comparator.width=8", "comparator.lr=0.003", "comparator.batch=16",
         f"data.normal={root / 'shards' / 'normal'}", f"run_dir={root / 'run'}"])

@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from scipy.ndimage import gaussian_filter
 
 from nsgan.train.config import load_config
 from nsgan.data.painter import paint_defects
@@ -21,14 +20,12 @@ from nsgan.score.search import SearchConfig
 from nsgan.data.shards import write_shards
 from nsgan.train.pipeline import train
 
+from .conftest import SMOOTH_MATERIAL_TRAIN, smooth_material
+
 PIXEL_AUROC_BOUND = 0.75  # measured 0.80 (encoder) / 0.83 (refine 5) / 0.77 (search 5) when this test was written
 
 
-def _material(rng: np.random.Generator, n: int = 64) -> np.ndarray:
-    """Smooth random 'material' in [0.25, 0.75]: what a small G learns within a minute."""
-    f = gaussian_filter(rng.standard_normal((n, n)), 3, mode="wrap")
-    f = (f - f.min()) / (f.max() - f.min())
-    return (0.25 + 0.5 * f).astype(np.float32)
+_material = smooth_material
 
 
 @pytest.fixture(scope="module")
@@ -39,12 +36,7 @@ def trained(tmp_path_factory) -> tuple[Path, list[tuple[np.ndarray, np.ndarray]]
     for i in range(12):
         Image.fromarray((_material(rng) * 255).astype(np.uint8)).save(root / "normal" / f"n{i}.png")
     write_shards(root / "normal", None, None, tile=16, out=root / "shards", stride=8, channels=1, seed=0)
-    cfg = load_config(None, [
-        "model.resolution=16", "model.latent_dim=16", "model.fmap_base=128", "model.fmap_max=32",
-        "schedule.start_resolution=8", "schedule.stable_kimg=0.5", "schedule.fade_kimg=0.5", "schedule.total_kimg=2",
-        "schedule.batch={8: 16, 16: 16}", "schedule.default_batch=16", "schedule.lr=0.002", "train.ema_kimg=0.5",
-        "train.checkpoint_kimg=100", "train.grid_size=4", "train.display=false", "train.mixed_precision=no",
-        "data.num_workers=0", "loss.r1_gamma=0.1", "encoder.kimg=1", "encoder.batch=16",
+    cfg = load_config(None, [*SMOOTH_MATERIAL_TRAIN,
         f"data.normal={root / 'shards' / 'normal'}", f"run_dir={root / 'run'}"])
     model = train(cfg)
     tests = []
