@@ -6,14 +6,9 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from nsgan.common.errors import ConfigError
+from nsgan.cli.model_config import config_for_model
 from nsgan.train.comparator_loop import check_comparator_run_dir, train_comparator
-from nsgan.train.config import (
-    TrainConfig,
-    config_from_dict,
-    load_config,
-    parse_override,
-)
+from nsgan.train.config import TrainConfig
 
 
 def configure_parser(p: argparse.ArgumentParser) -> None:
@@ -26,28 +21,7 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
 
 
 def config_for(args: argparse.Namespace, meta: dict[str, Any]) -> tuple[TrainConfig, str]:
-    """--config + overrides, else the model's own config + overrides; model.* from the model file, E from its tensors."""
-    has_encoder = "encoder" in meta
-    if args.config:
-        cfg, source = load_config(args.config, args.overrides, has_encoder=has_encoder), args.config
-    else:
-        source = f"{args.model} (stored config)"
-        tree = dict(meta.get("config") or {})
-        if not tree:
-            raise ConfigError(f"{args.model}: holds no training config; pass --config")
-        from nsgan.train.config import _apply_override
-
-        for text in args.overrides:
-            keys, value = parse_override(text)
-            _apply_override(tree, keys, value)
-        cfg = config_from_dict(tree, source=source, has_encoder=has_encoder)
-    if cfg.comparator.kimg <= 0:
-        raise ConfigError(f"{source}: key 'comparator.kimg' is 0: pass comparator.kimg=N (thousands of tiles to train the comparator on)")
-    res, ch = int(meta["resolution"]), int(meta["channels"])
-    if cfg.model.resolution != res:
-        raise ConfigError(f"{source}: key 'model.resolution' is {cfg.model.resolution} but the model is {res} px")
-    cfg.data.channels = ch
-    return cfg, source
+    return config_for_model(args, meta, "comparator", "tiles", has_encoder="encoder" in meta)
 
 
 def run(args: argparse.Namespace, accelerator: Any = None) -> int:

@@ -6,13 +6,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from nsgan.common.errors import ConfigError
-from nsgan.train.config import (
-    TrainConfig,
-    config_from_dict,
-    load_config,
-    parse_override,
-)
+from nsgan.cli.model_config import config_for_model
+from nsgan.train.config import TrainConfig
 from nsgan.train.encoder_loop import check_encoder_run_dir, train_encoder
 
 
@@ -26,27 +21,7 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
 
 
 def config_for(args: argparse.Namespace, meta: dict[str, Any]) -> tuple[TrainConfig, str]:
-    """--config + overrides, else the model's own config + overrides; model.* always from the model file."""
-    if args.config:
-        cfg, source = load_config(args.config, args.overrides), args.config
-    else:
-        source = f"{args.model} (stored config)"
-        tree = dict(meta.get("config") or {})
-        if not tree:
-            raise ConfigError(f"{args.model}: holds no training config; pass --config")
-        from nsgan.train.config import _apply_override
-
-        for text in args.overrides:
-            keys, value = parse_override(text)
-            _apply_override(tree, keys, value)
-        cfg = config_from_dict(tree, source=source)
-    if cfg.encoder.kimg <= 0:
-        raise ConfigError(f"{source}: key 'encoder.kimg' is 0: pass encoder.kimg=N (thousands of normal tiles to train the encoder on)")
-    res, ch = int(meta["resolution"]), int(meta["channels"])
-    if cfg.model.resolution != res:
-        raise ConfigError(f"{source}: key 'model.resolution' is {cfg.model.resolution} but the model is {res} px")
-    cfg.data.channels = ch
-    return cfg, source
+    return config_for_model(args, meta, "encoder", "normal tiles")
 
 
 def run(args: argparse.Namespace, accelerator: Any = None) -> int:
