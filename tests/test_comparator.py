@@ -367,3 +367,40 @@ def test_a_tile_no_defect_shows_on_stays_plain_instead_of_stopping_the_run(tiny_
     painted, masks, tags = b.paint(tiles)
     assert tags[2] == "normal" and not masks[2].any() and np.array_equal(painted[2], tiles[2])
     assert all(t != "normal" and m.any() for i, (t, m) in enumerate(zip(tags, masks)) if i != 2)
+
+
+def test_a_comparator_that_reads_no_reconstruction_scores_without_E_and_G(gan_model_with_encoder, tiny_shards, image_file,
+                                                                           tmp_path, capsys, monkeypatch):
+    """reference blur: the scorer runs C alone (G is never called), its map is C's own, the ONNX export (E, G, C)
+    still passes its check and draws the same map, and `auto` keeps such a model on torch, saying why."""
+    from nsgan.data.imageio import read_image
+    from nsgan.share import onnx_cache
+    from nsgan.share.onnx_export import export_onnx, scorer_from_onnx
+
+    model = _copy(gan_model_with_encoder, tmp_path / "m")
+    cfg = _config_file(tmp_path, tiny_shards)
+    assert _train_c(model, cfg, tmp_path / "c", 0.064, "comparator.reference=blur") == 0
+    m = load_model(model)
+    img = read_image(image_file)[:32, :32]  # four 16-px tiles side by side
+    opts = ScoreOptions(residual="comparator", stride=16, map_sigma=0)
+    scorer = Scorer.from_file(model, opts)
+
+    def no_g(*a, **k):
+        raise AssertionError("G ran for a comparator that reads no reconstruction")
+
+    monkeypatch.setattr(scorer.search.G, "forward", no_g)
+    got = scorer.score(img)
+    tiles = np.stack([img[y:y + 16, x:x + 16] for y in (0, 16) for x in (0, 16)]).transpose(0, 3, 1, 2)
+    with torch.no_grad():
+        c_map = torch.sigmoid(m.comparator(torch.from_numpy(np.ascontiguousarray(tiles)) * 2 - 1))[:, 0].numpy()
+    want = np.block([[c_map[0], c_map[1]], [c_map[2], c_map[3]]])
+    np.testing.assert_allclose(got.map, want, atol=1e-6)
+    assert got.score == pytest.approx(float(want.max()), abs=1e-6)
+    monkeypatch.undo()
+    rep = export_onnx(model, tmp_path / "m.onnx")
+    assert rep.meta["residual"] == "comparator" and rep.worst <= 1e-4
+    np.testing.assert_allclose(scorer_from_onnx(tmp_path / "m.onnx", opts).score(img).map, got.map, atol=1e-4)
+    monkeypatch.setattr(onnx_cache, "ONNX_MIN_TILES", 1)
+    monkeypatch.setenv("NSGAN_CACHE_DIR", str(tmp_path / "cache"))
+    assert cli(["score", "--model", str(model), "--image", str(image_file), "--out", str(tmp_path / "o"), "--no-progress"]) == 0
+    assert "torch (the comparator reads x beside 'blur', not G(E(x))" in capsys.readouterr().out

@@ -115,6 +115,8 @@ class Comparator(nn.Module):
             rec = self.blur(x)
         elif rec is None:
             raise ValueError("this comparator reads the reconstruction G(E(x)); pass rec")
+        else:  # G's output may overshoot [-1, 1]; x never does, so an overshoot is no evidence of a defect
+            rec = rec.clamp(-1.0, 1.0)
         return torch.cat([x, rec, (x - rec).abs()], dim=1)
 
     def forward(self, x: torch.Tensor, rec: torch.Tensor | None = None) -> torch.Tensor:

@@ -79,7 +79,7 @@ class ScoreResult:
     regions: list[Region]
     thresholds: dict[str, Any]
     shape: tuple[int, int]
-    tile_scores: np.ndarray  # (rows, cols): the AnoGAN tile loss; mean |x − G(z)| where D was skipped (encoder mode, map score)
+    tile_scores: np.ndarray  # (rows, cols): the AnoGAN tile loss; mean |x − G(z)| where D was skipped (encoder mode, map score); C's tile max for a C that reads no G(E(x))
     map_stats: dict[str, float]
     map_path: Path | None = None
     overlay_path: Path | None = None
@@ -345,6 +345,11 @@ class Scorer:
             res, sc = self.network(tiles)
             return torch.from_numpy(res).to(self.device).float(), torch.from_numpy(sc).to(self.device).float()
         x = torch.from_numpy(tiles).to(self.device) * 2.0 - 1.0
+        if self.comparator is not None and not self.comparator.needs_reconstruction and self.options.image_score != "tile":
+            # A C that reads x alone or beside its blur needs no G(E(x)): skip the inversion it would not read.
+            with torch.no_grad():
+                res = tile_residual(x, None, "comparator", comparator=self.comparator).float()
+            return res, res.flatten(1).amax(1)
         # The AnoGAN tile loss (its D-feature term) is only needed when it is the image score.
         out = self.search.search(x, tile_ids, tile_losses=self.options.image_score == "tile")
         with torch.no_grad():

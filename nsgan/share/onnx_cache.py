@@ -121,6 +121,9 @@ def _why_not_onnx(meta: dict[str, Any], options: ScoreOptions, accelerator: Any)
         return "a CUDA device"
     if not meta.get("encoder"):
         return "the model has no encoder"
+    reference = ((meta.get("comparator") or {}).get("network") or {}).get("reference")
+    if options.residual == "comparator" and reference not in (None, "reconstruction") and options.image_score != "tile":
+        return f"the comparator reads x beside {reference!r}, not G(E(x)): torch runs C alone, without E and G"
     search = options.search.resolved(True)
     if search.mode != "encoder":
         return f"inversion mode {search.mode}"

@@ -98,8 +98,9 @@ def torch_tile_outputs(generator: nn.Module, discriminator: nn.Module, encoder: 
                     options=options, device="cpu", encoder=encoder, comparator=comparator)
     x = torch.from_numpy(np.ascontiguousarray(tiles, np.float32)) * 2.0 - 1.0
     out = scorer.search.search(x, range(len(x)), tile_losses=image_score == "tile")
-    res, score = scorer._invert(np.ascontiguousarray(tiles, np.float32), range(len(x)))
-    return {"reconstruction": out.reconstructions.numpy(), "residual": res.numpy(), "score": score.numpy(),
+    res, _ = scorer._invert(np.ascontiguousarray(tiles, np.float32), range(len(x)))
+    # the graph's score is always the encoder pass's (a C that reads no G(E(x)) lets _invert skip that pass)
+    return {"reconstruction": out.reconstructions.numpy(), "residual": res.numpy(), "score": out.scores.numpy(),
             "z": out.latents.numpy()}
 
 

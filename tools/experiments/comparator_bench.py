@@ -226,7 +226,7 @@ def build_bank(cfg: dict, out: Path, texture: str, seed: int, data: Path, recon:
     from nsgan.data.imageio import MASK_SUFFIX, list_images, read_image
     from nsgan.data.synthetic import SyntheticDefects
 
-    path = out / "banks" / f"{texture}-s{seed}.npz"
+    path = out / "banks" / f"{texture}-s{seed}{bank_tag(cfg)}.npz"
     if path.is_file():
         z = np.load(path, allow_pickle=False)
         bank = {k: z[k] for k in z.files}
@@ -314,10 +314,16 @@ def train_comparator(cfg: dict, bank: dict, reference: str, seed: int, held_out:
 
 # ------------------------------------------------------------------------------ one (texture, seed)
 
+def bank_tag(cfg: dict) -> str:
+    """'' for the 2048-example bank the first tables used, '-bank<N>' for another size."""
+    n = int(cfg["bank"]["size"])
+    return "" if n == 2048 else f"-bank{n}"
+
+
 def ctag(cfg: dict) -> str:
     """The C settings' folder name, so runs with other settings do not overwrite each other."""
     c = cfg["comparator"]
-    return f"w{c['width']}-n{c['steps']}-b{c['batch']}-lr{c['lr']:g}-{c.get('loss', 'focal_dice')}"
+    return f"w{c['width']}-n{c['steps']}-b{c['batch']}-lr{c['lr']:g}-{c.get('loss', 'focal_dice')}{bank_tag(cfg)}"
 
 
 def _row(path: Path, make):
@@ -362,7 +368,14 @@ def run_pair(cfg: dict, out: Path, texture: str, seed: int, gan: bool = True) ->
         goods = [read_image(p) for p in list_images(data / "test" / "good")]
         t, _, _ = _crops(goods, 512, tile, np.random.default_rng(5))
         r = recon(t)
-        return {"mean_abs_err": float(np.abs((t * 2 - 1) - r).mean() / 2)}
+        import torch
+
+        from nsgan.models.comparator import Comparator, ComparatorSpec
+
+        x = torch.from_numpy(np.ascontiguousarray(t)) * 2 - 1  # what a blur of x would give as the reference
+        blurred = Comparator(ComparatorSpec(channels=1, reference="blur")).blur(x).numpy()
+        return {"mean_abs_err": float(np.abs((t * 2 - 1) - r).mean() / 2),
+                "blur_mean_abs_err": float(np.abs((t * 2 - 1) - blurred).mean() / 2)}
 
     if recon is not None:
         gq = _row(cells / "g_quality.json", g_quality)
@@ -513,6 +526,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--steps", type=int, help="C's training steps (default: the config's)")
     p.add_argument("--lr", type=float, help="C's learning rate (default: the config's)")
     p.add_argument("--loss", help="C's loss kind (default: the config's)")
+    p.add_argument("--bank-size", type=int, help="examples in each (texture, seed) bank (default: the config's)")
     p.add_argument("--held-out", choices=["kind", "blob", "both", "none"], default="both",
                    help="which held-out runs to train: the seed's painter kind, the blob family, both or none")
     p.add_argument("--no-gan", action="store_true", help="rows that need no GAN only: floor, C(x), C(x, blur x)")
@@ -535,6 +549,8 @@ def main(argv=None) -> int:
         cfg["variants"] = [v for v in cfg["variants"] if v != "reconstruction"]
         cfg["held_out_refs"] = [v for v in cfg.get("held_out_refs", []) if v != "reconstruction"]
     cfg["held_out_which"] = args.held_out
+    if args.bank_size is not None:
+        cfg["bank"]["size"] = args.bank_size
     for key in ("width", "steps", "lr", "loss"):
         if getattr(args, key) is not None:
             cfg["comparator"][key] = getattr(args, key)
