@@ -34,7 +34,8 @@ def run_with_c(tiny_shards, tmp_path_factory) -> Path:
 
     run = tmp_path_factory.mktemp("cmp") / "run"
     train(load_config(None, [*TINY, f"data.normal={tiny_shards / 'normal'}", f"data.abnormal={tiny_shards / 'abnormal'}",
-                             f"run_dir={run}", "encoder.kimg=0.064", "encoder.batch=8", "comparator.kimg=0.128", *CMP]))
+                             f"run_dir={run}", "encoder.kimg=0.064", "encoder.batch=8", "comparator.kimg=0.128",
+                             "comparator.reference=reconstruction", *CMP]))  # the path that reads G(E(x)), in the ONNX graph too
     return run
 
 
@@ -193,10 +194,11 @@ def test_bad_comparator_keys_are_refused_naming_the_key(override, key):
 
 def test_reconstruction_needs_an_encoder_naming_both_keys(model_file, tiny_shards, tmp_path, capsys):
     with pytest.raises(ConfigError, match="comparator.reference.*encoder.kimg"):
-        load_config(None, [*TINY, "data.normal=x", "loss.gamma=0", "comparator.kimg=1"])
-    load_config(None, [*TINY, "data.normal=x", "loss.gamma=0", "comparator.kimg=1", "comparator.reference=blur"])  # no E needed
+        load_config(None, [*TINY, "data.normal=x", "loss.gamma=0", "comparator.kimg=1", "comparator.reference=reconstruction"])
+    load_config(None, [*TINY, "data.normal=x", "loss.gamma=0", "comparator.kimg=1"])  # the default reference, blur: no E needed
     cfg = _config_file(tmp_path, tiny_shards)
-    assert cli(["train-comparator", "--model", str(model_file), "--config", str(cfg), "comparator.kimg=0.016"]) == 2
+    assert cli(["train-comparator", "--model", str(model_file), "--config", str(cfg), "comparator.kimg=0.016",
+                "comparator.reference=reconstruction"]) == 2
     assert "comparator.reference" in capsys.readouterr().err
     assert cli(["train-comparator", "--model", str(model_file), "--config", str(cfg)]) == 2  # kimg 0
     assert "comparator.kimg" in capsys.readouterr().err

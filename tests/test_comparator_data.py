@@ -172,3 +172,19 @@ def test_textures_protocol_blob_test_images_leave_the_other_draws_unchanged(tmp_
     for i in range(3):
         m = read_image(tmp_path / "b" / "ground_truth" / "blob" / f"{i:05d}_mask.png")[:, :, 0] > 0.5
         assert 5 <= m.sum() <= 10  # under 1% of 32² (ceil(10.24) - 1 = 10 px), at least the 5-px minimum
+
+
+def test_the_mil_term_pools_the_plain_normal_tiles_into_one_negative_bag():
+    """Positive bags (whole labelled images) against one bag of all plain normal tiles of the step, weighted 0.1 by
+    default (1.0 made C fire on normal texture in the audit loop: docs/comparator.md)."""
+    logits = torch.randn(7, 1, 8, 8)
+    loss = ComparatorLoss()
+    assert loss.mil_weight == 0.1
+    got = loss.mil_term(logits, [(3, 5), (5, 7)], (0, 3))
+    pos = (mil_loss(logits[3:5], True, 16) + mil_loss(logits[5:7], True, 16)) / 2
+    want = 0.5 * 0.1 * (pos + mil_loss(logits[0:3], False, 16))
+    assert float(got) == pytest.approx(float(want), rel=1e-6)
+    per_tile = torch.stack([mil_loss(logits[i:i + 1], False, 16) for i in range(3)]).mean()
+    assert float(mil_loss(logits[0:3], False, 16)) != pytest.approx(float(per_tile))  # not the per-tile mean it replaced
+    assert float(loss.mil_term(logits, [(3, 5)], (0, 0))) == pytest.approx(0.5 * 0.1 * float(mil_loss(logits[3:5], True, 16)))
+

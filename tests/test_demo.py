@@ -10,7 +10,7 @@ from nsgan.models.model_file import load_model
 SMALL = ["model.resolution=16", "model.latent_dim=16", "model.fmap_base=64", "model.fmap_max=16",
          "schedule.start_resolution=8", "schedule.stable_kimg=0.05", "schedule.fade_kimg=0.05",
          "schedule.total_kimg=0.2", "train.checkpoint_kimg=0.1", "train.display=false", "data.num_workers=0",
-         "encoder.kimg=0.064", "encoder.batch=8"]
+         "encoder.kimg=0.064", "encoder.batch=8", "comparator.kimg=0.064", "comparator.batch=8"]
 
 
 def test_demo_runs_end_to_end(tmp_path, capsys):
@@ -20,6 +20,7 @@ def test_demo_runs_end_to_end(tmp_path, capsys):
     summary = json.loads((out / "demo.json").read_text())
     model = load_model(out / "run" / "model.safetensors")
     assert model.resolution == 16 and model.encoder is not None  # the demo config trains an encoder too
+    assert model.comparator is not None and model.comparator.spec.reference == "blur"  # and C, whose map is the default
     assert (out / "run" / "samples" / "final.png").is_file() and (out / "run" / "samples" / "reals.png").is_file()
     assert (out / "score" / "part_full.overlay.png").is_file()
     assert "part_full" in (out / "score" / "index.html").read_text()  # the inspection page, as `nsgan score` writes

@@ -61,7 +61,7 @@ class ComparatorLoss:
     """One object the training loop calls: `loss, stats = loss_fn(logits, target)`; `mil(bag, positive)`."""
 
     def __init__(self, kind: str = "focal_dice", focal_gamma: float = 2.0, alpha: float = 0.75,
-                 dice_weight: float = 1.0, pos_weight: float = 10.0, mil_k: int = 16, mil_weight: float = 1.0):
+                 dice_weight: float = 1.0, pos_weight: float = 10.0, mil_k: int = 16, mil_weight: float = 0.1):
         if kind not in LOSS_KINDS:
             raise ValueError(f"comparator loss must be one of {', '.join(LOSS_KINDS)}, got {kind!r}")
         if focal_gamma < 0 or not 0 < alpha < 1 or dice_weight < 0 or pos_weight <= 0 or mil_k < 1 or mil_weight < 0:
@@ -101,3 +101,12 @@ class ComparatorLoss:
     def mil(self, bag_logits: torch.Tensor, positive: bool) -> torch.Tensor:
         """mil_weight × mil_loss(bag, positive, mil_k)."""
         return self.mil_weight * mil_loss(bag_logits.float(), positive, self.mil_k)
+
+    def mil_term(self, logits: torch.Tensor, bags: list[tuple[int, int]], plain: tuple[int, int]) -> torch.Tensor:
+        """A step's MIL term: ½ (mean over the positive bags [a, z) of logits + one negative bag of the plain normal
+        tiles [a, z) together). Pooled, the negative is a bag of several tiles as a normal image would be; one bag
+        per plain tile asked far less of the normal side than a whole image's top-k asks of the positive one."""
+        pos = torch.stack([self.mil(logits[a:z], True) for a, z in bags]).mean()
+        a, z = plain
+        neg = self.mil(logits[a:z], False) if z > a else pos * 0
+        return 0.5 * (pos + neg)

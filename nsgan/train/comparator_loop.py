@@ -125,10 +125,7 @@ class ComparatorTrainer:
         loss, stats = self.loss(logits[:b.n_pixel], b.target)
         stats = {k: v for k, v in stats.items() if math.isfinite(v)}  # p_defect of a batch without a defect is undefined
         if b.bags:
-            pos = torch.stack([self.loss.mil(logits[a:z], True) for a, z in b.bags]).mean()
-            a, z = b.plain
-            neg = torch.stack([self.loss.mil(logits[i:i + 1], False) for i in range(a, z)]).mean() if z > a else pos * 0
-            mil = 0.5 * (pos + neg)
+            mil = self.loss.mil_term(logits, b.bags, b.plain)
             loss = loss + mil
             stats["loss_mil"] = float(mil.detach())
         stats["loss_c"] = float(loss.detach())

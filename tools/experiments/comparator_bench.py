@@ -128,8 +128,8 @@ class Reconstructor:
 class MapNetwork:
     """The Scorer's `network` hook: tiles (N, C, T, T) in [0, 1] -> (maps (N, T, T), tile scores (N,))."""
 
-    def __init__(self, kind: str, rec: Reconstructor | None = None, comparator=None):
-        self.kind, self.rec, self.C = kind, rec, comparator
+    def __init__(self, kind: str, rec: Reconstructor | None = None, comparator=None, discriminator=None):
+        self.kind, self.rec, self.C, self.D = kind, rec, comparator, discriminator
 
     def check_options(self, options) -> None:  # any map option: this network computes its own map
         return None
@@ -140,6 +140,10 @@ class MapNetwork:
         from nsgan.score.maps import tile_residual
 
         x = torch.from_numpy(np.ascontiguousarray(tiles)) * 2 - 1
+        if self.kind == "d_logit":  # D's "fake" probability of the whole tile, spread over it (D has no patch head here)
+            with torch.no_grad():
+                p = torch.sigmoid(-self.D(x).float()).numpy()
+            return np.broadcast_to(p[:, None, None], (len(p), *tiles.shape[2:])).astype(np.float32), p
         rec = torch.from_numpy(self.rec(tiles)) if self.rec is not None else None
         with torch.no_grad():
             if self.kind == "comparator":
@@ -380,6 +384,8 @@ def run_pair(cfg: dict, out: Path, texture: str, seed: int, gan: bool = True) ->
     if recon is not None:
         gq = _row(cells / "g_quality.json", g_quality)
         _row(cells / "detail.json", lambda: figures(items, *scorer_maps(items, MapNetwork("detail", recon), tile, stride, sigma)))
+        d_net = MapNetwork("d_logit", discriminator=recon.search.D.eval())
+        _row(cells / "d_logit.json", lambda: figures(items, *scorer_maps(items, d_net, tile, stride, sigma)))
         log(f"{texture}-s{seed}: detail done (G mean |x - G(E(x))| {gq['mean_abs_err']:.3f})")
     bank = build_bank(cfg, out, texture, seed, data, recon)
     k_out = cfg["held_out"][seed] if seed in cfg["held_out"] else cfg["held_out"][seed % len(cfg["held_out"])]
@@ -404,7 +410,7 @@ def run_pair(cfg: dict, out: Path, texture: str, seed: int, gan: bool = True) ->
 # ------------------------------------------------------------------------------ tables
 
 ROWS = [("floor default", "floor:2:1"), ("floor best (per figure, on test)", "floor:best"),
-        ("detail residual of G(E(x)) (today's default)", "detail"),
+        ("detail residual of G(E(x)) (today's default)", "detail"), ("D's tile logit (γ = 0 GAN)", "d_logit"),
         ("C(x)", "C-none"), ("C(x, blur x)", "C-blur"), ("C(x, G(E(x)))", "C-reconstruction")]
 TARGETS = {"image_auroc": 0.90, "pixel_auroc": 0.95, "aupro": 0.85}
 
@@ -447,15 +453,18 @@ def write_results(cfg: dict, out: Path, textures, seeds) -> None:
                     allf[f].append(float(np.mean(v)))
                 summary.setdefault(key, {}).setdefault(t, {})[f] = float(np.mean(v)) if v else None
         lines.append(f"| {label} | " + " | ".join(cols) + " | " + " | ".join(_ms(allf[f]) if allf[f] else "–" for f in FIGURES) + " |")
-    lines += ["", "## Per seed", "", "| texture | seed | row | image | pixel | AUPRO | G mean abs err |", "|---|---|---|---|---|---|---|"]
+    lines += ["", "## Per seed", "", "G's and the blur's mean |x − reference| on 512 test/good crops, for scale (x in [0, 1]).", "",
+              "| texture | seed | row | image | pixel | AUPRO |", "|---|---|---|---|---|---|"]
     for t in textures:
         for s in seeds:
-            gq = data[t][s].get("g_quality", {}).get("mean_abs_err")
+            gq = data[t][s].get("g_quality", {})
+            if gq.get("mean_abs_err") is not None:
+                lines.append(f"| {t} | {s} | mean \\|x − G(E(x))\\| {gq['mean_abs_err']:.3f}, mean \\|x − blur x\\| "
+                             f"{gq.get('blur_mean_abs_err', float('nan')):.3f} | | | |")
             for label, key in ROWS:
                 r = data[t][s].get(key)
                 if r:
-                    lines.append(f"| {t} | {s} | {label} | " + " | ".join(f"{r[f]:.3f}" for f in FIGURES)
-                                 + (f" | {gq:.3f} |" if gq is not None else " | – |"))
+                    lines.append(f"| {t} | {s} | {label} | " + " | ".join(f"{r[f]:.3f}" for f in FIGURES) + " |")
     kinds = ("scratch", "pit", "crack", "blob")
     lines += ["", "## Per kind (image AUROC / pixel AUROC / AUPRO on that kind's images + all good ones)", "",
               "| texture | seed | row | " + " | ".join(kinds) + " |", "|---|---|---|" + "---|" * len(kinds)]
@@ -467,6 +476,15 @@ def write_results(cfg: dict, out: Path, textures, seeds) -> None:
                     pk = r["per_kind"]
                     lines.append(f"| {t} | {s} | {label} | " + " | ".join(
                         " / ".join(f"{pk[k][f]:.3f}" for f in FIGURES) if k in pk else "–" for k in kinds) + " |")
+    lines += ["", "## Per kind, mean over seeds (image AUROC / pixel AUROC / AUPRO)", "",
+              "| texture | row | " + " | ".join(kinds) + " |", "|---|---|" + "---|" * len(kinds)]
+    for t in textures:
+        for label, key in ROWS:
+            cells = [data[t][s][key] for s in seeds if key in data[t][s] and "per_kind" in data[t][s][key]]
+            if cells:
+                lines.append(f"| {t} | {label} | " + " | ".join(
+                    " / ".join(f"{np.mean([c['per_kind'][k][f] for c in cells if k in c['per_kind']]):.3f}" for f in FIGURES)
+                    if any(k in c["per_kind"] for c in cells) else "–" for k in kinds) + " |")
     lines += ["", "## Held out: each kind's figures when C never saw it, beside C trained on it",
               "", "Per kind: image AUROC / pixel AUROC / AUPRO on that kind's test images + all good ones. "
               "'trained' = the C of the same reference trained on every kind; 'held out' = the C that never saw the kind "
@@ -491,7 +509,16 @@ def write_results(cfg: dict, out: Path, textures, seeds) -> None:
                                      "held_out": ho, "seen_kinds": seen_m, "pixel_gap": gap})
                 fmt = lambda d: " / ".join(f"{d[f]:.3f}" for f in FIGURES) if d else "–"  # noqa: E731
                 lines.append(f"| {t} | {s} | {ref} | {kind} | {fmt(full)} | {fmt(ho)} | {fmt(seen_m)} | {gap:+.3f} |")
-    lines += ["", "## Targets (C(x, G(E(x))) mean over seeds; each also ≥ floor best + 0.05)", ""]
+    lines += ["", "Held out minus trained, same kind and test images, mean over the held-out runs (image / pixel / AUPRO):", ""]
+    for ref in sorted({h["reference"] for h in held_summary}):
+        hs = [h for h in held_summary if h["reference"] == ref and h["trained"]]
+        for fam, sel in (("painter kinds", lambda h: h["kind"] != "blob"), ("blob family", lambda h: h["kind"] == "blob")):
+            v = [h for h in hs if sel(h)]
+            if v:
+                diffs = " / ".join(f"{np.mean([h['held_out'][f] - h['trained'][f] for h in v]):+.3f}" for f in FIGURES)
+                worst = min(h["held_out"]["pixel_auroc"] - h["trained"]["pixel_auroc"] for h in v)
+                lines.append(f"- {ref}, {fam} ({len(v)} runs): {diffs}; worst pixel {worst:+.3f}")
+    lines += ["", "## Targets (mean over seeds; each also ≥ floor best + 0.05)", ""]
     for key in ("C-reconstruction", "C-blur", "C-none"):
         for t in textures:
             c, fb = summary.get(key, {}).get(t, {}), summary.get("floor:best", {}).get(t, {})

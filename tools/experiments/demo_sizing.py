@@ -52,6 +52,12 @@ CANDIDATES: dict[str, tuple[str, list[str]]] = {  # id -> (what, overrides beyon
     "J": ("fmap 512, S4 F4 T30, enc 4, k=16 (today's schedule, half width at 32 px)", ["model.fmap_base=512"]),
     "K": ("fmap 512, S2 F2 T12, enc 3, k=16",
           ["model.fmap_base=512", "schedule.stable_kimg=2", "schedule.fade_kimg=2", "schedule.total_kimg=12", "encoder.kimg=3"]),
+    # issue 20: configs/demo.yaml (= G) now ends with the comparator C (blur reference, 32 kimg)
+    "G0": ("G without C (the demo of issue 18)", ["comparator.kimg=0"]),
+    "GC": ("G + C 32 kimg (configs/demo.yaml)", []),
+    "GC16": ("G + C 16 kimg", ["comparator.kimg=16"]),
+    "LC": ("fmap 512, start 16, S3 F3 T9, enc 2, C 24 kimg",
+           ["schedule.stable_kimg=3", "schedule.fade_kimg=3", "schedule.total_kimg=9", "encoder.kimg=2", "comparator.kimg=24"]),
 }
 
 
@@ -105,12 +111,13 @@ def run_candidate(cid: str, seed: int, out: Path, extra: int) -> dict:
 
     meta = read_metadata(Path(demo["model"]))
     enc_s = (meta.get("encoder") or {}).get("train_seconds")
+    c_s = (meta.get("comparator") or {}).get("train_seconds")
     seeds = list(range(11, 11 + extra))
     ex = extra_aurocs(Path(demo["model"]), seed, seeds, folder / "extra") if extra else []
     return {
         "id": cid, "seed": seed, "what": what, "overrides": overrides, "command": " ".join(cmd[2:]),
         "demo_minutes": round((wall or elapsed) / 60, 2), "peak_rss_gb": rss, "gan_seconds": run.get("train_seconds"),
-        "encoder_seconds": enc_s, "kimg": run.get("images_seen", 0) / 1000, "pixel_auroc": round(demo["pixel_auroc"], 4),
+        "encoder_seconds": enc_s, "comparator_seconds": c_s, "kimg": run.get("images_seen", 0) / 1000, "pixel_auroc": round(demo["pixel_auroc"], 4),
         "extra_seeds": seeds, "extra_pixel_auroc": [round(a, 4) for a in ex],
         "extra_mean": round(statistics.mean(ex), 4) if ex else None, "extra_sd": round(statistics.stdev(ex), 4) if len(ex) > 1 else None,
         "top_regions_hit_defect": demo.get("top_regions_hit_defect"), "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
@@ -119,12 +126,12 @@ def run_candidate(cid: str, seed: int, out: Path, extra: int) -> dict:
 
 def write_table(out: Path) -> str:
     rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines() if line.strip()]
-    lines = ["| id | config (beyond configs/demo.yaml) | seed | demo min | GAN s | enc s | demo px AUROC | 5-image mean ± sd |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = ["| id | config (beyond configs/demo.yaml) | seed | demo min | GAN s | enc s | C s | demo px AUROC | 5-image mean ± sd |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in sorted(rows, key=lambda r: (r["id"], r["seed"])):
         ex = f"{r['extra_mean']:.3f} ± {r['extra_sd']:.3f}" if r.get("extra_sd") is not None else "–"
         lines.append(f"| {r['id']} | {r['what']} | {r['seed']} | {r['demo_minutes']:.1f} | {r['gan_seconds']:.0f} | "
-                     f"{(r['encoder_seconds'] or 0):.0f} | {r['pixel_auroc']:.3f} | {ex} |")
+                     f"{(r['encoder_seconds'] or 0):.0f} | {(r.get('comparator_seconds') or 0):.0f} | {r['pixel_auroc']:.3f} | {ex} |")
     table = "\n".join(lines) + "\n"
     (out / "table.md").write_text(table)
     return table
