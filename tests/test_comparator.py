@@ -406,3 +406,16 @@ def test_a_comparator_that_reads_no_reconstruction_scores_without_E_and_G(gan_mo
     monkeypatch.setenv("NSGAN_CACHE_DIR", str(tmp_path / "cache"))
     assert cli(["score", "--model", str(model), "--image", str(image_file), "--out", str(tmp_path / "o"), "--no-progress"]) == 0
     assert "torch (the comparator reads x beside 'blur', not G(E(x))" in capsys.readouterr().out
+
+
+def test_the_live_display_shows_the_comparator_phase(gan_model_with_encoder, tiny_shards, tmp_path, capsys):
+    """The display is on by default (configs/demo.yaml); the comparator's rows have no fade-in α, which once stopped
+    `nsgan demo` with a KeyError at its last phase."""
+    from nsgan.train.display import TrainingDisplay
+
+    model = _copy(gan_model_with_encoder, tmp_path / "m")
+    assert _train_c(model, _config_file(tmp_path, tiny_shards), tmp_path / "c", 0.064, "train.display=true") == 0
+    d = TrainingDisplay(1000, enabled=True, label="comparator")
+    d.last_plain = -10.0
+    d.update({"images_seen": 320, "kimg": 0.32, "resolution": 16, "img_s": 100.0, "loss_c": 0.5})
+    assert "[comparator] 16px kimg 0.3/1 100 img/s c=0.500" in capsys.readouterr().out

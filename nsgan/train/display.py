@@ -49,8 +49,9 @@ class TrainingDisplay:
         losses = " ".join(f"{k.replace('loss_', '')}={row[k]:.3f}" for k in row if k.startswith("loss_"))
         remaining = max(self.total - row["images_seen"], 0)
         eta = remaining / row["img_s"] if row.get("img_s") else float("nan")
-        info = (f"{row['resolution']}px α={row['alpha']:.2f} kimg {row['kimg']:.1f}/{self.total / 1000:.0f} "
-                f"{row['img_s']:.0f} img/s {losses}")
+        alpha = f" α={row['alpha']:.2f}" if "alpha" in row else ""  # the comparator's rows have no fade-in
+        info = (f"{row['resolution']}px{alpha} kimg {row['kimg']:.1f}/{self.total / 1000:.0f} "
+                f"{row.get('img_s') or 0:.0f} img/s {losses}")
         if row.get("skipped_normal") or row.get("skipped_abnormal"):
             info += f" skipped={row.get('skipped_normal', 0)}+{row.get('skipped_abnormal', 0)}"
         if self.progress is not None:

@@ -172,6 +172,7 @@ def main(argv=None) -> int:
     p.add_argument("--config", required=True)
     p.add_argument("--out", required=True)
     p.add_argument("--seeds", default=None, help="comma-separated seeds (default: the config's)")
+    p.add_argument("--protocols", default=None, help="comma-separated protocols of the plan to run (default: all)")
     args = p.parse_args(argv)
     cfg = yaml.safe_load(Path(args.config).read_text())
     out = Path(args.out)
@@ -186,8 +187,12 @@ def main(argv=None) -> int:
         log_fh.write(line + "\n")
         log_fh.flush()
 
-    pending = [(pr, float(e), s, arm) for pr, pc in cfg["plan"].items() for e, arms in pc.items() for s in seeds
-               for arm in arms]
+    chosen = args.protocols.split(",") if args.protocols else list(cfg["plan"])
+    unknown = [pr for pr in chosen if pr not in cfg["plan"]]
+    if unknown:
+        p.error(f"--protocols: {', '.join(unknown)} not in the config's plan ({', '.join(cfg['plan'])})")
+    pending = [(pr, float(e), s, arm) for pr, pc in cfg["plan"].items() if pr in chosen for e, arms in pc.items()
+               for s in seeds for arm in arms]
     for _ in range(2):  # r2 arms wait for their r1 audit: a second pass picks them up
         for protocol, eps, seed, arm in pending:
             run_cell(protocol, eps, seed, arm, cfg, out, log)
