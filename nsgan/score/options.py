@@ -24,6 +24,13 @@ def resolve_residual(residual: str, has_comparator: bool) -> str:
     return AUTO_WITH_COMPARATOR if has_comparator else AUTO_WITHOUT_COMPARATOR
 
 
+def comparator_runs_alone(reference: str | None, options: "ScoreOptions") -> bool:
+    """True when the map is a C whose reference is not G(E(x)) and the image score is the map's: scoring then needs
+    neither E nor G (the torch scorer skips them; ONNX's graph would run them, so `auto` keeps such a model on torch)."""
+    return (options.residual == "comparator" and reference not in (None, "reconstruction")
+            and options.image_score != "tile")
+
+
 @dataclass(frozen=True)
 class ScoreOptions:
     """How an image is cut and searched; defaults follow DESIGN.md (overlap of half a tile)."""

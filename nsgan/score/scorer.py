@@ -45,7 +45,7 @@ from nsgan.data.bigimage import (
 from nsgan.data.imageio import IMAGE_SUFFIXES, list_images
 from nsgan.data.tiling import BandBlender, TileGrid, cut_tiles, read_padded_rows
 from nsgan.score.maps import smooth_stream, tile_residual
-from nsgan.score.options import ScoreOptions
+from nsgan.score.options import ScoreOptions, comparator_runs_alone
 from nsgan.score.reports import (
     Downscaler,
     Region,
@@ -171,6 +171,8 @@ class Scorer:
         self.device = torch.device(device)
         self.network = network
         self.comparator = comparator.to(self.device).eval() if comparator is not None and options.residual == "comparator" else None
+        # A C that reads x alone or beside its blur needs no G(E(x)): _invert skips the inversion it would not read.
+        self.comparator_alone = self.comparator is not None and comparator_runs_alone(self.comparator.spec.reference, options)
         self.search = None if network is not None else LatentSearch(
             generator.to(self.device), discriminator.to(self.device), self.options.search,
             encoder=encoder.to(self.device) if encoder is not None else None)
@@ -345,8 +347,7 @@ class Scorer:
             res, sc = self.network(tiles)
             return torch.from_numpy(res).to(self.device).float(), torch.from_numpy(sc).to(self.device).float()
         x = torch.from_numpy(tiles).to(self.device) * 2.0 - 1.0
-        if self.comparator is not None and not self.comparator.needs_reconstruction and self.options.image_score != "tile":
-            # A C that reads x alone or beside its blur needs no G(E(x)): skip the inversion it would not read.
+        if self.comparator_alone:
             with torch.no_grad():
                 res = tile_residual(x, None, "comparator", comparator=self.comparator).float()
             return res, res.flatten(1).amax(1)

