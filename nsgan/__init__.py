@@ -39,7 +39,7 @@ _API = {
     # training
     "train": "nsgan.train.pipeline", "train_encoder": "nsgan.train.encoder_loop",
     "train_comparator": "nsgan.train.comparator_loop", "load_config": "nsgan.train.config",
-    "TrainConfig": "nsgan.train.config",
+    "TrainConfig": "nsgan.train.config", "RunLayout": "nsgan.train.layout",
     # data
     "write_shards": "nsgan.data.shards", "ShardStream": "nsgan.data.stream", "read_image": "nsgan.data.imageio",
     "paint_defects": "nsgan.data.painter", "texture_image": "nsgan.data.textures",
