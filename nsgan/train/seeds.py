@@ -2,8 +2,8 @@
 
 Every stream a rank draws from on its own (the GAN's latents, the encoder's latent cycle, the
 comparator's painter and picks) starts at `rank_seed(seed, rank, stream)`; the streams differ by
-their offset. The numbers are those the loops used before they shared this function, so runs
-trained before it resume and repeat bit for bit.
+their offset. A changed number would change every run drawn with it, and a saved state would
+no longer resume bit for bit: offsets are only ever added.
 """
 
 from __future__ import annotations
@@ -28,5 +28,5 @@ def rank_generator(seed: int, rank: int, stream: int) -> torch.Generator:
 def loss_noise_seed(seed: int, rank: int) -> int:
     """The seed of the global torch stream a GAN rank's loss draws from (WGAN-GP's interpolation weights).
 
-    Older than `rank_seed` and kept as it was: changing it would change every WGAN-GP run."""
+    Not `rank_seed`: this stream's numbers are part of every WGAN-GP run and its saved states."""
     return seed * 1000 + 17 + rank
