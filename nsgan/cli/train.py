@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import os
-from pathlib import Path
 
 from nsgan.cli.launch import launch_entry
 from nsgan.common.errors import ConfigError

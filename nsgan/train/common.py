@@ -1,5 +1,5 @@
 """What the training phases share besides their loop (nsgan/train/phase_runner.py): the data a run reads, the
-accelerator, batch plumbing, digests, gradient averaging, run-folder checks and a clean shutdown."""
+accelerator, batch plumbing, digests, gradient averaging and a clean shutdown."""
 
 from __future__ import annotations
 
@@ -14,10 +14,9 @@ import torch.distributed as dist
 from accelerate import Accelerator
 from accelerate.utils import DistributedDataParallelKwargs, InitProcessGroupKwargs
 
-from nsgan.common.errors import ConfigError, DataError, OutputError
+from nsgan.common.errors import ConfigError, DataError
 from nsgan.data.stream import read_manifest, resolve_shards
 from nsgan.models.losses import Penalty
-from nsgan.train.checkpoint import find_latest
 from nsgan.train.config import TrainConfig
 from nsgan.train.engines import deepspeed_requested, make_deepspeed_accelerator
 from nsgan.train.tracking import logging_dir, resolve_log_with
@@ -170,18 +169,3 @@ def average_gradients(module: torch.nn.Module) -> None:
 def short_digest(*modules: torch.nn.Module) -> str:
     """The first 16 hex digits of weights_digest: names a set of networks in states and model files."""
     return weights_digest(modules)[:16]
-
-
-def has_state(run_dir: Path) -> bool:
-    return find_latest(run_dir) is not None
-
-
-def check_phase_run_dir(run_dir: Path, resume: bool, label: str) -> None:
-    """--resume needs a state in the run folder; a fresh run needs a folder without one (ConfigError / OutputError)."""
-    present = has_state(run_dir)
-    if resume and not present:
-        raise ConfigError(f"{run_dir}: --resume given but the {label} run folder holds no complete {label} state")
-    if not resume and present:
-        raise OutputError(f"{run_dir}: already holds an {label} run; pass --resume to continue it or choose another folder"
-                          if label[0] in "aeiou" else
-                          f"{run_dir}: already holds a {label} run; pass --resume to continue it or choose another folder")

@@ -22,7 +22,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from accelerate.utils import gather_object
 from torch.utils.flop_counter import FlopCounterMode
 
 from nsgan.common.errors import ConfigError
@@ -32,17 +31,17 @@ from nsgan.models.comparator import Comparator, flops_per_tile
 from nsgan.models.comparator_loss import ComparatorLoss
 from nsgan.models.model_file import add_comparator, basis_digest
 from nsgan.share.card import refresh_card
-from nsgan.train.checkpoint import find_latest, flatten_optimizer, load_state, save_state, unflatten_optimizer
-from nsgan.train.common import BatchTaker, average_gradients, check_phase_run_dir, has_state
+from nsgan.train.common import BatchTaker, average_gradients
 from nsgan.train.comparator_data import ComparatorBatches, comparator_spec, synthetic_defects
 from nsgan.train.config import TrainConfig
 from nsgan.train.layout import RunLayout
 from nsgan.train.phase_runner import FixedLengthPhase, PhaseInfo, Progress, StopAtStepBoundary, run_phase
+from nsgan.train.phase_state import NetworkState, check_phase_run_dir, has_state
 from nsgan.train.samples import image_grid, write_grid
 from nsgan.train.tracking import log_grid
 
-SKIPPED_IN_RESUME_CHECK = ("kimg", "checkpoint_kimg", "log_every")
 PROBE_TILES = 16
+STATE = NetworkState("comparator", "C", "basis_digest", "generator/encoder")
 
 
 class ComparatorTrainer(FixedLengthPhase):
@@ -83,44 +82,15 @@ class ComparatorTrainer(FixedLengthPhase):
         self.probe = self._probe() if self.is_main else None
 
     # -- state ------------------------------------------------------------------------------
-    def _section(self) -> dict[str, Any]:
-        return {k: v for k, v in self.cfg.to_dict()["comparator"].items() if k not in SKIPPED_IN_RESUME_CHECK}
-
     def _load_latest(self) -> tuple[dict, dict]:
-        state_dir = find_latest(self.run_dir)
-        tensors, info = load_state(state_dir)
-        if info.get("kind") != "comparator":
-            raise ConfigError(f"{state_dir}: not a comparator training state")
-        if info.get("world_size") != self.world:
-            raise ConfigError(f"{state_dir}: saved with {info.get('world_size')} processes, resumed with {self.world}; "
-                              "exact resume needs the same number of processes")
-        if info.get("basis_digest") != self.basis:
-            raise ConfigError(f"{state_dir}: this comparator run was started for another generator/encoder; "
-                              "use a new comparator run folder")
-        saved = {k: v for k, v in info["comparator_config"].items() if k not in SKIPPED_IN_RESUME_CHECK}
-        if saved != self._section():
-            raise ConfigError(f"{self.cfg.run_dir}: key 'comparator' differs from the comparator run being resumed ({state_dir}); "
-                              "only comparator.kimg, checkpoint_kimg and log_every may change on resume")
-        self.C.load_state_dict({k[2:]: v for k, v in tensors.items() if k.startswith("C.")})
-        self.opt.load_state_dict(unflatten_optimizer(info["optimizer"], tensors))
-        self.progress = Progress(int(info["images_seen"]), int(info["step"]), float(info["seconds"]))
-        mine = info["ranks"][self.rank]
+        self.progress, mine = STATE.load(self, self.C, self.opt, self.basis)
         self.skipped_before = int(mine["skipped"])
         return mine["normal"], mine["rng"]
 
     def save_checkpoint(self) -> None:
         mine = {"normal": self.batches.stream.position, "skipped": self.skipped_before + self.batches.stream.skipped,
                 "rng": self.batches.rng_state()}
-        payloads = gather_object([mine]) if self.world > 1 else [mine]
-        if self.is_main:
-            opt_tensors, opt_plain = flatten_optimizer("opt_C", self.opt.state_dict())
-            tensors = {f"C.{k}": v for k, v in self.C.state_dict().items()}
-            tensors.update(opt_tensors)
-            info = {"kind": "comparator", "step": self.progress.step, "seconds": self.progress.seconds, "world_size": self.world,
-                    "comparator_config": self.cfg.to_dict()["comparator"], "optimizer": opt_plain, "ranks": payloads,
-                    "basis_digest": self.basis}
-            save_state(self.run_dir, self.progress.images_seen, tensors, info, keep=self.cfg.train.keep_checkpoints)
-        self.acc.wait_for_everyone()
+        STATE.save(self, self.C, self.opt, mine, self.basis)
 
     # -- one step ---------------------------------------------------------------------------
     def losses(self, b) -> tuple[torch.Tensor, dict[str, float]]:

@@ -21,18 +21,16 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from accelerate.utils import gather_object
 
-from nsgan.common.errors import ConfigError
 from nsgan.data.stream import ShardStream
 from nsgan.models.encoder import Encoder, izif_loss
 from nsgan.models.model_file import add_encoder
 from nsgan.share.card import refresh_card
-from nsgan.train.checkpoint import find_latest, flatten_optimizer, load_state, save_state, unflatten_optimizer
-from nsgan.train.common import BatchTaker, average_gradients, check_phase_run_dir, has_state, short_digest
+from nsgan.train.common import BatchTaker, average_gradients, short_digest
 from nsgan.train.config import TrainConfig
 from nsgan.train.layout import RunLayout
 from nsgan.train.phase_runner import FixedLengthPhase, PhaseInfo, Progress, StopAtStepBoundary, run_phase
+from nsgan.train.phase_state import NetworkState, check_phase_run_dir, has_state
 from nsgan.train.samples import image_grid, write_grid
 from nsgan.train.seeds import ENCODER_LATENTS, rank_generator
 from nsgan.train.tracking import log_grid
@@ -41,6 +39,9 @@ from nsgan.train.tracking import log_grid
 def encoder_widths(cfg: TrainConfig) -> tuple[int, int]:
     e, m = cfg.encoder, cfg.model
     return (e.fmap_base or m.fmap_base), (e.fmap_max or m.fmap_max)
+
+
+STATE = NetworkState("encoder", "E", "gan_digest", "generator/discriminator")
 
 
 class EncoderTrainer(FixedLengthPhase):
@@ -78,25 +79,7 @@ class EncoderTrainer(FixedLengthPhase):
 
     # -- state ------------------------------------------------------------------------------
     def _load_latest(self) -> Any:
-        state_dir = find_latest(self.run_dir)
-        tensors, info = load_state(state_dir)
-        if info.get("kind") != "encoder":
-            raise ConfigError(f"{state_dir}: not an encoder training state")
-        if info.get("world_size") != self.world:
-            raise ConfigError(f"{state_dir}: saved with {info.get('world_size')} processes, resumed with {self.world}; "
-                              "exact resume needs the same number of processes")
-        if info.get("gan_digest") != _digest(self.G, self.D):
-            raise ConfigError(f"{state_dir}: this encoder run was started for another generator/discriminator; "
-                              "use a new encoder run folder")
-        saved = info["encoder_config"]
-        now = {k: v for k, v in self.cfg.to_dict()["encoder"].items() if k not in ("kimg", "checkpoint_kimg", "log_every")}
-        if {k: v for k, v in saved.items() if k in now} != now:
-            raise ConfigError(f"{self.cfg.run_dir}: key 'encoder' differs from the encoder run being resumed ({state_dir}); "
-                              "only encoder.kimg may change on resume")
-        self.E.load_state_dict({k[2:]: v for k, v in tensors.items() if k.startswith("E.")})
-        self.opt.load_state_dict(unflatten_optimizer(info["optimizer"], tensors))
-        self.progress = Progress(int(info["images_seen"]), int(info["step"]), float(info["seconds"]))
-        mine = info["ranks"][self.rank]
+        self.progress, mine = STATE.load(self, self.E, self.opt, _digest(self.G, self.D))
         self.skipped_before = int(mine["skipped"])
         self.latent_gen.set_state(torch.tensor(mine["latent_rng"], dtype=torch.uint8))
         return mine["normal"]
@@ -104,16 +87,7 @@ class EncoderTrainer(FixedLengthPhase):
     def save_checkpoint(self) -> None:
         mine = {"normal": self.stream.position, "skipped": self.skipped_before + self.stream.skipped,
                 "latent_rng": self.latent_gen.get_state().tolist()}
-        payloads = gather_object([mine]) if self.world > 1 else [mine]
-        if self.is_main:
-            opt_tensors, opt_plain = flatten_optimizer("opt_E", self.opt.state_dict())
-            tensors = {f"E.{k}": v for k, v in self.E.state_dict().items()}
-            tensors.update(opt_tensors)
-            info = {"kind": "encoder", "step": self.progress.step, "seconds": self.progress.seconds, "world_size": self.world,
-                    "encoder_config": self.cfg.to_dict()["encoder"], "optimizer": opt_plain, "ranks": payloads,
-                    "gan_digest": _digest(self.G, self.D)}
-            save_state(self.run_dir, self.progress.images_seen, tensors, info, keep=self.cfg.train.keep_checkpoints)
-        self.acc.wait_for_everyone()
+        STATE.save(self, self.E, self.opt, mine, _digest(self.G, self.D))
 
     # -- one step ---------------------------------------------------------------------------
     def _autocast(self):
