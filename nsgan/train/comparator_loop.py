@@ -34,8 +34,7 @@ from nsgan.share.card import refresh_card
 from nsgan.train.common import BatchTaker, average_gradients
 from nsgan.train.comparator_data import ComparatorBatches, comparator_spec, synthetic_defects
 from nsgan.train.config import TrainConfig
-from nsgan.train.layout import RunLayout
-from nsgan.train.phase_runner import FixedLengthPhase, PhaseInfo, Progress, StopAtStepBoundary, run_phase
+from nsgan.train.phase_runner import FixedLengthPhase, StopAtStepBoundary, run_phase
 from nsgan.train.phase_state import NetworkState, check_phase_run_dir, has_state
 from nsgan.train.samples import image_grid, write_grid
 from nsgan.train.tracking import log_grid
@@ -53,11 +52,7 @@ class ComparatorTrainer(FixedLengthPhase):
                  accelerator: Any, normal_shards: list[str], labelled: Any, channels: int, resume: bool = False,
                  bit_depth: int = 8):
         c = cfg.comparator
-        self.cfg, self.run_dir, self.acc = cfg, Path(run_dir), accelerator
-        self.layout, self.resumed = RunLayout(self.run_dir), resume
-        self.info = PhaseInfo("comparator", c.log_every, c.checkpoint_kimg or cfg.train.checkpoint_kimg, "comparator.lr")
-        self.device = accelerator.device
-        self.rank, self.world, self.is_main = accelerator.process_index, accelerator.num_processes, accelerator.is_main_process
+        self.bind(cfg, "comparator", run_dir, accelerator, resume)
         self.G = generator.to(self.device).eval().requires_grad_(False)
         self.E = encoder.to(self.device).eval().requires_grad_(False) if encoder is not None else None
         if c.reference == "reconstruction" and self.E is None:
@@ -69,9 +64,6 @@ class ComparatorTrainer(FixedLengthPhase):
         self.opt = torch.optim.Adam(self.C.parameters(), lr=c.lr, betas=(0.9, 0.99), eps=1e-8)
         self.loss = ComparatorLoss(c.loss, focal_gamma=c.focal_gamma, alpha=c.alpha, dice_weight=c.dice_weight,
                                    mil_k=c.mil_k, mil_weight=c.mil_weight)
-        self.progress = Progress()
-        self.total = int(round(c.kimg * 1000))
-        self.batch = c.batch
         self.normal_shards, self.channels, self.labelled, self.bit_depth = normal_shards, channels, labelled, bit_depth
         position, rng_state, self.skipped_before = None, None, 0
         if resume:

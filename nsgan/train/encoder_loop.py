@@ -28,8 +28,7 @@ from nsgan.models.model_file import add_encoder
 from nsgan.share.card import refresh_card
 from nsgan.train.common import BatchTaker, average_gradients, short_digest
 from nsgan.train.config import TrainConfig
-from nsgan.train.layout import RunLayout
-from nsgan.train.phase_runner import FixedLengthPhase, PhaseInfo, Progress, StopAtStepBoundary, run_phase
+from nsgan.train.phase_runner import FixedLengthPhase, StopAtStepBoundary, run_phase
 from nsgan.train.phase_state import NetworkState, check_phase_run_dir, has_state
 from nsgan.train.samples import image_grid, write_grid
 from nsgan.train.seeds import ENCODER_LATENTS, rank_generator
@@ -51,22 +50,14 @@ class EncoderTrainer(FixedLengthPhase):
 
     def __init__(self, cfg: TrainConfig, generator: torch.nn.Module, discriminator: torch.nn.Module,
                  run_dir: Path, accelerator: Any, normal_shards: list[str], channels: int, resume: bool = False):
-        e = cfg.encoder
-        self.cfg, self.run_dir, self.acc = cfg, Path(run_dir), accelerator
-        self.layout, self.resumed = RunLayout(self.run_dir), resume
-        self.info = PhaseInfo("encoder", e.log_every, e.checkpoint_kimg or cfg.train.checkpoint_kimg, "encoder.lr")
-        self.device = accelerator.device
-        self.rank, self.world, self.is_main = accelerator.process_index, accelerator.num_processes, accelerator.is_main_process
+        self.bind(cfg, "encoder", run_dir, accelerator, resume)
         self.G = generator.to(self.device).eval().requires_grad_(False)
         self.D = discriminator.to(self.device).eval().requires_grad_(False)
         base, fmax = encoder_widths(cfg)
         torch.manual_seed(cfg.seed + 4242)  # the same initial E on every rank
         self.E = Encoder(cfg.model.resolution, channels, int(generator.latent_dim), fmap_base=base, fmap_max=fmax).to(self.device)
         self.opt = torch.optim.Adam(self.E.parameters(), lr=cfg.encoder.lr, betas=(0.9, 0.99), eps=1e-8)
-        self.progress = Progress()
         self.latent_gen = rank_generator(cfg.seed, self.rank, ENCODER_LATENTS)  # ziz latents
-        self.total = int(round(cfg.encoder.kimg * 1000))
-        self.batch = cfg.encoder.batch
         self.normal_shards, self.channels = normal_shards, channels
         position = None
         if resume:

@@ -100,11 +100,23 @@ class Phase(Protocol):
 
 
 class FixedLengthPhase:
-    """Boundary hooks of a phase that trains to `total` images and shows its progress as grids named
-    `<grid_prefix>-<kimg>kimg.png` at the start and at every periodic state (the encoder, the comparator).
-    A subclass provides `grid_prefix`, `save_grid(name)` and the rest of `Phase`."""
+    """A phase that trains to `total` images and shows its progress as grids named `<grid_prefix>-<kimg>kimg.png`
+    at the start and at every periodic state (the encoder, the comparator). A subclass calls `bind` first and
+    provides `grid_prefix`, `save_grid(name)` and the rest of `Phase`."""
 
     grid_prefix: str
+
+    def bind(self, cfg: TrainConfig, section: str, run_dir: str | Path, accelerator: Any, resume: bool) -> None:
+        """What every such phase holds, paced by its config section (`kimg`, `batch`, `lr`, `log_every`, `checkpoint_kimg`)."""
+        keys = getattr(cfg, section)
+        self.cfg, self.acc, self.run_dir, self.resumed = cfg, accelerator, Path(run_dir), resume
+        self.layout = RunLayout(self.run_dir)
+        self.info = PhaseInfo(section, keys.log_every, keys.checkpoint_kimg or cfg.train.checkpoint_kimg, f"{section}.lr")
+        self.device = accelerator.device
+        self.rank, self.world, self.is_main = accelerator.process_index, accelerator.num_processes, accelerator.is_main_process
+        self.progress = Progress()
+        self.total = int(round(keys.kimg * 1000))
+        self.batch = keys.batch
 
     def starting(self) -> None:
         if self.acc.is_main_process and self.progress.images_seen == 0:
