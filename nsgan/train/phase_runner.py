@@ -75,7 +75,7 @@ class Phase(Protocol):
 
     @property
     def batch(self) -> int:
-        """Per-process batch of the step `step` takes next."""
+        """Per-process batch of the next step (read after `next_step`)."""
 
     def starting(self) -> None:
         """Once, after the trackers open: what a phase shows or writes at its start (all processes call it)."""
