@@ -8,6 +8,7 @@ from typing import Any
 from nsgan.common.errors import ConfigError
 from nsgan.train.config import (
     TrainConfig,
+    apply_override,
     config_from_dict,
     load_config,
     parse_override,
@@ -26,11 +27,9 @@ def config_for_model(args: argparse.Namespace, meta: dict[str, Any], phase: str,
         tree = dict(meta.get("config") or {})
         if not tree:
             raise ConfigError(f"{args.model}: holds no training config; pass --config")
-        from nsgan.train.config import _apply_override
-
         for text in args.overrides:
             keys, value = parse_override(text)
-            _apply_override(tree, keys, value)
+            apply_override(tree, keys, value)
         cfg = config_from_dict(tree, source=source, **load_kwargs)
     if getattr(cfg, phase).kimg <= 0:
         raise ConfigError(f"{source}: key '{phase}.kimg' is 0: pass {phase}.kimg=N (thousands of {what} to train the {phase} on)")

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import argparse
 import os
-from pathlib import Path
 
 from nsgan.cli.launch import launch_entry
 from nsgan.common.errors import ConfigError
-from nsgan.train.config import TrainConfig, load_config
+from nsgan.train.config import TrainConfig, load_config, parse_override
+from nsgan.train.layout import RunLayout
 from nsgan.train.pipeline import train
 
 
@@ -20,13 +20,11 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
 
 def config_for_args(args: argparse.Namespace) -> tuple[TrainConfig, str]:
     """The config a train command means: --config + overrides, or (resuming) the run's saved config."""
-    from nsgan.train.config import parse_override
-
     if args.config:
         return load_config(args.config, args.overrides), args.config
     run_dirs = [value for keys, value in map(parse_override, args.overrides) if keys == ["run_dir"]]
     if args.resume and run_dirs:
-        saved = Path(str(run_dirs[-1])) / "config.yaml"
+        saved = RunLayout(str(run_dirs[-1])).config
         if not saved.is_file():
             raise ConfigError(f"{saved}: not found; pass --config with the run's config")
         return load_config(saved, args.overrides), str(saved)

@@ -6,9 +6,13 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from nsgan.cli.launch import launch_entry
 from nsgan.cli.model_config import config_for_model
+from nsgan.models.model_file import load_model
+from nsgan.train.common import make_accelerator, resolve_data, shutdown
 from nsgan.train.comparator_loop import check_comparator_run_dir, train_comparator
 from nsgan.train.config import TrainConfig
+from nsgan.train.layout import RunLayout
 
 
 def configure_parser(p: argparse.ArgumentParser) -> None:
@@ -25,21 +29,16 @@ def config_for(args: argparse.Namespace, meta: dict[str, Any]) -> tuple[TrainCon
 
 
 def run(args: argparse.Namespace, accelerator: Any = None) -> int:
-    from nsgan.models.model_file import load_model
-    from nsgan.train.common import make_accelerator, resolve_data
-
     model_path = Path(args.model)
     m = load_model(model_path)
     cfg, source = config_for(args, m.meta)
     normal, abnormal, channels = resolve_data(cfg, source)
-    run_dir = Path(args.run_dir) if args.run_dir else model_path.parent / "comparator"
+    run_dir = Path(args.run_dir) if args.run_dir else RunLayout(model_path.parent).comparator.root
     check_comparator_run_dir(run_dir, args.resume)  # before any process group or file exists
     acc = accelerator or make_accelerator(cfg, model_dir=model_path.parent, source=source)
     try:
         train_comparator(cfg, m.generator, m.encoder, model_path, run_dir, acc, normal, abnormal, channels, resume=args.resume)
     finally:
-        from nsgan.train.common import shutdown
-
         shutdown(acc)
     if acc.is_main_process:
         print(f"comparator written into {model_path} (run folder {run_dir})")
@@ -48,7 +47,5 @@ def run(args: argparse.Namespace, accelerator: Any = None) -> int:
 
 def launch_main(argv: list[str] | None = None) -> int:
     """Entry for `accelerate launch launch/train_comparator.py`: same options, one-line errors on every rank."""
-    from nsgan.cli.launch import launch_entry
-
     return launch_entry(argv, "launch/train_comparator.py", "Train nsgan's comparator under accelerate.", "train-comparator",
                         configure_parser, run)

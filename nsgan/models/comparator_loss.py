@@ -17,10 +17,30 @@ the map's max, so this is the quantity that decides it).
 
 from __future__ import annotations
 
+from enum import Enum
+
 import torch
 import torch.nn.functional as F
 
-LOSS_KINDS = ("focal_dice", "focal", "bce", "bce_dice")
+
+class ComparatorLossKind(str, Enum):
+    """`comparator.loss`: the pixel term, with or without Dice."""
+
+    FOCAL_DICE = "focal_dice"
+    FOCAL = "focal"
+    BCE = "bce"
+    BCE_DICE = "bce_dice"
+
+    @property
+    def focal(self) -> bool:
+        return self in (ComparatorLossKind.FOCAL, ComparatorLossKind.FOCAL_DICE)
+
+    @property
+    def dice(self) -> bool:
+        return self in (ComparatorLossKind.FOCAL_DICE, ComparatorLossKind.BCE_DICE)
+
+
+LOSS_KINDS = tuple(k.value for k in ComparatorLossKind)  # the config's choice list and messages read these
 
 
 def focal_loss(logits: torch.Tensor, target: torch.Tensor, gamma: float = 2.0, alpha: float = 0.75) -> torch.Tensor:
@@ -67,12 +87,12 @@ class ComparatorLoss:
         if focal_gamma < 0 or not 0 < alpha < 1 or dice_weight < 0 or pos_weight <= 0 or mil_k < 1 or mil_weight < 0:
             raise ValueError(f"comparator loss: bad settings gamma={focal_gamma} alpha={alpha} dice_weight={dice_weight} "
                              f"pos_weight={pos_weight} mil_k={mil_k} mil_weight={mil_weight}")
-        self.kind, self.gamma, self.alpha = kind, float(focal_gamma), float(alpha)
+        self.kind, self.gamma, self.alpha = ComparatorLossKind(kind).value, float(focal_gamma), float(alpha)
         self.dice_weight, self.pos_weight = float(dice_weight), float(pos_weight)
         self.mil_k, self.mil_weight = int(mil_k), float(mil_weight)
 
     def pixel(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        if self.kind.startswith("focal"):
+        if ComparatorLossKind(self.kind).focal:
             return focal_loss(logits, target, self.gamma, self.alpha)
         pw = torch.tensor(self.pos_weight, dtype=logits.dtype, device=logits.device)
         return F.binary_cross_entropy_with_logits(logits, target, pos_weight=pw)
@@ -85,7 +105,7 @@ class ComparatorLoss:
         pixel = self.pixel(logits, target)
         loss = pixel
         dice = None
-        if self.kind.endswith("_dice"):
+        if ComparatorLossKind(self.kind).dice:
             dice = dice_loss(logits, target)
             loss = loss + self.dice_weight * dice
         with torch.no_grad():

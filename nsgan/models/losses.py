@@ -1,4 +1,4 @@
-"""GAN losses with the abnormal-image penalty (Kimura & Yanagihara 2018); see DESIGN.md.
+"""GAN losses with the abnormal-image penalty (Kimura & Yanagihara 2018; the equations are in the README).
 
 One object, two methods the training loop calls per phase: `d_loss` (D step, regulariser
 included) and `g_loss` (G step). `D` is any callable `D(x, level, alpha) -> logits (B,)`: the
@@ -10,7 +10,7 @@ mixed group statistics (and would tie R1's gradient w.r.t. the reals to the fake
 
 R1 / the gradient penalty is taken with `torch.autograd.grad(create_graph=True)` on the same
 forward and added to the same scalar, so the loop runs ONE backward per D step. Under DDP a
-separate regulariser backward leaves gradients un-averaged across ranks (DESIGN.md).
+separate regulariser backward leaves gradients un-averaged across ranks, which broke the next step.
 
 Lazy R1 (StyleGAN2's lazy regularisation): with `r1_every = k` R1 is taken on every k-th D step
 only, weighted by k so its average pull is unchanged; the caller passes `regularise=r1_due(step)`
@@ -28,11 +28,38 @@ patch form, the real and fake terms, R1 and G's loss apply to the patch logits t
 
 from __future__ import annotations
 
+from enum import Enum
+
 import torch
 import torch.nn.functional as F
 
-KINDS = ("nsgan", "wgangp")
-PENALTIES = ("tile", "patch_mask", "patch_mil")
+
+class GanLossKind(str, Enum):
+    """`loss.kind`: the GAN objective."""
+
+    NSGAN = "nsgan"  # non-saturating logistic + R1 (the paper's)
+    WGANGP = "wgangp"  # WGAN-GP with drift (original PGGAN)
+
+
+class Penalty(str, Enum):
+    """`loss.penalty`: where the abnormal penalty γ acts."""
+
+    TILE = "tile"  # the whole tile's logit (the paper's form)
+    PATCH_MASK = "patch_mask"  # the patches that touch the defect mask
+    PATCH_MIL = "patch_mil"  # each abnormal tile's k least-real patches (image labels only)
+
+    @property
+    def on_patches(self) -> bool:
+        return self is not Penalty.TILE
+
+
+KINDS = tuple(k.value for k in GanLossKind)  # the config's choice lists and messages read these
+PENALTIES = tuple(p.value for p in Penalty)
+
+
+def penalty_fits(kind: str, penalty: str) -> bool:
+    """The patch forms are written for the non-saturating loss only (WGAN-GP's critic has no patch term)."""
+    return not Penalty(penalty).on_patches or GanLossKind(kind) is GanLossKind.NSGAN
 
 
 def _check_weight(name: str, value: float) -> float:
@@ -79,7 +106,7 @@ class GANLoss:
         penalty = getattr(penalty, "value", penalty)
         if penalty not in PENALTIES:
             raise ValueError(f"GANLoss: penalty must be one of {', '.join(PENALTIES)}, got {penalty!r}")
-        if penalty != "tile" and kind != "nsgan":
+        if not penalty_fits(kind, penalty):
             raise ValueError(f"GANLoss: penalty {penalty!r} needs kind 'nsgan', got {kind!r}")
         if isinstance(mil_k, bool) or not isinstance(mil_k, int) or mil_k < 1:
             raise ValueError(f"GANLoss: mil_k must be an integer >= 1, got {mil_k!r}")
@@ -96,12 +123,12 @@ class GANLoss:
 
     def r1_due(self, step: int) -> bool:
         """Whether D step number `step` (0-based, counted over the whole run) carries R1."""
-        return self.kind == "nsgan" and self.r1_gamma > 0 and step % self.r1_every == 0
+        return self.kind == GanLossKind.NSGAN and self.r1_gamma > 0 and step % self.r1_every == 0
 
     @property
     def uses_patches(self) -> bool:
         """True when D's patch logits take part (D needs a patch head)."""
-        return self.penalty != "tile"
+        return Penalty(self.penalty).on_patches
 
     def __repr__(self) -> str:
         return (
@@ -133,13 +160,13 @@ class GANLoss:
         """
         if self.gamma > 0 and abnormal is None:
             raise ValueError("GANLoss: gamma > 0 needs an abnormal batch, got None")
-        if self.gamma > 0 and self.penalty == "patch_mask" and abnormal_mask is None:
+        if self.gamma > 0 and self.penalty == Penalty.PATCH_MASK and abnormal_mask is None:
             raise ValueError("GANLoss: penalty 'patch_mask' needs the abnormal batch's masks, got None")
         if not torch.is_grad_enabled():
             raise RuntimeError("GANLoss.d_loss needs grad mode (it differentiates D)")
         real, fake = real.detach(), fake.detach()
         abnormal = abnormal.detach() if self.gamma > 0 else None
-        if self.kind == "nsgan":
+        if self.kind == GanLossKind.NSGAN:
             return self._d_nsgan(D, real, fake, abnormal, level, alpha, abnormal_mask, regularise)
         return self._d_wgangp(D, real, fake, abnormal, level, alpha)
 
@@ -153,7 +180,7 @@ class GANLoss:
             loss = F.softplus(-d_fake).mean() + F.softplus(-p_fake).mean()
             return loss, _stats(loss_g=loss)
         d_fake = D(fake, level, alpha).float()
-        loss = F.softplus(-d_fake).mean() if self.kind == "nsgan" else -d_fake.mean()
+        loss = F.softplus(-d_fake).mean() if self.kind == GanLossKind.NSGAN else -d_fake.mean()
         return loss, _stats(loss_g=loss)
 
     def abnormal_patch_term(
@@ -166,7 +193,7 @@ class GANLoss:
         patch_mil: mean softplus(p) over each tile's `mil_k` lowest (least real) patch logits.
         """
         b, _, g, _ = patch_logits.shape
-        if self.penalty == "patch_mil":
+        if self.penalty == Penalty.PATCH_MIL:
             least = patch_logits.flatten(1).topk(min(self.mil_k, g * g), dim=1, largest=False).values
             return F.softplus(least).mean(), least.mean()
         if mask is None or mask.shape[0] != b or mask.shape[-1] % g or mask.shape[-2] != mask.shape[-1]:

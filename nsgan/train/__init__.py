@@ -1,1 +1,1 @@
-"""Training: the run config, the progressive schedule, the GAN and encoder loops and what they share (engines, checkpoints, trackers, sample grids, the run lock, the live display)."""
+"""Training: the run config, the progressive schedule, the phases (GAN, encoder, comparator) and the one loop they run through (phase_runner), and what they share (engines, checkpoints and phase states, seeds, trackers, sample grids, the run lock, the live display)."""

@@ -15,15 +15,16 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors.torch import load_file, save_file
 
 from nsgan import __version__
 from nsgan.common.atomic import atomic_write_json, fsync_dir, fsync_file
 from nsgan.common.errors import ModelError, OutputError
+from nsgan.train.layout import CHECKPOINTS, LATEST
 
 STATE_FORMAT = "nsgan-state/1"
 TENSORS = "tensors.safetensors"
 STATE_JSON = "state.json"
-LATEST = "latest.json"
 
 
 def write_json_atomic(path: Path, obj: Any) -> None:
@@ -59,9 +60,7 @@ def unflatten_optimizer(plain: dict[str, Any], tensors: dict[str, torch.Tensor])
 
 def save_state(run_dir: Path, images_seen: int, tensors: dict[str, torch.Tensor], info: dict[str, Any], keep: int = 3) -> Path:
     """Write one complete state and point latest.json at it; prune to the newest `keep` states."""
-    from safetensors.torch import save_file
-
-    ckpt_dir = Path(run_dir) / "checkpoints"
+    ckpt_dir = Path(run_dir) / CHECKPOINTS
     name = f"state-{images_seen:012d}"
     final = ckpt_dir / name
     tmp = ckpt_dir / (name + ".tmp")
@@ -103,7 +102,7 @@ def complete_states(ckpt_dir: Path) -> list[Path]:
 
 def find_latest(run_dir: Path) -> Path | None:
     """The state latest.json points to, or the newest complete one if the pointer is damaged."""
-    ckpt_dir = Path(run_dir) / "checkpoints"
+    ckpt_dir = Path(run_dir) / CHECKPOINTS
     try:
         pointer = json.loads((ckpt_dir / LATEST).read_text())
         candidate = ckpt_dir / pointer["state"]
@@ -117,8 +116,6 @@ def find_latest(run_dir: Path) -> Path | None:
 
 def load_state(state_dir: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Read a state folder; ModelError (naming the folder) if it is damaged or foreign."""
-    from safetensors.torch import load_file
-
     try:
         info = json.loads((state_dir / STATE_JSON).read_text())
     except (OSError, ValueError) as exc:

@@ -1,16 +1,25 @@
-"""What the training loops share: the data a run reads, the accelerator, batch plumbing, digests, a clean shutdown,
-and the loop of a phase that trains one network beside frozen ones (the encoder, the comparator)."""
+"""What the training phases share besides their loop (nsgan/train/phase_runner.py): the data a run reads, the
+accelerator, batch plumbing, digests, gradient averaging and a clean shutdown."""
 
 from __future__ import annotations
 
+import hashlib
 import os
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, Iterator
 
 import torch
+import torch.distributed as dist
+from accelerate import Accelerator
+from accelerate.utils import DistributedDataParallelKwargs, InitProcessGroupKwargs
 
 from nsgan.common.errors import ConfigError, DataError
+from nsgan.data.stream import read_manifest, resolve_shards
+from nsgan.models.losses import Penalty
 from nsgan.train.config import TrainConfig
+from nsgan.train.engines import deepspeed_requested, make_deepspeed_accelerator
+from nsgan.train.tracking import logging_dir, resolve_log_with
 
 
 class BatchTaker:
@@ -40,8 +49,6 @@ class BatchTaker:
 
 def resolve_data(cfg: TrainConfig, source: str) -> tuple[list[str], list[str], int]:
     """Shard lists and channel count, checked before anything is written (ConfigError names the key)."""
-    from nsgan.data.stream import resolve_shards
-
     try:
         normal = resolve_shards(cfg.data.normal)
     except DataError as err:
@@ -62,15 +69,13 @@ def resolve_data(cfg: TrainConfig, source: str) -> tuple[list[str], list[str], i
             channels = int(manifest.get("channels", 0))
     if channels == 0:
         raise ConfigError(f"{source}: key 'data.channels' must be set (1 or 3): no manifest.json beside the shards tells it")
-    if abnormal and cfg.loss.penalty == "patch_mask" and cfg.loss.gamma > 0:
+    if abnormal and cfg.loss.penalty == Penalty.PATCH_MASK and cfg.loss.gamma > 0:
         _check_abnormal_masks(cfg, source)
     return normal, abnormal, channels
 
 
 def find_manifest(spec: str) -> dict | None:
     """The shard manifest of a data spec (the shard-set folder, or one of its normal/abnormal folders), or None."""
-    from nsgan.data.stream import read_manifest
-
     for where in (spec, str(Path(spec).parent)):
         try:
             return read_manifest(where)
@@ -92,8 +97,6 @@ def data_summary(cfg: TrainConfig) -> dict[str, Any]:
 def _check_abnormal_masks(cfg: TrainConfig, source: str) -> None:
     """patch_mask needs masks in the abnormal samples; a manifest that says there are none is an error
     (without a manifest nothing is known: samples without a mask count as masked all over)."""
-    from nsgan.data.stream import read_manifest
-
     for spec in (cfg.data.abnormal, str(Path(cfg.data.abnormal).parent)):
         try:
             manifest = read_manifest(spec)
@@ -111,14 +114,6 @@ def make_accelerator(cfg: TrainConfig, model_dir: str | Path | None = None, sour
     The trackers of `train.log_with` log into `model_dir`/tb (default: the run folder); a named
     tracker whose package is missing is a ConfigError here, before any process group exists.
     """
-    from datetime import timedelta
-
-    from accelerate import Accelerator
-    from accelerate.utils import DistributedDataParallelKwargs, InitProcessGroupKwargs
-
-    from nsgan.train.engines import deepspeed_requested, make_deepspeed_accelerator
-    from nsgan.train.tracking import logging_dir, resolve_log_with
-
     trackers = {"log_with": resolve_log_with(cfg.train.log_with, source),
                 "project_dir": str(logging_dir(model_dir if model_dir is not None else cfg.run_dir))}
     timeout = timedelta(seconds=float(os.environ.get("NSGAN_PG_TIMEOUT", "600")))
@@ -133,28 +128,8 @@ def make_accelerator(cfg: TrainConfig, model_dir: str | Path | None = None, sour
     return Accelerator(mixed_precision=mp, kwargs_handlers=handlers, **trackers)
 
 
-def truncate_metrics(path: Path, images_seen: int) -> None:
-    """Drop metric lines logged after the state we resume from (that progress was lost)."""
-    import json
-
-    if not path.exists():
-        return
-    kept = []
-    for line in path.read_text().splitlines():
-        try:
-            if json.loads(line).get("images_seen", 0) <= images_seen:
-                kept.append(line)
-        except ValueError:
-            continue
-    from nsgan.common.atomic import atomic_write_text
-
-    atomic_write_text(path, "".join(l + "\n" for l in kept))
-
-
 def weights_digest(modules) -> str:
     """SHA-256 over the modules' parameters and buffers (in order): equal on all ranks or a bug."""
-    import hashlib
-
     h = hashlib.sha256()
     for module in modules:
         for name, t in list(module.named_parameters()) + list(module.named_buffers()):
@@ -179,14 +154,8 @@ def shutdown(acc, peers_alive: bool = True) -> None:
             pass
 
 
-# -- what the frozen-basis phases (encoder, comparator) share ------------------------------------------------
-METRICS = "metrics.jsonl"
-
-
 def average_gradients(module: torch.nn.Module) -> None:
     """Mean of every gradient over all processes in one all-reduce (what DDP would do)."""
-    import torch.distributed as dist
-
     grads = [p.grad for p in module.parameters() if p.grad is not None]
     flat = torch.cat([g.reshape(-1) for g in grads])
     dist.all_reduce(flat)
@@ -200,95 +169,3 @@ def average_gradients(module: torch.nn.Module) -> None:
 def short_digest(*modules: torch.nn.Module) -> str:
     """The first 16 hex digits of weights_digest: names a set of networks in states and model files."""
     return weights_digest(modules)[:16]
-
-
-def has_state(run_dir: Path) -> bool:
-    from nsgan.train.checkpoint import find_latest
-
-    return find_latest(run_dir) is not None
-
-
-def check_phase_run_dir(run_dir: Path, resume: bool, label: str) -> None:
-    """--resume needs a state in the run folder; a fresh run needs a folder without one (ConfigError / OutputError)."""
-    from nsgan.common.errors import OutputError
-
-    present = has_state(run_dir)
-    if resume and not present:
-        raise ConfigError(f"{run_dir}: --resume given but the {label} run folder holds no complete {label} state")
-    if not resume and present:
-        raise OutputError(f"{run_dir}: already holds an {label} run; pass --resume to continue it or choose another folder"
-                          if label[0] in "aeiou" else
-                          f"{run_dir}: already holds a {label} run; pass --resume to continue it or choose another folder")
-
-
-def run_phase(tr: Any, cfg: TrainConfig, label: str, log_every: int, checkpoint_kimg: float, loss_key: str,
-              grid_prefix: str) -> str:
-    """The loop of a phase that trains one network with the others frozen (encoder, comparator).
-
-    `tr` gives: acc, is_main, world, batch, total, images_seen, step_no, seconds, run_dir; step() -> stats;
-    metrics_row(img_s) -> the row's own fields; save_checkpoint(); save_grid(name) (main process);
-    trained() -> the modules whose weights must end equal on every rank. Writes metrics.jsonl (one row
-    every `log_every` steps, window means of the stats), TensorBoard run `label`, a grid at the start, each
-    state and (caller) the end; a state every `checkpoint_kimg` (0: train.checkpoint_kimg) and at the end.
-    A non-finite `loss_key` stops it (exit 6). Returns the digest all ranks agree on (else exit 6).
-    """
-    import json
-    import math
-    import time
-
-    from accelerate.utils import gather_object
-
-    from nsgan.common.errors import NsganError
-    from nsgan.train import tracking
-    from nsgan.train.display import TrainingDisplay
-
-    acc = tr.acc
-    ckpt_every = max(1, int(round((checkpoint_kimg or cfg.train.checkpoint_kimg) * 1000)))
-    next_ckpt = (tr.images_seen // ckpt_every + 1) * ckpt_every
-    display = TrainingDisplay(tr.total, enabled=tr.is_main and cfg.train.display, start=tr.images_seen, label=label)
-    metrics_fh = open(Path(tr.run_dir) / METRICS, "a") if tr.is_main else None
-    window_t, window_imgs, sums, counts = time.perf_counter(), 0, {}, {}
-    try:
-        tracking.start(acc, label, cfg.to_dict(), step=tr.images_seen)  # in <model folder>/tb/<label>
-        if tr.is_main and tr.images_seen == 0:
-            tr.save_grid(f"{grid_prefix}-000000kimg.png")
-        while tr.images_seen < tr.total:
-            t0 = time.perf_counter()
-            stats = tr.step()
-            tr.seconds += time.perf_counter() - t0
-            tr.images_seen += tr.batch * tr.world
-            tr.step_no += 1
-            window_imgs += tr.batch * tr.world
-            for k, v in stats.items():  # a stat a step does not define (no defect in it) is left out of its mean
-                sums[k] = sums.get(k, 0.0) + v
-                counts[k] = counts.get(k, 0) + 1
-            if not math.isfinite(stats[loss_key]):
-                raise NsganError(f"{label} training diverged at kimg {tr.images_seen / 1000:.1f} (non-finite loss); "
-                                 f"lower {label}.lr or resume from the last state", 6)
-            if tr.step_no % log_every == 0:
-                elapsed = time.perf_counter() - window_t
-                row = {**tr.metrics_row(round(window_imgs / max(elapsed, 1e-9), 2)),
-                       **{k: round(v / counts[k], 6) for k, v in sums.items()}}
-                if metrics_fh:
-                    metrics_fh.write(json.dumps(row) + "\n")
-                    metrics_fh.flush()
-                tracking.log_scalars(acc, row, tr.images_seen)
-                display.update(row)
-                window_t, window_imgs, sums, counts = time.perf_counter(), 0, {}, {}
-            else:
-                display.advance(tr.images_seen)
-            if tr.images_seen >= next_ckpt and tr.images_seen < tr.total:
-                tr.save_checkpoint()
-                if tr.is_main:
-                    tr.save_grid(f"{grid_prefix}-{tr.images_seen // 1000:06d}kimg.png")
-                next_ckpt += ckpt_every
-        tr.save_checkpoint()
-        mine = weights_digest(tr.trained())
-        digests = gather_object([mine]) if tr.world > 1 else [mine]
-        if len(set(digests)) != 1:
-            raise NsganError(f"ranks ended with different {label} weights ({len(set(digests))} distinct digests)", 6)
-        return digests[0]
-    finally:
-        display.close()
-        if metrics_fh:
-            metrics_fh.close()

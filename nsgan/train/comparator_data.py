@@ -25,7 +25,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from nsgan.common.errors import DataError
+from nsgan.data.stream import ShardStream
+from nsgan.data.synthetic import SyntheticDefects
+from nsgan.models.comparator import ComparatorSpec
+from nsgan.train.common import BatchTaker
 from nsgan.train.config import TrainConfig
+from nsgan.train.seeds import COMPARATOR_DRAWS, rank_seed
 
 
 @dataclass
@@ -39,17 +45,13 @@ class ComparatorBatch:
     tags: list[str] = field(default_factory=list)  # per pixel tile: painted kind / "normal" / "labelled"
 
 
-def comparator_spec(cfg: TrainConfig, channels: int):
-    from nsgan.models.comparator import ComparatorSpec
-
+def comparator_spec(cfg: TrainConfig, channels: int) -> ComparatorSpec:
     c = cfg.comparator
     return ComparatorSpec(channels=channels, reference=c.reference, width=c.width, dilations=tuple(c.dilations),
                           blur_sigma=c.blur_sigma)
 
 
-def synthetic_defects(cfg: TrainConfig, bit_depth: int):
-    from nsgan.data.synthetic import SyntheticDefects
-
+def synthetic_defects(cfg: TrainConfig, bit_depth: int) -> SyntheticDefects:
     c = cfg.comparator
     return SyntheticDefects(kinds=tuple(c.kinds), blob=c.blob, blob_fraction=c.blob_fraction, max_area_frac=c.max_area_frac,
                             contrast=tuple(c.contrast), blur=tuple(c.blur), bit_depth=bit_depth)
@@ -61,9 +63,6 @@ class ComparatorBatches:
     def __init__(self, cfg: TrainConfig, generator: torch.nn.Module | None, encoder: torch.nn.Module | None,
                  normal_shards: list[str], labelled: Any, channels: int, rank: int, world: int, device: torch.device,
                  bf16: bool = False, position: dict | None = None, rng_state: dict | None = None, bit_depth: int = 8):
-        from nsgan.data.stream import ShardStream
-        from nsgan.train.common import BatchTaker
-
         c = cfg.comparator
         self.cfg, self.device, self.bf16 = cfg, device, bf16
         self.G, self.E = generator, encoder
@@ -75,7 +74,7 @@ class ComparatorBatches:
         self.n_paint = int(round(c.paint_fraction * self.n_normal))
         self.n_bags = c.mil_bags if labelled is not None and labelled.bags else 0
         self.synth = synthetic_defects(cfg, bit_depth) if self.n_paint else None
-        self.rng = np.random.Generator(np.random.PCG64(cfg.seed * 1000003 + rank * 7919 + 5354))
+        self.rng = np.random.Generator(np.random.PCG64(rank_seed(cfg.seed, rank, COMPARATOR_DRAWS)))
         if rng_state is not None:
             self.rng.bit_generator.state = rng_state
         self.stream = BatchTaker(ShardStream(normal_shards, tile=cfg.model.resolution, channels=channels, batch=self.n_normal,
@@ -90,8 +89,6 @@ class ComparatorBatches:
 
         A tile no defect shows on (saturated or flat material where every try left the quantised pixels as they
         were) must not stop a run: the batch is then painted tile by tile and such a tile stays plain ("normal")."""
-        from nsgan.common.errors import DataError
-
         try:
             return self.synth.apply(unit, self.rng)
         except DataError:

@@ -2,7 +2,7 @@
 
 Runs as the last phase of `nsgan train` (config key `comparator.kimg`) or on its own for an existing
 model file (`nsgan train-comparator --model M`, `accelerate launch launch/train_comparator.py`), with
-the encoder phase's promises (nsgan/train/common.py run_phase): every rank streams its own share of
+the encoder phase's promises (the loop of nsgan/train/phase_runner.py): every rank streams its own share of
 the normal shards, the state (C, Adam, stream positions, the painter's generator) is saved
 atomically every `comparator.checkpoint_kimg` and `--resume` continues exactly, metrics go to
 `metrics.jsonl` and TensorBoard (run `comparator`), grids of x | reference | C's map | target mask to
@@ -20,31 +20,39 @@ import math
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 from nsgan.common.errors import ConfigError
-from nsgan.train.common import METRICS
+from nsgan.data.labelled import read_labelled, shard_bit_depth
+from nsgan.data.stream import ShardStream
+from nsgan.models.comparator import Comparator, flops_per_tile
+from nsgan.models.comparator_loss import ComparatorLoss
+from nsgan.models.model_file import add_comparator, basis_digest
+from nsgan.share.card import refresh_card
+from nsgan.train.common import BatchTaker, average_gradients
+from nsgan.train.comparator_data import ComparatorBatches, comparator_spec, synthetic_defects
 from nsgan.train.config import TrainConfig
+from nsgan.train.phase_runner import FixedLengthPhase, StopAtStepBoundary, run_phase
+from nsgan.train.phase_state import NetworkState, check_phase_run_dir, has_state
+from nsgan.train.samples import image_grid, write_grid
+from nsgan.train.tracking import log_grid
 
-SKIPPED_IN_RESUME_CHECK = ("kimg", "checkpoint_kimg", "log_every")
 PROBE_TILES = 16
+STATE = NetworkState("comparator", "C", "basis_digest", "generator/encoder")
 
 
-class ComparatorTrainer:
-    """C, its optimizer, loss and batches on one process."""
+class ComparatorTrainer(FixedLengthPhase):
+    """C, its optimizer, loss and batches on one process (a runner Phase)."""
+
+    grid_prefix = "cmp"
 
     def __init__(self, cfg: TrainConfig, generator: torch.nn.Module, encoder: torch.nn.Module | None, run_dir: Path,
                  accelerator: Any, normal_shards: list[str], labelled: Any, channels: int, resume: bool = False,
                  bit_depth: int = 8):
-        from nsgan.models.comparator import Comparator
-        from nsgan.models.comparator_loss import ComparatorLoss
-        from nsgan.models.model_file import basis_digest
-        from nsgan.train.comparator_data import ComparatorBatches, comparator_spec
-
         c = cfg.comparator
-        self.cfg, self.run_dir, self.acc = cfg, Path(run_dir), accelerator
-        self.device = accelerator.device
-        self.rank, self.world, self.is_main = accelerator.process_index, accelerator.num_processes, accelerator.is_main_process
+        self.bind(cfg, "comparator", run_dir, accelerator, resume)
         self.G = generator.to(self.device).eval().requires_grad_(False)
         self.E = encoder.to(self.device).eval().requires_grad_(False) if encoder is not None else None
         if c.reference == "reconstruction" and self.E is None:
@@ -56,9 +64,6 @@ class ComparatorTrainer:
         self.opt = torch.optim.Adam(self.C.parameters(), lr=c.lr, betas=(0.9, 0.99), eps=1e-8)
         self.loss = ComparatorLoss(c.loss, focal_gamma=c.focal_gamma, alpha=c.alpha, dice_weight=c.dice_weight,
                                    mil_k=c.mil_k, mil_weight=c.mil_weight)
-        self.images_seen, self.step_no, self.seconds = 0, 0, 0.0
-        self.total = int(round(c.kimg * 1000))
-        self.batch = c.batch
         self.normal_shards, self.channels, self.labelled, self.bit_depth = normal_shards, channels, labelled, bit_depth
         position, rng_state, self.skipped_before = None, None, 0
         if resume:
@@ -69,54 +74,15 @@ class ComparatorTrainer:
         self.probe = self._probe() if self.is_main else None
 
     # -- state ------------------------------------------------------------------------------
-    def _section(self) -> dict[str, Any]:
-        return {k: v for k, v in self.cfg.to_dict()["comparator"].items() if k not in SKIPPED_IN_RESUME_CHECK}
-
     def _load_latest(self) -> tuple[dict, dict]:
-        from nsgan.train.checkpoint import find_latest, load_state, unflatten_optimizer
-
-        state_dir = find_latest(self.run_dir)
-        tensors, info = load_state(state_dir)
-        if info.get("kind") != "comparator":
-            raise ConfigError(f"{state_dir}: not a comparator training state")
-        if info.get("world_size") != self.world:
-            raise ConfigError(f"{state_dir}: saved with {info.get('world_size')} processes, resumed with {self.world}; "
-                              "exact resume needs the same number of processes")
-        if info.get("basis_digest") != self.basis:
-            raise ConfigError(f"{state_dir}: this comparator run was started for another generator/encoder; "
-                              "use a new comparator run folder")
-        saved = {k: v for k, v in info["comparator_config"].items() if k not in SKIPPED_IN_RESUME_CHECK}
-        if saved != self._section():
-            raise ConfigError(f"{self.cfg.run_dir}: key 'comparator' differs from the comparator run being resumed ({state_dir}); "
-                              "only comparator.kimg, checkpoint_kimg and log_every may change on resume")
-        self.C.load_state_dict({k[2:]: v for k, v in tensors.items() if k.startswith("C.")})
-        self.opt.load_state_dict(unflatten_optimizer(info["optimizer"], tensors))
-        self.images_seen, self.step_no, self.seconds = int(info["images_seen"]), int(info["step"]), float(info["seconds"])
-        mine = info["ranks"][self.rank]
+        self.progress, mine = STATE.load(self, self.C, self.opt, self.basis)
         self.skipped_before = int(mine["skipped"])
-        if self.is_main:
-            from nsgan.train.common import truncate_metrics
-
-            truncate_metrics(self.run_dir / METRICS, self.images_seen)
         return mine["normal"], mine["rng"]
 
     def save_checkpoint(self) -> None:
-        from accelerate.utils import gather_object
-
-        from nsgan.train.checkpoint import flatten_optimizer, save_state
-
         mine = {"normal": self.batches.stream.position, "skipped": self.skipped_before + self.batches.stream.skipped,
                 "rng": self.batches.rng_state()}
-        payloads = gather_object([mine]) if self.world > 1 else [mine]
-        if self.is_main:
-            opt_tensors, opt_plain = flatten_optimizer("opt_C", self.opt.state_dict())
-            tensors = {f"C.{k}": v for k, v in self.C.state_dict().items()}
-            tensors.update(opt_tensors)
-            info = {"kind": "comparator", "step": self.step_no, "seconds": self.seconds, "world_size": self.world,
-                    "comparator_config": self.cfg.to_dict()["comparator"], "optimizer": opt_plain, "ranks": payloads,
-                    "basis_digest": self.basis}
-            save_state(self.run_dir, self.images_seen, tensors, info, keep=self.cfg.train.keep_checkpoints)
-        self.acc.wait_for_everyone()
+        STATE.save(self, self.C, self.opt, mine, self.basis)
 
     # -- one step ---------------------------------------------------------------------------
     def losses(self, b) -> tuple[torch.Tensor, dict[str, float]]:
@@ -137,18 +103,17 @@ class ComparatorTrainer:
         self.opt.zero_grad(set_to_none=False)
         loss.backward()
         if self.world > 1:
-            from nsgan.train.common import average_gradients
-
             average_gradients(self.C)
         self.opt.step()
         return stats
 
-    # -- what run_phase asks --------------------------------------------------------------------
+    # -- what the phase runner asks besides the above -----------------------------------------------
     def metrics_row(self, img_s: float) -> dict[str, Any]:
-        return {"images_seen": self.images_seen, "kimg": round(self.images_seen / 1000, 3), "step": self.step_no,
+        seen = self.progress.images_seen
+        return {"images_seen": seen, "kimg": round(seen / 1000, 3), "step": self.progress.step,
                 "stage": "comparator", "resolution": self.cfg.model.resolution, "batch": self.batch * self.world,
                 "lr": self.cfg.comparator.lr, "img_s": img_s, "skipped_normal": self.skipped_before + self.batches.stream.skipped,
-                "time_s": round(self.seconds, 2)}
+                "time_s": round(self.progress.seconds, 2)}
 
     def trained(self) -> list[torch.nn.Module]:
         return [self.C]
@@ -156,12 +121,6 @@ class ComparatorTrainer:
     # -- pictures ---------------------------------------------------------------------------
     def _probe(self) -> dict[str, torch.Tensor]:
         """Fixed painted tiles (their own stream and generator) whose maps show progress."""
-        import numpy as np
-
-        from nsgan.data.stream import ShardStream
-        from nsgan.train.common import BatchTaker
-        from nsgan.train.comparator_data import synthetic_defects
-
         s = ShardStream(self.normal_shards, tile=self.cfg.model.resolution, channels=self.channels, batch=PROBE_TILES,
                         seed=self.cfg.seed + 99, rank=0, world=1, num_workers=0)
         unit = (BatchTaker(s).take(PROBE_TILES, torch.device("cpu")).numpy() + 1.0) * 0.5
@@ -175,9 +134,6 @@ class ComparatorTrainer:
     @torch.no_grad()
     def save_grid(self, name: str) -> Path:
         """Rows of x | reference (G(E(x)), blur(x) or x) | sigmoid(C) | target mask; also to the trackers."""
-        from nsgan.train.samples import image_grid, write_grid
-        from nsgan.train.tracking import log_grid
-
         x = self.probe["x"].to(self.device)
         ref = self.batches.reconstruct(x) if self.E is not None and self.C.needs_reconstruction else None
         self.C.eval()
@@ -188,8 +144,8 @@ class ComparatorTrainer:
         cells = torch.stack([x.float(), shown.float(), (p * 2 - 1).expand(-1, ch, -1, -1),
                              (self.probe["mask"].to(self.device) * 2 - 1).expand(-1, ch, -1, -1)], dim=1).flatten(0, 1).cpu()
         grid = image_grid(cells, 8)
-        log_grid(self.acc, "comparator", grid, self.images_seen)
-        return write_grid(grid, self.run_dir / "samples" / name)
+        log_grid(self.acc, "comparator", grid, self.progress.images_seen)
+        return write_grid(grid, self.layout.samples / name)
 
 
 def reconstruction_flops(generator: torch.nn.Module, encoder: torch.nn.Module | None, channels: int, tile: int,
@@ -197,8 +153,6 @@ def reconstruction_flops(generator: torch.nn.Module, encoder: torch.nn.Module | 
     """FLOPs of G(E(x)) for one tile (torch's FlopCounterMode, one forward pass); None without E."""
     if encoder is None:
         return None
-    from torch.utils.flop_counter import FlopCounterMode
-
     counter = FlopCounterMode(display=False)
     with torch.no_grad(), counter:
         generator(encoder(torch.zeros(1, channels, tile, tile, device=device)))
@@ -206,8 +160,6 @@ def reconstruction_flops(generator: torch.nn.Module, encoder: torch.nn.Module | 
 
 
 def check_comparator_run_dir(run_dir: Path, resume: bool) -> None:
-    from nsgan.train.common import check_phase_run_dir
-
     check_phase_run_dir(run_dir, resume, "comparator")
 
 
@@ -216,21 +168,15 @@ def load_labelled(cfg: TrainConfig, abnormal_shards: list[str], channels: int):
     c = cfg.comparator
     if not abnormal_shards or (c.labelled_fraction == 0 and c.mil_bags == 0):
         return None
-    from nsgan.data.labelled import read_labelled
-
     return read_labelled(abnormal_shards, cfg.model.resolution, channels, c.max_labelled_tiles)
 
 
 def train_comparator(cfg: TrainConfig, generator: torch.nn.Module, encoder: torch.nn.Module | None, model_path: Path,
                      run_dir: Path, accelerator: Any, normal_shards: list[str], abnormal_shards: list[str], channels: int,
-                     resume: bool = False) -> Path:
-    """Train C to `comparator.kimg` beside the frozen G and E, then write it into `model_path` (main process)."""
-    from nsgan.data.labelled import shard_bit_depth
-    from nsgan.models.comparator import flops_per_tile
-    from nsgan.models.model_file import add_comparator
-    from nsgan.share.card import refresh_card
-    from nsgan.train.common import has_state, run_phase
+                     resume: bool = False, stop: StopAtStepBoundary | None = None) -> Path:
+    """Train C to `comparator.kimg` beside the frozen G and E, then write it into `model_path` (main process).
 
+    `stop`: the Ctrl-C handler of a run that spans several phases (None: the runner's own, for this phase)."""
     run_dir = Path(run_dir)
     resume = resume and has_state(run_dir)  # `nsgan train --resume` may reach the comparator for the first time
     check_comparator_run_dir(run_dir, resume)
@@ -240,19 +186,19 @@ def train_comparator(cfg: TrainConfig, generator: torch.nn.Module, encoder: torc
     spec, tile = tr.C.spec, cfg.model.resolution
     c_flops, eg_flops = flops_per_tile(spec, tile), None
     if tr.is_main:
-        (run_dir / "samples").mkdir(parents=True, exist_ok=True)
         eg_flops = reconstruction_flops(tr.G, tr.E, channels, tile, tr.device)
         if eg_flops and c_flops > 2 * eg_flops:
             print(f"nsgan train-comparator: warning: C costs {c_flops / 1e9:.3g} GFLOP per tile, {c_flops / eg_flops:.1f}× E + G "
                   f"({eg_flops / 1e9:.3g}); lower comparator.width or the number of comparator.dilations", flush=True)
     accelerator.wait_for_everyone()
     c = cfg.comparator
-    digest = run_phase(tr, cfg, "comparator", c.log_every, c.checkpoint_kimg, "loss_c", "cmp")
+    digest = run_phase(tr, stop)[0]
     if tr.is_main:
         tr.save_grid("cmp-final.png")
+        seen = tr.progress.images_seen
         add_comparator(model_path, tr.C, {
-            "images_seen": tr.images_seen, "kimg": tr.images_seen / 1000, "config": cfg.to_dict()["comparator"],
-            "world_size": tr.world, "train_seconds": round(tr.seconds, 2), "digest": digest, "basis_digest": tr.basis,
+            "images_seen": seen, "kimg": seen / 1000, "config": cfg.to_dict()["comparator"],
+            "world_size": tr.world, "train_seconds": round(tr.progress.seconds, 2), "digest": digest, "basis_digest": tr.basis,
             "receptive_field": spec.receptive_field, "flops_per_tile": c_flops, "reconstruction_flops_per_tile": eg_flops,
             "trained_on": {"kinds": list(c.kinds) if c.paint_fraction > 0 else [], "blob": bool(c.blob and c.paint_fraction > 0),
                            "paint_fraction": c.paint_fraction, "labelled_fraction": c.labelled_fraction if tr.batches.n_masked else 0.0,

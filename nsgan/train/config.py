@@ -13,8 +13,16 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from accelerate.utils import LoggerType
 
 from nsgan.common.errors import ConfigError
+from nsgan.data.painter import KINDS as PAINTER_KINDS
+from nsgan.models.comparator import REFERENCES
+from nsgan.models.comparator_loss import LOSS_KINDS as COMPARATOR_LOSS_KINDS
+from nsgan.models.losses import KINDS as GAN_LOSS_KINDS
+from nsgan.models.losses import PENALTIES, Penalty, penalty_fits
+
+MIXED_PRECISION = ("auto", "no", "bf16", "fp16")  # auto: take accelerate's setting
 
 
 @dataclass
@@ -62,7 +70,7 @@ class ScheduleSection:
 
 @dataclass
 class TrainSection:
-    mixed_precision: str = "auto"  # auto (take accelerate's setting), no, bf16, fp16
+    mixed_precision: str = "auto"  # one of MIXED_PRECISION
     ema_kimg: float = 10.0  # half-life of the generator's moving average, in kimg
     beta1: float = 0.0
     beta2: float = 0.99
@@ -148,12 +156,13 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
 
+# Each key's allowed words, from the module that acts on them; checked once, in validate().
 CHOICES = {
-    "loss.kind": ("nsgan", "wgangp"),
-    "loss.penalty": ("tile", "patch_mask", "patch_mil"),
-    "train.mixed_precision": ("auto", "no", "bf16", "fp16"),
-    "comparator.reference": ("reconstruction", "blur", "none"),
-    "comparator.loss": ("focal_dice", "focal", "bce", "bce_dice"),  # nsgan/models/comparator_loss.py LOSS_KINDS
+    "loss.kind": GAN_LOSS_KINDS,
+    "loss.penalty": PENALTIES,
+    "train.mixed_precision": MIXED_PRECISION,
+    "comparator.reference": REFERENCES,
+    "comparator.loss": COMPARATOR_LOSS_KINDS,
 }
 
 
@@ -248,7 +257,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     return key.split("."), value
 
 
-def _apply_override(tree: dict[str, Any], path: list[str], value: Any) -> None:
+def apply_override(tree: dict[str, Any], path: list[str], value: Any) -> None:
     node = tree
     for part in path[:-1]:
         child = node.get(part)
@@ -285,7 +294,7 @@ def load_config(path: str | Path | None, overrides: list[str] = (), has_encoder:
         tree = loaded
     for text in overrides:
         keys, value = parse_override(text)
-        _apply_override(tree, keys, value)
+        apply_override(tree, keys, value)
     cfg = _build(TrainConfig, tree, "", source)
     validate(cfg, source, has_encoder=has_encoder)
     return cfg
@@ -343,8 +352,6 @@ TRACKER_SWITCHES = ("auto", "none")  # nsgan's own words; everything else is an 
 
 def validate_trackers(names: list[str], source: str = "<config>") -> None:
     """`train.log_with`: auto or none alone, else names accelerate knows (whether installed is checked at start)."""
-    from accelerate.utils import LoggerType
-
     known = LoggerType.list()
     for name in names:
         _check(name in TRACKER_SWITCHES or name in known, source, "train.log_with",
@@ -373,8 +380,6 @@ def validate_encoder(cfg: TrainConfig, source: str = "<config>") -> None:
 
 def validate_comparator(cfg: TrainConfig, source: str = "<config>", has_encoder: bool | None = None) -> None:
     """The `comparator:` section; `has_encoder`: whether the model C is trained for holds E (None: encoder.kimg > 0)."""
-    from nsgan.data.painter import KINDS
-
     c = cfg.comparator
     for key, ok, why in (
         ("kimg", c.kimg >= 0, "must be ≥ 0 (0: no comparator)"),
@@ -402,7 +407,8 @@ def validate_comparator(cfg: TrainConfig, source: str = "<config>", has_encoder:
     _check(bool(c.dilations) and all(1 <= d < r for d in c.dilations), source, "comparator.dilations",
            f"must be a non-empty list of integers in [1, model.resolution = {r}), got {c.dilations}")
     for kind in c.kinds:
-        _check(kind in KINDS, source, "comparator.kinds", f"names an unknown defect kind {kind!r} (known: {', '.join(KINDS)})")
+        _check(kind in PAINTER_KINDS, source, "comparator.kinds",
+               f"names an unknown defect kind {kind!r} (known: {', '.join(PAINTER_KINDS)})")
     _check(bool(c.kinds) or c.blob or c.paint_fraction == 0, source, "comparator.kinds",
            "is empty and comparator.blob is false: nothing to paint (set comparator.paint_fraction=0 to paint nothing)")
     _check(len(c.contrast) == 2 and 0 < c.contrast[0] <= c.contrast[1] <= 1, source, "comparator.contrast",
@@ -422,14 +428,14 @@ def _validate_patches(m: ModelConfig, lo: LossConfig, source: str) -> None:
     _check(g == 0 or (4 <= g <= m.resolution // 2 and g & (g - 1) == 0), source, "model.patch_grid",
            f"must be 0 (no patch head) or a power of two between 4 and model.resolution/2 = {m.resolution // 2}, got {g}")
     _check(lo.mil_k >= 1, source, "loss.mil_k", f"must be ≥ 1, got {lo.mil_k}")
-    if lo.penalty == "tile":
+    if not Penalty(lo.penalty).on_patches:
         _check(g == 0, source, "model.patch_grid", f"is {g} but loss.penalty is tile: the patch head would not be trained; "
                "set model.patch_grid=0 or choose loss.penalty patch_mask or patch_mil")
         return
-    _check(lo.kind == "nsgan", source, "loss.penalty", f"is {lo.penalty}, which needs loss.kind nsgan, got {lo.kind}")
+    _check(penalty_fits(lo.kind, lo.penalty), source, "loss.penalty", f"is {lo.penalty}, which needs loss.kind nsgan, got {lo.kind}")
     _check(g > 0, source, "model.patch_grid", f"must be set (e.g. {min(8, m.resolution // 2)}) for loss.penalty {lo.penalty}: "
            "the penalty acts on D's patch logits")
-    if lo.penalty == "patch_mil":
+    if lo.penalty == Penalty.PATCH_MIL:
         _check(lo.mil_k <= g * g, source, "loss.mil_k", f"is {lo.mil_k}, more than the {g * g} patches of a tile")
 
 

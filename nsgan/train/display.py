@@ -6,6 +6,8 @@ import sys
 import time
 from typing import Any
 
+from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
+
 
 class TrainingDisplay:
     """A rich progress bar over images seen, its line showing resolution, α, kimg, img/s and losses.
@@ -24,14 +26,6 @@ class TrainingDisplay:
         if not enabled:
             return
         if self.live:
-            from rich.progress import (
-                BarColumn,
-                Progress,
-                TaskProgressColumn,
-                TextColumn,
-                TimeRemainingColumn,
-            )
-
             self.progress = Progress(
                 TextColumn("[bold]{task.description}"), BarColumn(), TaskProgressColumn(),
                 TextColumn("{task.fields[info]}"), TimeRemainingColumn(), transient=False,

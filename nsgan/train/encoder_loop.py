@@ -4,9 +4,10 @@ Runs as the last phase of `nsgan train` (config key `encoder.kimg`) or on its ow
 model file (`nsgan train-encoder --model M`, `accelerate launch launch/train_encoder.py`). It keeps
 the GAN loop's promises: every rank streams its own share of the shards, the state (E, Adam,
 stream positions) is saved atomically every `encoder.checkpoint_kimg` and `--resume` continues
-exactly, metrics go to `metrics.jsonl`, reconstruction grids to `samples/`. Everything lives in
-the encoder's own run folder (`RUN/encoder/` by default), and the trained E is written into the
-model file (`E.*` tensors) at the end.
+exactly, metrics go to `metrics.jsonl`, reconstruction grids to `samples/` (the loop around the
+steps is nsgan/train/phase_runner.py's, as for every phase). Everything lives in the encoder's own
+run folder (`RUN/encoder/` by default), and the trained E is written into the model file (`E.*`
+tensors) at the end.
 
 Gradients are averaged over processes by one all-reduce per step instead of a DDP wrapper, so the
 same loop runs whichever engine (DDP or DeepSpeed) trained the GAN.
@@ -14,16 +15,24 @@ same loop runs whichever engine (DDP or DeepSpeed) trained the GAN.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from nsgan.common.errors import ConfigError
+from nsgan.data.stream import ShardStream
+from nsgan.models.encoder import Encoder, izif_loss
+from nsgan.models.model_file import add_encoder
+from nsgan.share.card import refresh_card
+from nsgan.train.common import BatchTaker, average_gradients, short_digest
 from nsgan.train.config import TrainConfig
-
-METRICS = "metrics.jsonl"
+from nsgan.train.phase_runner import FixedLengthPhase, StopAtStepBoundary, run_phase
+from nsgan.train.phase_state import NetworkState, check_phase_run_dir, has_state
+from nsgan.train.samples import image_grid, write_grid
+from nsgan.train.seeds import ENCODER_LATENTS, rank_generator
+from nsgan.train.tracking import log_grid
 
 
 def encoder_widths(cfg: TrainConfig) -> tuple[int, int]:
@@ -31,33 +40,28 @@ def encoder_widths(cfg: TrainConfig) -> tuple[int, int]:
     return (e.fmap_base or m.fmap_base), (e.fmap_max or m.fmap_max)
 
 
-class EncoderTrainer:
-    """E, its optimizer, the normal stream and the position of one encoder run on one process."""
+STATE = NetworkState("encoder", "E", "gan_digest", "generator/discriminator")
+
+
+class EncoderTrainer(FixedLengthPhase):
+    """E, its optimizer, the normal stream and the position of one encoder run on one process (a runner Phase)."""
+
+    grid_prefix = "recon"
 
     def __init__(self, cfg: TrainConfig, generator: torch.nn.Module, discriminator: torch.nn.Module,
                  run_dir: Path, accelerator: Any, normal_shards: list[str], channels: int, resume: bool = False):
-        from nsgan.models.encoder import Encoder
-        from nsgan.train.common import BatchTaker
-
-        self.cfg, self.run_dir, self.acc = cfg, Path(run_dir), accelerator
-        self.device = accelerator.device
-        self.rank, self.world, self.is_main = accelerator.process_index, accelerator.num_processes, accelerator.is_main_process
+        self.bind(cfg, "encoder", run_dir, accelerator, resume)
         self.G = generator.to(self.device).eval().requires_grad_(False)
         self.D = discriminator.to(self.device).eval().requires_grad_(False)
         base, fmax = encoder_widths(cfg)
         torch.manual_seed(cfg.seed + 4242)  # the same initial E on every rank
         self.E = Encoder(cfg.model.resolution, channels, int(generator.latent_dim), fmap_base=base, fmap_max=fmax).to(self.device)
         self.opt = torch.optim.Adam(self.E.parameters(), lr=cfg.encoder.lr, betas=(0.9, 0.99), eps=1e-8)
-        self.images_seen, self.step_no, self.seconds = 0, 0, 0.0
-        self.latent_gen = torch.Generator().manual_seed(cfg.seed * 1000003 + self.rank * 7919 + 4243)  # ziz latents
-        self.total = int(round(cfg.encoder.kimg * 1000))
-        self.batch = cfg.encoder.batch
+        self.latent_gen = rank_generator(cfg.seed, self.rank, ENCODER_LATENTS)  # ziz latents
         self.normal_shards, self.channels = normal_shards, channels
         position = None
         if resume:
             position = self._load_latest()
-        from nsgan.data.stream import ShardStream
-
         self.stream = BatchTaker(ShardStream(normal_shards, tile=cfg.model.resolution, channels=channels, batch=self.batch,
                                              seed=cfg.seed + 7, rank=self.rank, world=self.world,
                                              num_workers=cfg.data.num_workers, position=position))
@@ -66,64 +70,23 @@ class EncoderTrainer:
 
     # -- state ------------------------------------------------------------------------------
     def _load_latest(self) -> Any:
-        from nsgan.train.checkpoint import find_latest, load_state, unflatten_optimizer
-
-        state_dir = find_latest(self.run_dir)
-        tensors, info = load_state(state_dir)
-        if info.get("kind") != "encoder":
-            raise ConfigError(f"{state_dir}: not an encoder training state")
-        if info.get("world_size") != self.world:
-            raise ConfigError(f"{state_dir}: saved with {info.get('world_size')} processes, resumed with {self.world}; "
-                              "exact resume needs the same number of processes")
-        if info.get("gan_digest") != _digest(self.G, self.D):
-            raise ConfigError(f"{state_dir}: this encoder run was started for another generator/discriminator; "
-                              "use a new encoder run folder")
-        saved = info["encoder_config"]
-        now = {k: v for k, v in self.cfg.to_dict()["encoder"].items() if k not in ("kimg", "checkpoint_kimg", "log_every")}
-        if {k: v for k, v in saved.items() if k in now} != now:
-            raise ConfigError(f"{self.cfg.run_dir}: key 'encoder' differs from the encoder run being resumed ({state_dir}); "
-                              "only encoder.kimg may change on resume")
-        self.E.load_state_dict({k[2:]: v for k, v in tensors.items() if k.startswith("E.")})
-        self.opt.load_state_dict(unflatten_optimizer(info["optimizer"], tensors))
-        self.images_seen, self.step_no, self.seconds = int(info["images_seen"]), int(info["step"]), float(info["seconds"])
-        mine = info["ranks"][self.rank]
+        self.progress, mine = STATE.load(self, self.E, self.opt, _digest(self.G, self.D))
         self.skipped_before = int(mine["skipped"])
         self.latent_gen.set_state(torch.tensor(mine["latent_rng"], dtype=torch.uint8))
-        if self.is_main:
-            from nsgan.train.common import truncate_metrics
-
-            truncate_metrics(self.run_dir / METRICS, self.images_seen)
         return mine["normal"]
 
     def save_checkpoint(self) -> None:
-        from accelerate.utils import gather_object
-
-        from nsgan.train.checkpoint import flatten_optimizer, save_state
-
         mine = {"normal": self.stream.position, "skipped": self.skipped_before + self.stream.skipped,
                 "latent_rng": self.latent_gen.get_state().tolist()}
-        payloads = gather_object([mine]) if self.world > 1 else [mine]
-        if self.is_main:
-            opt_tensors, opt_plain = flatten_optimizer("opt_E", self.opt.state_dict())
-            tensors = {f"E.{k}": v for k, v in self.E.state_dict().items()}
-            tensors.update(opt_tensors)
-            info = {"kind": "encoder", "step": self.step_no, "seconds": self.seconds, "world_size": self.world,
-                    "encoder_config": self.cfg.to_dict()["encoder"], "optimizer": opt_plain, "ranks": payloads,
-                    "gan_digest": _digest(self.G, self.D)}
-            save_state(self.run_dir, self.images_seen, tensors, info, keep=self.cfg.train.keep_checkpoints)
-        self.acc.wait_for_everyone()
+        STATE.save(self, self.E, self.opt, mine, _digest(self.G, self.D))
 
     # -- one step ---------------------------------------------------------------------------
     def _autocast(self):
-        import contextlib
-
         if self.acc.mixed_precision == "bf16":
             return torch.autocast(self.device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()  # fp16 has no loss scaler here: the encoder trains in fp32 then
 
     def step(self) -> dict[str, float]:
-        from nsgan.models.encoder import izif_loss
-
         x = self.stream.take(self.batch, self.device)
         e = self.cfg.encoder
         z = torch.randn(self.batch, self.E.latent_dim, generator=self.latent_gen).to(self.device) if e.ziz > 0 else None
@@ -132,18 +95,17 @@ class EncoderTrainer:
         self.opt.zero_grad(set_to_none=False)
         loss.backward()
         if self.world > 1:
-            from nsgan.train.common import average_gradients
-
             average_gradients(self.E)
         self.opt.step()
         return {k: float(v) for k, v in stats.items()}
 
-    # -- what run_phase asks --------------------------------------------------------------------
+    # -- what the phase runner asks besides the above -----------------------------------------------
     def metrics_row(self, img_s: float) -> dict[str, Any]:
-        return {"images_seen": self.images_seen, "kimg": round(self.images_seen / 1000, 3), "step": self.step_no,
+        seen = self.progress.images_seen
+        return {"images_seen": seen, "kimg": round(seen / 1000, 3), "step": self.progress.step,
                 "stage": "encoder", "resolution": self.cfg.model.resolution, "alpha": 1.0, "batch": self.batch * self.world,
                 "lr": self.cfg.encoder.lr, "img_s": img_s, "skipped_normal": self.skipped_before + self.stream.skipped,
-                "time_s": round(self.seconds, 2)}
+                "time_s": round(self.progress.seconds, 2)}
 
     def trained(self) -> list[torch.nn.Module]:
         return [self.E]
@@ -154,9 +116,6 @@ class EncoderTrainer:
     # -- pictures ---------------------------------------------------------------------------
     def _probe_tiles(self) -> torch.Tensor:
         """A fixed set of normal tiles (its own short stream) whose reconstructions show progress."""
-        from nsgan.data.stream import ShardStream
-        from nsgan.train.common import BatchTaker
-
         n = min(self.cfg.train.grid_size ** 2 // 2, 32) or 1
         s = ShardStream(self.normal_shards, tile=self.cfg.model.resolution, channels=self.channels, batch=n,
                         seed=self.cfg.seed + 99, rank=0, world=1, num_workers=0)
@@ -165,9 +124,6 @@ class EncoderTrainer:
     @torch.no_grad()
     def save_reconstructions(self, name: str) -> Path:
         """Grid of pairs: each real tile, then G(E(tile)) to its right; also to the trackers at images seen."""
-        from nsgan.train.samples import image_grid, write_grid
-        from nsgan.train.tracking import log_grid
-
         self.E.eval()
         x = self.probe.to(self.device)
         rec = self.G(self.E(x)).float()
@@ -175,43 +131,36 @@ class EncoderTrainer:
         pairs = torch.stack([x.float(), rec], dim=1).flatten(0, 1).cpu()
         cols = 2 * max(1, int(math.sqrt(x.shape[0])))
         grid = image_grid(pairs, cols)
-        log_grid(self.acc, "reconstructions", grid, self.images_seen)
-        return write_grid(grid, self.run_dir / "samples" / name)
+        log_grid(self.acc, "reconstructions", grid, self.progress.images_seen)
+        return write_grid(grid, self.layout.samples / name)
 
 
 def _digest(*modules: torch.nn.Module) -> str:
-    from nsgan.train.common import short_digest
-
     return short_digest(*modules)
 
 
 def check_encoder_run_dir(run_dir: Path, resume: bool) -> None:
-    from nsgan.train.common import check_phase_run_dir
-
     check_phase_run_dir(run_dir, resume, "encoder")
 
 
 def train_encoder(cfg: TrainConfig, generator: torch.nn.Module, discriminator: torch.nn.Module, model_path: Path,
-                  run_dir: Path, accelerator: Any, normal_shards: list[str], channels: int, resume: bool = False) -> Path:
-    """Train E to `encoder.kimg`, then write it into `model_path` (main process). Returns model_path."""
-    from nsgan.models.model_file import add_encoder
-    from nsgan.share.card import refresh_card
-    from nsgan.train.common import has_state, run_phase
+                  run_dir: Path, accelerator: Any, normal_shards: list[str], channels: int, resume: bool = False,
+                  stop: StopAtStepBoundary | None = None) -> Path:
+    """Train E to `encoder.kimg`, then write it into `model_path` (main process). Returns model_path.
 
+    `stop`: the Ctrl-C handler of a run that spans several phases (None: the runner's own, for this phase)."""
     run_dir = Path(run_dir)
     resume = resume and has_state(run_dir)  # `nsgan train --resume` may reach the encoder for the first time
     check_encoder_run_dir(run_dir, resume)
     tr = EncoderTrainer(cfg, generator, discriminator, run_dir, accelerator, normal_shards, channels, resume=resume)
-    if tr.is_main:
-        (run_dir / "samples").mkdir(parents=True, exist_ok=True)
     accelerator.wait_for_everyone()
-    e = cfg.encoder
-    digest = run_phase(tr, cfg, "encoder", e.log_every, e.checkpoint_kimg, "loss_e", "recon")
+    digest = run_phase(tr, stop)[0]
     if tr.is_main:
         tr.save_grid("recon-final.png")
-        add_encoder(model_path, tr.E, {"images_seen": tr.images_seen, "kimg": tr.images_seen / 1000,
+        seen = tr.progress.images_seen
+        add_encoder(model_path, tr.E, {"images_seen": seen, "kimg": seen / 1000,
                                        "config": cfg.to_dict()["encoder"], "world_size": tr.world,
-                                       "train_seconds": round(tr.seconds, 2), "digest": digest})
+                                       "train_seconds": round(tr.progress.seconds, 2), "digest": digest})
         refresh_card(model_path, "train-encoder")
     accelerator.wait_for_everyone()
     return Path(model_path)

@@ -36,8 +36,11 @@ from datetime import timedelta
 from typing import Any
 
 import torch
+from accelerate import Accelerator
+from accelerate.utils import DeepSpeedPlugin, DistributedType, InitProcessGroupKwargs, gather_object
 
 from nsgan.common.errors import ConfigError
+from nsgan.train.checkpoint import flatten_optimizer, unflatten_optimizer
 
 DEEPSPEED_STAGES = (1, 2)
 
@@ -73,8 +76,6 @@ class DDPEngine:
         opt.step()
 
     def optimizer_states(self, acc, named) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-        from nsgan.train.checkpoint import flatten_optimizer
-
         tensors: dict[str, torch.Tensor] = {}
         info: dict[str, Any] = {}
         if acc.is_main_process:
@@ -85,8 +86,6 @@ class DDPEngine:
         return tensors, info
 
     def load_optimizer_states(self, named, saved: dict[str, Any], tensors: dict[str, torch.Tensor], rank: int) -> None:
-        from nsgan.train.checkpoint import unflatten_optimizer
-
         for prefix, opt in named:
             opt.load_state_dict(unflatten_optimizer(saved[prefix], tensors))
 
@@ -125,10 +124,6 @@ class DeepSpeedEngine:
         return opt.optimizer.optimizer  # accelerate wrapper -> DeepSpeedZeroOptimizer -> torch.optim.Adam
 
     def optimizer_states(self, acc, named) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-        from accelerate.utils import gather_object
-
-        from nsgan.train.checkpoint import flatten_optimizer
-
         mine = {}
         for prefix, opt in named:
             sd = self._inner(opt).state_dict()
@@ -148,8 +143,6 @@ class DeepSpeedEngine:
         return tensors, info
 
     def load_optimizer_states(self, named, saved: dict[str, Any], tensors: dict[str, torch.Tensor], rank: int) -> None:
-        from nsgan.train.checkpoint import unflatten_optimizer
-
         for prefix, opt in named:
             entry = saved[prefix]
             if entry.get("engine") != self.name or rank >= len(entry.get("ranks", [])):
@@ -163,13 +156,6 @@ class DeepSpeedEngine:
 
 def make_deepspeed_accelerator(cfg, timeout: timedelta, log_with=None, project_dir=None):
     """An Accelerator with one DeepSpeed plugin per network, checked to really run DeepSpeed (trackers as under DDP)."""
-    from accelerate import Accelerator
-    from accelerate.utils import (
-        DeepSpeedPlugin,
-        DistributedType,
-        InitProcessGroupKwargs,
-    )
-
     if _truthy("ACCELERATE_USE_CPU"):
         raise ConfigError("a DeepSpeed accelerate config was given together with ACCELERATE_USE_CPU / --cpu: accelerate would "
                           "then silently train with plain DDP. Unset it: DeepSpeed runs on CPU without it (over gloo)")
@@ -201,8 +187,6 @@ def make_deepspeed_accelerator(cfg, timeout: timedelta, log_with=None, project_d
 
 def engine_for(acc):
     """The engine matching the Accelerator that make_accelerator built."""
-    from accelerate.utils import DistributedType
-
     if acc.distributed_type == DistributedType.DEEPSPEED:
         return DeepSpeedEngine(int(acc.state.get_deepspeed_plugin("D").zero_stage))
     return DDPEngine()

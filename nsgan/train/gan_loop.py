@@ -1,10 +1,12 @@
-"""The training loop on HF Accelerate: one script for CPU, one GPU, N GPUs and N nodes.
+"""The GAN phase on HF Accelerate: one script for CPU, one GPU, N GPUs and N nodes.
 
 Per step (stylegan2-ada style phases): a D step on normal reals, G's fakes and the labelled
 abnormal tiles (penalty γ, R1 in the same backward), then a G step, then the EMA of G. Where the
 schedule stands is a pure function of images seen, so a resumed run continues at the exact
-position; the data streams and latent RNG resume exactly too. Only the main process writes
-files and draws the live display.
+position; the data streams and latent RNG resume exactly too. `Trainer` holds the networks and
+takes one step; `GanPhase` is its face to the loop every phase runs through
+(nsgan/train/phase_runner.py), which owns metrics, states, divergence, Ctrl-C and the rank digest.
+Only the main process writes files and draws the live display.
 """
 
 from __future__ import annotations
@@ -12,29 +14,40 @@ from __future__ import annotations
 import copy
 import math
 import sys
-import time
 from dataclasses import dataclass, field
 from functools import reduce
 from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
+from accelerate.utils import gather_object
 
 from nsgan import __version__
-from nsgan.common.errors import ConfigError, NsganError, OutputError
+from nsgan.common.atomic import atomic_write_text
+from nsgan.common.errors import ConfigError, OutputError
+from nsgan.data.stream import ShardStream
+from nsgan.models.losses import GANLoss, Penalty
+from nsgan.models.model_file import save_model
+from nsgan.models.networks import Discriminator, Generator, fade_real
+from nsgan.share.card import refresh_card
+from nsgan.train.checkpoint import find_latest, load_state, save_state, write_json_atomic
 from nsgan.train.common import (
     BatchTaker,
     data_summary,
     make_accelerator,
     resolve_data,
-    truncate_metrics,
     weights_digest,
 )
 from nsgan.train.config import TrainConfig, config_from_dict
 from nsgan.train.engines import engine_for
-
-METRICS = "metrics.jsonl"
-MODEL = "model.safetensors"
+from nsgan.train.layout import MODEL, RunLayout
+from nsgan.train.phase_runner import PhaseInfo, Progress, StopAtStepBoundary, run_phase
+from nsgan.train.samples import image_grid, write_grid
+from nsgan.train.schedule import Phase as SchedulePhase
+from nsgan.train.schedule import ScheduleConfig, schedule, total_images
+from nsgan.train.seeds import GAN_LATENTS, loss_noise_seed, rank_generator
+from nsgan.train.tracking import log_grid
 
 
 # ----------------------------------------------------------------------------- data plumbing
@@ -61,22 +74,18 @@ def stream_chunks(cfg: TrainConfig) -> tuple[int, int]:
 
 
 @dataclass
-class TrainState:
+class TrainState(Progress):
     """What moves between steps and into checkpoints, besides the networks and optimizers."""
 
-    images_seen: int = 0
-    step: int = 0
     skipped_normal: int = 0
     skipped_abnormal: int = 0
-    seconds: float = 0.0  # training wall time so far (for the ETA and the summary)
     last_phase: dict[str, Any] = field(default_factory=dict)  # phase of the last step taken
     extra: dict[str, Any] = field(default_factory=dict)
 
 
 def _rank_generator(seed: int, rank: int) -> torch.Generator:
-    g = torch.Generator()
-    g.manual_seed(seed * 1000003 + rank * 7919 + 1)
-    return g
+    """This rank's latent generator (tools/bench draws the same latents as the trainer)."""
+    return rank_generator(seed, rank, GAN_LATENTS)
 
 
 def sample_latents(gen: torch.Generator, n: int, dim: int, device: torch.device) -> torch.Tensor:
@@ -91,11 +100,9 @@ class Trainer:
     """Owns the networks, optimizers, streams and state of one run on one process."""
 
     def __init__(self, cfg: TrainConfig, source: str, resume: bool = False):
-        from nsgan.models.losses import GANLoss
-        from nsgan.models.networks import Discriminator, Generator
-
         self.cfg, self.source = cfg, source
         self.run_dir = Path(cfg.run_dir)
+        self.layout = RunLayout(self.run_dir)
         self.normal_shards, self.abnormal_shards, self.channels = resolve_data(cfg, source)
         self._check_run_dir(resume)
         self.acc = make_accelerator(cfg, source=source)
@@ -116,7 +123,7 @@ class Trainer:
         self.loss = GANLoss(kind=cfg.loss.kind, gamma=cfg.loss.gamma, r1_gamma=cfg.loss.r1_gamma, gp_lambda=cfg.loss.gp_lambda, drift=cfg.loss.drift,
                             penalty=cfg.loss.penalty, mil_k=cfg.loss.mil_k, r1_every=cfg.loss.r1_every)
         self.state = TrainState()
-        torch.manual_seed(cfg.seed * 1000 + 17 + self.rank)  # per-rank stream for in-loss randomness (GP)
+        torch.manual_seed(loss_noise_seed(cfg.seed, self.rank))  # per-rank stream for in-loss randomness (GP)
         self.latent_gen = _rank_generator(cfg.seed, self.rank)
         positions: dict[str, Any] = {}
         if resume:
@@ -136,26 +143,22 @@ class Trainer:
     # -- run folder -------------------------------------------------------------------------
 
     def _check_run_dir(self, resume: bool) -> None:
-        from nsgan.train.checkpoint import find_latest
-
         has_state = find_latest(self.run_dir) is not None
         if resume and not has_state:
             raise ConfigError(f"{self.run_dir}: --resume given but the run folder holds no complete training state")
-        if not resume and (has_state or (self.run_dir / MODEL).exists()):
+        if not resume and (has_state or self.layout.model.exists()):
             raise OutputError(f"{self.run_dir}: already holds a run; pass --resume to continue it or choose another run_dir")
 
     # -- streams ----------------------------------------------------------------------------
 
     def _make_streams(self, positions: dict[str, Any]) -> None:
-        from nsgan.data.stream import ShardStream
-
         chunk_n, chunk_a = stream_chunks(self.cfg)
         common = dict(tile=self.cfg.model.resolution, channels=self.channels, rank=self.rank, world=self.world, num_workers=self.cfg.data.num_workers)
         self.normal = BatchTaker(ShardStream(self.normal_shards, batch=chunk_n, seed=self.cfg.seed, position=positions.get("normal"), **common))
         self.abnormal = None
         if self.abnormal_shards and self.cfg.loss.gamma > 0:
             self.abnormal = BatchTaker(ShardStream(self.abnormal_shards, batch=chunk_a, seed=self.cfg.seed + 1, position=positions.get("abnormal"),
-                                                   masks=self.cfg.loss.penalty == "patch_mask", **common))
+                                                   masks=self.cfg.loss.penalty == Penalty.PATCH_MASK, **common))
 
     # -- checkpoints ------------------------------------------------------------------------
 
@@ -171,10 +174,6 @@ class Trainer:
 
     def save_checkpoint(self) -> None:
         """Collect every rank's stream position and RNG, then the main process writes one state."""
-        from accelerate.utils import gather_object
-
-        from nsgan.train.checkpoint import save_state
-
         payloads = gather_object([self._rank_payload()]) if self.world > 1 else [self._rank_payload()]
         opt_tensors, opt_info = self.engine.optimizer_states(self.acc, self._optimizers())  # main: all of it; others: {}
         if self.is_main:
@@ -197,8 +196,6 @@ class Trainer:
         self.acc.wait_for_everyone()
 
     def _load_latest(self) -> dict[str, Any]:
-        from nsgan.train.checkpoint import find_latest, load_state
-
         state_dir = find_latest(self.run_dir)
         tensors, info = load_state(state_dir)
         saved = config_from_dict(info["config"], source=str(state_dir / "state.json"))
@@ -227,15 +224,11 @@ class Trainer:
         self.latent_gen.set_state(torch.tensor(mine["latent_rng"], dtype=torch.uint8))
         torch.set_rng_state(torch.tensor(mine["torch_rng"], dtype=torch.uint8))
         s.skipped_normal, s.skipped_abnormal = int(mine["skipped_normal"]), int(mine["skipped_abnormal"])
-        if self.acc.is_main_process:
-            truncate_metrics(self.run_dir / METRICS, s.images_seen)
         return {"normal": mine["normal"], "abnormal": mine["abnormal"]}
 
     # -- one step ---------------------------------------------------------------------------
 
-    def step(self, phase) -> dict[str, float]:
-        from nsgan.models.networks import fade_real
-
+    def step(self, phase: SchedulePhase) -> dict[str, float]:
         cfg, dev = self.cfg, self.device
         level, alpha, batch = phase.level, phase.alpha, phase.batch
         for opt in (self.opt_G, self.opt_D):
@@ -288,33 +281,24 @@ class Trainer:
     @torch.no_grad()
     def save_grid(self, name: str, level: int, alpha: float, tag: str | None = None) -> Path:
         """The EMA generator's grid as samples/NAME; with `tag`, also to the trackers at the current images seen."""
-        from nsgan.train.samples import image_grid, write_grid
-        from nsgan.train.tracking import log_grid
-
         z = self.grid_z.to(self.device)
         imgs = torch.cat([self.G_ema(z[i:i + 16], level, alpha) for i in range(0, z.shape[0], 16)]).float().cpu()
         grid = image_grid(imgs, self.cfg.train.grid_size)
         if tag:
             log_grid(self.acc, tag, grid, self.state.images_seen)
-        return write_grid(grid, self.run_dir / "samples" / name)
+        return write_grid(grid, self.layout.samples / name)
 
     def save_reals_grid(self) -> None:
-        from nsgan.train.samples import image_grid, write_grid
-        from nsgan.train.tracking import log_grid
-
         n = self.cfg.train.grid_size**2
         chunk = stream_chunks(self.cfg)[0]
         probe = BatchTaker(_fresh_stream(self, chunk, n))
         grid = image_grid(probe.take(math.ceil(n / chunk) * chunk, torch.device("cpu"))[:n], self.cfg.train.grid_size)
         log_grid(self.acc, "reals", grid, 0)
-        write_grid(grid, self.run_dir / "samples" / "reals.png")
+        write_grid(grid, self.layout.samples / "reals.png")
 
     # -- export -----------------------------------------------------------------------------
 
     def export(self) -> Path:
-        from nsgan.models.model_file import save_model
-        from nsgan.share.card import refresh_card
-
         s = self.state
         meta = {
             "config": self.cfg.to_dict(),
@@ -324,176 +308,112 @@ class Trainer:
             "data": data_summary(self.cfg),
             "trained_with": {"world_size": self.world, "mixed_precision": self.acc.mixed_precision, "nsgan_version": __version__},
         }
-        path = save_model(self.run_dir / MODEL, self.G_ema, self.D_raw, meta)
+        path = save_model(self.layout.model, self.G_ema, self.D_raw, meta)
         refresh_card(path, "train")  # README.md beside it, from its metadata (nsgan/share/card.py)
         return path
 
 
 def _fresh_stream(trainer: Trainer, chunk: int, n: int):
     """A short-lived stream of reals for the reference grid (does not touch the training streams)."""
-    from nsgan.data.stream import ShardStream
-
     return ShardStream(trainer.normal_shards, tile=trainer.cfg.model.resolution, channels=trainer.channels, batch=chunk, seed=trainer.cfg.seed + 99, rank=0, world=1, num_workers=0)
 
 
-# ----------------------------------------------------------------------------- the loop
+# ----------------------------------------------------------------------------- the phase
 
 
-def run_gan(trainer: Trainer, sched_cfg, resume: bool, stop: "StopAtStepBoundary") -> Path:
+class GanPhase:
+    """The progressive schedule as a phase of the runner: each step's batch, level and α follow from images seen;
+    at a schedule phase's edge the finished phase's grid is saved, and at a new level Adam's moments are reset."""
+
+    def __init__(self, trainer: Trainer, sched_cfg: ScheduleConfig, resumed: bool):
+        cfg = trainer.cfg
+        self.trainer, self.sched_cfg, self.resumed = trainer, sched_cfg, resumed
+        self.cfg, self.acc, self.layout, self.progress = cfg, trainer.acc, trainer.layout, trainer.state
+        self.info = PhaseInfo("gan", cfg.train.log_every, cfg.train.checkpoint_kimg, "schedule.lr", display="train")
+        self.total = total_images(sched_cfg)
+        self.current: SchedulePhase | None = None  # the schedule's phase of the step under way (after the loop: the end)
+
+    @property
+    def batch(self) -> int:
+        return self.current.batch
+
+    def starting(self) -> None:
+        if self.trainer.is_main:
+            atomic_write_text(self.layout.config, yaml.safe_dump(self.cfg.to_dict(), sort_keys=False))
+            if not self.resumed:
+                self.trainer.save_reals_grid()
+
+    def next_step(self) -> bool:
+        tr, st = self.trainer, self.trainer.state
+        phase = schedule(st.images_seen, self.sched_cfg, tr.world)
+        # Decisions at phase edges read only the saved state, so a resumed run makes the same ones.
+        last = st.last_phase
+        if last and phase.index != last["index"] and tr.is_main:
+            tr.save_grid(_grid_name(last), last["level"], last["alpha"], tag="samples")
+        self.current = phase
+        if phase.done:
+            return False
+        if last and phase.level != last["level"]:
+            tr.reset_optimizers()  # PGGAN resets Adam's moments when a new level fades in
+        return True
+
+    def step(self) -> dict[str, float]:
+        phase = self.current
+        stats = self.trainer.step(phase)
+        self.trainer.state.last_phase = {"index": phase.index, "level": phase.level, "alpha": phase.alpha,
+                                         "resolution": phase.resolution, "stage": phase.stage}
+        return stats
+
+    def metrics_row(self, img_s: float) -> dict[str, Any]:
+        tr, st, phase = self.trainer, self.trainer.state, self.current
+        return {
+            "images_seen": st.images_seen,
+            "kimg": round(st.images_seen / 1000.0, 3),
+            "step": st.step,
+            "phase": phase.index,
+            "stage": phase.stage,
+            "resolution": phase.resolution,
+            "alpha": round(phase.alpha, 4),
+            "batch": phase.batch * tr.world,
+            "lr": phase.lr,
+            "img_s": img_s,
+            "skipped_normal": st.skipped_normal + tr.normal.skipped,
+            "skipped_abnormal": st.skipped_abnormal + (tr.abnormal.skipped if tr.abnormal else 0),
+            "time_s": round(st.seconds, 2),
+        }
+
+    def save_checkpoint(self) -> None:
+        self.trainer.save_checkpoint()
+
+    def saved_periodic(self) -> None:
+        pass  # the GAN's grids follow its schedule's phases, not its states
+
+    def trained(self) -> list[torch.nn.Module]:
+        return [self.trainer.G_raw, self.trainer.G_ema, self.trainer.D_raw]
+
+
+def run_gan(trainer: Trainer, sched_cfg: ScheduleConfig, resume: bool, stop: StopAtStepBoundary) -> Path:
     """The GAN phase: the progressive schedule from the trainer's state to its end, then export (main process).
 
     `stop` is the caller's Ctrl-C handler: a first Ctrl-C ends the loop after the step, with a saved state.
     """
-    import json
-
-    from nsgan.train import tracking
-    from nsgan.train.display import TrainingDisplay
-    from nsgan.train.schedule import schedule, total_images
-
-    cfg = trainer.cfg
-    acc, st, run_dir = trainer.acc, trainer.state, trainer.run_dir
+    phase = GanPhase(trainer, sched_cfg, resumed=resume)
+    digests = run_phase(phase, stop)
     if trainer.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "samples").mkdir(exist_ok=True)
-        import yaml
-
-        from nsgan.common.atomic import atomic_write_text
-
-        atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-    display = TrainingDisplay(total_images(sched_cfg), enabled=trainer.is_main and cfg.train.display, start=st.images_seen)
-    metrics_fh = open(run_dir / METRICS, "a") if trainer.is_main else None
-    next_ckpt = (math.floor(st.images_seen / (cfg.train.checkpoint_kimg * 1000)) + 1) * cfg.train.checkpoint_kimg * 1000
-    window_t, window_imgs, sums, counts = time.perf_counter(), 0, {}, {}
-    try:
-        tracking.start(acc, "gan", cfg.to_dict(), step=st.images_seen)  # trackers of train.log_with, in RUN/tb/gan
-        if trainer.is_main and not resume:
-            trainer.save_reals_grid()
-        while True:
-            phase = schedule(st.images_seen, sched_cfg, trainer.world)
-            # Decisions at phase edges read only the saved state, so a resumed run makes the same ones.
-            last = st.last_phase
-            if last and phase.index != last["index"] and trainer.is_main:
-                trainer.save_grid(_grid_name(last), last["level"], last["alpha"], tag="samples")
-            if phase.done:
-                break
-            if last and phase.level != last["level"]:
-                trainer.reset_optimizers()  # PGGAN resets Adam's moments when a new level fades in
-            t0 = time.perf_counter()
-            stats = trainer.step(phase)
-            st.seconds += time.perf_counter() - t0
-            st.images_seen += phase.batch * trainer.world
-            st.step += 1
-            st.last_phase = {"index": phase.index, "level": phase.level, "alpha": phase.alpha, "resolution": phase.resolution, "stage": phase.stage}
-            window_imgs += phase.batch * trainer.world
-            for k, v in stats.items():  # per-key counts: lazy R1's "r1" is its mean over the steps that took it
-                sums[k] = sums.get(k, 0.0) + float(v)
-                counts[k] = counts.get(k, 0) + 1
-            if not all(math.isfinite(float(v)) for v in stats.values()):
-                raise NsganError(f"training diverged at kimg {st.images_seen / 1000:.1f} (non-finite loss: {stats}); lower schedule.lr or resume from the last state", 6)
-            if st.step % cfg.train.log_every == 0:
-                elapsed = time.perf_counter() - window_t
-                row = _metrics_row(trainer, phase, {k: v / counts[k] for k, v in sums.items()}, window_imgs / max(elapsed, 1e-9))
-                if metrics_fh:
-                    metrics_fh.write(json.dumps(row) + "\n")
-                    metrics_fh.flush()
-                tracking.log_scalars(acc, row, st.images_seen)
-                display.update(row)
-                window_t, window_imgs, sums, counts = time.perf_counter(), 0, {}, {}
-            else:
-                display.advance(st.images_seen)
-            if st.images_seen >= next_ckpt:
-                trainer.save_checkpoint()
-                next_ckpt += cfg.train.checkpoint_kimg * 1000
-            if stop.requested:  # Ctrl-C during the step just finished: keep it, at a step boundary
-                trainer.save_checkpoint()
-                raise KeyboardInterrupt
-        trainer.save_checkpoint()
-        digests = check_ranks_in_sync(trainer)
-        model_path = run_dir / MODEL
-        if trainer.is_main:
-            trainer.save_grid("final.png", phase.level, 1.0, tag="samples")  # the last phase's grid
-            model_path = trainer.export()
-            _write_summary(trainer, digests)
-        acc.wait_for_everyone()
-        return model_path
-    finally:
-        display.close()
-        if metrics_fh:
-            metrics_fh.close()
-
-
-class StopAtStepBoundary:
-    """A first Ctrl-C asks the loop to stop after the current step (which then saves a state); a second stops at once.
-
-    Saving from inside a step would store a stream already advanced and D already updated but G,
-    its EMA and `images_seen` not: a resumed run would then differ from an uninterrupted one. Only
-    for one process: with several, each would see the signal at a different step.
-    """
-
-    def __init__(self, enabled: bool):
-        import signal
-        import threading
-
-        self.requested = False
-        self._previous = None
-        # A SIGINT the launcher ignores (a background job, nohup) stays ignored.
-        if enabled and threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
-            self._previous = signal.signal(signal.SIGINT, self._handle)
-
-    def _handle(self, signum, frame) -> None:
-        if self.requested:
-            raise KeyboardInterrupt
-        self.requested = True
-        print("nsgan train: stopping after this step (Ctrl-C again to stop at once, without saving)", file=sys.stderr)
-
-    def close(self) -> None:
-        if self._previous is not None:
-            import signal
-
-            signal.signal(signal.SIGINT, self._previous)
-            self._previous = None
+        trainer.save_grid("final.png", phase.current.level, 1.0, tag="samples")  # the last phase's grid
+        trainer.export()
+        _write_summary(trainer, digests)
+    trainer.acc.wait_for_everyone()
+    return trainer.layout.model
 
 
 def _grid_name(phase: dict) -> str:
     return f"phase{phase['index']:02d}-{phase['resolution']}px-{phase['stage']}.png"
 
 
-def _metrics_row(trainer: Trainer, phase, stats: dict[str, float], img_s: float) -> dict[str, Any]:
-    st = trainer.state
-    return {
-        "images_seen": st.images_seen,
-        "kimg": round(st.images_seen / 1000.0, 3),
-        "step": st.step,
-        "phase": phase.index,
-        "stage": phase.stage,
-        "resolution": phase.resolution,
-        "alpha": round(phase.alpha, 4),
-        "batch": phase.batch * trainer.world,
-        "lr": phase.lr,
-        "img_s": round(img_s, 2),
-        "skipped_normal": st.skipped_normal + trainer.normal.skipped,
-        "skipped_abnormal": st.skipped_abnormal + (trainer.abnormal.skipped if trainer.abnormal else 0),
-        "time_s": round(st.seconds, 2),
-        **{k: round(float(v), 5) for k, v in stats.items()},
-    }
-
-
-def check_ranks_in_sync(trainer: Trainer) -> list[str]:
-    """Every rank hashes its own G, D and EMA; differing hashes mean DDP lost sync (an error)."""
-    from accelerate.utils import gather_object
-
-    mine = weights_digest([trainer.G_raw, trainer.G_ema, trainer.D_raw])
-    digests = gather_object([mine]) if trainer.world > 1 else [mine]
-    if len(set(digests)) != 1:
-        raise NsganError(f"ranks ended with different weights ({len(set(digests))} distinct digests): DDP lost sync", 6)
-    return digests
-
-
 def _write_summary(trainer: Trainer, digests: list[str]) -> None:
-    from nsgan.train.checkpoint import write_json_atomic
-
     st = trainer.state
-    write_json_atomic(trainer.run_dir / "run.json", {
+    write_json_atomic(trainer.layout.summary, {
         "nsgan_version": __version__,
         "images_seen": st.images_seen,
         "steps": st.step,
@@ -507,14 +427,10 @@ def _write_summary(trainer: Trainer, digests: list[str]) -> None:
     })
 
 
-def schedule_config(cfg: TrainConfig):
-    from nsgan.train.schedule import ScheduleConfig
-
+def schedule_config(cfg: TrainConfig) -> ScheduleConfig:
     s = cfg.schedule
     return ScheduleConfig(  # raises ConfigError naming the field
         resolution=cfg.model.resolution, start_resolution=s.start_resolution, stable_kimg=s.stable_kimg,
         fade_kimg=s.fade_kimg, total_kimg=s.total_kimg, batch=dict(s.batch), default_batch=s.default_batch,
         lr=s.lr, lr_per_res=dict(s.lr_per_res),
     )
-
-

@@ -28,7 +28,7 @@ class RunLock:
         self.acquired = False  # stays True after release: this process held the folder
 
     def acquire(self) -> None:
-        import fcntl
+        import fcntl  # POSIX only: deferred so that importing the training package works everywhere
 
         try:
             self.run_dir.mkdir(parents=True, exist_ok=True)

@@ -7,6 +7,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from nsgan.common.atomic import atomic_write
+from nsgan.data.imageio import write_png
+
 MIN_CELL = 64  # small early-phase samples are scaled up (nearest) so the grid stays readable
 
 
@@ -32,9 +35,6 @@ def save_image_grid(images: torch.Tensor, path: str | Path, columns: int) -> Pat
 
 def write_grid(grid: np.ndarray, path: str | Path) -> Path:
     """Write a grid made by `image_grid` as a PNG, atomically."""
-    from nsgan.common.atomic import atomic_write
-    from nsgan.data.imageio import write_png
-
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(path, lambda tmp: write_png(tmp, grid))

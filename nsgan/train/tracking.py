@@ -20,11 +20,13 @@ import importlib.util
 from pathlib import Path
 from typing import Any
 
+import accelerate.utils as au
 import numpy as np
 
 from nsgan.common.errors import ConfigError
+from nsgan.train.layout import TRACKERS
 
-TB_DIR = "tb"  # tracker logs inside the run folder (beside model.safetensors)
+TB_DIR = TRACKERS  # tracker logs inside the run folder (beside model.safetensors)
 EXTRA = {"tensorboard": "pip install 'nsgan[tracking]'"}  # nsgan's extras; other trackers: pip install NAME
 
 
@@ -43,8 +45,6 @@ def tensorboard_usable() -> bool:
 def _available(name: str) -> bool:
     if name == "tensorboard":
         return tensorboard_usable()
-    import accelerate.utils as au
-
     check = getattr(au, f"is_{name}_available", None)
     return bool(check()) if check is not None else _installed(name)
 
