@@ -12,6 +12,8 @@ common (errors, atomic writes) · data · models · score · share · train, eva
 """
 
 import importlib
+import sys
+import types
 
 __version__ = "0.1.0"
 
@@ -25,6 +27,7 @@ _API = {
     "train": "nsgan.train.pipeline", "train_encoder": "nsgan.train.encoder_loop",
     "train_comparator": "nsgan.train.comparator_loop", "load_config": "nsgan.train.config",
     "TrainConfig": "nsgan.train.config", "RunLayout": "nsgan.train.layout",
+    "weights_digest": "nsgan.train.common",  # how run.json's rank_digests and export_digest are made
     # data: shards, images, painted defects, bundled textures
     "write_shards": "nsgan.data.shards", "ShardSpec": "nsgan.data.shards", "read_manifest": "nsgan.data.stream",
     "ShardStream": "nsgan.data.stream", "measure_loader": "nsgan.data.stream",
@@ -45,6 +48,7 @@ _API = {
     "read_mask": "nsgan.evaluate.evaluation", "evaluation_table": "nsgan.evaluate.evaluation:summary_table",
     "image_auroc": "nsgan.evaluate.metrics", "best_f1": "nsgan.evaluate.metrics", "auroc_per_type": "nsgan.evaluate.metrics",
     "PixelMetrics": "nsgan.evaluate.metrics", "ScoreRange": "nsgan.evaluate.metrics", "AUPRO_MAX_FPR": "nsgan.evaluate.metrics",
+    "PIXEL_METRIC_BINS": "nsgan.evaluate.metrics:DEFAULT_BINS",
     "plot_experiment": "nsgan.evaluate.plots",
     "AUDIT_SUSPECTS": "nsgan.evaluate.audit:SUSPECTS", "AUDIT_MASKS": "nsgan.evaluate.audit:MASKS",
     # sharing
@@ -63,6 +67,21 @@ _API = {
     "run_demo": "nsgan.demo", "build_demo_dataset": "nsgan.demo:build_dataset", "build_demo_image": "nsgan.demo:build_test_image",
 }
 __all__ = ["__version__", *_API]
+
+# Public names that are also subpackages (nsgan.train, nsgan.evaluate): importing the subpackage makes the import
+# system set nsgan.<name> to it, which would hide the function `from nsgan import train` means. The package keeps
+# the function; the subpackage stays what `import`, `from nsgan.train import ...` and sys.modules give.
+_SUBPACKAGE_NAMES = {"train", "evaluate"}
+
+
+class _Package(types.ModuleType):
+    def __setattr__(self, name, value):
+        if name in _SUBPACKAGE_NAMES and isinstance(value, types.ModuleType):
+            return
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
 
 
 def __getattr__(name: str):

@@ -167,10 +167,11 @@ def _inputs(spec: ShardSpec):
         listed = read_image_list(spec.abnormal_list, spec.normal_dir, inputs["normal"][1])
         chosen = set(listed)
         inputs["normal"] = (spec.normal_dir, [p for p in inputs["normal"][1] if p not in chosen])
-        if spec.abnormal_list_masks is not None:
-            if not spec.abnormal_list_masks.is_dir():
-                raise DataError(f"{spec.abnormal_list_masks}: not a folder")
-            list_masks = _MaskIndex(spec.abnormal_list_masks)
+        folder = spec.abnormal_list_masks
+        if folder is not None:
+            if not folder.is_dir():
+                raise DataError(f"{folder}: not a folder")
+            list_masks = _MaskIndex(folder)
     return inputs, masks, listed, list_masks
 
 
