@@ -6,7 +6,7 @@ import argparse
 import importlib
 import sys
 
-from nsgan.common.errors import NsganError
+from nsgan import NsganError
 
 from . import BUILDERS
 

@@ -12,9 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from nsgan.common.errors import DataError, OutputError
-from nsgan.common.atomic import fsync_dir
-from nsgan.data.imageio import MASK_SUFFIX, write_png
+from nsgan import MASK_SUFFIX, DataError, OutputError, fsync_dir, write_png
 
 PARTIAL_MARKER = ".nsgan-partial"
 
