@@ -29,6 +29,16 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import tifffile
+from PIL import Image
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeRemainingColumn,
+)
+from scipy import ndimage
 
 from nsgan import __version__
 from nsgan.common.atomic import atomic_write_json, fsync_dir, fsync_file
@@ -306,8 +316,6 @@ def _probe_channels(path: Path) -> int:
     """Channel count nsgan.data.imageio would return for `path`, from the header when possible."""
     try:
         if path.suffix.lower() in (".tif", ".tiff"):
-            import tifffile
-
             with tifffile.TiffFile(path) as tf:
                 shape = tf.series[0].shape
             if len(shape) == 2:
@@ -316,8 +324,6 @@ def _probe_channels(path: Path) -> int:
                 c = shape[0] if shape[0] in (1, 3, 4) and shape[2] not in (1, 3, 4) else shape[2]
                 return 1 if c == 1 else 3
         else:
-            from PIL import Image
-
             with Image.open(path) as im:
                 return 1 if im.mode in _GRAY_MODES else 3
     except Exception:
@@ -376,8 +382,6 @@ class _Cutter:
         Each corner puts the component's box centre at the tile centre, shifted by up to `jitter` px
         per axis but never so far that a component which fits in a tile leaves it.
         """
-        from scipy import ndimage
-
         labels, n = ndimage.label(mask, structure=np.ones((3, 3), bool))
         rng = np.random.default_rng([self.seed, zlib.crc32(rel.encode()), 1])
         t, (h, w) = self.tile, mask.shape
@@ -425,11 +429,8 @@ def _starts(n: int, tile: int, stride: int) -> list[int]:
 def _encode_tile(arr: np.ndarray) -> tuple[str, bytes]:
     buf = io.BytesIO()
     if arr.dtype == np.uint16 and arr.shape[2] == 3:
-        import tifffile
-
         tifffile.imwrite(buf, arr, photometric="rgb", compression="zlib")
         return "tiff", buf.getvalue()
-    from PIL import Image
 
     Image.fromarray(arr[:, :, 0] if arr.shape[2] == 1 else arr).save(buf, format="PNG")
     return "png", buf.getvalue()
@@ -545,7 +546,7 @@ class _SetWriter:
 
     def write(self, ext: str, data: bytes, meta: dict, extra: dict[str, bytes] | None = None) -> None:
         if self._writer is None:
-            import webdataset as wds
+            import webdataset as wds  # deferred: it loads torch, which `nsgan shards --help` and a rejected option never need
 
             self.folder.mkdir(parents=True, exist_ok=True)
             pattern = str(self.folder / f"{self.prefix}-%06d.tar")
@@ -658,13 +659,6 @@ class _progress_bar:
     def __enter__(self):
         if not self.enabled:
             return lambda: None
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeRemainingColumn,
-        )
 
         self.progress = Progress(
             TextColumn("cutting tiles"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), transient=True
