@@ -25,7 +25,9 @@ from nsgan.cli import set_process_defaults  # noqa: E402
 set_process_defaults()  # before torch loads
 
 import numpy as np  # noqa: E402
+import tifffile  # noqa: E402
 import torch  # noqa: E402
+from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 import nsgan  # noqa: E402
 
@@ -74,8 +76,6 @@ def naive_anogan(g, d, x: torch.Tensor, iterations: int, lr: float, lam: float) 
 
 def search_flops(g, d, n: int) -> float:
     """FLOPs of one search step (G forward, D features forward, backward to z) for n latents."""
-    from torch.utils.flop_counter import FlopCounterMode
-
     z = torch.randn(n, g.latent_dim, requires_grad=True)
     with FlopCounterMode(display=False) as fc:
         gz = g(z)
@@ -108,8 +108,6 @@ print(json.dumps({"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_max
 
 
 def make_tiff(path: Path, side: int) -> None:
-    import tifffile
-
     t = min(256, side)
     rng = np.random.default_rng(0)
     block = rng.integers(100, 156, (t, t), dtype=np.uint8)
