@@ -10,18 +10,23 @@ import argparse
 import os
 import sys
 
+from nsgan.cli import set_process_defaults
+
+set_process_defaults()  # before accelerate and the scorer load torch
+
+import torch.distributed as dist  # noqa: E402
+from accelerate import Accelerator  # noqa: E402
+
+from nsgan.cli import score as scoring  # noqa: E402
+from nsgan.common.errors import EXIT_OK, NsganError  # noqa: E402
+
 
 def main(argv: list[str] | None = None) -> int:
-    from accelerate import Accelerator
-
-    from nsgan.cli import score as scoring
-    from nsgan.common.errors import NsganError
-
     parser = argparse.ArgumentParser(prog="launch/score.py", description=__doc__.splitlines()[0])
     scoring.configure_parser(parser)
     args = parser.parse_args(argv)
     accelerator = Accelerator()
-    code = 0
+    code = EXIT_OK
     try:
         code = scoring.run(args, accelerator=accelerator)
     except NsganError as err:
@@ -30,10 +35,8 @@ def main(argv: list[str] | None = None) -> int:
         code = err.exit_code
     finally:
         # A clean shutdown of the process group; gloo sometimes aborts at exit without it.
-        import torch.distributed as dist
-
         if dist.is_available() and dist.is_initialized():
-            if code == 0:
+            if code == EXIT_OK:
                 dist.barrier()
             dist.destroy_process_group()
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:

@@ -2,7 +2,11 @@
 
 import sys
 
-from nsgan.cli.train_comparator import launch_main
+from nsgan.cli import set_process_defaults
+
+set_process_defaults()  # before the command's modules load torch
+
+from nsgan.cli.train_comparator import launch_main  # noqa: E402
 
 if __name__ == "__main__":
     sys.exit(launch_main())

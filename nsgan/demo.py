@@ -8,13 +8,28 @@ exports the model. Then it scores a full-size image with painted defects and say
 
 from __future__ import annotations
 
+import shutil
 import time
 from pathlib import Path
 
 import numpy as np
+import tifffile
+from rich.console import Console
 
 from nsgan.common.atomic import atomic_write_json
 from nsgan.common.errors import ConfigError, OutputError
+from nsgan.data.imageio import read_image, write_png
+from nsgan.data.painter import paint_defects
+from nsgan.data.shards import ShardSpec, write_shards
+from nsgan.data.textures import texture_image
+from nsgan.evaluate.metrics import image_auroc
+from nsgan.score.options import ScoreOptions
+from nsgan.score.scorer import Scorer
+from nsgan.score.search import SearchConfig
+from nsgan.share.html_page import write_score_page
+from nsgan.train.config import load_config
+from nsgan.train.layout import RunLayout
+from nsgan.train.pipeline import train
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "demo.yaml"
 
@@ -27,17 +42,12 @@ def _downscale2(img: np.ndarray) -> np.ndarray:
 
 def _material(texture: str, size: int, rng: np.random.Generator, part: str = "train") -> np.ndarray:
     """Material at half the photo's scale; test images come from a part of the photo training never sees."""
-    from nsgan.data.textures import texture_image
-
     return _downscale2(texture_image(texture, 2 * size, rng, part=part))
 
 
 def build_dataset(root: Path, texture: str = "brick", n_normal: int = 60, n_abnormal: int = 12,
                   hidden_fraction: float = 0.1, size: int = 128, seed: int = 0) -> dict:
     """Write normal (some secretly defective), abnormal and mask PNGs; return what was made."""
-    from nsgan.data.imageio import write_png
-    from nsgan.data.painter import paint_defects
-
     rng = np.random.default_rng(seed)
     dirs = {k: root / k for k in ("normal", "abnormal", "abnormal_masks")}
     for d in dirs.values():
@@ -57,9 +67,6 @@ def build_dataset(root: Path, texture: str = "brick", n_normal: int = 60, n_abno
 
 def build_test_image(root: Path, texture: str = "brick", size: int = 256, seed: int = 1) -> tuple[Path, Path]:
     """One full-size image with painted defects and its mask (what the demo scores)."""
-    from nsgan.data.imageio import write_png
-    from nsgan.data.painter import paint_defects
-
     rng = np.random.default_rng(seed)
     img, mask, _ = paint_defects(_material(texture, size, rng, part="test"), rng, count=3, max_area_frac=0.005)
     root.mkdir(parents=True, exist_ok=True)
@@ -83,14 +90,6 @@ def run_demo(out: str | Path, *, config: str | Path = DEFAULT_CONFIG, texture: s
              overwrite: bool = False, image_size: int = 256, search_iterations: int | None = None,
              overrides: list[str] | tuple[str, ...] = ()) -> dict:
     """Build the demo in `out` (replacing only an earlier demo, with overwrite), train, score; returns demo.json's summary."""
-    import shutil
-
-    from rich.console import Console
-
-    from nsgan.data.shards import write_shards
-    from nsgan.train.config import load_config
-    from nsgan.train.pipeline import train
-
     console = Console(soft_wrap=True)  # paths stay whole, so they can be copied
     out, config = Path(out), str(config)
     if not Path(config).is_file():
@@ -119,21 +118,22 @@ def run_demo(out: str | Path, *, config: str | Path = DEFAULT_CONFIG, texture: s
         f"run_dir={out / 'run'}", f"seed={seed}", *overrides,
     ])
     console.print(f"2/4 writing {cfg.model.resolution}-px tile shards → {out / 'shards'}")
-    manifest = write_shards(out / "data" / "normal", out / "data" / "abnormal", out / "data" / "abnormal_masks",
-                            tile=cfg.model.resolution, out=out / "shards", stride=cfg.model.resolution // 2,
-                            channels=1, seed=seed)
+    manifest = write_shards(ShardSpec(out / "data" / "normal", abnormal_dir=out / "data" / "abnormal",
+                                      abnormal_masks_dir=out / "data" / "abnormal_masks", tile=cfg.model.resolution,
+                                      out=out / "shards", stride=cfg.model.resolution // 2, channels=1, seed=seed))
     console.print(f"    {manifest['counts']['tiles_normal']} normal tiles, {manifest['counts']['tiles_abnormal']} abnormal tiles")
     console.print(f"3/4 training {config} (γ = {cfg.loss.gamma}, {cfg.schedule.total_kimg:g} kimg) → {out / 'run'}")
     model = train(cfg, source=config)
-    summary = {"data": made, "model": str(model), "samples": str(out / "run" / "samples"), "train_minutes": round((time.perf_counter() - t0) / 60, 2)}
+    run = RunLayout(out / "run")
+    summary = {"data": made, "model": str(model), "samples": str(run.samples), "train_minutes": round((time.perf_counter() - t0) / 60, 2)}
     console.print(f"4/4 scoring a full-size image with painted defects → {out / 'score'}")
     summary.update(_score_full_image(out, model, texture, seed, console, image_size, search_iterations))
     summary["total_minutes"] = round((time.perf_counter() - t0) / 60, 2)
     atomic_write_json(out / "demo.json", summary, indent=1)
     console.rule("[bold green]done")
     console.print(f"model:          {model}")
-    console.print(f"sample grids:   {out / 'run' / 'samples'} (reals.png = training tiles, final.png = generated)")
-    console.print(f"metrics:        {out / 'run' / 'metrics.jsonl'}")
+    console.print(f"sample grids:   {run.samples} (reals.png = training tiles, final.png = generated)")
+    console.print(f"metrics:        {run.metrics}")
     if summary.get("overlay"):
         console.print(f"anomaly overlay: {summary['overlay']}")
         console.print(f"report:          {summary['report']}")
@@ -143,11 +143,6 @@ def run_demo(out: str | Path, *, config: str | Path = DEFAULT_CONFIG, texture: s
 
 def _score_full_image(out: Path, model: Path, texture: str, seed: int, console, size: int, iterations: int) -> dict:
     """Score a full-size test image with painted defects; say whether the top region hits one."""
-    from nsgan.data.imageio import read_image
-    from nsgan.score.options import ScoreOptions
-    from nsgan.score.scorer import Scorer
-    from nsgan.score.search import SearchConfig
-
     image, mask_path = build_test_image(out / "data" / "test", texture=texture, size=size, seed=seed + 1)
     options = ScoreOptions(search=SearchConfig(iterations=iterations, restarts=1, seed=seed))  # else nsgan score's defaults
     scorer = Scorer.from_file(model, options, progress=True)
@@ -157,11 +152,6 @@ def _score_full_image(out: Path, model: Path, texture: str, seed: int, console, 
     for region in sorted(result.regions, key=lambda r: -r.peak)[:3]:
         x0, y0, x1, y1 = region.bbox
         hits.append(bool(mask[y0:y1, x0:x1].any()))
-    import tifffile
-
-    from nsgan.evaluate.metrics import image_auroc
-    from nsgan.share.html_page import write_score_page
-
     write_score_page(out / "score")  # the same index.html `nsgan score` writes
     amap = tifffile.imread(result.map_path)
     pixel_auroc = image_auroc(amap.ravel(), mask.ravel())  # how well the map ranks defect pixels above the rest

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from nsgan.common.errors import EXIT_OK
 from nsgan.demo import DEFAULT_CONFIG, run_demo
 
 
@@ -23,4 +24,4 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     run_demo(args.out, config=args.config, texture=args.texture, seed=args.seed, overwrite=args.overwrite,
              image_size=args.image_size, search_iterations=args.search_iterations, overrides=args.overrides)
-    return 0
+    return EXIT_OK

@@ -13,7 +13,8 @@ import importlib
 import sys
 
 from nsgan import __version__
-from nsgan.common.errors import NsganError, printable
+from nsgan.cli import set_process_defaults
+from nsgan.common.errors import EXIT_INTERRUPTED, EXIT_USAGE, NsganError, printable
 
 # subcommand -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -46,13 +47,14 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    set_process_defaults()  # before any subcommand's module loads torch
     argv = list(sys.argv[1:] if argv is None else argv)
     sys.argv[1:] = argv
     parser = build_parser(argv)
     args = parser.parse_args(argv)
     if not getattr(args, "command", None):
         parser.print_help()
-        return 2
+        return EXIT_USAGE
     for stream in (sys.stdout, sys.stderr):  # a non-UTF-8 file name must print, not crash the report
         if hasattr(stream, "reconfigure"):
             try:
@@ -66,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
         return err.exit_code
     except KeyboardInterrupt:
         print(f"nsgan {args.command}: interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
-from nsgan.data.shards import write_shards
+from rich.console import Console
+
+from nsgan.common.errors import EXIT_OK, ConfigError
+from nsgan.data.shards import ShardSpec, write_shards
 
 
 def configure_parser(p: argparse.ArgumentParser) -> None:
@@ -46,17 +50,11 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from rich.console import Console
-
-    from nsgan.common.errors import ConfigError
-
     listed, list_masks = args.abnormal_list, args.abnormal_list_masks
     if args.abnormal_masks_from_audit:
         if listed or list_masks:
             raise ConfigError("--abnormal-masks-from-audit sets --abnormal-list and --abnormal-list-masks: pass one or the other")
-        from nsgan.evaluate.audit import MASKS, SUSPECTS
+        from nsgan.evaluate.audit import MASKS, SUSPECTS  # deferred: the audit loads torch and the scorer; only this flag needs it
 
         audit_out = Path(args.abnormal_masks_from_audit)
         listed = audit_out / SUSPECTS
@@ -65,24 +63,11 @@ def run(args: argparse.Namespace) -> int:
         list_masks = audit_out / MASKS
         if not list_masks.is_dir():  # no suspect had a region: image labels only
             list_masks = None
-    manifest = write_shards(
-        args.normal,
-        args.abnormal,
-        args.abnormal_masks,
-        tile=args.tile,
-        out=args.out,
-        stride=args.stride,
-        random_crops=args.random_crops,
-        channels=args.channels,
-        shard_size=args.shard_size,
-        seed=args.seed,
-        overwrite=args.overwrite,
-        progress=True,
-        abnormal_centred=args.abnormal_centred,
-        centre_jitter=args.centre_jitter,
-        abnormal_list=listed,
-        abnormal_list_masks=list_masks,
-    )
+    spec = ShardSpec(args.normal, abnormal_dir=args.abnormal, abnormal_masks_dir=args.abnormal_masks, tile=args.tile,
+                     out=args.out, stride=args.stride, random_crops=args.random_crops, channels=args.channels,
+                     shard_size=args.shard_size, seed=args.seed, abnormal_centred=args.abnormal_centred,
+                     centre_jitter=args.centre_jitter, abnormal_list=listed, abnormal_list_masks=list_masks)
+    manifest = write_shards(spec, overwrite=args.overwrite, progress=True)
     c = manifest["counts"]
     console = Console(stderr=True)
     console.print(
@@ -96,4 +81,4 @@ def run(args: argparse.Namespace) -> int:
         console.print(f"  skipped {item['path']}: {item['reason']}", highlight=False, markup=False)
     if len(manifest["skipped"]) > 10:
         console.print(f"  ... and {len(manifest['skipped']) - 10} more (see manifest.json)", highlight=False)
-    return 0
+    return EXIT_OK

@@ -7,11 +7,14 @@ Anything a user can get wrong (a config key, a broken file, a missing folder) ra
 from __future__ import annotations
 
 # Exit codes the CLI uses, so scripts around nsgan can tell failures apart.
+EXIT_OK = 0
+EXIT_FAILED = 1  # a check or benchmark (tools/) that ran to the end and found a failure
 EXIT_USAGE = 2  # bad config, bad arguments, bad input files
 EXIT_DATA = 3  # data that cannot be used (empty shard set, unreadable image)
 EXIT_MODEL = 4  # missing, truncated or foreign model / checkpoint
 EXIT_OUTPUT = 5  # output exists or cannot be written
 EXIT_RUNTIME = 6  # numerical failure (NaN), dead peer rank
+EXIT_INTERRUPTED = 130  # stopped by Ctrl-C (the shell's 128 + SIGINT)
 
 
 class NsganError(Exception):

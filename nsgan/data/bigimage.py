@@ -8,12 +8,15 @@ float32 BigTIFF from an iterator of finished row blocks, so it never exists in m
 
 from __future__ import annotations
 
+import ctypes
 import math
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
+import tifffile
 
+from nsgan.common.atomic import atomic_write
 from nsgan.common.errors import DataError
 from nsgan.data.imageio import read_image, to_unit_float
 
@@ -52,8 +55,6 @@ class TiffSource:
     """The first (full-resolution) page of a TIFF, read lazily by rectangular regions."""
 
     def __init__(self, path: str | Path):
-        import tifffile
-
         self.name = str(path)
         try:
             self._tif = tifffile.TiffFile(path)
@@ -149,8 +150,6 @@ class TiffSource:
 
 def _load_malloc_trim():
     try:
-        import ctypes
-
         return ctypes.CDLL("libc.so.6").malloc_trim
     except (OSError, AttributeError):  # not glibc (macOS, musl, Windows): nothing to do
         return None
@@ -215,10 +214,6 @@ def write_map(path: str | Path, height: int, width: int, row_blocks: Iterable[np
 
     The blocks are consumed lazily while writing, so memory holds one row of TIFF tiles at most.
     """
-    import tifffile
-
-    from nsgan.common.atomic import atomic_write
-
     path = Path(path)
     tile = tile or map_tile_size(height, width)
 

@@ -7,9 +7,12 @@ scoring side (`nsgan.data.bigimage`), which builds on the same conversions.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
+import tifffile
+from PIL import Image
 
 from nsgan.common.errors import DataError
 
@@ -89,8 +92,6 @@ def read_raw(path: str | Path) -> np.ndarray:
     suffix = path.suffix.lower()
     try:
         if suffix in (".tif", ".tiff"):
-            import tifffile
-
             with tifffile.TiffFile(path) as tf:
                 page = tf.pages.first
                 check_pixel_count(path, int(page.imagewidth), int(page.imagelength))
@@ -98,10 +99,6 @@ def read_raw(path: str | Path) -> np.ndarray:
             if arr.ndim == 3 and arr.shape[0] in (1, 3, 4) and arr.shape[2] not in (1, 3, 4):
                 arr = np.moveaxis(arr, 0, -1)  # planar (C, H, W) TIFF
         else:
-            import warnings
-
-            from PIL import Image
-
             Image.MAX_IMAGE_PIXELS = MAX_DECODE_PIXELS  # Pillow's own check, at nsgan's limit
             try:
                 with warnings.catch_warnings():
@@ -151,8 +148,6 @@ def to_channels(img: np.ndarray, channels: int, source: str | Path = "<array>") 
 
 def write_png(path: str | Path, img: np.ndarray) -> None:
     """Write float (H, W, C) in [0, 1] (or uint8) as an 8-bit PNG."""
-    from PIL import Image
-
     arr = np.asarray(img)
     if arr.dtype != np.uint8:
         arr = (np.clip(arr, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from nsgan.common.errors import ConfigError, DataError
+from nsgan.data.stream import decode_mask, decode_sample
 
 _SCALE = 65535.0
 
@@ -82,8 +83,6 @@ def read_labelled(shards: list[str], tile: int, channels: int, max_tiles: int, k
     Samples whose JSON label is not `abnormal` (tiles of a masked image that miss its defect) are left out;
     undecodable samples are skipped as the stream skips them. More than `max_tiles` tiles: ConfigError naming `key`.
     """
-    from nsgan.data.stream import decode_mask, decode_sample
-
     masked, masks, msrc = [], [], []
     bags: dict[str, list[np.ndarray]] = {}
     n = 0

@@ -248,7 +248,6 @@ def _walk(start, heading, length, rng, shape):
 
 
 PAINTERS = {"scratch": paint_scratch, "pit": paint_pit, "crack": paint_crack}
-_PAINTERS = PAINTERS  # the old private name
 
 
 def paint_defects(img: np.ndarray, rng: np.random.Generator, kinds=KINDS, count: int = 1,

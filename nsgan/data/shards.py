@@ -24,13 +24,24 @@ import random
 import shutil
 import tempfile
 import zlib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import tifffile
+from PIL import Image
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeRemainingColumn,
+)
+from scipy import ndimage
 
 from nsgan import __version__
-from nsgan.common.atomic import fsync_dir, fsync_file
+from nsgan.common.atomic import atomic_write_json, fsync_dir, fsync_file
 from nsgan.common.errors import printable, DataError, NsganError, OutputError
 from nsgan.data.imageio import (
     MASK_SUFFIX,
@@ -52,25 +63,13 @@ _GRAY_MODES = PIL_GRAY_MODES
 # ------------------------------------------------------------------------------------ library
 
 
-def write_shards(
-    normal_dir: str | Path,
-    abnormal_dir: str | Path | None = None,
-    abnormal_masks_dir: str | Path | None = None,
-    tile: int = 64,
-    out: str | Path = "shards",
-    stride: int | None = None,
-    random_crops: int = 0,
-    channels: int | None = None,
-    shard_size: int = 1000,
-    seed: int = 0,
-    overwrite: bool = False,
-    progress: bool = False,
-    abnormal_centred: int = 0,
-    centre_jitter: int | None = None,
-    abnormal_list: str | Path | None = None,
-    abnormal_list_masks: str | Path | None = None,
-) -> Manifest:
-    """Tile the images of `normal_dir` (and `abnormal_dir`) into shard sets under `out`; return the manifest.
+@dataclass(frozen=True)
+class ShardSpec:
+    """What `write_shards` cuts, checked once when made (a bad value raises NsganError naming its flag).
+
+    `normal_dir` (and `abnormal_dir`, with masks from `abnormal_masks_dir` matched by relative path)
+    are tiled into `tile`-px tiles at `stride` (default: the tile) or as `random_crops` random crops
+    per image; `channels` None keeps gray when every input is gray.
 
     `abnormal_centred` K > 0 (needs masks): an abnormal image with a mask gives K tiles per mask
     component, centred on it with up to `centre_jitter` px of seeded shift (default tile // 8), in
@@ -79,71 +78,84 @@ def write_shards(
     `abnormal_list`: a text file naming images under `normal_dir` (one relative path a line, as
     `nsgan audit` writes suspects.txt; blank lines and `#` comments skipped) that go to the abnormal set
     instead, with masks from `abnormal_list_masks` (same relative paths) where one exists there.
+    """
+
+    normal_dir: Path
+    out: Path = Path("shards")
+    tile: int = 64
+    abnormal_dir: Path | None = None
+    abnormal_masks_dir: Path | None = None
+    stride: int | None = None
+    random_crops: int = 0
+    channels: int | None = None
+    shard_size: int = 1000
+    seed: int = 0
+    abnormal_centred: int = 0
+    centre_jitter: int | None = None
+    abnormal_list: Path | None = None
+    abnormal_list_masks: Path | None = None
+
+    def __post_init__(self):
+        for name in ("normal_dir", "out", "abnormal_dir", "abnormal_masks_dir", "abnormal_list", "abnormal_list_masks"):
+            value = getattr(self, name)
+            if value is not None:
+                object.__setattr__(self, name, Path(value))
+        _check_options(self.tile, self.stride, self.random_crops, self.channels, self.shard_size, self.abnormal_dir,
+                       self.abnormal_masks_dir)
+        _check_centred(self.abnormal_centred, self.centre_jitter, self.abnormal_masks_dir)
+        if self.abnormal_list_masks is not None and self.abnormal_list is None:
+            raise NsganError("--abnormal-list-masks needs --abnormal-list")
+
+    @property
+    def grid_stride(self) -> int:
+        return self.tile if self.stride is None else self.stride
+
+    @property
+    def jitter(self) -> int:
+        return self.tile // 8 if self.centre_jitter is None else self.centre_jitter
+
+
+def write_shards(spec: ShardSpec | str | Path, abnormal_dir: str | Path | None = None,
+                 abnormal_masks_dir: str | Path | None = None, *, overwrite: bool = False, progress: bool = False,
+                 **options: Any) -> Manifest:
+    """Tile the images `spec` names into shard sets under `spec.out`; return the manifest.
+
+    `spec` is a ShardSpec, or (the keyword form) the normal folder, with the abnormal folder, its masks
+    and ShardSpec's other fields (`tile=`, `out=`, ...) as arguments. `overwrite` replaces an existing
+    shard set in `out`; `progress` shows a bar.
 
     Raises NsganError for bad options, DataError when no normal tile comes out of `normal_dir`, and
     OutputError when `out` already holds shards (unless `overwrite`) or is someone else's folder.
     """
-    _check_options(tile, stride, random_crops, channels, shard_size, abnormal_dir, abnormal_masks_dir)
-    _check_centred(abnormal_centred, centre_jitter, abnormal_masks_dir)
-    stride = tile if stride is None else stride
-    centre_jitter = tile // 8 if centre_jitter is None else centre_jitter
-    out = Path(out)
-    _check_output(out, overwrite)
-    normal_dir = Path(normal_dir)
-    inputs = {"normal": (normal_dir, list_images(normal_dir))}
-    if abnormal_dir is not None:
-        inputs["abnormal"] = (Path(abnormal_dir), list_images(abnormal_dir))
-    masks = _MaskIndex(Path(abnormal_masks_dir)) if abnormal_masks_dir is not None else None
-    listed: list[Path] = []
-    list_masks = None
-    if abnormal_list is not None:
-        listed = read_image_list(abnormal_list, normal_dir, inputs["normal"][1])
-        chosen = set(listed)
-        inputs["normal"] = (normal_dir, [p for p in inputs["normal"][1] if p not in chosen])
-        if abnormal_list_masks is not None:
-            folder = Path(abnormal_list_masks)
-            if not folder.is_dir():
-                raise DataError(f"{folder}: not a folder")
-            list_masks = _MaskIndex(folder)
-    elif abnormal_list_masks is not None:
-        raise NsganError("--abnormal-list-masks needs --abnormal-list")
-
+    if not isinstance(spec, ShardSpec):
+        spec = ShardSpec(spec, abnormal_dir=abnormal_dir, abnormal_masks_dir=abnormal_masks_dir, **options)
+    elif abnormal_dir is not None or abnormal_masks_dir is not None or options:
+        raise TypeError("write_shards(ShardSpec): give every option in the ShardSpec")
+    _check_output(spec.out, overwrite)
+    inputs, masks, listed, list_masks = _inputs(spec)
+    channels = spec.channels
     if channels is None:
         channels = _decide_channels([p for _, files in inputs.values() for p in files] + listed)
 
+    out = spec.out
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         _remove_dead_temps(out)
         tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-{os.getpid()}-", dir=out.parent))
     except OSError as exc:
         raise OutputError(f"{out}: cannot create output folder ({exc.strerror})") from None
-    writers = {name: _SetWriter(tmp / name, name, shard_size) for name in SETS}
+    writers = {name: _SetWriter(tmp / name, name, spec.shard_size) for name in SETS}
     try:
-        cutter = _Cutter(tile, stride, random_crops, channels, seed, abnormal_centred, centre_jitter)
-        report = _Report()
-        jobs = [(name, root, path, masks if name == "abnormal" else None)
-                for name, (root, files) in inputs.items() for path in files]
-        jobs += [("abnormal", normal_dir, path, list_masks) for path in listed]
-        random.Random(seed).shuffle(jobs)  # mixes images (and subfolders) across shards
-        with _progress_bar(progress, len(jobs)) as advance:
-            for name, root, path, job_masks in jobs:
-                _cut_one(name, root, path, cutter, job_masks, writers, report)
-                advance()
-        for w in writers.values():
-            w.close()
-        if report.tiles_from_normal_dir == 0:
-            first = next((f"; first skipped: {s['path']}: {s['reason']}" for s in report.skipped if s["input"] == "normal"), "")
-            raise DataError(
-                f"no normal tiles written from {normal_dir} ({len(inputs['normal'][1])} image files found, "
-                f"{report.skipped_in('normal')} skipped{first}); --normal needs readable 8/16-bit gray or RGB images"
-            )
-        manifest = _manifest(inputs, masks, tile, stride, random_crops, channels, shard_size, seed, writers, report)
-        manifest.update(abnormal_centred=abnormal_centred, centre_jitter=centre_jitter if abnormal_centred else None)
-        if abnormal_list is not None:
-            manifest["inputs"].update(abnormal_list=str(abnormal_list), abnormal_list_masks=None if abnormal_list_masks is None
-                                      else str(abnormal_list_masks), abnormal_listed=len(listed))
+        report = _cut_all(spec, channels, inputs, masks, listed, list_masks, writers, progress)
+        manifest = _manifest(inputs, masks, spec.tile, spec.grid_stride, spec.random_crops, channels, spec.shard_size,
+                             spec.seed, writers, report)
+        manifest.update(abnormal_centred=spec.abnormal_centred, centre_jitter=spec.jitter if spec.abnormal_centred else None)
+        if spec.abnormal_list is not None:
+            manifest["inputs"].update(abnormal_list=str(spec.abnormal_list), abnormal_list_masks=None
+                                      if spec.abnormal_list_masks is None else str(spec.abnormal_list_masks),
+                                      abnormal_listed=len(listed))
             manifest["counts"]["images_found"] += len(listed)
-        _write_json_atomic(tmp / MANIFEST_NAME, manifest)
+        atomic_write_json(tmp / MANIFEST_NAME, manifest)
         _replace_folder(tmp, out)
     except BaseException:
         for w in writers.values():
@@ -151,6 +163,49 @@ def write_shards(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return manifest
+
+
+def _inputs(spec: ShardSpec):
+    """The image lists per set, the mask index, the listed images moved from normal to abnormal and their masks."""
+    inputs = {"normal": (spec.normal_dir, list_images(spec.normal_dir))}
+    if spec.abnormal_dir is not None:
+        inputs["abnormal"] = (spec.abnormal_dir, list_images(spec.abnormal_dir))
+    masks = _MaskIndex(spec.abnormal_masks_dir) if spec.abnormal_masks_dir is not None else None
+    listed: list[Path] = []
+    list_masks = None
+    if spec.abnormal_list is not None:
+        listed = read_image_list(spec.abnormal_list, spec.normal_dir, inputs["normal"][1])
+        chosen = set(listed)
+        inputs["normal"] = (spec.normal_dir, [p for p in inputs["normal"][1] if p not in chosen])
+        folder = spec.abnormal_list_masks
+        if folder is not None:
+            if not folder.is_dir():
+                raise DataError(f"{folder}: not a folder")
+            list_masks = _MaskIndex(folder)
+    return inputs, masks, listed, list_masks
+
+
+def _cut_all(spec: ShardSpec, channels: int, inputs, masks, listed, list_masks, writers, progress: bool) -> "_Report":
+    """Cut every image into the writers, in a seeded shuffled order; DataError when no normal tile came out."""
+    cutter = _Cutter(spec.tile, spec.grid_stride, spec.random_crops, channels, spec.seed, spec.abnormal_centred, spec.jitter)
+    report = _Report()
+    jobs = [(name, root, path, masks if name == "abnormal" else None)
+            for name, (root, files) in inputs.items() for path in files]
+    jobs += [("abnormal", spec.normal_dir, path, list_masks) for path in listed]
+    random.Random(spec.seed).shuffle(jobs)  # mixes images (and subfolders) across shards
+    with _progress_bar(progress, len(jobs)) as advance:
+        for name, root, path, job_masks in jobs:
+            _cut_one(name, root, path, cutter, job_masks, writers, report)
+            advance()
+    for w in writers.values():
+        w.close()
+    if report.tiles_from_normal_dir == 0:
+        first = next((f"; first skipped: {s['path']}: {s['reason']}" for s in report.skipped if s["input"] == "normal"), "")
+        raise DataError(
+            f"no normal tiles written from {spec.normal_dir} ({len(inputs['normal'][1])} image files found, "
+            f"{report.skipped_in('normal')} skipped{first}); --normal needs readable 8/16-bit gray or RGB images"
+        )
+    return report
 
 
 def read_image_list(list_file: str | Path, root: Path, images: list[Path]) -> list[Path]:
@@ -261,8 +316,6 @@ def _probe_channels(path: Path) -> int:
     """Channel count nsgan.data.imageio would return for `path`, from the header when possible."""
     try:
         if path.suffix.lower() in (".tif", ".tiff"):
-            import tifffile
-
             with tifffile.TiffFile(path) as tf:
                 shape = tf.series[0].shape
             if len(shape) == 2:
@@ -271,8 +324,6 @@ def _probe_channels(path: Path) -> int:
                 c = shape[0] if shape[0] in (1, 3, 4) and shape[2] not in (1, 3, 4) else shape[2]
                 return 1 if c == 1 else 3
         else:
-            from PIL import Image
-
             with Image.open(path) as im:
                 return 1 if im.mode in _GRAY_MODES else 3
     except Exception:
@@ -331,8 +382,6 @@ class _Cutter:
         Each corner puts the component's box centre at the tile centre, shifted by up to `jitter` px
         per axis but never so far that a component which fits in a tile leaves it.
         """
-        from scipy import ndimage
-
         labels, n = ndimage.label(mask, structure=np.ones((3, 3), bool))
         rng = np.random.default_rng([self.seed, zlib.crc32(rel.encode()), 1])
         t, (h, w) = self.tile, mask.shape
@@ -380,11 +429,8 @@ def _starts(n: int, tile: int, stride: int) -> list[int]:
 def _encode_tile(arr: np.ndarray) -> tuple[str, bytes]:
     buf = io.BytesIO()
     if arr.dtype == np.uint16 and arr.shape[2] == 3:
-        import tifffile
-
         tifffile.imwrite(buf, arr, photometric="rgb", compression="zlib")
         return "tiff", buf.getvalue()
-    from PIL import Image
 
     Image.fromarray(arr[:, :, 0] if arr.shape[2] == 1 else arr).save(buf, format="PNG")
     return "png", buf.getvalue()
@@ -500,7 +546,7 @@ class _SetWriter:
 
     def write(self, ext: str, data: bytes, meta: dict, extra: dict[str, bytes] | None = None) -> None:
         if self._writer is None:
-            import webdataset as wds
+            import webdataset as wds  # deferred: it loads torch, which `nsgan shards --help` and a rejected option never need
 
             self.folder.mkdir(parents=True, exist_ok=True)
             pattern = str(self.folder / f"{self.prefix}-%06d.tar")
@@ -604,12 +650,6 @@ def _manifest(inputs, masks, tile, stride, random_crops, channels, shard_size, s
     }
 
 
-def _write_json_atomic(path: Path, obj: Any) -> None:
-    from nsgan.common.atomic import atomic_write_json
-
-    atomic_write_json(path, obj)
-
-
 class _progress_bar:
     """A rich progress bar over images (only when asked for); yields an `advance()` callable."""
 
@@ -619,13 +659,6 @@ class _progress_bar:
     def __enter__(self):
         if not self.enabled:
             return lambda: None
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeRemainingColumn,
-        )
 
         self.progress = Progress(
             TextColumn("cutting tiles"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), transient=True
@@ -639,4 +672,4 @@ class _progress_bar:
             self.progress.stop()
 
 
-__all__ = ["write_shards", "Manifest", "MANIFEST_NAME"]
+__all__ = ["write_shards", "ShardSpec", "Manifest", "MANIFEST_NAME"]

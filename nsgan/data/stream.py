@@ -33,8 +33,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
+import braceexpand
 import numpy as np
+import tifffile
 import torch
+import webdataset as wds
+from PIL import Image
+from webdataset.tariterators import group_by_keys, tar_file_expander, url_opener
 
 from nsgan.common.errors import DataError
 from nsgan.data.imageio import PIL_GRAY_MAX, to_channels
@@ -116,7 +121,6 @@ def _resolve_one(item: str, base: Path | None, label: str) -> list[str]:
         return tars
     if path.is_file():
         return _from_manifest(path, label) if path.suffix == ".json" else [str(path.resolve())]
-    import braceexpand
 
     matches, missing = [], []
     for name in braceexpand.braceexpand(item):
@@ -300,8 +304,6 @@ class _Cursor:
     def samples(self, src):
         """Raw samples shard by shard: webdataset does not close a sample group when a shard
         breaks off, so a truncated shard's last sample could merge with the next shard's first."""
-        from webdataset.tariterators import group_by_keys, tar_file_expander, url_opener
-
         for shard in src:
             self.url = shard["url"]
             for opened in url_opener([shard], handler=self.shard_error):
@@ -335,8 +337,6 @@ class _TileSource(torch.utils.data.IterableDataset):
         return self._batches(w, epoch, skip)
 
     def _raw(self, urls: list[str], epoch: int, w: int, cursor: _Cursor):
-        import webdataset as wds
-
         rng = random.Random(_mix(self.seed, 1, self.rank, w, epoch))
         return iter(
             wds.DataPipeline(
@@ -422,8 +422,6 @@ def decode_mask(sample: dict, tile: int) -> tuple[np.ndarray | None, str, str]:
         return np.ones((tile, tile), bool), "", ""
     where = f"{os.path.basename(str(sample.get('__url__', '?')))}:{sample.get('__key__', '?')}"
     try:
-        from PIL import Image
-
         with Image.open(io.BytesIO(sample["mask.png"])) as im:
             arr = np.asarray(im)
     except Exception as exc:
@@ -440,8 +438,6 @@ def decode_sample(sample: dict, tile: int, channels: int) -> tuple[np.ndarray | 
     where = f"{os.path.basename(str(sample.get('__url__', '?')))}:{sample.get('__key__', '?')}"
     try:
         if "png" in sample:
-            from PIL import Image
-
             with Image.open(io.BytesIO(sample["png"])) as im:
                 if im.size != (tile, tile):
                     return None, "wrong tile size", f"{where} is {im.size[0]}x{im.size[1]}, expected {tile}x{tile}"
@@ -450,8 +446,6 @@ def decode_sample(sample: dict, tile: int, channels: int) -> tuple[np.ndarray | 
                 maxval = _GRAY_MODES.get(im.mode, 255)
                 arr = np.asarray(im)
         elif "tiff" in sample:
-            import tifffile
-
             arr = tifffile.imread(io.BytesIO(sample["tiff"]))
             maxval = 65535 if arr.dtype == np.uint16 else 255
         else:

@@ -12,6 +12,7 @@ from __future__ import annotations
 from functools import lru_cache
 
 import numpy as np
+import skimage.data
 
 from nsgan.common.errors import DataError
 from nsgan.data.imageio import to_unit_float
@@ -24,8 +25,6 @@ HOLDOUT_FRACTION = 0.25  # bottom share of each photo reserved for test images
 
 @lru_cache(maxsize=None)
 def _load(name: str) -> np.ndarray:
-    import skimage.data
-
     try:
         arr = getattr(skimage.data, name)()
     except Exception as exc:  # a stripped install or a fetcher that wants the network

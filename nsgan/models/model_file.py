@@ -12,15 +12,21 @@ metadata as JSON strings, so the file loads without the training config and with
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors.torch import load_file, save_file
 
 from nsgan import __version__
+from nsgan.common.atomic import atomic_write
 from nsgan.common.errors import ModelError, OutputError
+from nsgan.models.comparator import Comparator, ComparatorSpec
+from nsgan.models.encoder import Encoder, encoder_kwargs
+from nsgan.models.networks import Discriminator, Generator, network_kwargs
 
 FORMAT = "nsgan-model/1"
 G_PREFIX = "G_ema."
@@ -66,8 +72,6 @@ class LoadedModel(ModelMeta):
 
 def basis_digest(generator: torch.nn.Module, encoder: torch.nn.Module | None) -> str:
     """16 hex digits naming the (G, E) a comparator was trained for: sha256 over their stored tensors, in order."""
-    import hashlib
-
     h = hashlib.sha256()
     for prefix, module in ((G_PREFIX, generator), (E_PREFIX, encoder)):
         if module is None:
@@ -83,10 +87,6 @@ def _state(module: torch.nn.Module, prefix: str) -> dict[str, torch.Tensor]:
 
 
 def _atomic_save(tensors: dict[str, torch.Tensor], meta: dict[str, str], path: Path) -> None:
-    from safetensors.torch import save_file
-
-    from nsgan.common.atomic import atomic_write
-
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -105,8 +105,6 @@ def _atomic_save(tensors: dict[str, torch.Tensor], meta: dict[str, str], path: P
 
 def save_model(path: str | Path, generator: torch.nn.Module, discriminator: torch.nn.Module, metadata: dict[str, Any]) -> Path:
     """Write G (EMA) and D with JSON metadata, atomically. `metadata` needs at least `config`."""
-    from nsgan.models.networks import network_kwargs
-
     path = Path(path)
     gk, dk = network_kwargs(generator), network_kwargs(discriminator)
     meta = {
@@ -190,10 +188,6 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
 
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> LoadedModel:
     """Rebuild both networks from a model file; clear ModelError for missing, truncated or foreign files."""
-    from safetensors.torch import load_file
-
-    from nsgan.models.networks import Discriminator, Generator
-
     path = Path(path)
     meta = read_metadata(path)
     try:
@@ -207,16 +201,12 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> LoadedMo
         raise ModelError(f"{path}: network settings in the metadata are not usable ({exc})") from None
     e = None
     if "encoder" in meta:
-        from nsgan.models.encoder import Encoder
-
         try:
             e = Encoder(**meta["encoder"]["network"])
         except (TypeError, ValueError, KeyError) as exc:
             raise ModelError(f"{path}: encoder settings in the metadata are not usable ({exc})") from None
     c = None
     if "comparator" in meta:
-        from nsgan.models.comparator import Comparator, ComparatorSpec
-
         try:
             c = Comparator(ComparatorSpec.from_dict(meta["comparator"]["network"]))
         except (TypeError, ValueError, KeyError, AttributeError) as exc:
@@ -249,10 +239,6 @@ def add_encoder(path: str | Path, encoder: torch.nn.Module, info: dict[str, Any]
     are evaluation figures measured in an encoder mode. A comparator was trained beside the old E:
     it is dropped too (C.* and metadata["comparator"]), with thresholds and evaluations made with it.
     """
-    from safetensors.torch import load_file
-
-    from nsgan.models.encoder import encoder_kwargs
-
     path = Path(path)
     meta = read_metadata(path)
     tensors = {k: v for k, v in load_file(str(path), device="cpu").items() if not k.startswith((E_PREFIX, C_PREFIX))}
@@ -285,8 +271,6 @@ def add_comparator(path: str | Path, comparator: torch.nn.Module, info: dict[str
     refuses the file when they differ). Replaces an earlier C; thresholds and evaluations made with the
     comparator's map are dropped (they were C's), the others hold (G and E are unchanged).
     """
-    from safetensors.torch import load_file
-
     path = Path(path)
     meta = read_metadata(path)
     if "basis_digest" not in info:
@@ -303,8 +287,6 @@ def add_comparator(path: str | Path, comparator: torch.nn.Module, info: dict[str
 
 def update_metadata(path: str | Path, **entries: Any) -> None:
     """Add or replace metadata entries (e.g. thresholds from `nsgan calibrate`), atomically."""
-    from safetensors.torch import load_file
-
     path = Path(path)
     meta = read_metadata(path)
     meta.update(entries)

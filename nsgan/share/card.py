@@ -18,12 +18,17 @@ from __future__ import annotations
 
 import math
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from nsgan.common import atomic  # looked up when the card is written, so a stand-in for a full disk (tests) takes effect
 from nsgan.common.errors import NsganError
+from nsgan.models.model_file import read_metadata, update_metadata
+from nsgan.score.options import ScoreOptions, resolve_residual
+from nsgan.score.search import SearchConfig
 
 MARKER = "<!-- nsgan model card: generated from the model file's metadata; nsgan rewrites this file. -->"
 MARKER_PREFIX = "<!-- nsgan model card"
@@ -60,15 +65,12 @@ def _is_ours(path: Path) -> bool:
 
 def write_card(model_path: str | Path) -> Path | None:
     """Render the card from the model file's metadata and write it atomically; the path written (None: not ours to write)."""
-    from nsgan.common.atomic import atomic_write_text
-    from nsgan.models.model_file import read_metadata
-
     model_path = Path(model_path)
     meta = read_metadata(model_path)
     target = card_path(model_path)
     if target is None:
         return None
-    atomic_write_text(target, render_card(meta, model_path.name, model_path.parent.name or "model"))
+    atomic.atomic_write_text(target, render_card(meta, model_path.name, model_path.parent.name or "model"))
     return target
 
 
@@ -112,8 +114,6 @@ def evaluation_record(metrics: dict[str, Any]) -> dict[str, Any]:
 
 def record_evaluation(model_path: str | Path, metrics: dict[str, Any]) -> None:
     """Store an evaluation's headline figures in the model file (one record per data folder, the newest wins)."""
-    from nsgan.models.model_file import read_metadata, update_metadata
-
     record = evaluation_record(metrics)
     kept = [e for e in (read_metadata(model_path).get("evaluations") or []) if isinstance(e, dict) and e.get("data") != record["data"]]
     update_metadata(model_path, evaluations=[*kept, record][-MAX_EVALUATIONS:])
@@ -262,7 +262,6 @@ def _comparator(meta: dict[str, Any], file_name: str) -> list[str]:
     if not cmp:
         return ["## Comparator", "", "None stored: the map is a fixed residual of x and G(E(x)). Add a learned one with "
                 f"`nsgan train-comparator --model {file_name} comparator.kimg=N`.", ""]
-    from nsgan.score.options import resolve_residual
 
     net, cc, on = cmp.get("network") or {}, cmp.get("config") or {}, cmp.get("trained_on") or {}
     painted = ", ".join(on.get("kinds") or []) + (" and Perlin blobs" if on.get("blob") else "")
@@ -352,9 +351,6 @@ MAP_FLAGS = {"residual": "--residual", "map_sigma": "--map-sigma", "image_score"
 def calibration_settings(meta: dict[str, Any]) -> tuple[list[str], dict[str, Any]]:
     """The `nsgan score` flags and ScoreOptions fields that reproduce the calibration's settings, where they differ from
     the defaults (empty when uncalibrated or calibrated with the defaults)."""
-    from nsgan.score.options import ScoreOptions
-    from nsgan.score.search import SearchConfig
-
     th = meta.get("thresholds") or {}
     flags: list[str] = []
     fields: dict[str, Any] = {}
@@ -372,9 +368,6 @@ def calibration_settings(meta: dict[str, Any]) -> tuple[list[str], dict[str, Any
             flags += [SEARCH_FLAGS[k], str(v)]
         if mode != default.mode or changed:
             fields["search"] = {"mode": mode, **changed}
-    from dataclasses import replace
-
-    from nsgan.score.options import resolve_residual
 
     dm = ScoreOptions()
     dm = replace(dm, residual=resolve_residual(dm.residual, bool(meta.get("comparator"))))

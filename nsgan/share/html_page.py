@@ -28,9 +28,12 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from PIL import Image
+
 from nsgan import __version__
 from nsgan.common.atomic import atomic_write_text
 from nsgan.common.errors import OutputError, printable
+from nsgan.score.scorer import output_paths
 
 PAGE = "index.html"
 GENERATOR = f"nsgan {__version__}"
@@ -170,8 +173,6 @@ def data_uri(data: bytes, mime: str) -> str:
 
 def thumbnail(path: Path, side: int = THUMB_SIDE) -> str | None:
     """A small JPEG data: URI of an image file (None if it cannot be read)."""
-    from PIL import Image
-
     try:
         with Image.open(path) as im:
             im.draft("RGB", (side, side))  # JPEG: decode at a reduced size
@@ -262,8 +263,6 @@ def read_score_rows(out_dir: str | Path) -> tuple[list[ScoreRow], list[tuple[str
     Reports are the `<stem>.json` files directly in out_dir; map and overlay names follow from the
     stem (`nsgan.score.scorer.output_paths`), never from the report's content.
     """
-    from nsgan.score.scorer import output_paths
-
     out_dir = Path(out_dir)
     rows, bad = [], []
     for path in sorted(out_dir.glob("*.json")):

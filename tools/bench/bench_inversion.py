@@ -23,6 +23,7 @@ import argparse
 import json
 import math
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -30,9 +31,17 @@ REPO = Path(__file__).resolve().parents[2]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from nsgan.cli import set_process_defaults  # noqa: E402
+
+set_process_defaults()  # before torch loads
+
 import numpy as np  # noqa: E402
-from flops import count_flops, matmul_rate  # tools/bench/flops.py (this folder is on sys.path when run as a script)  # noqa: E402
 import torch  # noqa: E402
+from flops import count_flops, matmul_rate  # tools/bench/flops.py (this folder is on sys.path when run as a script)  # noqa: E402
+from scipy.ndimage import gaussian_filter  # noqa: E402
+
+import nsgan  # noqa: E402
+from tools.experiments import experiment_noisy as xp  # noqa: E402
 
 H200_BF16_DENSE = 989e12  # FLOP/s, NVIDIA's dense (no sparsity) BF16 tensor-core figure for H100/H200 SXM
 
@@ -49,8 +58,6 @@ RULES = [("tile loss", "tile", 0.0), ("map max", "map_max", 0.0), ("map max σ1"
 
 def train_model(protocol: str, eps: float, out: Path, exp_cfg: dict, budget: float, encoder_kimg: float):
     """A γ = 0 model for (protocol, ε) with an encoder, via the noisy-normals experiment's own steps."""
-    from tools.experiments import experiment_noisy as xp
-
     spec = dict(exp_cfg["protocols"][protocol])
     spec["train"] = {**spec.get("train", {}), "encoder.kimg": encoder_kimg}
     cfg = {**exp_cfg, "budget_kimg": budget}
@@ -60,13 +67,14 @@ def train_model(protocol: str, eps: float, out: Path, exp_cfg: dict, budget: flo
     return data, model, spec, seconds
 
 
-def _options(mode: str, steps: int, starts: int, spec: dict, exp_cfg: dict, batch: int = 128, residual: str = "pixel"):
-    from nsgan.score.options import ScoreOptions
-    from nsgan.score.search import SearchConfig
-
+def _options(mode: str, steps: int, starts: int, spec: dict, exp_cfg: dict, batch: int = 128, residual: str = "pixel",
+             stride: int | None = None, image_score: str = "map_max", patience: int | None = None):
     s = dict(exp_cfg["search"])
     s.update(mode=mode, iterations=steps if mode != "encoder" else None, restarts=starts)
-    return ScoreOptions(stride=spec.get("score_stride"), batch=batch, search=SearchConfig(**s), residual=residual)
+    if patience is not None:
+        s["patience"] = patience
+    return nsgan.ScoreOptions(stride=stride or spec.get("score_stride"), batch=batch, search=nsgan.SearchConfig(**s),
+                              residual=residual, image_score=image_score)
 
 
 # ----------------------------------------------------------------------------- speed
@@ -94,54 +102,48 @@ def tile_flops(c: dict[str, int], mode: str, steps: int, starts: int) -> int:
 
 
 
-def speed_table(model: Path, data: Path, spec: dict, exp_cfg: dict, n_tiles: int) -> tuple[list[dict], float]:
-    """tiles/s and FLOPs/tile per mode on the same n_tiles test tiles; also the matmul FLOP/s for the fraction."""
-    from dataclasses import replace
-
-    from nsgan.evaluate.evaluation import collect
-    from nsgan.data.imageio import read_image
-    from nsgan.score.scorer import Scorer
-    from nsgan.data.tiling import TileGrid, cut_tiles
-
-    items, _ = collect(data)
+def tiles_image(data: Path, tile: int, n_tiles: int, path: Path) -> Path:
+    """A PNG of n_tiles test tiles (grid tiles of the test images, repeated as needed) side by side."""
     tiles = []
-    scorer = Scorer.from_file(model, _options("encoder", 0, 1, spec, exp_cfg))
-    for it in items:
-        img = read_image(it.path)
-        grid = TileGrid(img.shape[0], img.shape[1], scorer.tile, scorer.stride)
-        tiles.append(cut_tiles(img, 0, grid, list(range(grid.n_rows))))
-    x = torch.from_numpy(np.concatenate(tiles)[:n_tiles]) * 2 - 1
-    while x.shape[0] < n_tiles:
-        x = torch.cat([x, x])[:n_tiles]
-    from nsgan.models.model_file import load_model
+    for it in nsgan.read_test_set(data)[0]:
+        img = nsgan.read_image(it.path)
+        tiles += [img[y:y + tile, x:x + tile] for y in range(0, img.shape[0] - tile + 1, tile)
+                  for x in range(0, img.shape[1] - tile + 1, tile)]
+    tiles = (tiles * (-(-n_tiles // len(tiles))))[:n_tiles]
+    nsgan.write_png(path, np.concatenate(tiles, axis=1))
+    return path
 
-    m = load_model(model)
+
+def speed_table(model: Path, data: Path, spec: dict, exp_cfg: dict, n_tiles: int) -> tuple[list[dict], float]:
+    """tiles/s (the Scorer's network stage) and FLOPs/tile per mode on the same n_tiles test tiles; also the matmul
+    FLOP/s for the fraction."""
+    m = nsgan.load_model(model)
     comp = component_flops(m.generator, m.discriminator, m.encoder, m.resolution, m.channels)
     rows = []
-    for label, mode, steps, starts in SPEED_MODES:
-        opts = _options(mode.removesuffix("-map"), steps, starts, spec, exp_cfg)
-        opts = replace(opts, search=replace(opts.search, patience=10**9))  # every step counted: no early stop
-        search = Scorer.from_file(model, opts).search
-        flops = tile_flops(comp, mode, steps, starts)
-        t0 = time.perf_counter()
-        search.search(x, range(x.shape[0]), tile_losses=mode != "encoder-map")
-        dt = time.perf_counter() - t0
-        rows.append({"mode": label, "tiles_s": x.shape[0] / dt, "flops_tile": flops, "seconds": dt})
-        print(f"  {label:32s} {x.shape[0] / dt:10.1f} tiles/s  {flops / 1e9:9.3f} GFLOP/tile", flush=True)
+    with tempfile.TemporaryDirectory(prefix="bench-inversion-") as tmp:
+        image = tiles_image(data, m.resolution, n_tiles, Path(tmp) / "tiles.png")
+        for label, mode, steps, starts in SPEED_MODES:
+            # every step counted (no early stop); the tile loss (D) only where the row asks for it
+            opts = _options(mode.removesuffix("-map"), steps, starts, spec, exp_cfg, stride=m.resolution, patience=10**9,
+                            image_score="map_max" if mode == "encoder-map" else "tile")
+            scorer = nsgan.Scorer.from_file(model, opts)
+            scorer.score_to_files(image, Path(tmp) / "out", "bench", overwrite=True)
+            dt = scorer.timing["seconds"]["network"]
+            flops = tile_flops(comp, mode, steps, starts)
+            rows.append({"mode": label, "tiles_s": n_tiles / dt, "flops_tile": flops, "seconds": dt})
+            print(f"  {label:32s} {n_tiles / dt:10.1f} tiles/s  {flops / 1e9:9.3f} GFLOP/tile", flush=True)
     return rows, matmul_rate()
 
 
 # ----------------------------------------------------------------------------- quality
 
 def _metrics(scores, labels, maps, masks) -> dict:
-    from nsgan.evaluate.metrics import PixelMetrics, ScoreRange, image_auroc
-
-    out = {"image_auroc": image_auroc(np.asarray(scores), np.asarray(labels))}
+    out = {"image_auroc": nsgan.image_auroc(np.asarray(scores), np.asarray(labels))}
     if masks is not None:
-        rng = ScoreRange()
+        rng = nsgan.ScoreRange()
         for m in maps:
             rng.update(m)
-        px = PixelMetrics(rng.lo, rng.hi)
+        px = nsgan.PixelMetrics(rng.lo, rng.hi)
         for m, g in zip(maps, masks):
             px.update(m, g)
         out["pixel_auroc"], out["aupro"] = px.pixel_auroc(), px.aupro()
@@ -149,20 +151,14 @@ def _metrics(scores, labels, maps, masks) -> dict:
 
 
 def quality_rows(model: Path, data: Path, spec: dict, exp_cfg: dict) -> list[dict]:
-    from scipy.ndimage import gaussian_filter
-
-    from nsgan.evaluate.evaluation import collect, read_mask
-    from nsgan.data.imageio import read_image
-    from nsgan.score.scorer import Scorer
-
-    items, use_masks = collect(data)
-    images = [read_image(it.path) for it in items]
+    items, use_masks = nsgan.read_test_set(data)
+    images = [nsgan.read_image(it.path) for it in items]
     labels = [it.defective for it in items]
-    masks = [read_mask(it.mask, im.shape[:2]) for it, im in zip(items, images)] if use_masks else None
+    masks = [nsgan.read_mask(it.mask, im.shape[:2]) for it, im in zip(items, images)] if use_masks else None
     rows = []
     for label, mode, steps in QUALITY_MODES:
         for residual in ("pixel", "detail"):
-            scorer = Scorer.from_file(model, _options(mode, steps, 1, spec, exp_cfg, residual=residual))
+            scorer = nsgan.Scorer.from_file(model, _options(mode, steps, 1, spec, exp_cfg, residual=residual, image_score="tile"))
             t0 = time.perf_counter()
             results = list(scorer.score_all(images))
             dt = time.perf_counter() - t0
@@ -174,18 +170,12 @@ def quality_rows(model: Path, data: Path, spec: dict, exp_cfg: dict) -> list[dic
                              **_metrics(scores, labels, maps, masks)})
             print(f"  {label:10s} {residual:6s} {dt:6.1f} s  " + "  ".join(f"{r['rule']}: {_fmt(r)}" for r in rows[-len(RULES):]),
                   flush=True)
-    floor = floor_row(images, labels, masks)
-    if floor:
-        rows.append(floor)
+    rows.append(floor_row(images, labels, masks))
     return rows
 
 
-def floor_row(images, labels, masks) -> dict | None:
-    try:
-        from nsgan.score.baselines import LocalContrast
-    except ImportError:
-        return None
-    f = LocalContrast()
+def floor_row(images, labels, masks) -> dict:
+    f = nsgan.LocalContrast()
     maps = [f.map(im) for im in images]
     return {"mode": "local-contrast floor", "residual": "-", "rule": f"map max (blur σ {f.blur_sigma:g}, map σ {f.map_sigma:g})",
             "seconds": 0.0, **_metrics([f.score(m) for m in maps], labels, maps, masks)}
@@ -199,16 +189,12 @@ def _fmt(r: dict) -> str:
 
 def projection(matmul_fraction: float, config: Path, refine_steps=(5, 20), search_steps=(20, 500)) -> list[dict]:
     """Seconds per 32768² image on one H200 per mode, from FLOPs counted on the 1024-px networks (meta tensors)."""
-    from nsgan.train.config import load_config
-    from nsgan.models.encoder import Encoder
-    from nsgan.models.networks import Discriminator, Generator
-
-    cfg = load_config(config, ["data.normal=unused"])
+    cfg = nsgan.load_config(config, ["data.normal=unused"])
     m = cfg.model
     with torch.device("meta"):
-        G = Generator(m.resolution, 3, m.latent_dim, m.fmap_base, m.fmap_max)
-        D = Discriminator(m.resolution, 3, m.fmap_base, m.fmap_max, m.mbstd_group)
-        E = Encoder(m.resolution, 3, m.latent_dim, m.fmap_base, m.fmap_max)
+        G = nsgan.Generator(m.resolution, 3, m.latent_dim, m.fmap_base, m.fmap_max)
+        D = nsgan.Discriminator(m.resolution, 3, m.fmap_base, m.fmap_max, m.mbstd_group)
+        E = nsgan.Encoder(m.resolution, 3, m.latent_dim, m.fmap_base, m.fmap_max)
         c = component_flops(G, D, E, m.resolution, 3)
     rate = matmul_fraction * H200_BF16_DENSE
     per_tile = {"encoder, map score (default)": tile_flops(c, "encoder-map", 0, 1), "encoder + tile loss": tile_flops(c, "encoder", 0, 1)}
@@ -242,8 +228,6 @@ def main(argv=None) -> int:
     p.add_argument("--data", help="the protocol folder --model is measured on")
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
-    from tools.experiments import experiment_noisy as xp
-
     exp_cfg = xp.load_experiment(a.config)
     budget = a.budget_kimg or float(exp_cfg["budget_kimg"])
     out = Path(a.out)
@@ -276,7 +260,7 @@ def main(argv=None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     (out / "bench_inversion.json").write_text(json.dumps(report, indent=1))
     print(f"wrote {out / 'bench_inversion.json'}")
-    return 0
+    return nsgan.EXIT_OK
 
 
 if __name__ == "__main__":

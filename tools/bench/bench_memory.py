@@ -3,12 +3,13 @@
     python tools/bench/bench_memory.py [--engines ddp,zero1,zero2] [--steps 2] [--batch 1] [--processes 2] [--json out.json]
 
 Each engine trains configs/industrial-1024.yaml (PGGAN widths: G and D 23.1 M parameters each) for
-a few steps at the final resolution (1024 px, RGB, R1 and the abnormal penalty on, fp32) through the
-real Trainer and its engine, on shards of 1024-px tiles this script writes in a temp dir. Every rank
-reports its peak resident memory (ru_maxrss) before the model is built, after the engine wrapped
-the networks, and after the steps, plus the memory it still holds after the steps (weights,
-gradients, optimizer state: what ZeRO partitions); figures are per rank, in MiB. The end-of-run checkpoint and
-export are not part of the measurement (the worker stops after the steps).
+a few steps at the final resolution (1024 px, RGB, R1 and the abnormal penalty on, fp32) through
+`nsgan.train` under `accelerate launch` with that engine, on shards of 1024-px tiles this script writes
+in a temp dir. Every rank reports its peak resident memory (ru_maxrss) before training, the peak a
+sampler thread saw while the steps ran (until metrics.jsonl holds the last step's row: the end-of-run
+checkpoint and export are not part of the measurement), and the memory it still held then, after
+handing freed heap back to the OS (weights, gradients, optimizer state: what ZeRO partitions); figures
+are per rank, in MiB. Seconds per step come from the run's metrics.jsonl.
 
 On a GPU cluster the same split holds for GPU memory: weights, gradients and Adam's two moments
 are what ZeRO partitions; activations (large at 1024 px) are not partitioned by ZeRO-1/2.
@@ -17,6 +18,8 @@ are what ZeRO partitions; activations (large at 1024 px) are not partitioned by 
 from __future__ import annotations
 
 import argparse
+import ctypes
+import gc
 import json
 import os
 import resource
@@ -24,10 +27,23 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from nsgan.cli import set_process_defaults  # noqa: E402
+
+set_process_defaults()  # before torch loads
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+import nsgan  # noqa: E402
+
 CONFIG = REPO / "configs" / "industrial-1024.yaml"
 ENGINES = {
     "ddp": ["--multi_gpu"],
@@ -40,79 +56,88 @@ def _rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
 
 
-def _rss_now_mib() -> float:
-    """Resident memory right now, after handing freed heap back to the OS (else glibc's cache of the
+def _rss_now_mib(trim: bool = False) -> float:
+    """Resident memory right now; with `trim`, after handing freed heap back to the OS (else glibc's cache of the
     freed activations hides it): what stays is weights, gradients, optimizer state and buffers."""
-    import ctypes
-    import gc
-
-    gc.collect()
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except OSError:  # not glibc: the figure then includes the allocator's cache
-        pass
+    if trim:
+        gc.collect()
+        try:
+            ctypes.CDLL("libc.so.6").malloc_trim(0)
+        except OSError:  # not glibc: the figure then includes the allocator's cache
+            pass
     with open("/proc/self/statm") as fh:
         return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
 def build_shards(root: Path, tile: int = 1024) -> Path:
     """A handful of 1024-px RGB images (smoothed noise) cut into tiles; the content does not matter here."""
-    import numpy as np
-
-    from nsgan.data.imageio import write_png
-    from nsgan.data.shards import write_shards
-
     rng = np.random.default_rng(0)
     for kind, n in (("normal", 4), ("abnormal", 2)):
         (root / kind).mkdir(parents=True, exist_ok=True)
         for i in range(n):
             img = rng.random((tile // 8, tile // 8, 3), dtype=np.float32).repeat(8, 0).repeat(8, 1)
-            write_png(root / kind / f"{kind}_{i}.png", img)
-    write_shards(root / "normal", root / "abnormal", None, tile=tile, out=root / "shards", stride=tile, channels=3, seed=0)
+            nsgan.write_png(root / kind / f"{kind}_{i}.png", img)
+    nsgan.write_shards(nsgan.ShardSpec(root / "normal", abnormal_dir=root / "abnormal", tile=tile, out=root / "shards",
+                                       stride=tile, channels=3, seed=0))
     return root / "shards"
 
 
 # ------------------------------------------------------------------------------ worker (one rank)
 
 
+class StepMemory(threading.Thread):
+    """Samples this process's resident memory while the steps run; stops when metrics.jsonl (a row per step, by
+    the main process) holds the last step's row, and records the memory still held then."""
+
+    def __init__(self, layout: "nsgan.RunLayout", steps: int, every_s: float = 0.02):
+        super().__init__(daemon=True)
+        self.layout, self.steps, self.every_s = layout, steps, every_s
+        self.peak, self.held = 0.0, None
+        self.done = threading.Event()
+
+    def run(self) -> None:  # noqa: D102  (threading.Thread's entry)
+        while not self.done.is_set():
+            if self._rows() >= self.steps:
+                self.held = _rss_now_mib(trim=True)
+                return
+            self.peak = max(self.peak, _rss_now_mib())
+            time.sleep(self.every_s)
+
+    def _rows(self) -> int:
+        try:
+            return self.layout.metrics.read_text().count("\n")
+        except FileNotFoundError:
+            return 0
+
+
 def worker(args) -> int:
-    import torch
-
     torch.set_num_threads(1)
-    from accelerate.utils import gather_object
-
-    from nsgan.train.config import load_config
-    from nsgan.train.common import shutdown
-    from nsgan.train.gan_loop import Trainer, schedule_config
-    from nsgan.train.schedule import schedule
-
     base = _rss_mib()
     shards = Path(args.shards)
-    cfg = load_config(CONFIG, [
+    cfg = nsgan.load_config(CONFIG, [
         f"data.normal={shards / 'normal'}", f"data.abnormal={shards / 'abnormal'}", f"run_dir={args.run_dir}",
-        "data.num_workers=0", "train.mixed_precision=no", "train.display=false", "train.grid_size=1",
+        "data.num_workers=0", "train.mixed_precision=no", "train.display=false", "train.grid_size=1", "train.log_every=1",
+        "train.log_with=none", "train.checkpoint_kimg=1000000", "encoder.kimg=0", "comparator.kimg=0",
         "schedule.start_resolution=1024", f"schedule.batch={{1024: {args.batch}}}", f"schedule.default_batch={args.batch}",
+        f"schedule.total_kimg={args.steps * args.batch * args.world / 1000}",
     ])
-    trainer = Trainer(cfg, str(CONFIG))
-    wrapped = _rss_mib()
-    phase = schedule(0, schedule_config(cfg), trainer.world)
-    assert phase.resolution == 1024 and phase.alpha == 1.0, phase
-    times = []
-    for _ in range(args.steps):
-        t0 = time.perf_counter()
-        stats = trainer.step(phase)
-        times.append(time.perf_counter() - t0)
-    assert all(v == v for v in stats.values()), stats  # no NaN
-    params = sum(p.numel() for p in trainer.G_raw.parameters()) + sum(p.numel() for p in trainer.D_raw.parameters())
-    mine = {"rank": trainer.rank, "engine": trainer.engine.name, "world": trainer.world, "params": params,
-            "rss_start_mib": round(base, 1), "rss_after_prepare_mib": round(wrapped, 1), "rss_peak_mib": round(_rss_mib(), 1),
-            "rss_after_steps_mib": round(_rss_now_mib(), 1),
-            "step_seconds": [round(t, 2) for t in times], "loss_d": stats["loss_d"]}
-    everyone = gather_object([mine]) if trainer.world > 1 else [mine]
-    if trainer.is_main:
-        Path(args.out).write_text(json.dumps(everyone))
-    shutdown(trainer.acc)
-    return 0
+    run = nsgan.RunLayout(cfg.run_dir)
+    sampler = StepMemory(run, args.steps)
+    sampler.start()
+    nsgan.train(cfg, source=str(CONFIG))
+    sampler.done.set()
+    sampler.join()
+    rank = int(os.environ.get("RANK", "0"))
+    rows = [json.loads(line) for line in run.metrics.read_text().splitlines() if line.strip()] if rank == 0 else []
+    times = [b["time_s"] - a["time_s"] for a, b in zip([{"time_s": 0.0}, *rows], rows)]
+    m = nsgan.load_model(run.model) if rank == 0 else None
+    mine = {"rank": rank, "engine": args.engine, "world": args.world,
+            "params": sum(p.numel() for net in (m.generator, m.discriminator) for p in net.parameters()) if m else None,
+            "rss_start_mib": round(base, 1), "rss_peak_mib": round(max(sampler.peak, base), 1),
+            "rss_after_steps_mib": None if sampler.held is None else round(sampler.held, 1),
+            "step_seconds": [round(t, 2) for t in times], "loss_d": rows[-1]["loss_d"] if rows else None}
+    Path(f"{args.out}.rank{rank}").write_text(json.dumps(mine))
+    return nsgan.EXIT_OK
 
 
 # ------------------------------------------------------------------------------ orchestration
@@ -135,6 +160,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--shards", help=argparse.SUPPRESS)
     p.add_argument("--run-dir", help=argparse.SUPPRESS)
     p.add_argument("--out", help=argparse.SUPPRESS)
+    p.add_argument("--engine", help=argparse.SUPPRESS)
+    p.add_argument("--world", type=int, default=1, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.worker:
         return worker(args)
@@ -155,34 +182,36 @@ def main(argv: list[str] | None = None) -> int:
             cmd = [sys.executable, "-m", "accelerate.commands.launch", *ENGINES[engine], "--num_processes", str(args.processes),
                    "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(_free_port()),
                    __file__, "--worker", "--shards", str(shards), "--run-dir", str(Path(tmp) / f"run-{engine}"),
-                   "--out", str(out), "--steps", str(args.steps), "--batch", str(args.batch)]
+                   "--out", str(out), "--steps", str(args.steps), "--batch", str(args.batch), "--engine", engine,
+                   "--world", str(args.processes)]
             t0 = time.perf_counter()
             proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
-            if not out.is_file():
+            files = [Path(f"{out}.rank{r}") for r in range(args.processes)]
+            if not all(f.is_file() for f in files):
                 print(proc.stdout[-3000:], proc.stderr[-5000:], file=sys.stderr)
                 raise SystemExit(f"{engine}: the benchmark run failed (exit {proc.returncode})")
-            ranks = json.loads(out.read_text())
+            ranks = [json.loads(f.read_text()) for f in files]
             for r in ranks:
                 r["wall_s"] = round(time.perf_counter() - t0, 1)
             rows += ranks
             peak = max(r["rss_peak_mib"] for r in ranks)
             print(f"{engine}: done in {time.perf_counter() - t0:.0f} s, peak {peak:.0f} MiB", flush=True)
-    head = f"{'engine':>16} {'rank':>4} | {'start MiB':>9} {'after prepare':>13} {'peak MiB':>9} {'held after steps':>16} | {'s/step':>7}"
+    head = f"{'engine':>16} {'rank':>4} | {'start MiB':>9} {'peak MiB':>9} {'held after steps':>16} | {'s/step':>7}"
     print()
     print(head)
     print("-" * len(head))
     for r in rows:
-        print(f"{r['engine']:>16} {r['rank']:>4} | {r['rss_start_mib']:>9.0f} {r['rss_after_prepare_mib']:>13.0f} {r['rss_peak_mib']:>9.0f} {r['rss_after_steps_mib']:>16.0f} | "
-              f"{sum(r['step_seconds']) / len(r['step_seconds']):>7.1f}")
-    params = rows[0]["params"]
+        held = "–" if r["rss_after_steps_mib"] is None else f"{r['rss_after_steps_mib']:.0f}"
+        per_step = f"{sum(r['step_seconds']) / len(r['step_seconds']):.1f}" if r["step_seconds"] else "–"
+        print(f"{r['engine']:>16} {r['rank']:>4} | {r['rss_start_mib']:>9.0f} {r['rss_peak_mib']:>9.0f} {held:>16} | {per_step:>7}")
+    params = next(r["params"] for r in rows if r["params"])
     print(f"\nG + D: {params / 1e6:.1f} M parameters = {params * 4 / 2**20:.0f} MiB of fp32 weights; Adam's two moments "
           f"{2 * params * 4 / 2**20:.0f} MiB; gradients {params * 4 / 2**20:.0f} MiB (per full copy).")
     if args.json:
         Path(args.json).write_text(json.dumps({"command": " ".join([Path(sys.executable).name, *sys.argv]), "rows": rows}, indent=1))
         print(f"figures written to {args.json}")
-    return 0
+    return nsgan.EXIT_OK
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(REPO))
     sys.exit(main())

@@ -12,7 +12,7 @@ run one after another and alternating order over rounds, so load from other jobs
   onnx cold     this checkout, --backend onnx with an empty cache folder (the export is paid here)
   onnx warm     this checkout, --backend onnx, the cache filled by the cold run
 
-The image is the demo's painted test image at --size² (nsgan.demo.build_test_image). Per variant: the
+The image is the demo's painted test image at --size² (nsgan.build_demo_image). Per variant: the
 median wall seconds, MP/s, and (this checkout) the report's stage split, whose non-network share is
 (wall − network) / wall of the process. Nothing here is a test.
 """
@@ -33,6 +33,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
+
+import nsgan  # noqa: E402
 
 
 def run_variant(name: str, pythonpath: Path, model: Path, image: Path, out: Path, extra: list[str], env_extra: dict) -> dict:
@@ -60,12 +62,10 @@ def main(argv=None) -> int:
     p.add_argument("--json", default=None)
     a = p.parse_args(argv)
     a.model = str(Path(a.model).resolve())  # the variants run in their own checkouts' folders
-    from nsgan.demo import build_test_image
-
     env_extra = {"OMP_NUM_THREADS": str(a.threads)} if a.threads else {}
     with tempfile.TemporaryDirectory(prefix="nsgan-bench-score-") as tmp:
         tmp = Path(tmp)
-        image, _ = build_test_image(tmp / "in", size=a.size)
+        image, _ = nsgan.build_demo_image(tmp / "in", size=a.size)
         variants = []
         if a.before:
             variants.append(("before", Path(a.before), [], {}))
@@ -107,7 +107,7 @@ def main(argv=None) -> int:
     if a.json:
         Path(a.json).write_text(json.dumps({"command": " ".join([Path(sys.executable).name, *sys.argv]), "size": a.size,
                                             "rounds": a.rounds, "rows": rows}, indent=1))
-    return 0
+    return nsgan.EXIT_OK
 
 
 if __name__ == "__main__":

@@ -11,6 +11,10 @@ from __future__ import annotations
 
 import time
 
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils.flop_counter import flop_registry
+
 
 def count_flops(fn) -> int:
     """FLOPs of `fn()` by torch's own per-op formulas (torch.utils.flop_counter's registry).
@@ -18,10 +22,6 @@ def count_flops(fn) -> int:
     FlopCounterMode itself tracks modules with backward hooks, which torch.autograd.grad (R1's
     double backward) refuses; this dispatch mode counts the same ops without the module tracker.
     """
-    import torch
-    from torch.utils._python_dispatch import TorchDispatchMode
-    from torch.utils.flop_counter import flop_registry
-
     class _Count(TorchDispatchMode):
         total = 0
 
@@ -45,8 +45,6 @@ def count_flops(fn) -> int:
 
 def matmul_rate(dtype=None, n: int = 2048, repeats: int = 5, device: str = "cpu") -> float:
     """FLOP/s of `repeats` n×n @ n×n matmuls after one warm-up (synchronised on CUDA)."""
-    import torch
-
     dtype = dtype or torch.float32
     a = torch.randn(n, n, device=device, dtype=dtype)
     b = torch.randn(n, n, device=device, dtype=dtype)

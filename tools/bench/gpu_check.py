@@ -12,8 +12,9 @@ budget is spent is skipped (marked so):
   train  configs/industrial-1024.yaml's widths and per-GPU batches at every resolution 4…1024 in bf16:
          img/s with lazy R1 (k = the config's loss.r1_every) and with R1 every step, counted GFLOP
          per image, FLOP/s over a same-process 8192² bf16 matmul, peak GPU memory; fp32 vs bf16 at
-         1024 px. An R1 step and a plain step are timed apart (`--seconds` each after a warm-up,
-         CUDA-synchronised) in a real `Trainer` fed from memory (tools/bench/bench_train.py's code).
+         1024 px. Short `nsgan.train` runs at each resolution (tools/bench/bench_train.py's measurement:
+         img/s from metrics.jsonl over `--windows` windows of K steps after a warm-up window, FLOPs counted
+         from whole runs), loading from shards included.
   score  a random-weight industrial model with an encoder scoring synthetic 16384² and 32768² RGB
          TIFFs at nsgan score's defaults (encoder mode): s per image, MP/s, peak GPU memory and the
          report's stage split (read, network, blend, smooth, write, regions, ...); 16384² also in bf16.
@@ -43,9 +44,19 @@ for p in (str(REPO), str(HERE)):
     if p not in sys.path:
         sys.path.insert(0, p)
 
+from nsgan.cli import set_process_defaults  # noqa: E402
+
+set_process_defaults()  # before torch loads
+
+import numpy as np  # noqa: E402
+import tifffile  # noqa: E402
+import torch  # noqa: E402
+from bench_train import TINY_WIDTHS, run_worker  # noqa: E402  (tools/bench/bench_train.py, beside this script)
+
+import nsgan  # noqa: E402
+
 INDUSTRIAL = REPO / "configs" / "industrial-1024.yaml"
 DEMO = REPO / "configs" / "demo.yaml"
-TINY_WIDTHS = ["model.fmap_base=64", "model.fmap_max=16", "model.latent_dim=16", "model.mbstd_group=4"]
 
 
 # ----------------------------------------------------------------------------- data
@@ -53,70 +64,13 @@ TINY_WIDTHS = ["model.fmap_base=64", "model.fmap_max=16", "model.latent_dim=16",
 
 def shards_for(root: Path, res: int, channels: int) -> Path:
     """Small painted shards of `res`-px tiles (4 normal, 2 abnormal images of max(64, 2·res) px, stride = tile)."""
-    from nsgan.data.shards import write_shards
-    from nsgan.demo import build_dataset
-
     out = root / f"shards-{res}"
     if not (out / "normal").is_dir():
         data = root / f"data-{res}"
-        build_dataset(data, n_normal=4, n_abnormal=2, size=max(64, 2 * res), seed=0)
-        write_shards(data / "normal", data / "abnormal", data / "abnormal_masks", tile=res, out=out, stride=res,
-                     channels=channels, seed=0)
+        nsgan.build_demo_dataset(data, n_normal=4, n_abnormal=2, size=max(64, 2 * res), seed=0)
+        nsgan.write_shards(nsgan.ShardSpec(data / "normal", abnormal_dir=data / "abnormal", abnormal_masks_dir=data / "abnormal_masks",
+                                           tile=res, out=out, stride=res, channels=channels, seed=0))
     return out
-
-
-# ----------------------------------------------------------------------------- train (worker process)
-
-
-def train_worker(a) -> int:
-    """One precision, several resolutions, in this process (accelerate's mixed precision is process-wide)."""
-    import torch
-
-    from bench_train import MemoryTaker, final_phase, load_pool, step_flops, time_steps, trainer_step
-    from flops import matmul_rate
-    from nsgan.train.config import load_config
-    from nsgan.train.gan_loop import Trainer, _abnormal_batch
-
-    cuda = torch.cuda.is_available()
-    sync = torch.cuda.synchronize if cuda else (lambda: None)
-    dtype = torch.bfloat16 if a.precision == "bf16" else torch.float32
-    rate = matmul_rate(dtype, n=8192 if cuda else 512, repeats=10 if cuda else 3, device="cuda" if cuda else "cpu")
-    rows = []
-    for res in [int(r) for r in a.resolutions.split(",")]:
-        shards = Path(a.shards) / f"shards-{res}"
-        cfg = load_config(a.config, [
-            f"model.resolution={res}", f"schedule.start_resolution={res}", *(TINY_WIDTHS if a.tiny else []),
-            f"data.normal={shards / 'normal'}", f"data.abnormal={shards / 'abnormal'}", f"run_dir={Path(a.tmp) / f'run-{res}-{a.precision}'}",
-            f"train.mixed_precision={a.precision}", "train.display=false", "data.num_workers=0", "train.log_with=none",
-            f"loss.r1_every={max(2, a.r1_every)}", f"data.channels={a.channels}",
-        ])
-        phase = final_phase(cfg)
-        normal = load_pool([str(p) for p in sorted((shards / "normal").glob("*.tar"))], res, phase.batch, 2, seed=1)
-        abnormal = load_pool([str(p) for p in sorted((shards / "abnormal").glob("*.tar"))], res, _abnormal_batch(cfg, phase.batch), 2, seed=2)
-        if cuda:
-            torch.cuda.empty_cache()
-            torch.cuda.reset_peak_memory_stats()
-        trainer = Trainer(cfg, "gpu_check")
-        trainer.normal, trainer.abnormal = MemoryTaker(normal), MemoryTaker(abnormal)
-        t = {kind: time_steps(lambda k=kind: trainer_step(trainer, phase, k), a.seconds, sync) for kind in ("r1", "plain")}
-        fl = step_flops(trainer, phase)
-        row = {"resolution": res, "precision": a.precision, "batch": phase.batch, "s_per_step": t, "flops_per_step": fl,
-               "matmul_flop_s": rate}
-        for k in (1, a.r1_every):
-            tk = t["r1"] + (k - 1) * t["plain"]
-            row[f"img_s_k{k}"] = k * phase.batch / tk
-            row[f"gflop_img_k{k}"] = (fl["r1"] + (k - 1) * fl["plain"]) / k / phase.batch / 1e9
-            row[f"flop_ratio_k{k}"] = (fl["r1"] + (k - 1) * fl["plain"]) / tk / rate
-        if cuda:
-            row["peak_allocated_gb"] = torch.cuda.max_memory_allocated() / 2**30
-            row["peak_reserved_gb"] = torch.cuda.max_memory_reserved() / 2**30
-        rows.append(row)
-        print(f"  {res:5d} px {a.precision:4s} batch {phase.batch:3d}: {row[f'img_s_k{a.r1_every}']:8.1f} img/s (k={a.r1_every}), "
-              f"{row['img_s_k1']:8.1f} (k=1), ratio {row[f'flop_ratio_k{a.r1_every}']:.2f}"
-              + (f", peak {row['peak_allocated_gb']:.2f} GB" if cuda else ""), flush=True)
-        del trainer
-    Path(a.json).write_text(json.dumps(rows, indent=1))
-    return 0
 
 
 # ----------------------------------------------------------------------------- score
@@ -124,29 +78,19 @@ def train_worker(a) -> int:
 
 def score_model(folder: Path, tiny: bool) -> Path:
     """A random-weight model with an encoder: the industrial widths (1024-px RGB), or the tests' tiny 16-px gray."""
-    import torch
-
-    from nsgan.models.encoder import Encoder
-    from nsgan.models.model_file import add_encoder, save_model
-    from nsgan.models.networks import Discriminator, Generator
-
     res, ch, lat, base, mx = (16, 1, 16, 64, 16) if tiny else (1024, 3, 512, 8192, 512)
     torch.manual_seed(0)
-    path = save_model(folder / "score-model.safetensors", Generator(res, ch, latent_dim=lat, fmap_base=base, fmap_max=mx),
-                      Discriminator(res, ch, fmap_base=base, fmap_max=mx), {"config": {}, "images_seen": 0})
-    add_encoder(path, Encoder(res, ch, lat, fmap_base=base, fmap_max=mx), {"images_seen": 0})
+    path = nsgan.save_model(folder / "score-model.safetensors", nsgan.Generator(res, ch, latent_dim=lat, fmap_base=base, fmap_max=mx),
+                            nsgan.Discriminator(res, ch, fmap_base=base, fmap_max=mx), {"config": {}, "images_seen": 0})
+    nsgan.add_encoder(path, nsgan.Encoder(res, ch, lat, fmap_base=base, fmap_max=mx), {"images_seen": 0})
     return path
 
 
 def synthetic_tiff(path: Path, side: int, channels: int, tile: int = 1024) -> Path:
     """A tiled, uncompressed TIFF of a repeated painted texture, shifted per tile (written tile by tile)."""
-    import numpy as np
-    import tifffile
-
-    from nsgan.demo import _material
-
     tile = min(tile, side)
-    base = (_material("brick", tile, np.random.default_rng(0)) * 255).astype(np.uint8)
+    photo = nsgan.texture_image("brick", 2 * tile, np.random.default_rng(0), part="train")  # the demo's material: half scale
+    base = (photo.reshape(tile, 2, tile, 2, -1).mean(axis=(1, 3)) * 255).astype(np.uint8)
     base = np.repeat(base, channels, axis=2) if channels == 3 else base
     rng = np.random.default_rng(1)
 
@@ -160,12 +104,6 @@ def synthetic_tiff(path: Path, side: int, channels: int, tile: int = 1024) -> Pa
 
 
 def section_score(a, tmp: Path) -> list[dict]:
-    import torch
-
-    from nsgan.score.options import ScoreOptions
-    from nsgan.score.scorer import Scorer
-    from nsgan.score.search import SearchConfig
-
     model = score_model(tmp, a.tiny)
     sides = (256, 512) if a.tiny else (16384, 32768)
     channels = 1 if a.tiny else 3
@@ -178,7 +116,7 @@ def section_score(a, tmp: Path) -> list[dict]:
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
                 torch.cuda.reset_peak_memory_stats()
-            scorer = Scorer.from_file(model, ScoreOptions(search=SearchConfig(precision=precision)))
+            scorer = nsgan.Scorer.from_file(model, nsgan.ScoreOptions(search=nsgan.SearchConfig(precision=precision)))
             scorer.score_to_files(image, tmp / f"out-{side}-{precision}", overwrite=True)
             t = scorer.timing
             row = {"side": side, "precision": precision, "tiles": scorer.grid_for(side, side).n_tiles, "s_per_image": t["wall_s"],
@@ -203,18 +141,18 @@ def section_ddp(a, tmp: Path, env: dict) -> list[dict]:
     kimg = 0.064 if a.tiny else 1.0
     rows = []
     for n in (1, 2):
-        run = tmp / f"ddp-{n}"
+        run = nsgan.RunLayout(tmp / f"ddp-{n}")
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(n), str(HERE / "one_gpu_rank.py"),
                str(REPO / "launch" / "train.py"), "--config", str(DEMO if a.tiny else INDUSTRIAL),
                f"model.resolution={res}", f"schedule.start_resolution={res}", *widths, f"schedule.total_kimg={kimg}",
                f"data.normal={shards / 'normal'}", f"data.abnormal={shards / 'abnormal'}", f"data.channels={1 if a.tiny else 3}",
-               f"run_dir={run}", "train.display=false", "data.num_workers=0", "train.log_with=none", "train.log_every=2",
+               f"run_dir={run.root}", "train.display=false", "data.num_workers=0", "train.log_with=none", "train.log_every=2",
                f"train.checkpoint_kimg={kimg}", "train.mixed_precision=no" if a.tiny else "train.mixed_precision=bf16"]
         t0 = time.perf_counter()
         proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=max(60, a.budget_s))
         wall = time.perf_counter() - t0
-        summary = json.loads((run / "run.json").read_text()) if (run / "run.json").is_file() else {}
-        rates = [json.loads(line)["img_s"] for line in (run / "metrics.jsonl").read_text().splitlines()] if (run / "metrics.jsonl").is_file() else []
+        summary = json.loads(run.summary.read_text()) if run.summary.is_file() else {}
+        rates = [json.loads(line)["img_s"] for line in run.metrics.read_text().splitlines()] if run.metrics.is_file() else []
         digests = summary.get("rank_digests", [])
         row = {"processes": n, "exit": proc.returncode, "wall_s": round(wall, 1), "images_seen": summary.get("images_seen"),
                "rank_digests_equal": len(digests) == n and len(set(digests)) == 1, "median_img_s": statistics.median(rates) if rates else None}
@@ -259,33 +197,21 @@ def markdown(report: dict) -> str:
     return "\n".join(out) + "\n"
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--tiny", action="store_true", help="CPU, tiny networks: the same code paths in well under a minute")
-    p.add_argument("--probe", action="store_true", help="versions and the device only")
-    p.add_argument("--out", default="runs/gpu_check")
-    p.add_argument("--budget-s", type=float, default=450.0, help="sections starting after this many seconds are skipped")
-    p.add_argument("--seconds", type=float, default=None, help="timed seconds per resolution and kind of step")
-    p.add_argument("--worker", choices=["train"], help=argparse.SUPPRESS)
-    for hidden in ("--precision", "--resolutions", "--config", "--shards", "--tmp", "--json"):
-        p.add_argument(hidden, help=argparse.SUPPRESS)
-    p.add_argument("--r1-every", type=int, default=16, help=argparse.SUPPRESS)
-    p.add_argument("--channels", type=int, default=3, help=argparse.SUPPRESS)
-    a = p.parse_args(argv)
-    if a.tiny:
-        os.environ["CUDA_VISIBLE_DEVICES"] = ""
-        os.environ.setdefault("OMP_NUM_THREADS", "1")
-    if a.worker == "train":
-        a.seconds = a.seconds if a.seconds is not None else (0.2 if a.tiny else 2.0)
-        return train_worker(a)
+def section_train(a, tmp: Path, config: Path, r1_every: int, env: dict) -> list[dict]:
+    """bench_train's measurement (short `nsgan.train` runs at each resolution) in one worker process per precision."""
+    res = [8, 16] if a.tiny else [4, 8, 16, 32, 64, 128, 256, 512, 1024]
+    channels = 1 if a.tiny else 3
+    for r in res:
+        shards_for(tmp, r, channels)
+    rows = []
+    for precision, rs in ((("no", res), ("bf16", [8])) if a.tiny else (("bf16", res), ("no", [1024]))):
+        cases = [{"resolution": r, "widths": "demo", "extra": [f"data.channels={channels}", "data.num_workers=0"]} for r in rs]
+        rows += run_worker(precision, cases, config, tmp, tmp, r1_every, a.windows, torch.get_num_threads(), a.tiny, env,
+                           timeout=max(60, a.budget_s))
+    return rows
 
-    t_start = time.perf_counter()
-    import torch
 
-    from nsgan.train.config import load_config
-
-    out = Path(a.out)
-    out.mkdir(parents=True, exist_ok=True)
+def environment() -> dict:
     cuda = torch.cuda.is_available()
     env = {"torch": torch.__version__, "cuda_available": cuda, "cuda": torch.version.cuda, "cores": os.cpu_count(),
            "platform": platform.platform(), "python": platform.python_version(), "device": platform.processor() or platform.machine()}
@@ -294,12 +220,40 @@ def main(argv=None) -> int:
         env.update(device=props.name, capability=f"{props.major}.{props.minor}", memory_gb=round(props.total_memory / 2**30, 1),
                    bf16=torch.cuda.is_bf16_supported(), tf32_matmul=torch.backends.cuda.matmul.allow_tf32,
                    tf32_cudnn=torch.backends.cudnn.allow_tf32, devices=torch.cuda.device_count())
+    return env
+
+
+def child_environment(tiny: bool) -> dict:
+    env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    if tiny:
+        env.update(ACCELERATE_USE_CPU="1", CUDA_VISIBLE_DEVICES="", OMP_NUM_THREADS="1")
+    else:
+        env["NSGAN_PG_BACKEND"] = "gloo"  # two ranks on one GPU: NCCL refuses a duplicate device
+    return env
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--tiny", action="store_true", help="CPU, tiny networks: the same code paths in well under a minute")
+    p.add_argument("--probe", action="store_true", help="versions and the device only")
+    p.add_argument("--out", default="runs/gpu_check")
+    p.add_argument("--budget-s", type=float, default=450.0, help="sections starting after this many seconds are skipped")
+    p.add_argument("--windows", type=int, default=None, help="timed windows of K training steps per run (default 3; 1 with --tiny)")
+    a = p.parse_args(argv)
+    if a.tiny:
+        os.environ["CUDA_VISIBLE_DEVICES"] = ""  # read when CUDA first initialises, which nothing has asked for yet
+        os.environ.setdefault("OMP_NUM_THREADS", "1")
+    a.windows = a.windows or (1 if a.tiny else 3)
+    t_start = time.perf_counter()
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    env = environment()
     try:
         commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
     except OSError:
         commit = None
     config = DEMO if a.tiny else INDUSTRIAL
-    r1_every = load_config(config, ["data.normal=x", "data.abnormal=x"]).loss.r1_every
+    r1_every = nsgan.load_config(config, ["data.normal=x", "data.abnormal=x"]).loss.r1_every
     report = {"mode": "tiny (CPU)" if a.tiny else ("probe" if a.probe else "full"), "command": " ".join(["bash tools/gpu_check.sh", *(argv or sys.argv[1:])]),
               "commit": commit, "env": env, "r1_every": r1_every, "train_config": config.name}
 
@@ -311,51 +265,30 @@ def main(argv=None) -> int:
     print(f"gpu_check: {env['device']}, torch {env['torch']}, CUDA {env['cuda']}, {env['cores']} cores", flush=True)
     save()
     if a.probe:
-        return 0
-    if not a.tiny and not cuda:
+        return nsgan.EXIT_OK
+    if not a.tiny and not env["cuda_available"]:
         print("gpu_check: no CUDA device; run with --tiny on a CPU", file=sys.stderr)
-        return 3
-    child_env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    if a.tiny:
-        child_env.update(ACCELERATE_USE_CPU="1", CUDA_VISIBLE_DEVICES="", OMP_NUM_THREADS="1")
-    else:
-        child_env["NSGAN_PG_BACKEND"] = "gloo"  # two ranks on one GPU: NCCL refuses a duplicate device
+        return nsgan.EXIT_DATA
+    child_env = child_environment(a.tiny)
     with tempfile.TemporaryDirectory(prefix="nsgan-gpu-check-") as tmp:
         tmp = Path(tmp)
-        sections = [("train", None), ("score", None), ("ddp", None)]
-        for name, _ in sections:
+        sections = {"train": lambda: section_train(a, tmp, config, r1_every, child_env), "score": lambda: section_score(a, tmp),
+                    "ddp": lambda: section_ddp(a, tmp, child_env)}
+        for name, run in sections.items():
             if time.perf_counter() - t_start > a.budget_s:
                 report[name] = {"skipped": f"budget of {a.budget_s:.0f} s spent"}
                 save()
                 continue
             print(f"[{name}] at {time.perf_counter() - t_start:.0f} s", flush=True)
             try:
-                if name == "train":
-                    res = "8,16" if a.tiny else "4,8,16,32,64,128,256,512,1024"
-                    channels = 1 if a.tiny else 3
-                    for r in res.split(","):
-                        shards_for(tmp, int(r), channels)
-                    rows = []
-                    for precision, rs in (("no", res), ("bf16", "8")) if a.tiny else (("bf16", res), ("no", "1024")):
-                        js = tmp / f"train-{precision}.json"
-                        cmd = [sys.executable, str(Path(__file__)), "--worker", "train", "--precision", precision, "--resolutions", rs,
-                               "--config", str(config), "--shards", str(tmp), "--tmp", str(tmp), "--json", str(js),
-                               "--r1-every", str(r1_every), "--channels", str(channels), *(["--tiny"] if a.tiny else []),
-                               *(["--seconds", str(a.seconds)] if a.seconds else [])]
-                        subprocess.run(cmd, env=child_env, check=True, timeout=max(60, a.budget_s))
-                        rows += json.loads(js.read_text())
-                    report["train"] = rows
-                elif name == "score":
-                    report["score"] = section_score(a, tmp)
-                else:
-                    report["ddp"] = section_ddp(a, tmp, child_env)
+                report[name] = run()
             except Exception as exc:  # a failed section is a finding; the others still run
                 report[name] = {"failed": f"{type(exc).__name__}: {str(exc)[-1500:]}"}
                 print(f"[{name}] failed: {exc}", file=sys.stderr, flush=True)
             save()
     print(f"gpu_check: done in {time.perf_counter() - t_start:.0f} s; {out / 'gpu_check.md'}", flush=True)
-    failed = [n for n in ("train", "score", "ddp") if isinstance(report.get(n), dict) and "failed" in report[n]]
-    return 1 if failed else 0
+    failed = [n for n in sections if isinstance(report.get(n), dict) and "failed" in report[n]]
+    return nsgan.EXIT_FAILED if failed else nsgan.EXIT_OK
 
 
 if __name__ == "__main__":

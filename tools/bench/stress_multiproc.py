@@ -30,6 +30,16 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
+from nsgan.cli import set_process_defaults  # noqa: E402
+
+set_process_defaults()  # before torch loads
+
+import numpy as np  # noqa: E402
+import tifffile  # noqa: E402
+import torch  # noqa: E402
+
+import nsgan  # noqa: E402
+
 # The tiny run of the test suite: 16-px gray tiles, narrow networks, 0.256 kimg.
 TINY = [
     "model.resolution=16", "model.latent_dim=16", "model.fmap_base=64", "model.fmap_max=16",
@@ -72,23 +82,15 @@ def launch(nproc: int, script: str, args: list[str], timeout: float) -> tuple[in
 
 def prepare(work: Path) -> dict[str, Path]:
     """Tiny shards, an untrained tiny model, a test image and its one-process map (the reference)."""
-    import numpy as np
-    import torch
-
-    from nsgan.demo import build_dataset
-    from nsgan.models.model_file import save_model
-    from nsgan.data.imageio import write_png
-    from nsgan.models.networks import Discriminator, Generator
-    from nsgan.data.shards import write_shards
-
-    build_dataset(work / "data", n_normal=6, n_abnormal=3, size=64, seed=0)
-    write_shards(work / "data" / "normal", work / "data" / "abnormal", work / "data" / "abnormal_masks",
-                 tile=16, out=work / "shards", stride=16, channels=1, seed=0)
+    nsgan.build_demo_dataset(work / "data", n_normal=6, n_abnormal=3, size=64, seed=0)
+    nsgan.write_shards(nsgan.ShardSpec(work / "data" / "normal", abnormal_dir=work / "data" / "abnormal",
+                                       abnormal_masks_dir=work / "data" / "abnormal_masks", tile=16, out=work / "shards",
+                                       stride=16, channels=1, seed=0))
     torch.manual_seed(0)
-    model = save_model(work / "model.safetensors", Generator(16, 1, latent_dim=16, fmap_base=64, fmap_max=16),
-                       Discriminator(16, 1, fmap_base=64, fmap_max=16), {"config": {}, "images_seen": 0})
+    model = nsgan.save_model(work / "model.safetensors", nsgan.Generator(16, 1, latent_dim=16, fmap_base=64, fmap_max=16),
+                             nsgan.Discriminator(16, 1, fmap_base=64, fmap_max=16), {"config": {}, "images_seen": 0})
     image = work / "part.png"
-    write_png(image, np.random.default_rng(2).random((61, 75, 1)).astype(np.float32))
+    nsgan.write_png(image, np.random.default_rng(2).random((61, 75, 1)).astype(np.float32))
     cfg = work / "cfg.yaml"
     cfg.write_text("seed: 0\n")
     code, out, _ = launch(1, "score.py", ["--model", str(model), "--image", str(image), "--out", str(work / "reference"), *SEARCH], 300)
@@ -99,18 +101,16 @@ def prepare(work: Path) -> dict[str, Path]:
 
 def check_training(run: Path) -> str | None:
     """None if the run folder holds a complete, consistent training; else what is wrong."""
-    from nsgan.models.model_file import load_model
-    from nsgan.train.common import weights_digest
-
+    layout = nsgan.RunLayout(run)
     try:
-        summary = json.loads((run / "run.json").read_text())
-        m = load_model(run / "model.safetensors")
+        summary = json.loads(layout.summary.read_text())
+        m = nsgan.load_model(layout.model)
     except Exception as exc:  # noqa: BLE001 - any missing or broken output is a failure to report
         return f"output missing or unreadable ({type(exc).__name__}: {str(exc)[:200]})"
     digests = summary.get("rank_digests", [])
     if len(digests) != 2 or digests[0] != digests[1]:
         return f"ranks ended with different weights: {digests}"
-    if weights_digest([m.generator, m.discriminator]) != summary.get("export_digest"):
+    if nsgan.weights_digest([m.generator, m.discriminator]) != summary.get("export_digest"):
         return "the exported model is not the trained weights"
     if m.meta.get("images_seen", 0) < 256:
         return f"model saw only {m.meta.get('images_seen')} images"
@@ -118,9 +118,6 @@ def check_training(run: Path) -> str | None:
 
 
 def check_scoring(out: Path, reference: Path) -> str | None:
-    import numpy as np
-    import tifffile
-
     try:
         report = json.loads((out / "part.json").read_text())
         same = np.array_equal(tifffile.imread(out / "part.map.tif"), tifffile.imread(reference))
@@ -211,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
         Path(args.json).write_text(json.dumps({"summary": summary, "runs": results}, indent=1) + "\n")
     if not args.out and not any(r["outcome"] != "pass" for r in results) and not args.keep:
         shutil.rmtree(work, ignore_errors=True)
-    return 1 if args.strict and any(s["failed"] for s in summary.values()) else 0
+    return nsgan.EXIT_FAILED if args.strict and any(s["failed"] for s in summary.values()) else nsgan.EXIT_OK
 
 
 if __name__ == "__main__":

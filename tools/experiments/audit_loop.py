@@ -32,10 +32,15 @@ REPO = Path(__file__).resolve().parents[2]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from nsgan.cli import set_process_defaults  # noqa: E402
+
+set_process_defaults()  # before torch loads
+
 import numpy as np  # noqa: E402
 import yaml  # noqa: E402
 
-from nsgan.common.atomic import atomic_write_json, atomic_write_text  # noqa: E402
+import nsgan  # noqa: E402
+from nsgan import AUDIT_MASKS, AUDIT_SUSPECTS, atomic_write_json, atomic_write_text  # noqa: E402
 from tools.experiments import experiment_noisy as xp  # noqa: E402
 
 ARMS = ("r1", "labelled", "r2", "r2_masks", "oracle")
@@ -44,14 +49,12 @@ METRICS = ("image_auroc", "pixel_auroc", "aupro")
 
 def audit_figures(rows, dirty: set[str]) -> dict:
     """AUROC of the audit's image score against the hidden-defect truth; precision among the top k (k = #dirty)."""
-    from nsgan.evaluate.metrics import image_auroc
-
     scores = np.array([r.score for r in rows])
     labels = np.array([r.path in dirty for r in rows])
     k = int(labels.sum())
     out = {"n_images": len(rows), "n_dirty": k}
     if 0 < k < len(rows):
-        out["audit_auroc"] = float(image_auroc(scores, labels))
+        out["audit_auroc"] = float(nsgan.image_auroc(scores, labels))
         out["precision_at_k"] = float(labels[:k].mean())  # rows are sorted highest first
     return out
 
@@ -62,10 +65,6 @@ def _cell_metrics(m: dict) -> dict:
 
 
 def run_cell(protocol: str, eps: float, seed: int, arm: str, cfg: dict, out: Path, log) -> dict | None:
-    from nsgan.data.shards import write_shards
-    from nsgan.evaluate.audit import MASKS, SUSPECTS, audit
-    from nsgan.evaluate.evaluation import evaluate
-
     spec = cfg["protocols"][protocol]
     gamma = "0" if arm == "r1" else str(cfg["gamma"])
     root = out / f"seed{seed}"
@@ -84,39 +83,38 @@ def run_cell(protocol: str, eps: float, seed: int, arm: str, cfg: dict, out: Pat
     result = {"protocol": protocol, "eps": eps, "seed": seed, "arm": arm, "gamma": float(gamma)}
     if arm == "r1":
         model, _ = xp.train_cell(cell, spec, run_cfg, root)
-        res = audit(model, good, audit_out, options=xp.score_options(spec, run_cfg))
+        res = nsgan.audit(model, good, audit_out, options=xp.score_options(spec, run_cfg))
         result.update(audit_figures(res.rows, dirty), suspects=len(res.suspects), rule=res.rule,
                       suspects_dirty=sum(s in dirty for s in res.suspects))
     else:
-        if not (audit_out / SUSPECTS).is_file() and arm in ("r2", "r2_masks"):
+        if not (audit_out / AUDIT_SUSPECTS).is_file() and arm in ("r2", "r2_masks"):
             log(f"{name}: waiting for the r1 audit")
             return None
         shards = root / "shards" / f"{cell.data_name}-{arm}"
         masks = data / "ground_truth_train" / "defect"
-        listed = {"labelled": None, "r2": audit_out / SUSPECTS, "r2_masks": audit_out / SUSPECTS}.get(arm)
+        listed = {"labelled": None, "r2": audit_out / AUDIT_SUSPECTS, "r2_masks": audit_out / AUDIT_SUSPECTS}.get(arm)
         if arm == "oracle":
             listed = root / "shards" / f"{cell.data_name}-oracle.txt"
             listed.parent.mkdir(parents=True, exist_ok=True)
             listed.write_text("".join(f"{p}\n" for p in sorted(dirty)))
         if not (shards / "manifest.json").is_file():
-            write_shards(good, data / "train" / "defect", masks if masks.is_dir() else None, tile=spec["tile"], out=shards,
-                         stride=spec.get("shard_stride", spec["tile"]), channels=1, seed=seed, overwrite=True,
-                         abnormal_list=listed if listed is not None and listed.read_text().strip() else None,
-                         abnormal_list_masks=(audit_out / MASKS) if arm == "r2_masks" and (audit_out / MASKS).is_dir() else None)
-        run_dir = root / "cells" / name / "run"
-        from nsgan.train.config import load_config
-        from nsgan.train.pipeline import train
-
-        model = run_dir / "model.safetensors"
+            list_masks = audit_out / AUDIT_MASKS
+            nsgan.write_shards(nsgan.ShardSpec(
+                good, abnormal_dir=data / "train" / "defect", abnormal_masks_dir=masks if masks.is_dir() else None,
+                tile=spec["tile"], out=shards, stride=spec.get("shard_stride", spec["tile"]), channels=1, seed=seed,
+                abnormal_list=listed if listed is not None and listed.read_text().strip() else None,
+                abnormal_list_masks=list_masks if arm == "r2_masks" and list_masks.is_dir() else None), overwrite=True)
+        run = nsgan.RunLayout(root / "cells" / name / "run")
+        model = run.model
         if not model.is_file():
-            ov = xp.train_overrides(cell, spec, run_cfg, shards, run_dir)
-            model = Path(train(load_config(cfg["train_config"], ov)))
+            ov = xp.train_overrides(cell, spec, run_cfg, shards, run.root)
+            model = Path(nsgan.train(nsgan.load_config(cfg["train_config"], ov)))
         if listed is not None and arm != "oracle":
             listed_names = set(listed.read_text().split())
             result.update(suspects=len(listed_names), suspects_dirty=len(listed_names & dirty))
     if arm == "r1":
-        model = root / "cells" / cell.name / "run" / "model.safetensors"
-    m = evaluate(model, data, root / "cells" / name / "eval", xp.score_options(spec, run_cfg), overwrite=True)
+        model = nsgan.RunLayout(root / "cells" / cell.name / "run").model
+    m = nsgan.evaluate(model, data, root / "cells" / name / "eval", xp.score_options(spec, run_cfg), overwrite=True)
     result.update(_cell_metrics(m), seconds=round(time.perf_counter() - t0, 1))
     done.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_json(done, result)
@@ -197,7 +195,7 @@ def main(argv=None) -> int:
         for protocol, eps, seed, arm in pending:
             run_cell(protocol, eps, seed, arm, cfg, out, log)
             write_results(out)
-    return 0
+    return nsgan.EXIT_OK
 
 
 if __name__ == "__main__":

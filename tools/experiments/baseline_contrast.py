@@ -2,9 +2,9 @@
 
 What a GAN adds is only what it scores above a detector that needs no training. This runner scores
 every test image of an MVTec-style folder (the folders tools/protocols writes) with
-nsgan.score.baselines.LocalContrast — map = |x − GaussianBlur(x, σ_blur)| (channel mean), smoothed by a
+nsgan.LocalContrast — map = |x − GaussianBlur(x, σ_blur)| (channel mean), smoothed by a
 Gaussian σ_map, image score = the map's max or a high quantile — and feeds the maps to the same
-code as `nsgan evaluate`: the same folder reading and checks (evaluate.collect, check_items,
+code as `nsgan evaluate`: the same folder reading and checks (nsgan.read_test_set, check_test_set,
 read_mask), exact image AUROC and best F1, binned two-pass pixel AUROC and AUPRO (to FPR 0.3).
 OUT/metrics.json has evaluate's keys ("image", "pixel", "seconds", ...), so tables can read both.
 
@@ -29,22 +29,37 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 import numpy as np  # noqa: E402
+from rich.console import Console  # noqa: E402
+from rich.table import Table  # noqa: E402
 
-from nsgan.score.baselines import (DEFAULT_BLUR_SIGMA, DEFAULT_MAP_SIGMA, DEFAULT_QUANTILE, LocalContrast,  # noqa: E402
-                             ScoreRule)
-from nsgan.common.atomic import atomic_write_json  # noqa: E402
-from nsgan.common.errors import NsganError, OutputError  # noqa: E402
-from nsgan.evaluate.evaluation import GOOD, Item, check_items, collect, read_mask  # noqa: E402
-from nsgan.data.imageio import read_image  # noqa: E402
-from nsgan.evaluate.metrics import (AUPRO_MAX_FPR, DEFAULT_BINS, PixelMetrics, ScoreRange, auroc_per_type,  # noqa: E402
-                           best_f1, image_auroc)
+import nsgan  # noqa: E402
+from nsgan import (  # noqa: E402
+    AUPRO_MAX_FPR,
+    GOOD_KIND,
+    PIXEL_METRIC_BINS,
+    LocalContrast,
+    NsganError,
+    OutputError,
+    PixelMetrics,
+    ScoreRange,
+    TestImage,
+    atomic_write_json,
+    auroc_per_type,
+    best_f1,
+    image_auroc,
+    read_image,
+    read_mask,
+)
+
+DEFAULT_FLOOR = LocalContrast()  # the floor's defaults: σ_blur, σ_map, the score rule and its quantile
+ScoreRule = type(DEFAULT_FLOOR.rule)
 
 SWEEP_BLUR = (1.0, 2.0, 4.0, 8.0)
 SWEEP_MAP = (0.0, 1.0, 2.0)
 FIGURES = ("image_auroc", "pixel_auroc", "aupro")
 
 
-def measure(items: list[Item], use_masks: bool, floors: list[LocalContrast], bins: int = DEFAULT_BINS) -> list[dict]:
+def measure(items: list[TestImage], use_masks: bool, floors: list[LocalContrast], bins: int = PIXEL_METRIC_BINS) -> list[dict]:
     """evaluate's metrics dict (without "data"/"model") for each floor setting, all in two passes."""
     t0 = time.perf_counter()
     scores = np.zeros((len(floors), len(items)))
@@ -71,7 +86,7 @@ def measure(items: list[Item], use_masks: bool, floors: list[LocalContrast], bin
         f1, thr = best_f1(scores[k], labels)
         results.append({
             "image": {"auroc": image_auroc(scores[k], labels), "f1": f1, "f1_threshold": thr,
-                      "per_type_auroc": auroc_per_type(scores[k], kinds, good=GOOD),
+                      "per_type_auroc": auroc_per_type(scores[k], kinds, good=GOOD_KIND),
                       "n_good": int((~labels).sum()), "n_defective": int(labels.sum())},
             "pixel": None if pixels is None else {**pixels[k].summary(), "aupro_max_fpr": AUPRO_MAX_FPR},
             "floor": floor.to_dict(),
@@ -95,11 +110,11 @@ def best_rows(rows: list[dict]) -> dict:
 
 
 def run_floor(data: str | Path, out: str | Path, floor: LocalContrast, *, sweep: bool = False,
-              bins: int = DEFAULT_BINS, overwrite: bool = False) -> dict:
+              bins: int = PIXEL_METRIC_BINS, overwrite: bool = False) -> dict:
     """Measure `floor` (and, with sweep, the grid) on `data`; write OUT/metrics.json; return it."""
     data, out = Path(data), Path(out)
-    items, use_masks = collect(data)
-    check_items(items, None)
+    items, use_masks = nsgan.read_test_set(data)
+    nsgan.check_test_set(items, None)
     target = out / "metrics.json"
     if target.exists() and not overwrite:
         raise OutputError(f"{target}: exists (use --overwrite to replace it)")
@@ -125,8 +140,6 @@ def _fmt(v) -> str:
 
 
 def sweep_table(sweep: dict):
-    from rich.table import Table
-
     best = {f: (r["blur_sigma"], r["map_sigma"]) for f, r in sweep["best"].items()}
     t = Table(title="local-contrast sweep (* = best on the test set, so optimistic)")
     for name in ("σ_blur", "σ_map", "image AUROC", "pixel AUROC", "AUPRO"):
@@ -142,23 +155,19 @@ def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", required=True, help="category folder: test/good, test/<type>, ground_truth/<type>")
     p.add_argument("--out", required=True, help="folder for metrics.json")
-    p.add_argument("--blur-sigma", type=float, default=DEFAULT_BLUR_SIGMA, help="Gaussian σ of the blur x is compared with")
-    p.add_argument("--map-sigma", type=float, default=DEFAULT_MAP_SIGMA, help="Gaussian σ smoothing the map (0: none)")
+    p.add_argument("--blur-sigma", type=float, default=DEFAULT_FLOOR.blur_sigma, help="Gaussian σ of the blur x is compared with")
+    p.add_argument("--map-sigma", type=float, default=DEFAULT_FLOOR.map_sigma, help="Gaussian σ smoothing the map (0: none)")
     p.add_argument("--score", choices=[r.value for r in ScoreRule], default=ScoreRule.MAX.value,
                    help="image score: the map's max, or its --quantile")
-    p.add_argument("--quantile", type=float, default=DEFAULT_QUANTILE, help="with --score quantile")
+    p.add_argument("--quantile", type=float, default=DEFAULT_FLOOR.quantile, help="with --score quantile")
     p.add_argument("--sweep", action="store_true",
                    help=f"also measure σ_blur in {SWEEP_BLUR} x σ_map in {SWEEP_MAP} and report each row")
-    p.add_argument("--bins", type=int, default=DEFAULT_BINS, help="score bins of the pixel metrics")
+    p.add_argument("--bins", type=int, default=PIXEL_METRIC_BINS, help="score bins of the pixel metrics")
     p.add_argument("--overwrite", action="store_true", help="replace OUT/metrics.json")
     return p.parse_args(argv)
 
 
 def main(argv=None) -> int:
-    from rich.console import Console
-
-    from nsgan.evaluate.evaluation import summary_table
-
     args = parse_args(argv)
     try:
         floor = LocalContrast(args.blur_sigma, args.map_sigma, args.score, args.quantile)
@@ -167,7 +176,7 @@ def main(argv=None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return err.exit_code
     console = Console()
-    table = summary_table(metrics)
+    table = nsgan.evaluation_table(metrics)
     rule = floor.rule.value if floor.rule is ScoreRule.MAX else f"quantile {floor.quantile:g}"
     table.title = (f"local-contrast floor (σ_blur {floor.blur_sigma:g}, σ_map {floor.map_sigma:g}, score {rule}): "
                    f"{metrics['data']}")
@@ -175,7 +184,7 @@ def main(argv=None) -> int:
     if args.sweep:
         console.print(sweep_table(metrics["sweep"]))
     print(f"wrote {Path(args.out) / 'metrics.json'}")
-    return 0
+    return nsgan.EXIT_OK
 
 
 if __name__ == "__main__":

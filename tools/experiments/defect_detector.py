@@ -6,7 +6,8 @@ grows. Counting that needs a detector we can trust on tiles, trained here the pr
 brick from the photo's training part at the protocol's scale, half of the tiles with one of the
 painter's defects at the size a defect has in a tile; its figures (AUROC, true and false
 positive rates at 0.5) are measured on tiles from the photo's test part and kept with it. An
-experiment tool, not a product part: its weights stay in the experiment folder.
+experiment tool, not a product part: its weights stay in the experiment folder. Its small training loop is a
+measuring instrument's, not a copy of the product's: nsgan has no tile classifier to call.
 
     python tools/experiments/defect_detector.py --model runs/x/cells/<cell>/run/model.safetensors --out runs/x/detector
 """
@@ -22,9 +23,17 @@ REPO = Path(__file__).resolve().parents[2]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from nsgan.cli import set_process_defaults  # noqa: E402
+
+set_process_defaults()  # before torch loads
+
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from safetensors.torch import load_file, save_file  # noqa: E402
 from torch import nn  # noqa: E402
+
+import nsgan  # noqa: E402
+from tools.protocols.textures import _material  # noqa: E402
 
 # A protocol image is 64 px with defects under 1% of it (<= 41 px); a 32-px tile of it holds a
 # defect in <= 4% of its pixels, so the detector's tiles get that budget.
@@ -33,16 +42,13 @@ DEFECT_FRACTION = {32: 0.04, 16: 0.16}
 
 def tiles(n: int, size: int, part: str, seed: int, texture: str = "brick", downscale: int = 2):
     """n tiles (n, 1, size, size) in [0, 1], 8-bit like the protocol's PNGs; every other one painted."""
-    from nsgan.data.painter import paint_defects
-    from tools.protocols.textures import _material
-
     rng = np.random.default_rng(seed)
     x = np.empty((n, 1, size, size), np.float32)
     y = np.zeros(n, np.float32)
     for i in range(n):
         img = _material(texture, size, rng, part, downscale)
         if i % 2:
-            img, _, _ = paint_defects(img, rng, count=1, max_area_frac=DEFECT_FRACTION[size])
+            img, _, _ = nsgan.paint_defects(img, rng, count=1, max_area_frac=DEFECT_FRACTION[size])
             y[i] = 1
         x[i, 0] = np.round(np.clip(img[:, :, 0], 0, 1) * 255) / 255
     return torch.from_numpy(x), torch.from_numpy(y)
@@ -64,9 +70,7 @@ class Detector(nn.Module):
 
 
 def _auroc(scores: np.ndarray, labels: np.ndarray) -> float:
-    from nsgan.evaluate.metrics import image_auroc
-
-    return float(image_auroc(scores, labels.astype(bool)))
+    return float(nsgan.image_auroc(scores, labels.astype(bool)))
 
 
 def train(size: int, seed: int = 0, n_train: int = 6000, n_test: int = 2000, steps: int = 1500, log=print):
@@ -101,10 +105,6 @@ def train(size: int, seed: int = 0, n_train: int = 6000, n_test: int = 2000, ste
 def load_or_train(folder: Path, size: int, log=print, **settings):
     """The detector for `size`-px tiles kept in `folder` (trained there on first use, `settings`
     passed to train())."""
-    from safetensors.torch import load_file, save_file
-
-    from nsgan.common.atomic import atomic_write, atomic_write_json
-
     folder = Path(folder)
     weights, info = folder / f"detector-{size}.safetensors", folder / f"detector-{size}.json"
     det = Detector()
@@ -114,8 +114,8 @@ def load_or_train(folder: Path, size: int, log=print, **settings):
         return det, json.loads(info.read_text())
     det, figures = train(size, log=log, **settings)
     folder.mkdir(parents=True, exist_ok=True)
-    atomic_write(weights, lambda tmp: save_file(det.state_dict(), str(tmp)))
-    atomic_write_json(info, figures)
+    nsgan.atomic_write(weights, lambda tmp: save_file(det.state_dict(), str(tmp)))
+    nsgan.atomic_write_json(info, figures)
     log(f"detector {size} px: test AUROC {figures['test_auroc']:.3f}, TPR {figures['test_tpr']:.3f}, "
         f"FPR {figures['test_fpr']:.3f}")
     return det, figures
@@ -123,9 +123,7 @@ def load_or_train(folder: Path, size: int, log=print, **settings):
 
 def defect_share(model: Path, det: Detector, n: int = 512, seed: int = 0) -> float:
     """The share of G's random samples (8-bit, like the data) the detector calls defective."""
-    from nsgan.models.model_file import load_model
-
-    m = load_model(model)
+    m = nsgan.load_model(model)
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         g = m.generator(torch.randn(n, m.latent_dim, generator=gen))
@@ -137,11 +135,9 @@ def defect_share(model: Path, det: Detector, n: int = 512, seed: int = 0) -> flo
 def tile_share(folder: Path, det: Detector, size: int, stride: int) -> tuple[float, int]:
     """The share of the tiles cut from a folder's images (as `nsgan shards` cuts them) the detector
     flags: its rate on real data, to read G's rate against."""
-    from nsgan.data.imageio import read_image
-
     flagged = total = 0
     for path in sorted(Path(folder).glob("*.png")):
-        img = torch.from_numpy(read_image(path)[:, :, :1].copy()).permute(2, 0, 1)[None]
+        img = torch.from_numpy(nsgan.read_image(path)[:, :, :1].copy()).permute(2, 0, 1)[None]
         t = img.unfold(2, size, stride).unfold(3, size, stride).reshape(-1, 1, size, size)
         with torch.no_grad():
             flagged += int((torch.sigmoid(det(t)) > 0.5).sum())
@@ -158,8 +154,6 @@ def main(argv=None) -> int:
     p.add_argument("--stride", type=int, default=16, help="tile stride for --images")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
-    from nsgan.common.errors import NsganError
-
     try:
         det, figures = load_or_train(Path(args.out), args.size)
         print(json.dumps(figures))
@@ -168,10 +162,10 @@ def main(argv=None) -> int:
             print(f"{folder}: share of its {n} tiles with a defect {share:.3f}")
         for m in args.model:
             print(f"{m}: share of G's samples with a defect {defect_share(Path(m), det):.3f}")
-    except NsganError as err:  # a broken model or image: one line and its exit code, no traceback
+    except nsgan.NsganError as err:  # a broken model or image: one line and its exit code, no traceback
         print(f"defect_detector: error: {err}", file=sys.stderr)
         return err.exit_code
-    return 0
+    return nsgan.EXIT_OK
 
 
 if __name__ == "__main__":

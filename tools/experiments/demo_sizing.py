@@ -32,6 +32,8 @@ REPO = Path(__file__).resolve().parents[2]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+import nsgan  # noqa: E402
+
 TODAY = "S4 F4 T30, fmap 1024, batch 16, enc 4"
 CANDIDATES: dict[str, tuple[str, list[str]]] = {  # id -> (what, overrides beyond configs/demo.yaml)
     "A": ("demo.yaml before issue 18 (" + TODAY + ", R1 every step)", ["loss.r1_every=1"]),
@@ -75,20 +77,14 @@ def _wall_seconds(time_v: str) -> tuple[float | None, float | None]:
 
 def extra_aurocs(model: Path, seed: int, seeds: list[int], work: Path) -> list[float]:
     """Pixel AUROC of the model's map on more painted test images, scored as the demo scores its own."""
-    from nsgan.data.imageio import read_image
-    from nsgan.demo import build_test_image
-    from nsgan.evaluate.metrics import image_auroc
-    from nsgan.score.options import ScoreOptions
-    from nsgan.score.scorer import Scorer
-    from nsgan.score.search import SearchConfig
-
-    scorer = Scorer.from_file(model, ScoreOptions(search=SearchConfig(iterations=None, restarts=1, seed=seed)))
+    opts = nsgan.ScoreOptions(search=nsgan.SearchConfig(iterations=None, restarts=1, seed=seed))
+    scorer = nsgan.Scorer.from_file(model, opts)
     out = []
     for s in seeds:
-        image, mask_path = build_test_image(work / f"test-{s}", seed=s)
-        amap = scorer.score(read_image(image)).map
-        mask = read_image(mask_path)[:, :, 0] > 0.5
-        out.append(image_auroc(amap.ravel(), mask.ravel()))
+        image, mask_path = nsgan.build_demo_image(work / f"test-{s}", seed=s)
+        amap = scorer.score(nsgan.read_image(image)).map
+        mask = nsgan.read_image(mask_path)[:, :, 0] > 0.5
+        out.append(nsgan.image_auroc(amap.ravel(), mask.ravel()))
     return out
 
 
@@ -106,10 +102,8 @@ def run_candidate(cid: str, seed: int, out: Path, extra: int) -> dict:
         raise SystemExit(f"candidate {cid} seed {seed} failed (exit {proc.returncode}); see {log}")
     wall, rss = _wall_seconds(text)
     demo = json.loads((folder / "demo.json").read_text())
-    run = json.loads((folder / "run" / "run.json").read_text())
-    from nsgan.models.model_file import read_metadata
-
-    meta = read_metadata(Path(demo["model"]))
+    run = json.loads(nsgan.RunLayout(folder / "run").summary.read_text())
+    meta = nsgan.read_metadata(Path(demo["model"]))
     enc_s = (meta.get("encoder") or {}).get("train_seconds")
     c_s = (meta.get("comparator") or {}).get("train_seconds")
     seeds = list(range(11, 11 + extra))
@@ -149,13 +143,13 @@ def main(argv=None) -> int:
     if a.list:
         for cid, (what, ov) in CANDIDATES.items():
             print(f"{cid}: {what}\n   {' '.join(ov)}")
-        return 0
+        return nsgan.EXIT_OK
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     results = out / "results.jsonl"
     if a.table_only:
         print(write_table(out))
-        return 0
+        return nsgan.EXIT_OK
     ids = [c.strip() for c in a.candidates.split(",") if c.strip()]
     unknown = [c for c in ids if c not in CANDIDATES]
     if unknown:
@@ -176,7 +170,7 @@ def main(argv=None) -> int:
                   f"{a.extra}-image mean {row['extra_mean']} ± {row['extra_sd']}", flush=True)
             write_table(out)
     print(write_table(out))
-    return 0
+    return nsgan.EXIT_OK
 
 
 if __name__ == "__main__":

@@ -36,10 +36,21 @@ REPO = Path(__file__).resolve().parents[2]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from nsgan.cli import set_process_defaults  # noqa: E402
+
+set_process_defaults()  # before torch loads
+
+import importlib  # noqa: E402
+from dataclasses import replace  # noqa: E402
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
 import yaml  # noqa: E402
 
-from nsgan.common.atomic import atomic_write_json, atomic_write_text  # noqa: E402
-from nsgan.common.errors import ConfigError, NsganError  # noqa: E402
+import nsgan  # noqa: E402
+from nsgan import ConfigError, NsganError, atomic_write_json, atomic_write_text  # noqa: E402
+from tools.experiments.defect_detector import defect_share, load_or_train  # noqa: E402
+from tools.protocols.common import load_mnist, pad_to  # noqa: E402
 
 PROTOCOLS = ("mnist", "ir_mnist", "textures")
 METRICS = ("image_auroc", "pixel_auroc", "aupro")
@@ -145,21 +156,18 @@ def build_data(cell: Cell, spec: dict, out: Path, seed: int) -> Path:
 
 
 def _build_data(cell: Cell, spec: dict, out: Path, seed: int) -> Path:
-    from nsgan.data.shards import write_shards
-
     data = out / "data" / cell.data_name
     if not (data / "protocol.json").is_file():
-        import importlib
-
         module = importlib.import_module(f"tools.protocols.{cell.protocol}")
         builder = getattr(module, f"build_{cell.protocol}")
         builder(data, epsilon=cell.eps, seed=seed, overwrite=True, **spec.get("build", {}))
     shards = out / "shards" / cell.shard_name
     masks = data / "ground_truth_train" / "defect"
     if not (shards / "manifest.json").is_file() and (masks.is_dir() or not cell.centred):
-        write_shards(data / "train" / "good", data / "train" / "defect", masks if masks.is_dir() else None,
-                     tile=spec["tile"], out=shards, stride=spec.get("shard_stride", spec["tile"]), channels=1,
-                     seed=seed, overwrite=True, abnormal_centred=cell.centred)
+        nsgan.write_shards(nsgan.ShardSpec(data / "train" / "good", abnormal_dir=data / "train" / "defect",
+                                           abnormal_masks_dir=masks if masks.is_dir() else None, tile=spec["tile"], out=shards,
+                                           stride=spec.get("shard_stride", spec["tile"]), channels=1, seed=seed,
+                                           abnormal_centred=cell.centred), overwrite=True)
     return data
 
 
@@ -178,53 +186,38 @@ def train_overrides(cell: Cell, spec: dict, cfg: dict, shards: Path, run_dir: Pa
 
 def train_cell(cell: Cell, spec: dict, cfg: dict, out: Path) -> tuple[Path, float]:
     """Train (or resume, or reuse) the cell's model; returns (model path, seconds spent now)."""
-    from nsgan.train.config import load_config
-    from nsgan.train.pipeline import train
-
-    run_dir = out / "cells" / cell.name / "run"
-    model = run_dir / "model.safetensors"
-    if model.is_file():
-        return model, 0.0
+    run = nsgan.RunLayout(out / "cells" / cell.name / "run")
+    if run.model.is_file():
+        return run.model, 0.0
     t0 = time.perf_counter()
-    ov = train_overrides(cell, spec, cfg, out / "shards" / cell.shard_name, run_dir)
-    tc = load_config(cfg["train_config"], ov)
-    resumable = (run_dir / "checkpoints" / "latest.json").is_file()
-    if run_dir.exists() and not resumable:
-        shutil.rmtree(run_dir)  # died before its first state: nothing to keep
-    path = train(tc, source=cfg["train_config"], resume=resumable)
+    ov = train_overrides(cell, spec, cfg, out / "shards" / cell.shard_name, run.root)
+    tc = nsgan.load_config(cfg["train_config"], ov)
+    resumable = run.resumable()
+    if run.root.exists() and not resumable:
+        shutil.rmtree(run.root)  # died before its first state: nothing to keep
+    path = nsgan.train(tc, source=cfg["train_config"], resume=resumable)
     return Path(path), time.perf_counter() - t0
 
 
 def score_options(spec: dict, cfg: dict):
     """The one latent search every model of the grid is scored with, and the protocol's map rules
     (`score:` residual, map_sigma, image_score; scoring's defaults where unset)."""
-    from nsgan.score.options import ScoreOptions
-    from nsgan.score.search import SearchConfig
-
-    return ScoreOptions(stride=spec.get("score_stride"), batch=int(cfg.get("score_batch", 64)),
-                        search=SearchConfig(seed=cfg.get("seed", 0), **cfg["search"]), **spec.get("score", {}))
+    return nsgan.ScoreOptions(stride=spec.get("score_stride"), batch=int(cfg.get("score_batch", 64)),
+                              search=nsgan.SearchConfig(seed=cfg.get("seed", 0), **cfg["search"]), **spec.get("score", {}))
 
 
 def evaluate_cell(cell: Cell, spec: dict, cfg: dict, data: Path, model: Path, out: Path) -> dict:
-    from nsgan.evaluate.evaluation import evaluate
-
-    return evaluate(model, data, out / "cells" / cell.name / "eval", score_options(spec, cfg), overwrite=True)
+    return nsgan.evaluate(model, data, out / "cells" / cell.name / "eval", score_options(spec, cfg), overwrite=True)
 
 
 def ink_pixels(model: Path, data: Path, options):
     """The map's values on ink pixels (image > 0.5) of every test image, and whether each is in a mask."""
-    import numpy as np
-
-    from nsgan.evaluate.evaluation import collect, read_mask
-    from nsgan.data.imageio import read_image
-    from nsgan.score.scorer import Scorer
-
-    scorer = Scorer.from_file(model, options, progress=False)
+    scorer = nsgan.Scorer.from_file(model, options, progress=False)
     values, labels = [], []
-    for item in collect(data)[0]:
-        ink = read_image(item.path).max(axis=2) > 0.5
+    for item in nsgan.read_test_set(data)[0]:
+        ink = nsgan.read_image(item.path).max(axis=2) > 0.5
         values.append(scorer.score(item.path).map[ink])
-        labels.append(read_mask(item.mask, ink.shape)[ink])
+        labels.append(nsgan.read_mask(item.mask, ink.shape)[ink])
     return np.concatenate(values), np.concatenate(labels)
 
 
@@ -232,21 +225,13 @@ def ink_pixel_auroc(model: Path, data: Path, options) -> float:
     """ir_mnist diagnostic: pixel AUROC over ink pixels only. On puzzles of digits the all-pixel
     AUROC mostly tells ink from background; this says whether the map tells the '3's from the
     other digits, which is the anomaly the protocol asks for."""
-    from nsgan.evaluate.metrics import image_auroc
-
-    return image_auroc(*ink_pixels(model, data, options))
+    return nsgan.image_auroc(*ink_pixels(model, data, options))
 
 
 def other_digit_share(model: Path, normal_digit: int = 0, n: int = 512, seed: int = 0, k: int = 5) -> float:
     """mnist diagnostic of the mechanism itself: the share of G's samples a k-NN classifier (on the
     bundled MNIST digits) calls another digit than the normal one. γ > 0 should push it towards 0."""
-    import numpy as np
-    import torch
-
-    from nsgan.models.model_file import load_model
-    from tools.protocols.common import load_mnist, pad_to
-
-    m = load_model(model)
+    m = nsgan.load_model(model)
     x, y = load_mnist()
     size = m.resolution
     ref = torch.from_numpy(np.stack([pad_to(d, max(size, 32)) for d in x]).astype(np.float32) / 255.0)[:, None]
@@ -267,8 +252,6 @@ def g_defect_share(model: Path, tile: int, out: Path, log, settings: dict) -> fl
     """textures diagnostic of the mechanism: the share of G's samples a defect detector (trained on
     the protocol's own tiles, tools/experiments/defect_detector.py, kept in OUT/detector) calls defective.
     `settings` (the config's `detector:` n_train, n_test, steps) size its training."""
-    from tools.experiments.defect_detector import defect_share, load_or_train
-
     det, _ = load_or_train(out / "detector", tile, log=log, **settings)
     return defect_share(model, det)
 
@@ -284,10 +267,8 @@ def mechanism(cell: Cell, spec: dict, cfg: dict, model: Path, out: Path, log) ->
 
 def has_masks(cell: Cell, out: Path) -> bool:
     """Whether the cell's abnormal shards carry defect masks (patch_mask and centred crops need them)."""
-    from nsgan.data.stream import read_manifest
-
     manifest = out / "shards" / cell.shard_name / "manifest.json"
-    return manifest.is_file() and bool(read_manifest(manifest)["counts"].get("tiles_abnormal_with_mask"))
+    return manifest.is_file() and bool(nsgan.read_manifest(manifest)["counts"].get("tiles_abnormal_with_mask"))
 
 
 def run_cell(cell: Cell, cfg: dict, out: Path, log) -> dict | None:
@@ -443,10 +424,8 @@ def write_results(out: Path) -> list[dict]:
     note = (f"\nBudget {rows[0]['budget_kimg']} kimg per model; search: {s['iterations']} steps, {s['restarts']} start(s), "
             f"lr {s['lr']}, λ {s['lam']}; seed {rows[0]['seed']}. '–': no pixel masks; '…': cell not run.\n")
     _write_text(out / "results.md", markdown_table(rows) + note + diagnostic_table(rows))
-    from nsgan.evaluate.plots import plot_experiment
-
     plot_for = [{**r, "gamma": float(r["gamma"]) if r["gamma_spec"] != "auto" else -1.0} for r in rows]
-    plot_experiment(out / "results.png", plot_for, METRICS)
+    nsgan.plot_experiment(out / "results.png", plot_for, METRICS)
     return rows
 
 
@@ -515,11 +494,60 @@ def apply_args(cfg: dict, args: argparse.Namespace) -> dict:
     return cfg
 
 
+def diagnose(cfg: dict, out: Path, config: str, log) -> None:
+    """Add the diagnostics (what G draws; ir_mnist's ink-only pixel AUROC) to finished cells that lack them."""
+    for path in sorted(out.glob("cells/*/cell.json")):
+        row = json.loads(path.read_text())
+        model = nsgan.RunLayout(path.parent / "run").model
+        wanted = {"mnist": "g_other_digit", "ir_mnist": "ink_pixel_auroc", "textures": "g_defect_share"}.get(row["protocol"])
+        if wanted is None or row.get(wanted) is not None:
+            continue
+        cell = Cell(row["protocol"], row["eps"], row["gamma_spec"], row.get("penalty", "tile"), row.get("centred", 0))
+        spec = cfg["protocols"].get(cell.protocol)
+        if spec is None:
+            raise ConfigError(f"{config}: no '{cell.protocol}' protocol, needed to diagnose {path.parent}")
+        log(f"{cell.name}: diagnostic {wanted}")
+        if cell.protocol in ("mnist", "textures"):
+            row.update(mechanism(cell, spec, cfg, model, out, log))
+        else:  # scored with the search the cell was evaluated with
+            options = replace(score_options(spec, cfg), search=nsgan.SearchConfig(**row["search"]))
+            row[wanted] = ink_pixel_auroc(model, out / "data" / cell.data_name, options)
+        _write_text(path, json.dumps(row, indent=2) + "\n")
+
+
+def run_grid(cfg: dict, out: Path, resume: bool, log) -> None:
+    """Every cell not finished yet (by this runner or another sharing --out), the table after each."""
+    todo = cells(cfg)
+    out.mkdir(parents=True, exist_ok=True)
+    done_before = {c.name for c in todo if (out / "cells" / c.name / "cell.json").is_file()}
+    if done_before and not resume:
+        raise NsganError(f"{out}: holds finished cells ({', '.join(sorted(done_before))}); pass --resume to keep them "
+                         "or choose another --out", exit_code=nsgan.EXIT_OUTPUT)
+    _write_text(out / "experiment.yaml", yaml.safe_dump(cfg, sort_keys=False))
+    for k, cell in enumerate(todo, 1):
+        if cell.name in done_before:
+            log(f"[{k}/{len(todo)}] {cell.name}: finished earlier, skipped")
+            continue
+        if (out / "cells" / cell.name / "cell.json").is_file():
+            log(f"[{k}/{len(todo)}] {cell.name}: finished by another runner")
+            continue
+        if not claim(cell, out):
+            log(f"[{k}/{len(todo)}] {cell.name}: another runner has it, skipped")
+            continue
+        try:
+            row = run_cell(cell, cfg, out, lambda m: log(f"[{k}/{len(todo)}] {m}"))
+        finally:
+            (out / "cells" / cell.name / "claim.pid").unlink(missing_ok=True)
+        if row is None:
+            continue
+        log(f"[{k}/{len(todo)}] {cell.name}: image AUROC {_fmt(row['image_auroc'])}, pixel AUROC "
+            f"{_fmt(row['pixel_auroc'])}, AUPRO {_fmt(row['aupro'])} ({row['cell_s']:.0f} s)")
+        write_results(out)
+    write_results(out)
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    import torch
-
     torch.set_num_threads(args.threads)
     out = Path(args.out)
 
@@ -532,65 +560,18 @@ def main(argv=None) -> int:
             out.mkdir(parents=True, exist_ok=True)
             _write_text(out / "seeds.md", text)
             print(text)
-            return 0
+            return nsgan.EXIT_OK
         cfg = apply_args(load_experiment(args.config), args)
         if args.diagnose:
-            for path in sorted(out.glob("cells/*/cell.json")):
-                row = json.loads(path.read_text())
-                model = path.parent / "run" / "model.safetensors"
-                wanted = {"mnist": "g_other_digit", "ir_mnist": "ink_pixel_auroc", "textures": "g_defect_share"}.get(row["protocol"])
-                if wanted is None or row.get(wanted) is not None:
-                    continue
-                cell = Cell(row["protocol"], row["eps"], row["gamma_spec"], row.get("penalty", "tile"), row.get("centred", 0))
-                spec = cfg["protocols"].get(cell.protocol)
-                if spec is None:
-                    raise ConfigError(f"{args.config}: no '{cell.protocol}' protocol, needed to diagnose {path.parent}")
-                log(f"{cell.name}: diagnostic {wanted}")
-                if cell.protocol in ("mnist", "textures"):
-                    row.update(mechanism(cell, spec, cfg, model, out, log))
-                else:  # scored with the search the cell was evaluated with
-                    from dataclasses import replace
-
-                    from nsgan.score.search import SearchConfig
-
-                    options = replace(score_options(spec, cfg), search=SearchConfig(**row["search"]))
-                    row[wanted] = ink_pixel_auroc(model, out / "data" / cell.data_name, options)
-                _write_text(path, json.dumps(row, indent=2) + "\n")
+            diagnose(cfg, out, args.config, log)
             write_results(out)
-            print((out / "results.md").read_text() if (out / "results.md").is_file() else "no finished cells")
-            return 0
-        todo = cells(cfg)
-        out.mkdir(parents=True, exist_ok=True)
-        done_before = {c.name for c in todo if (out / "cells" / c.name / "cell.json").is_file()}
-        if done_before and not args.resume:
-            raise NsganError(f"{out}: holds finished cells ({', '.join(sorted(done_before))}); pass --resume to keep them "
-                             "or choose another --out", exit_code=5)
-        _write_text(out / "experiment.yaml", yaml.safe_dump(cfg, sort_keys=False))
-        for k, cell in enumerate(todo, 1):
-            if cell.name in done_before:
-                log(f"[{k}/{len(todo)}] {cell.name}: finished earlier, skipped")
-                continue
-            if (out / "cells" / cell.name / "cell.json").is_file():
-                log(f"[{k}/{len(todo)}] {cell.name}: finished by another runner")
-                continue
-            if not claim(cell, out):
-                log(f"[{k}/{len(todo)}] {cell.name}: another runner has it, skipped")
-                continue
-            try:
-                row = run_cell(cell, cfg, out, lambda m: log(f"[{k}/{len(todo)}] {m}"))
-            finally:
-                (out / "cells" / cell.name / "claim.pid").unlink(missing_ok=True)
-            if row is None:
-                continue
-            log(f"[{k}/{len(todo)}] {cell.name}: image AUROC {_fmt(row['image_auroc'])}, pixel AUROC "
-                f"{_fmt(row['pixel_auroc'])}, AUPRO {_fmt(row['aupro'])} ({row['cell_s']:.0f} s)")
-            write_results(out)
-        write_results(out)
+        else:
+            run_grid(cfg, out, args.resume, log)
     except NsganError as err:
         print(f"error: {err}", file=sys.stderr)
         return err.exit_code
     print((out / "results.md").read_text() if (out / "results.md").is_file() else "no finished cells")
-    return 0
+    return nsgan.EXIT_OK
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ import argparse
 import importlib
 import sys
 
-from nsgan.common.errors import NsganError
+from nsgan import EXIT_OK, NsganError
 
 from . import BUILDERS
 
@@ -28,7 +28,7 @@ def main(argv=None) -> int:
         return err.exit_code
     counts = ", ".join(f"{k}: {v}" for k, v in protocol["counts"].items())
     print(f"wrote {args.out} ({counts})")
-    return 0
+    return EXIT_OK
 
 
 if __name__ == "__main__":

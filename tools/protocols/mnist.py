@@ -12,7 +12,7 @@ import argparse
 
 import numpy as np
 
-from nsgan.common.errors import DataError
+from nsgan import DataError
 
 from .common import CategoryWriter, load_mnist, pad_to, take
 

@@ -1,7 +1,7 @@
 """Protocol (c): real texture photos with painted micro-defects (scratches, pits, cracks).
 
-Normal images are random crops of a photo bundled in scikit-image (nsgan.data.textures); defects come
-from nsgan.data.painter, under 1% of each image's pixels. round(ε · n_train) of train/good carry
+Normal images are random crops of a photo bundled in scikit-image (nsgan.texture_image); defects come
+from nsgan.paint_defects, under 1% of each image's pixels. round(ε · n_train) of train/good carry
 unlabelled defects (listed in protocol.json, never masked). Labelled train/defect images carry
 mixed kinds with masks; test/<kind>/ holds one kind per image, so the per-type breakdown is per
 kind. Test material comes from a part of the photo training never sees. `large/` is a second
@@ -16,11 +16,9 @@ import argparse
 
 import numpy as np
 
-from nsgan.data.blobs import FAMILY as BLOB
-from nsgan.data.blobs import paint_blob_image
-from nsgan.data.painter import KINDS, paint_defects
-from nsgan.common.errors import DataError
-from nsgan.data.textures import TEXTURES, texture_image
+from nsgan import BLOB_KIND as BLOB
+from nsgan import DEFECT_KINDS as KINDS
+from nsgan import TEXTURES, DataError, paint_blob_image, paint_defects, texture_image
 
 from .common import CategoryWriter
 
@@ -72,7 +70,7 @@ def build_textures(out, *, texture="brick", size=128, downscale=1, epsilon=0.05,
                    large_defects=8, seed=0, overwrite=False, n_test_blob=0) -> dict:
     """Write the category folder; returns the protocol dict also written to protocol.json.
 
-    `n_test_blob` test/blob/ images (one blob each, nsgan.data.blobs, fill shift or gain, under 1% of
+    `n_test_blob` test/blob/ images (one blob each, nsgan.paint_blob_image, fill shift or gain, under 1% of
     the pixels) are drawn after everything else, so the other folders are the same with or without them.
     """
     if not 0 <= epsilon < 1:
