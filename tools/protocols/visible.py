@@ -25,7 +25,7 @@ import numpy as np
 from nsgan import DataError, texture_image
 
 from .common import CategoryWriter
-from .visible_defects import FAMILIES, MIN_AREA, VISIBILITY_MIN, make_defects
+from .visible_defects import FAMILIES, MIN_BUDGET, VISIBILITY_MIN, make_defects
 
 TEXTURES = ("brick", "grass", "gravel")  # the photos nsgan.texture_image serves offline
 DEFAULT_HOLDOUT = "foreign"  # the mechanism furthest from the painter's: material of another photo
@@ -69,6 +69,23 @@ def _material(texture, size, rng, part, downscale):
     return img.reshape(size, downscale, size, downscale, 1).mean(axis=(1, 3)).astype(np.float32)
 
 
+def draw_defective(texture, size, rng, part, families, max_defects, downscale=1):
+    """(clean, defective, mask, infos): a normal image of `part` with 1..max_defects defects of `families`.
+
+    The foreign family takes its material from one of the other photos, from the same part of it, so
+    test defects never show material training saw.
+    """
+    clean = _material(texture, size, rng, part, downscale)
+    others = tuple(t for t in TEXTURES if t != texture)
+
+    def foreign(side):
+        name = others[int(rng.integers(len(others)))]
+        return _material(name, side, rng, part, downscale)[:, :, 0], name
+
+    img, mask, infos = make_defects(clean, rng, families, int(rng.integers(1, max_defects + 1)), foreign=foreign)
+    return clean, img, mask, infos
+
+
 def _check(texture, size, downscale, epsilon, counts, families, holdout, max_defects):
     if texture not in TEXTURES:
         raise DataError(f"--texture: unknown texture {texture!r}; choose from {', '.join(TEXTURES)}")
@@ -89,9 +106,10 @@ def _check(texture, size, downscale, epsilon, counts, families, holdout, max_def
     if counts["n-abnormal"] and len(set(families)) < 2:
         raise DataError(f"--families {','.join(families)}: holding out {holdout!r} leaves no family for train/defect")
     budget = int(np.ceil(0.01 * size * size)) - 1
-    if size < 1 or budget // max_defects < MIN_AREA:
-        raise DataError(f"--size {size}: its 1% budget ({max(budget, 0)} px) leaves fewer than {MIN_AREA} px for each of "
-                        f"--max-defects {max_defects} defects; use --size {int(np.ceil(np.sqrt((MIN_AREA * max_defects + 1) / 0.01)))} or more")
+    if size < 1 or budget // max_defects < MIN_BUDGET:
+        least = int(np.ceil(np.sqrt((MIN_BUDGET * max_defects + 1) / 0.01)))
+        raise DataError(f"--size {size}: its 1% budget ({max(budget, 0)} px) leaves fewer than {MIN_BUDGET} px for each of "
+                        f"--max-defects {max_defects} defects; use --size {least} or more")
 
 
 def build_visible(out, *, texture="brick", size=128, downscale=1, epsilon=0.05, n_train=200, n_abnormal=20,
@@ -102,18 +120,10 @@ def build_visible(out, *, texture="brick", size=128, downscale=1, epsilon=0.05, 
     _check(texture, size, downscale, epsilon, {"n-train": n_train, "n-abnormal": n_abnormal,
            "n-test-good": n_test_good, "n-test-defect": n_test_defect}, families, holdout, max_defects)
     trained = tuple(f for f in families if f != holdout)
-    others = tuple(t for t in TEXTURES if t != texture)
     rng = np.random.default_rng(seed)
 
     def defective(part, families_here):
-        clean = _material(texture, size, rng, part, downscale)
-
-        def foreign(side):  # material of another photo, from the same part (train or test) of it
-            name = others[int(rng.integers(len(others)))]
-            return _material(name, side, rng, part, downscale)[:, :, 0], name
-
-        img, mask, infos = make_defects(clean, rng, families_here, int(rng.integers(1, max_defects + 1)), foreign=foreign)
-        return clean, img, mask, infos
+        return draw_defective(texture, size, rng, part, families_here, max_defects, downscale)
 
     every = []
     with CategoryWriter(out, overwrite) as writer:
