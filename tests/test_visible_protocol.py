@@ -15,7 +15,8 @@ from scipy.ndimage import binary_dilation
 from nsgan import DataError, texture_image
 from tools.protocols.__main__ import main as protocols_main
 from tools.protocols.visible import TEXTURES, build_visible, draw_defective
-from tools.protocols.visible_defects import FAMILIES, VISIBILITY_MIN, make_defects, visibility
+from tools.protocols.visible_defects import (CONTRAST_MIN, FAMILIES, STRENGTH_MAX, VISIBILITY_MIN, make_defects,
+                                             visibility)
 
 SMALL = dict(size=96, n_train=12, epsilon=0.25, n_abnormal=4, n_test_good=2, n_test_defect=10, max_defects=2)
 
@@ -52,18 +53,22 @@ def test_every_mask_is_non_empty_and_under_one_percent_of_its_image(built):
             assert 0 < m.sum() < 0.01 * m.size, (texture, path.name, int(m.sum()))
 
 
-def test_every_defect_on_record_meets_the_visibility_bar(built):
+def test_every_defect_on_record_lies_in_the_visibility_band(built):
     for texture, (_, proto) in built.items():
-        assert proto["visibility"]["min"] == VISIBILITY_MIN
+        assert proto["visibility"]["min"] == VISIBILITY_MIN and proto["visibility"]["contrast_min"] == CONTRAST_MIN
         records = [d for group in ("contaminated_train", "labelled_train", "test_defects")
                    for item in proto[group] for d in item["defects"]]
-        assert records and all(d["visibility"] >= VISIBILITY_MIN for d in records), texture
+        assert records and all(d["visibility"] >= VISIBILITY_MIN and d["mean_abs_change"] >= CONTRAST_MIN
+                               for d in records), texture
+        strengths = [min(d["visibility"] / VISIBILITY_MIN, d["mean_abs_change"] / CONTRAST_MIN) for d in records]
+        assert max(strengths) <= STRENGTH_MAX + 1e-3, texture  # visible, not glaring
         assert set(proto["visibility"]["by_family"]) == set(FAMILIES), texture
 
 
 @pytest.mark.parametrize("texture", TEXTURES)
 def test_each_family_is_visible_by_the_rule_recomputed_from_the_pixels(texture):
-    """Measured again from the clean and defective images, not taken from the maker's own record; and
+    """Measured again from the clean and defective images, not taken from the maker's own record (both
+    bars: visibility against the texture and contrast of full scale); and
     outside the mask (beyond its 2-px soft edge) the image is essentially untouched."""
     rng = np.random.default_rng(7)
     for family in FAMILIES:
@@ -71,6 +76,7 @@ def test_each_family_is_visible_by_the_rule_recomputed_from_the_pixels(texture):
             clean, img, mask, infos = draw_defective(texture, 96, rng, "test", (family,), 1)
             assert [i["family"] for i in infos] == [family]
             assert visibility(clean[:, :, 0], img[:, :, 0], mask) >= VISIBILITY_MIN, (texture, family)
+            assert np.abs(img - clean)[:, :, 0][mask].mean() >= CONTRAST_MIN, (texture, family)
             far = ~binary_dilation(mask, iterations=2)
             assert np.abs(img - clean)[:, :, 0][far].max() < 0.08, (texture, family)
             if family == "foreign":

@@ -4,9 +4,10 @@ The textures protocol paints with the product's own painter, the same maker the 
 from, and on gravel and grass its defects sit at the eye's limit, so every design ties there. This one
 uses five other mechanisms (tools/protocols/visible_defects.py: foreign material cloned by Poisson
 blending, stains, lit dents and bumps, chips, fibres). Each defect covers under 1% of its image's
-pixels together with the others on it, and reaches a measured visibility (mean |change| in the mask
-at least VISIBILITY_MIN times what another piece of the same material changes there), recorded per
-defect in protocol.json. OUT/preview.png shows, for each family, clean | defective | outlined.
+pixels together with the others on it, and sits in a measured band: mean |change| in the mask at
+least VISIBILITY_MIN times what another piece of the same material changes there and at least
+CONTRAST_MIN of full scale, at most STRENGTH_MAX times over the binding bar; recorded per defect in
+protocol.json. OUT/preview.png shows, for each family, clean | defective | outlined.
 
 Layout as the textures protocol: train/good with round(ε · n_train) hidden defective images (listed in
 protocol.json, never masked), train/defect labelled images with masks (mixed families, the held-out
@@ -25,13 +26,15 @@ import numpy as np
 from nsgan import DataError, texture_image
 
 from .common import CategoryWriter
-from .visible_defects import FAMILIES, MIN_BUDGET, VISIBILITY_MIN, make_defects
+from .visible_defects import CONTRAST_MIN, FAMILIES, MIN_BUDGET, STRENGTH_MAX, VISIBILITY_MIN, make_defects
 
 TEXTURES = ("brick", "grass", "gravel")  # the photos nsgan.texture_image serves offline
 DEFAULT_HOLDOUT = "foreign"  # the mechanism furthest from the painter's: material of another photo
 PREVIEW_PER_FAMILY = 2
-VISIBILITY_RULE = ("mean |defective - clean| over the mask / mean |clean - clean shifted by t| over the mask, "
-                   "t: 8 directions at the mask's extent (>= 8 px); >= visibility_min for every defect")
+VISIBILITY_RULE = ("visibility = mean |defective - clean| over the mask / mean |clean - clean shifted by t| over the "
+                   "mask (t: 8 directions at the mask's extent, >= 8 px); contrast = mean |defective - clean| over "
+                   "the mask; every defect has visibility >= min and contrast >= contrast_min, and strength = "
+                   "min(visibility / min, contrast / contrast_min) <= strength_max")
 
 
 def configure_parser(p: argparse.ArgumentParser) -> None:
@@ -164,20 +167,23 @@ def build_visible(out, *, texture="brick", size=128, downscale=1, epsilon=0.05, 
             "n_test_defect": n_test_defect, "families": list(families), "holdout": holdout,
             "trained_families": list(trained), "max_defects": max_defects, "pixel_masks": True,
             "max_mask_fraction": 0.01, "preview": preview,
-            "visibility": {"rule": VISIBILITY_RULE, "min": VISIBILITY_MIN, "by_family": _summary(every, families)},
+            "visibility": {"rule": VISIBILITY_RULE, "min": VISIBILITY_MIN, "contrast_min": CONTRAST_MIN,
+                           "strength_max": STRENGTH_MAX, "by_family": _summary(every, families)},
             "contaminated_train": contaminated, "labelled_train": labelled, "test_defects": tested,
         })
 
 
 def _summary(infos, families) -> dict:
-    """Per family: how many defects, and their lowest, median and highest visibility and area."""
+    """Per family: how many defects, and the lowest, median and highest visibility, contrast and area."""
     out = {}
     for f in families:
-        vs = [i["visibility"] for i in infos if i["family"] == f]
-        areas = [i["area"] for i in infos if i["family"] == f]
-        if vs:
-            out[f] = {"n": len(vs), "visibility_min": min(vs), "visibility_median": round(statistics.median(vs), 3),
-                      "visibility_max": max(vs), "area_min": min(areas), "area_max": max(areas)}
+        mine = [i for i in infos if i["family"] == f]
+        if mine:
+            out[f] = {"n": len(mine)}
+            for key, name in (("visibility", "visibility"), ("mean_abs_change", "contrast"), ("area", "area")):
+                values = [i[key] for i in mine]
+                out[f].update({f"{name}_min": min(values), f"{name}_median": round(statistics.median(values), 3),
+                               f"{name}_max": max(values)})
     return out
 
 

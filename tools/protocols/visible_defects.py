@@ -19,8 +19,11 @@ mechanisms, that a person sees at a glance. Five families, each a different phys
 Every family renders a `share` field in [0, 1] (the share of the defect's full effect at each pixel);
 the ground truth is share >= MASK_SHARE, holes filled, so a pixel outside the mask carries less than a
 quarter of the effect (measured: at most ~0.2 of full scale next to the mask, under 0.08 two pixels
-beyond it). Visibility is measured, not hoped for (see `visibility`): each defect's amplitude grows,
-and if that is not enough it is drawn again elsewhere, until it reaches VISIBILITY_MIN.
+beyond it). Visibility is measured, not hoped for: each defect changes its pixels at least
+VISIBILITY_MIN times as much as the texture itself would (`visibility`) and by at least CONTRAST_MIN of
+full scale, and by no more than STRENGTH_MAX times the binding one of those two bars. Its amplitude is
+raised or lowered into that band, and a geometry that cannot reach it is drawn again elsewhere (so a
+defect tends to lie where it contrasts with what is around it).
 
 Every function takes a `numpy.random.Generator`: the same state makes the same defects.
 Bounding boxes are (x0, y0, x1, y1) with x1, y1 exclusive (Python slice bounds).
@@ -44,6 +47,15 @@ MASK_SHARE = 0.25  # a pixel is defect where it carries at least this share of t
 # 2.0 a person sees every defect; 2.2 keeps a margin. At 2.5 grass rejects 5-15% of all placements (an
 # opaque black or white change is only ~2.6x grass's own contrast), so the bar would pick placements.
 VISIBILITY_MIN = 2.2
+# And a contrast the eye sees without the texture's help: mean |change| over the mask, of full scale.
+# A flat brick face has so little contrast of its own that 3x of it (~0.1) is seen only by looking for it.
+CONTRAST_MIN = 0.2
+# strength = min(visibility / VISIBILITY_MIN, mean |change| / CONTRAST_MIN) must lie in [1, STRENGTH_MAX]:
+# both bars met, and no more than 1.5x over the binding one. Visible at a glance, not glaring: without a
+# ceiling the first amplitude drawn reached visibility 6 (stains) to 48 on brick, where a blur filter
+# found nearly all of them, while gravel and grass stayed at the bar; the band keeps the difficulty even.
+STRENGTH_MAX = 1.5
+_BISECTIONS = 12
 MIN_AREA = 12  # pixels: a smaller mask is seen by no one
 # Fewest pixels a defect may be given. Below ~40 px chips miss the bar in trials (their bright rim is
 # then most of their pixels); at 46 px every family passed on every texture.
@@ -353,11 +365,13 @@ def _bbox(mask):
 def make_defect(x: np.ndarray, family: str, rng: np.random.Generator, max_area: int, *,
                 foreign: Foreign | None = None, keep_out: np.ndarray | None = None,
                 reference: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, dict]:
-    """One defect of `family` on the (H, W) image `x`: (image, mask, info), mask area in [MIN_AREA, max_area], max_area >= MIN_BUDGET.
+    """One defect of `family` on the (H, W) image `x`: (image, mask, info), mask area in [MIN_AREA, max_area],
+    max_area >= MIN_BUDGET, strength (visibility against `reference`, default `x`, and contrast; see
+    CONTRAST_MIN) in [1, STRENGTH_MAX].
 
-    The amplitude starts low and grows by `_BOOST` until the defect's visibility (against `reference`,
-    default `x`, for the texture's own change) reaches VISIBILITY_MIN; a geometry that cannot is redrawn.
-    The mask never meets `keep_out`.
+    The amplitude grows by `_BOOST` until the strength reaches the band, and where the first amplitude
+    already overshoots it (a flat brick face shows everything) it is lowered by bisection into it; a
+    geometry that cannot land in the band is drawn again elsewhere. The mask never meets `keep_out`.
     """
     if family not in _DRAW:
         raise DataError(f"unknown defect family {family!r}; choose from {', '.join(FAMILIES)}")
@@ -365,6 +379,21 @@ def make_defect(x: np.ndarray, family: str, rng: np.random.Generator, max_area: 
         raise DataError(f"a {x.shape[1]}x{x.shape[0]} image leaves {max_area} pixels per defect under the 1% "
                         f"budget, fewer than the {MIN_BUDGET} a visible defect needs; use a larger --size or fewer --max-defects")
     reference = x if reference is None else reference
+
+    def attempt(render, amplitude):
+        """(out, mask, strength, visibility, mean |change|), or a string saying why this amplitude cannot be used."""
+        out, share = render(amplitude)
+        out = np.clip(out, 0.0, 1.0)
+        mask = binary_fill_holes(share >= MASK_SHARE)
+        size = int(mask.sum())
+        if size > max_area:
+            return "large"
+        if size < MIN_AREA or (keep_out is not None and (mask & keep_out).any()):
+            return "misplaced"
+        v = visibility(reference, reference + (out - x), mask)
+        change = float(np.abs(out - x)[mask].mean())
+        return out, mask, min(v / VISIBILITY_MIN, change / CONTRAST_MIN), v, change
+
     area = rng.uniform(0.55, 0.95) * max_area
     for draw in range(_MAX_DRAWS):
         drawn = _DRAW[family](x, rng, max(area, MIN_AREA), foreign)
@@ -372,28 +401,39 @@ def make_defect(x: np.ndarray, family: str, rng: np.random.Generator, max_area: 
             area *= 0.85
             continue
         render, amplitude, largest, details = drawn
-        while True:
-            out, share = render(amplitude)
-            out = np.clip(out, 0.0, 1.0)
-            mask = binary_fill_holes(share >= MASK_SHARE)
-            size = int(mask.sum())
-            if size > max_area:
-                area *= 0.85
-                break
-            if size < MIN_AREA or (keep_out is not None and (mask & keep_out).any()):
-                break
-            delta_mean = float(np.abs(out - x)[mask].mean())
-            v = visibility(reference, reference + (out - x), mask)
-            if v >= VISIBILITY_MIN:
-                return out, mask, {"family": family, "bbox": _bbox(mask), "area": size,
-                                   "visibility": round(v, 3),
-                                   "mean_abs_change": round(delta_mean, 4),
-                                   "amplitude": round(float(amplitude), 3), "draws": draw + 1, **details}
-            if amplitude >= largest:
+        found = None
+        while True:  # up until the band is reached
+            tried = attempt(render, amplitude)
+            if isinstance(tried, str) or tried[2] >= 1 or amplitude >= largest:
                 break
             amplitude = min(amplitude * _BOOST, largest)
-    raise DataError(f"no {family} defect reached visibility {VISIBILITY_MIN} in {_MAX_DRAWS} draws on a "
-                    f"{x.shape[1]}x{x.shape[0]} image; use a larger --size or fewer --max-defects")
+        if tried == "large":
+            area *= 0.85
+            continue
+        if isinstance(tried, str) or tried[2] < 1:
+            continue
+        if tried[2] <= STRENGTH_MAX:
+            found = (amplitude, tried)
+        else:  # overshoot: bisect the amplitude down into the band
+            lo, hi = 0.0, amplitude
+            for _ in range(_BISECTIONS):
+                mid = (lo + hi) / 2
+                tried = attempt(render, mid)
+                if isinstance(tried, str) or tried[2] < 1:
+                    lo = mid
+                elif tried[2] > STRENGTH_MAX:
+                    hi = mid
+                else:
+                    found = (mid, tried)
+                    break
+        if found is None:
+            continue
+        amplitude, (out, mask, strength, v, change) = found
+        return out, mask, {"family": family, "bbox": _bbox(mask), "area": int(mask.sum()), "visibility": round(v, 3),
+                           "mean_abs_change": round(change, 4), "strength": round(strength, 3),
+                           "amplitude": round(float(amplitude), 3), "draws": draw + 1, **details}
+    raise DataError(f"no {family} defect reached visibility {VISIBILITY_MIN} and contrast {CONTRAST_MIN} in {_MAX_DRAWS} draws "
+                    f"on a {x.shape[1]}x{x.shape[0]} image; use a larger --size or fewer --max-defects")
 
 
 def make_defects(img: np.ndarray, rng: np.random.Generator, families=FAMILIES, count: int = 1,
