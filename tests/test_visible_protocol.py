@@ -14,9 +14,10 @@ from scipy.ndimage import binary_dilation
 
 from nsgan import DataError, texture_image
 from tools.protocols.__main__ import main as protocols_main
+from tools.protocols import visible as visible_module
 from tools.protocols.visible import TEXTURES, build_visible, draw_defective
-from tools.protocols.visible_defects import (CONTRAST_MIN, FAMILIES, STRENGTH_MAX, VISIBILITY_MIN, make_defects,
-                                             visibility)
+from tools.protocols.visible_defects import (CONTRAST_MIN, FAMILIES, STRENGTH_MAX, VISIBILITY_MIN, NoPlacement,
+                                             make_defects, visibility)
 
 SMALL = dict(size=96, n_train=12, epsilon=0.25, n_abnormal=4, n_test_good=2, n_test_defect=10, max_defects=2)
 
@@ -154,6 +155,25 @@ def test_bad_input_is_one_line_naming_the_value(tmp_path, capsys, argv, named):
     assert code == DataError("x").exit_code
     assert err.startswith("error: ") and err.count("\n") == 1 and named in err
     assert not (tmp_path / "bad").exists()
+
+
+def test_a_crop_that_allows_no_placement_is_replaced_and_the_last_failure_is_one_line(monkeypatch):
+    """Some crops leave a family no room (a white fibre on bright stones): the builder draws a new crop."""
+    real, calls = visible_module.make_defects, []
+
+    def refuses_twice(*args, **kwargs):
+        calls.append(1)
+        if len(calls) <= 2:
+            raise NoPlacement("no fibre defect reached visibility 2.2")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(visible_module, "make_defects", refuses_twice)
+    clean, img, mask, infos = draw_defective("gravel", 96, np.random.default_rng(0), "test", ("stain",), 1)
+    assert len(calls) == 3 and mask.any() and infos[0]["family"] == "stain"
+
+    monkeypatch.setattr(visible_module, "make_defects", lambda *a, **k: (_ for _ in ()).throw(NoPlacement("no chip")))
+    with pytest.raises(DataError, match="no chip"):
+        draw_defective("gravel", 96, np.random.default_rng(0), "test", ("chip",), 1)
 
 
 def test_the_maker_refuses_a_wrong_image_or_family_in_one_line():
