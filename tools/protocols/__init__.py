@@ -10,7 +10,7 @@ Layout (every builder)::
     OUT/ground_truth/<defect type>/<name>_mask.png  test masks, where the protocol has masks
     OUT/protocol.json                            parameters, counts, which training images are contaminated
 
-Run `python -m tools.protocols {mnist,ir_mnist,textures,caltech} --out DIR [options]`.
+Run `python -m tools.protocols {mnist,ir_mnist,textures,visible,caltech} --out DIR [options]`.
 """
 
-BUILDERS = ("mnist", "ir_mnist", "textures", "caltech")
+BUILDERS = ("mnist", "ir_mnist", "textures", "visible", "caltech")
