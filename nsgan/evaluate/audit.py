@@ -122,7 +122,7 @@ def _read_rows(path: Path) -> tuple[dict | None, list[AuditRow]]:
 
 def _prepare_out(out: Path, header: dict, overwrite: bool) -> list[AuditRow]:
     """Rows an earlier run of the same audit left (resume), after checking OUT may be written."""
-    from nsgan.score.scorer import ensure_writable
+    from nsgan.common.outputs import ensure_writable
     from nsgan.share.html_page import check_page
 
     rows_file = out / ROWS

@@ -157,7 +157,7 @@ def _check_out(out: Path, overwrite: bool) -> None:
         for name in OUTPUT_FILES:
             if (out / name).exists():
                 raise OutputError(f"{out / name}: exists (use --overwrite to replace it)")
-    from nsgan.score.scorer import ensure_writable
+    from nsgan.common.outputs import ensure_writable
 
     ensure_writable(out)
 
