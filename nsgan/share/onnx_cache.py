@@ -139,7 +139,8 @@ def scorer_for(model: str | Path, options: ScoreOptions, backend: str = "auto", 
 
     from nsgan.models.model_file import read_metadata
     from nsgan.score.options import resolve_residual
-    from nsgan.score.scorer import Scorer, resolve_pretrained
+    from nsgan.score.loading import resolve_pretrained
+    from nsgan.score.scorer import Scorer
 
     if backend not in BACKENDS:
         raise ConfigError(f"--backend: invalid value {backend!r} (one of {', '.join(BACKENDS)})")

@@ -64,7 +64,7 @@ INSTALL_HINT = "install nsgan's onnx extra: pip install '.[onnx]' in its checkou
 class TileNetwork(nn.Module):
     """The torch scorer's per-tile work in encoder mode, as one module: tile in [0, 1] -> TILE_OUTPUTS.
 
-    forward makes the calls Scorer._invert makes (LatentSearch.search in encoder mode, D only when
+    forward makes the calls Scorer.tile_outputs makes (LatentSearch.search in encoder mode, D only when
     the tile loss is asked for, then maps.tile_residual), so the export cannot drift from the torch path.
     """
 
@@ -88,7 +88,7 @@ class TileNetwork(nn.Module):
 
 def torch_tile_outputs(generator: nn.Module, discriminator: nn.Module, encoder: nn.Module, tiles: np.ndarray,
                        residual: str, lam: float, image_score: str, comparator: nn.Module | None = None) -> dict[str, np.ndarray]:
-    """TILE_OUTPUTS of tiles (N, C, T, T) in [0, 1] as the torch scorer computes them (Scorer._invert's calls)."""
+    """TILE_OUTPUTS of tiles (N, C, T, T) in [0, 1] as the torch scorer computes them (Scorer.tile_outputs' calls)."""
     from nsgan.score.options import ScoreOptions
     from nsgan.score.scorer import Scorer
     from nsgan.score.search import SearchConfig
@@ -98,8 +98,8 @@ def torch_tile_outputs(generator: nn.Module, discriminator: nn.Module, encoder: 
                     options=options, device="cpu", encoder=encoder, comparator=comparator)
     x = torch.from_numpy(np.ascontiguousarray(tiles, np.float32)) * 2.0 - 1.0
     out = scorer.search.search(x, range(len(x)), tile_losses=image_score == "tile")
-    res, _ = scorer._invert(np.ascontiguousarray(tiles, np.float32), range(len(x)))
-    # the graph's score is always the encoder pass's (a C that reads no G(E(x)) lets _invert skip that pass)
+    res, _ = scorer.tile_outputs(np.ascontiguousarray(tiles, np.float32), range(len(x)))
+    # the graph's score is always the encoder pass's (a C that reads no G(E(x)) lets the runner skip that pass)
     return {"reconstruction": out.reconstructions.numpy(), "residual": res.numpy(), "score": out.scores.numpy(),
             "z": out.latents.numpy()}
 
