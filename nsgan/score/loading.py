@@ -43,7 +43,7 @@ def resolve_pretrained(ref: str | Path, revision: str | None = None, cache_dir: 
 
 def _hub_download(repo_id: str, revision: str | None, cache_dir: str | Path | None) -> Path:
     """model.safetensors (and README.md, the card, if there is one) of a Hub model repo, from the cache or the Hub."""
-    try:  # deferred: huggingface_hub is optional, and only a repo id needs it
+    try:  # deferred: only a Hub repo id needs huggingface_hub, and an install without it still loads local files
         from huggingface_hub import constants, hf_hub_download
         from huggingface_hub.utils import (
             EntryNotFoundError,
