@@ -260,9 +260,9 @@ def read_score_rows(out_dir: str | Path) -> tuple[list[ScoreRow], list[tuple[str
     """(rows sorted by score, highest first; [(file name, why)] for .json files that are not readable reports).
 
     Reports are the `<stem>.json` files directly in out_dir; map and overlay names follow from the
-    stem (`nsgan.common.outputs.output_paths`), never from the report's content.
+    stem (`nsgan.score.scorer.output_paths`), never from the report's content.
     """
-    from nsgan.common.outputs import output_paths
+    from nsgan.score.scorer import output_paths
 
     out_dir = Path(out_dir)
     rows, bad = [], []
