@@ -98,13 +98,13 @@ def test_export_with_encoder_is_checked_at_batch_1_and_5_under_the_tolerance(exp
 @pytest.mark.parametrize("n", [1, 5])
 @pytest.mark.parametrize("export", EXPORTS)
 def test_onnx_runtime_equals_the_scorers_own_torch_call(export, calibrated_e_model, n, request):
-    """The written file, on fresh tiles, against Scorer._invert (the call the torch scorer blends)."""
+    """The written file, on fresh tiles, against Scorer.tile_outputs (the call the torch scorer blends)."""
     _, path = request.getfixturevalue(export)
     tiles = np.random.default_rng(n).random((n, 1, 16, 16), dtype=np.float32)
     out = dict(zip(TILE_OUTPUTS, session(path).run(list(TILE_OUTPUTS), {"tile": tiles})))
     assert out["reconstruction"].shape == (n, 1, 16, 16) and out["residual"].shape == (n, 16, 16)
     assert out["score"].shape == (n,) and out["z"].shape == (n, 16)
-    res, score = Scorer.from_file(calibrated_e_model, EXPORTS[export])._invert(tiles, range(n))
+    res, score = Scorer.from_file(calibrated_e_model, EXPORTS[export]).tile_outputs(tiles, range(n))
     assert np.abs(out["residual"] - res.numpy()).max() <= TOLERANCE
     assert np.abs(out["score"] - score.numpy()).max() <= TOLERANCE
     pixel_term = np.abs(2 * tiles - 1 - out["reconstruction"]).reshape(n, -1).mean(1)

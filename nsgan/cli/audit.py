@@ -5,6 +5,9 @@ from __future__ import annotations
 import argparse
 
 from nsgan.cli.search_args import add_search_arguments, options_from_args
+from nsgan.common.atomic import removed_if_left_empty
+from nsgan.evaluate.audit import CSV, SUSPECTS, audit
+from nsgan.share.html_page import PAGE
 
 
 def configure_parser(p: argparse.ArgumentParser) -> None:
@@ -22,10 +25,6 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from nsgan.common.atomic import removed_if_left_empty
-    from nsgan.evaluate.audit import CSV, SUSPECTS, audit
-    from nsgan.share.html_page import PAGE
-
     with removed_if_left_empty(args.out):
         result = audit(args.model, args.data, args.out, top=args.top, overwrite=args.overwrite,
                        progress=not args.no_progress, options=options_from_args(args))

@@ -6,14 +6,18 @@ import argparse
 import sys
 from pathlib import Path
 
+from rich.console import Console
+
+from nsgan.cli.search_args import add_search_arguments
+from nsgan.cli.search_args import options_from_args as score_options
+from nsgan.common.atomic import removed_if_left_empty
 from nsgan.common.errors import NsganError
 from nsgan.evaluate.evaluation import evaluate, summary_table
 from nsgan.evaluate.metrics import DEFAULT_BINS
+from nsgan.share.card import record_evaluation, refresh_card
 
 
 def configure_parser(p: argparse.ArgumentParser) -> None:
-    from nsgan.cli.search_args import add_search_arguments
-
     p.add_argument("--model", required=True, help="exported model (model.safetensors)")
     p.add_argument("--data", required=True, help="category folder: test/good, test/<type>, ground_truth/<type>")
     p.add_argument("--out", required=True, help="folder for metrics.json, scores.csv, roc.png, cases.png, index.html")
@@ -24,22 +28,10 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     add_search_arguments(p)  # the same inversion, tiling and map options as `nsgan score`
 
 
-def options_from_args(args):
-    from nsgan.cli.search_args import options_from_args as score_options
-
-    return score_options(args)
-
-
 def run(args: argparse.Namespace) -> int:
-    from rich.console import Console
-
-    from nsgan.common.atomic import removed_if_left_empty
-
     with removed_if_left_empty(args.out):
-        metrics = evaluate(args.model, args.data, args.out, options_from_args(args), overwrite=args.overwrite,
+        metrics = evaluate(args.model, args.data, args.out, score_options(args), overwrite=args.overwrite,
                            bins=args.bins, n_cases=args.cases, progress=not args.no_progress)
-    from nsgan.share.card import record_evaluation, refresh_card
-
     Console().print(summary_table(metrics))
     print(f"wrote {Path(args.out) / 'metrics.json'}, scores.csv, roc.png, cases.png, index.html")
     try:  # the headline figures travel with the model file, and its card shows them

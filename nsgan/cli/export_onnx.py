@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import argparse
 
+from nsgan.score.choices import ImageScore
+from nsgan.score.maps import IMAGE_SCORES
+from nsgan.score.options import RESIDUAL_CHOICES, ScoreOptions
+from nsgan.score.search import SearchConfig
 from nsgan.share.onnx_export import DEFAULT_OPSET, KIND_TILE, TOLERANCE, export_onnx
 
 
 def configure_parser(p: argparse.ArgumentParser) -> None:
-    from nsgan.score.maps import IMAGE_SCORES
-    from nsgan.score.options import RESIDUAL_CHOICES, ScoreOptions
-    from nsgan.score.search import SearchConfig
-
     p.add_argument("--model", required=True, help="exported model (.safetensors)")
     p.add_argument("--out", required=True, help="ONNX file to write, e.g. m.onnx")
     p.add_argument("--opset", type=int, default=DEFAULT_OPSET, help="ONNX opset (default %(default)s, the lowest torch writes)")
@@ -34,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
     m = rep.meta
     r, c = m["resolution"], m["channels"]
     if rep.kind == KIND_TILE:
-        score = "AnoGAN tile loss, D in the graph" if m["image_score"] == "tile" else "mean |x - G(z)|"
+        score = "AnoGAN tile loss, D in the graph" if m["image_score"] == ImageScore.TILE else "mean |x - G(z)|"
         what = (f"tile scorer: tile (N, {c}, {r}, {r}) in [0, 1] -> E -> G -> reconstruction, {m['residual']} residual "
                 f"(N, {r}, {r}), score (N,: {score}), z (N, {m['latent_dim']})")
     else:

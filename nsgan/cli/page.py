@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
+import argparse
 import sys
 from pathlib import Path
 
-from nsgan.common.errors import OutputError, printable
+from nsgan.common.errors import EXIT_DATA, NsganError, OutputError, printable
 from nsgan.evaluate.page import write_evaluate_page
 from nsgan.share.html_page import check_page, write_score_page
 
 
 def main(argv: list[str] | None = None) -> int:
     """`python -m nsgan.share.html_page OUT`: rebuild OUT/index.html (an evaluate folder when it holds metrics.json)."""
-    import argparse
-
-    from nsgan.common.errors import EXIT_DATA, NsganError
-
     p = argparse.ArgumentParser(prog="python -m nsgan.share.html_page", description=main.__doc__.splitlines()[0])
     p.add_argument("out", help="an output folder of nsgan score or nsgan evaluate")
     p.add_argument("--overwrite", action="store_true", help="replace an index.html that nsgan did not write")

@@ -8,16 +8,16 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from nsgan.cli.inputs import resolve_inputs
 from nsgan.cli.search_args import add_search_arguments, options_from_args
+from nsgan.common.atomic import removed_if_left_empty
 from nsgan.common.errors import NsganError
+from nsgan.common.outputs import check_outputs, ensure_writable, output_paths
+from nsgan.score.choices import Backend
 from nsgan.score.options import ScoreOptions
+from nsgan.share.html_page import ScorePage, check_page
 from nsgan.share.onnx_cache import BACKEND_ENV, BACKENDS, scorer_for
-from nsgan.score.scorer import (
-    check_outputs,
-    ensure_writable,
-    output_paths,
-    resolve_inputs,
-)
+from nsgan.share.onnx_export import scorer_from_onnx
 
 
 def configure_parser(p: argparse.ArgumentParser) -> None:
@@ -38,8 +38,6 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace, accelerator: Any = None) -> int:
     """Score every input; one process here, or many when launch/score.py passes an accelerator."""
-    from nsgan.common.atomic import removed_if_left_empty
-
     options = options_from_args(args)
     inputs = resolve_inputs(args.image)
     out_dir = Path(args.out)
@@ -48,9 +46,6 @@ def run(args: argparse.Namespace, accelerator: Any = None) -> int:
 
 
 def _score_inputs(args: argparse.Namespace, accelerator: Any, options: ScoreOptions, inputs: list[tuple[Path, str]], out_dir: Path) -> int:
-    from nsgan.share.html_page import ScorePage, check_page
-    from nsgan.share.onnx_export import scorer_from_onnx
-
     ensure_writable(out_dir)  # on every process, so all fail together rather than some waiting forever
     for path, stem in inputs:
         check_outputs(output_paths(out_dir, stem), args.overwrite)
@@ -59,7 +54,7 @@ def _score_inputs(args: argparse.Namespace, accelerator: Any, options: ScoreOpti
     if onnx_file:
         scorer = scorer_from_onnx(onnx_file, options, accelerator=accelerator, progress=not args.no_progress)
     else:
-        backend = getattr(args, "backend", None) or os.environ.get(BACKEND_ENV) or "auto"
+        backend = getattr(args, "backend", None) or os.environ.get(BACKEND_ENV) or Backend.AUTO
         scorer, note = scorer_for(args.model, options, backend, images=[p for p, _ in inputs], accelerator=accelerator,
                                   progress=not args.no_progress)
         if scorer.is_main:

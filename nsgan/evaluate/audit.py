@@ -31,14 +31,23 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PIL import Image
 
+from nsgan.common.atomic import atomic_write, atomic_write_bytes, atomic_write_text
 from nsgan.common.errors import ConfigError, DataError, OutputError
+from nsgan.common.outputs import ensure_writable
+from nsgan.data.imageio import list_images, read_image
+from nsgan.data.stream import read_manifest
+from nsgan.evaluate.audit_page import THUMBS, write_audit_page
+from nsgan.evaluate.evaluation import image_progress
+from nsgan.score.reports import overlay_factor, render_overlay
+from nsgan.score.scorer import Scorer
+from nsgan.share.html_page import check_page
 
 ROWS = "audit.jsonl"
 CSV = "audit.csv"
 SUSPECTS = "suspects.txt"
 SUMMARY = "audit.json"
-THUMBS = "thumbs"
 MASKS = "masks"
 DEFAULT_TOP = 5.0  # percent flagged on a model without a calibrated image threshold
 THUMB_SIDE = 160
@@ -74,8 +83,6 @@ def audit_folder(data: str | Path) -> Path:
         raise DataError(f"{data}: no such folder")
     manifest = data / "manifest.json" if data.is_dir() else data if data.name == "manifest.json" else None
     if manifest is not None and manifest.is_file():
-        from nsgan.data.stream import read_manifest
-
         root = read_manifest(manifest).get("inputs", {}).get("normal")
         if not root:
             raise DataError(f"{manifest}: names no normal-images folder (inputs.normal)")
@@ -122,9 +129,6 @@ def _read_rows(path: Path) -> tuple[dict | None, list[AuditRow]]:
 
 def _prepare_out(out: Path, header: dict, overwrite: bool) -> list[AuditRow]:
     """Rows an earlier run of the same audit left (resume), after checking OUT may be written."""
-    from nsgan.score.scorer import ensure_writable
-    from nsgan.share.html_page import check_page
-
     rows_file = out / ROWS
     if rows_file.exists() and overwrite:
         rows_file.unlink()
@@ -157,11 +161,6 @@ def _largest(regions) -> tuple[list[int] | None, int]:
 
 def _thumb(path: Path, image: np.ndarray, result, dest: Path) -> None:
     """A small overlay JPEG of the image with its map and regions."""
-    from PIL import Image
-
-    from nsgan.common.atomic import atomic_write
-    from nsgan.score.reports import overlay_factor, render_overlay
-
     h, w = image.shape[:2]
     factor = overlay_factor(h, w, 2 * THUMB_SIDE)
     small = image[::factor, ::factor]
@@ -174,10 +173,6 @@ def _thumb(path: Path, image: np.ndarray, result, dest: Path) -> None:
 
 
 def _mask(result, dest: Path) -> None:
-    from PIL import Image
-
-    from nsgan.common.atomic import atomic_write
-
     m = (result.map > float(result.thresholds["pixel"])).astype(np.uint8) * 255
     dest.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(dest, lambda p: Image.fromarray(m).save(p, format="PNG"))
@@ -196,9 +191,6 @@ def choose_suspects(rows: list[AuditRow], image_threshold: float | None, top: fl
 
 
 def _write_outputs(out: Path, rows: list[AuditRow], suspects: list[AuditRow], rule: str, header: dict, skipped: int) -> None:
-    from nsgan.common.atomic import atomic_write_bytes, atomic_write_text
-    from nsgan.evaluate.audit_page import write_audit_page
-
     flagged = {r.path for r in suspects}
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
@@ -221,10 +213,6 @@ def audit(model: str | Path | None, data: str | Path, out: str | Path, *, top: f
     Resumes from OUT/audit.jsonl when an earlier run of the same model and settings left one. Raises
     DataError naming the folder or image, OutputError for OUT, ConfigError for `top`.
     """
-    from nsgan.data.imageio import list_images, read_image
-    from nsgan.evaluate.evaluation import _progress
-    from nsgan.score.scorer import Scorer
-
     if top is not None and not (0.0 < float(top) <= 100.0):
         raise ConfigError(f"--top: {top} is not a percentage in (0, 100]")
     root = audit_folder(data)
@@ -245,7 +233,7 @@ def audit(model: str | Path | None, data: str | Path, out: str | Path, *, top: f
         if not rows:
             fh.write(json.dumps(header) + "\n")
             fh.flush()
-        prog, task = _progress(progress, len(images), "audit")
+        prog, task = image_progress(progress, len(images), "audit")
         prog.update(task, completed=len(images) - len(todo))
         with prog:
             for path, res in zip(todo, scorer.score_all(todo)):
@@ -262,6 +250,6 @@ def audit(model: str | Path | None, data: str | Path, out: str | Path, *, top: f
                 prog.advance(task)
     present = {p.relative_to(root).as_posix() for p in images}
     kept = sorted((r for r in rows if r.path in present), key=lambda r: (-r.score, r.path))
-    suspects, rule = choose_suspects(kept, scorer.thresholds.get("image"), top)
+    suspects, rule = choose_suspects(kept, scorer.calibration.image, top)
     _write_outputs(out, kept, suspects, rule, header, skipped=len(rows) - len(kept))
     return AuditResult(out, kept, [r.path for r in suspects], rule, len(todo))

@@ -6,7 +6,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from nsgan.common.atomic import atomic_write_text
 from nsgan.share.html_page import GENERATOR, PAGE, _now, _num, _page, _settings, _settings_table, data_uri, text
+
+THUMBS = "thumbs"  # OUT's folder of overlay thumbnails, <row id>.jpg (nsgan.evaluate.audit writes them)
 
 # Ticking rows rewrites the download link's data: URI (one relative path a line), so the file saved is
 # exactly what is ticked; the counter says how many.
@@ -39,8 +42,6 @@ THUMBS_ON_PAGE = 500  # overlays embedded for the highest rows only: a page of 5
 
 
 def _row(rank: int, row, suspect: bool, out_dir: Path) -> str:
-    from nsgan.evaluate.audit import THUMBS
-
     thumb_file = out_dir / THUMBS / f"{row.id}.jpg"
     if rank > THUMBS_ON_PAGE:
         img = f'<a href="./{THUMBS}/{thumb_file.name}">overlay</a>'
@@ -85,6 +86,4 @@ def render_audit_page(out_dir: str | Path, rows, suspects: set[str], rule: str, 
 
 
 def write_audit_page(out_dir: str | Path, rows, suspects: set[str], rule: str, header: dict) -> Path:
-    from nsgan.common.atomic import atomic_write_text
-
     return atomic_write_text(Path(out_dir) / PAGE, render_audit_page(out_dir, rows, suspects, rule, header))

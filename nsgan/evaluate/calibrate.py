@@ -9,12 +9,14 @@ stored with the thresholds, since scores depend on them; scoring warns when they
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
 from nsgan.common.errors import DataError
 from nsgan.data.imageio import IMAGE_SUFFIXES, MASK_SUFFIX, read_image
+from nsgan.score.postprocess import Calibration
 from nsgan.score.scorer import Scorer
 
 SAMPLES_PER_IMAGE = 200_000  # map values kept per normal image for the pixel quantile
@@ -47,7 +49,7 @@ def mask_for(image: Path, abnormal_root: Path, mask_root: Path) -> Path:
 
 def calibrate(scorer: Scorer, normal: list[Path], abnormal: list[Path] | None = None,
               masks: list[Path] | None = None, k: float = 3.0, pixel_quantile: float = 0.999) -> dict:
-    """Score the held-out sets and return the thresholds entry to store with the model."""
+    """Score the held-out sets and return the thresholds entry to store with the model (Calibration.to_dict())."""
     if not normal:
         raise DataError("calibration needs at least one normal image")
     n_scores, n_pixels = [], []
@@ -56,34 +58,36 @@ def calibrate(scorer: Scorer, normal: list[Path], abnormal: list[Path] | None = 
         flat = r.map.ravel()
         n_pixels.append(flat[:: max(1, flat.size // SAMPLES_PER_IMAGE)])
     n_scores_a, n_pix = np.array(n_scores), np.concatenate(n_pixels)
-    th: dict = {
-        "image": float(max(n_scores_a.mean() + k * n_scores_a.std(), n_scores_a.max())),
-        "image_method": f"max(mean + {k:g}·std, max) of {len(normal)} normal image scores",
-        "pixel": float(np.quantile(n_pix, pixel_quantile)),
-        "pixel_method": f"{pixel_quantile:g} quantile of normal map values",
-        "n_normal": len(normal),
-    }
+    cal = Calibration(
+        image=float(max(n_scores_a.mean() + k * n_scores_a.std(), n_scores_a.max())),
+        image_method=f"max(mean + {k:g}·std, max) of {len(normal)} normal image scores",
+        pixel=float(np.quantile(n_pix, pixel_quantile)),
+        pixel_method=f"{pixel_quantile:g} quantile of normal map values",
+        n_normal=len(normal),
+    )
     if abnormal:
-        a_scores, pos_pix, neg_pix = [], [], [n_pix]
-        for i, (p, r) in enumerate(zip(abnormal, scorer.score_all(abnormal))):
-            a_scores.append(r.score)
-            if masks:
-                m = read_image(masks[i])[:, :, 0] > 0.5
-                if m.shape != r.map.shape:
-                    raise DataError(f"{masks[i]}: mask is {m.shape[1]}×{m.shape[0]}, image {p} is {r.shape[1]}×{r.shape[0]}")
-                pos_pix.append(r.map[m])
-                neg_pix.append(r.map[~m])
-        th["image"], th["image_f1"] = best_f1_threshold(n_scores_a, np.array(a_scores))
-        th["image_method"] = f"best F1 over {len(normal)} normal and {len(abnormal)} abnormal images"
-        th["n_abnormal"] = len(abnormal)
+        cal = _with_abnormal(cal, scorer, abnormal, masks, n_scores_a, n_pix)
+    return replace(cal, search=scorer.options.search.to_dict(), map=scorer.map_settings(), stride=scorer.stride).to_dict()
+
+
+def _with_abnormal(cal: Calibration, scorer: Scorer, abnormal: list[Path], masks: list[Path] | None,
+                   n_scores: np.ndarray, n_pix: np.ndarray) -> Calibration:
+    """The image threshold by best F1 over both sets; with masks, the pixel threshold by best pixel F1 too."""
+    a_scores, pos_pix, neg_pix = [], [], [n_pix]
+    for i, (p, r) in enumerate(zip(abnormal, scorer.score_all(abnormal))):
+        a_scores.append(r.score)
         if masks:
-            pos, neg = np.concatenate(pos_pix), np.concatenate(neg_pix)
-            cands = np.unique(np.quantile(np.concatenate([pos, neg[:: max(1, neg.size // 1_000_000)]]), np.linspace(0, 1, 1025)))
-            th["pixel"], th["pixel_f1"] = best_f1_threshold(neg, pos, cands)
-            th["pixel_method"] = "best pixel F1 over the masks"
-    th["search"] = scorer.options.search.to_dict()
-    th["map"] = scorer.map_settings()
-    th["stride"] = scorer.stride
-    return th
-
-
+            m = read_image(masks[i])[:, :, 0] > 0.5
+            if m.shape != r.map.shape:
+                raise DataError(f"{masks[i]}: mask is {m.shape[1]}×{m.shape[0]}, image {p} is {r.shape[1]}×{r.shape[0]}")
+            pos_pix.append(r.map[m])
+            neg_pix.append(r.map[~m])
+    image, image_f1 = best_f1_threshold(n_scores, np.array(a_scores))
+    cal = replace(cal, image=image, image_f1=image_f1, n_abnormal=len(abnormal),
+                  image_method=f"best F1 over {len(n_scores)} normal and {len(abnormal)} abnormal images")
+    if masks:
+        pos, neg = np.concatenate(pos_pix), np.concatenate(neg_pix)
+        cands = np.unique(np.quantile(np.concatenate([pos, neg[:: max(1, neg.size // 1_000_000)]]), np.linspace(0, 1, 1025)))
+        pixel, pixel_f1 = best_f1_threshold(neg, pos, cands)
+        cal = replace(cal, pixel=pixel, pixel_f1=pixel_f1, pixel_method="best pixel F1 over the masks")
+    return cal

@@ -26,12 +26,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from PIL import Image, UnidentifiedImageError
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
 
+from nsgan.common.atomic import atomic_write_bytes, atomic_write_text
 from nsgan.common.errors import (  # printable: a non-UTF-8 file name is drawn as \xNN
     DataError,
     OutputError,
     printable,
 )
+from nsgan.common.outputs import ensure_writable
+from nsgan.data.bigimage import open_image
 from nsgan.data.imageio import IMAGE_SUFFIXES, MASK_SUFFIX, list_images, read_image
 from nsgan.evaluate.metrics import (
     AUPRO_MAX_FPR,
@@ -44,6 +50,10 @@ from nsgan.evaluate.metrics import (
     image_roc_curve,
     metric_rows,
 )
+from nsgan.evaluate.page import write_evaluate_page
+from nsgan.evaluate.plots import Case, plot_cases, plot_roc
+from nsgan.score.options import ScoreOptions
+from nsgan.score.scorer import Scorer
 
 GOOD = "good"
 OUTPUT_FILES = ("metrics.json", "scores.csv", "roc.png", "cases.png", "index.html")
@@ -115,13 +125,9 @@ def collect(data: str | Path) -> tuple[list[Item], bool]:
 def _header(path: Path) -> tuple[int, int, int]:
     """(height, width, channels) from the file header, without decoding the pixels."""
     if path.suffix.lower() in (".tif", ".tiff"):
-        from nsgan.data.bigimage import open_image
-
         with open_image(path) as src:
             h, w = src.shape
             return h, w, src.channels
-    from PIL import Image, UnidentifiedImageError
-
     try:
         with Image.open(path) as im:
             w, h = im.size
@@ -157,26 +163,11 @@ def _check_out(out: Path, overwrite: bool) -> None:
         for name in OUTPUT_FILES:
             if (out / name).exists():
                 raise OutputError(f"{out / name}: exists (use --overwrite to replace it)")
-    from nsgan.score.scorer import ensure_writable
-
     ensure_writable(out)
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    from nsgan.common.atomic import atomic_write_text
-
-    atomic_write_text(path, text)
-
-
-def _progress(enabled: bool, total: int, label: str = "evaluate"):
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeRemainingColumn,
-    )
-
+def image_progress(enabled: bool, total: int, label: str = "evaluate"):
+    """(Progress, task) counting images (evaluate, audit); a disabled Progress when not `enabled`."""
     prog = Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), TextColumn("images"),
                     TimeRemainingColumn(), disable=not enabled)
     return prog, prog.add_task(label, total=total)
@@ -185,9 +176,6 @@ def _progress(enabled: bool, total: int, label: str = "evaluate"):
 def evaluate(model: str | Path, data: str | Path, out: str | Path, options=None, *, overwrite: bool = False,
              bins: int = DEFAULT_BINS, n_cases: int = 2, progress: bool = False, scorer=None) -> dict:
     """Score every test image of `data` with `model`, write OUT's files, return the metrics dict."""
-    from nsgan.score.options import ScoreOptions
-    from nsgan.score.scorer import Scorer
-
     data, out = Path(data), Path(out)
     items, use_masks = collect(data)
     _check_out(out, overwrite)
@@ -201,7 +189,7 @@ def evaluate(model: str | Path, data: str | Path, out: str | Path, options=None,
     rng = ScoreRange()
     tmp = Path(tempfile.mkdtemp(prefix=".nsgan-eval-", dir=out))
     try:
-        prog, task = _progress(progress, len(items))
+        prog, task = image_progress(progress, len(items))
         with prog:
             for i, res in enumerate(scorer.score_all([it.path for it in items])):  # small images share batches
                 scores[i] = res.score
@@ -215,7 +203,7 @@ def evaluate(model: str | Path, data: str | Path, out: str | Path, options=None,
         metrics: dict = {
             "data": str(data), "model": str(model),
             "model_sha256": getattr(scorer, "model_sha256", None),
-            "model_thresholds": {k: scorer.thresholds[k] for k in ("image", "pixel") if scorer.thresholds.get(k) is not None},
+            "model_thresholds": _model_thresholds(scorer),
             "image": {"auroc": image_auroc(scores, labels), "f1": f1, "f1_threshold": thr,
                       "per_type_auroc": auroc_per_type(scores, kinds, good=GOOD),
                       "n_good": int((~labels).sum()), "n_defective": int(labels.sum())},
@@ -235,21 +223,23 @@ def evaluate(model: str | Path, data: str | Path, out: str | Path, options=None,
         metrics["seconds"]["total"] = time.perf_counter() - t0
 
         _write_scores(out / "scores.csv", items, scores, data)
-        _write_atomic(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+        atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
         curves = {"image": (*image_roc_curve(scores, labels)[:2], metrics["image"]["auroc"])}
         if pixel is not None:
             fpr, tpr, _ = pixel.roc_curve()
             curves["pixel"] = (fpr, tpr, metrics["pixel"]["pixel_auroc"])
-        from nsgan.evaluate.plots import plot_cases, plot_roc
-
         plot_roc(out / "roc.png", curves, AUPRO_MAX_FPR if pixel is not None else None, title=f"ROC: {data.name}")
         plot_cases(out / "cases.png", _cases(items, scores, tmp, n_cases), title=f"{data.name}: best and worst cases")
-        from nsgan.evaluate.page import write_evaluate_page
-
         write_evaluate_page(out)  # last: the page shows the files above
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return metrics
+
+
+def _model_thresholds(scorer) -> dict:
+    """The model's calibrated image and pixel thresholds (those it has), for the record: evaluate uses neither."""
+    cal = scorer.calibration
+    return {k: v for k, v in (("image", cal.image), ("pixel", cal.pixel)) if v is not None}
 
 
 def _write_scores(path: Path, items: list[Item], scores: np.ndarray, data: Path) -> None:
@@ -258,8 +248,6 @@ def _write_scores(path: Path, items: list[Item], scores: np.ndarray, data: Path)
     w.writerow(["path", "label", "defect_type", "score"])
     for it, s in zip(items, scores):
         w.writerow([it.path.relative_to(data).as_posix(), int(it.defective), it.kind, f"{s:.6g}"])
-    from nsgan.common.atomic import atomic_write_bytes
-
     # surrogateescape: a file name that is not UTF-8 goes into the CSV as its own bytes, so the row names the file
     atomic_write_bytes(path, buf.getvalue().encode("utf-8", "surrogateescape"))
 
@@ -283,8 +271,6 @@ def pick_cases(scores: np.ndarray, labels: np.ndarray, n: int) -> list[tuple[int
 
 
 def _cases(items: list[Item], scores: np.ndarray, tmp: Path, n: int):
-    from nsgan.evaluate.plots import Case
-
     labels = np.array([it.defective for it in items])
     cases = []
     for i, why in pick_cases(scores, labels, n):
@@ -300,8 +286,6 @@ def _cases(items: list[Item], scores: np.ndarray, tmp: Path, n: int):
 
 
 def summary_table(metrics: dict):
-    from rich.table import Table
-
     t = Table(title=f"nsgan evaluate: {metrics['data']}")
     t.add_column("figure")
     t.add_column("value", justify="right")

@@ -25,6 +25,7 @@ import itertools
 from collections.abc import Hashable, Sequence
 
 import numpy as np
+from skimage.measure import label as label_regions
 
 from nsgan.common.errors import DataError
 
@@ -179,9 +180,7 @@ class PixelMetrics:
         self.pos += np.bincount(b[gt], minlength=self.bins)
         self.neg += np.bincount(b[~gt], minlength=self.bins)
         if regions is None:
-            from skimage.measure import label
-
-            regions = label(gt, connectivity=2)
+            regions = label_regions(gt, connectivity=2)
             image_id = ("auto", self._uid, self._images)
         else:
             regions = np.asarray(regions)

@@ -11,6 +11,7 @@ from typing import Any
 from urllib.parse import quote
 
 from nsgan.common.atomic import atomic_write_text
+from nsgan.evaluate.metrics import metric_rows
 from nsgan.share.html_page import (
     GENERATOR,
     PAGE,
@@ -33,8 +34,6 @@ def _read_scores_csv(path: Path) -> list[dict]:
 
 def render_evaluate_page(out_dir: str | Path, metrics: dict, scores: list[dict], figures: dict[str, bytes | None]) -> str:
     """The HTML of the evaluate page: settings, the metrics table, ROC and cases figures, per-image scores."""
-    from nsgan.evaluate.metrics import metric_rows
-
     out_dir = Path(out_dir)
     data = Path(str(metrics.get("data", "")))
     title = f"nsgan evaluate: {data.name}"

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
+from nsgan.common.atomic import atomic_write
+
 
 @dataclass
 class Case:
@@ -23,7 +25,7 @@ class Case:
 
 
 def _figure(*args, **kwargs):
-    import matplotlib
+    import matplotlib  # deferred: ~1 s to import, and only the figures need it
 
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
@@ -32,9 +34,7 @@ def _figure(*args, **kwargs):
 
 
 def _save(fig, path: Path) -> Path:
-    import matplotlib.pyplot as plt
-
-    from nsgan.common.atomic import atomic_write
+    import matplotlib.pyplot as plt  # deferred, as in _figure
 
     path = Path(path)
     try:

@@ -1,4 +1,4 @@
-"""Post-processing of anomaly maps: Gaussian smoothing streamed row by row, and image-score rules.
+"""Anomaly maps: the per-tile residual the scorer blends, and the Gaussian smoothing of blended maps, row by row.
 
 A micro-defect is a few dozen pixels of a tile of thousands, so a tile-mean loss hides it; the
 common practice (anomalib and most of the literature) is to smooth the pixel map and take the
@@ -10,25 +10,24 @@ mode="reflect", truncate=4)` gives on the whole map.
 from __future__ import annotations
 
 import numpy as np
+import torch
+import torch.nn.functional as F
 from scipy.ndimage import gaussian_filter1d
 
-IMAGE_SCORES = ("map_max", "tile")  # the max of the (smoothed) map, or the highest tile loss (AnoGAN's)
-# |x − G(z)|; the same with its local mean (Gaussian, DETAIL_SIGMA) taken out; or the comparator C's defect
-# probability, sigmoid(C(x, G(z))) (nsgan/models/comparator.py; only for a model that holds C)
-RESIDUALS = ("pixel", "detail", "comparator")
-DETAIL_SIGMA = 1.0
+from nsgan.score.choices import ImageScore, Residual
+
+IMAGE_SCORES = ImageScore.values()
+RESIDUALS = Residual.values(auto=False)  # what a tile's map can be; `auto` is resolved before any map is made
+DETAIL_SIGMA = 1.0  # the local mean the detail residual takes out (Gaussian σ, px)
 TRUNCATE = 4.0
 
 
-def detail_residual(x: "torch.Tensor", rec: "torch.Tensor", sigma: float = DETAIL_SIGMA) -> "torch.Tensor":
+def detail_residual(x: torch.Tensor, rec: torch.Tensor, sigma: float = DETAIL_SIGMA) -> torch.Tensor:
     """(N, T, T) map of |d − blur(d)| / 2 with d = x − rec, mean over channels (x, rec in [-1, 1]).
 
     A reconstruction that gets the texture roughly right but not every edge leaves broad, smooth
     residuals; a micro-defect is sharp. Taking the residual's local mean out keeps what is sharp.
     """
-    import torch
-    import torch.nn.functional as F
-
     d = (x - rec).float()
     n, c, h, w = d.shape
     k = torch.from_numpy(gaussian_weights(sigma)).float().to(d.device)
@@ -40,22 +39,20 @@ def detail_residual(x: "torch.Tensor", rec: "torch.Tensor", sigma: float = DETAI
     return (flat - b).abs().reshape(n, c, h, w).mean(1) / 2.0
 
 
-def tile_residual(x: "torch.Tensor", rec: "torch.Tensor | None", kind: str, comparator: "torch.nn.Module | None" = None) -> "torch.Tensor":
+def tile_residual(x: torch.Tensor, rec: torch.Tensor | None, kind: Residual, comparator: torch.nn.Module | None = None) -> torch.Tensor:
     """The per-tile map (N, T, T) of `kind` (RESIDUALS) for tiles x and reconstructions rec in [-1, 1].
 
     What the scorer blends; the torch path and the ONNX export (nsgan/share/onnx_export.py) both call this.
     `comparator`: the model's C, needed for kind `comparator` (its map is a probability in [0, 1]; a C
     whose reference is not the reconstruction ignores rec, which may then be None).
     """
-    if kind == "comparator":
-        import torch
-
+    if kind == Residual.COMPARATOR:
         if comparator is None:
             raise ValueError("residual 'comparator' needs the model's comparator")
         return torch.sigmoid(comparator(x.float(), rec.float() if rec is not None else None).float())[:, 0]
-    if kind == "pixel":
+    if kind == Residual.PIXEL:
         return (x.float() - rec.float()).abs().mean(1) / 2.0
-    if kind == "detail":
+    if kind == Residual.DETAIL:
         return detail_residual(x, rec)
     raise ValueError(f"residual must be one of {RESIDUALS}, got {kind!r}")
 

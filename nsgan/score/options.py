@@ -1,39 +1,44 @@
-"""ScoreOptions: how an image is cut, inverted and turned into a map and an image score (a frozen, validated record)."""
+"""ScoreOptions: how an image is cut, inverted and turned into a map and an image score (a frozen, validated record),
+and their resolution for one model: `auto` becomes the mode and residual that model is scored with."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import Any
 
-from nsgan.common.errors import ConfigError
-from nsgan.score.maps import IMAGE_SCORES, RESIDUALS
-from nsgan.score.search import AUTO, SearchConfig
+from nsgan.common.errors import ConfigError, ModelError
+from nsgan.score.choices import AUTO, ImageScore, Inversion, Residual
+from nsgan.score.search import SearchConfig
 
 # `--residual auto` (the default): AUTO_WITHOUT_COMPARATOR for a model without C; for a model with C,
 # AUTO_WITH_COMPARATOR. Measured (docs/comparator.md, tests/test_comparator.py, tests/test_audit.py): a
 # trained C's map beat the detail residual of the same model in every comparison made, so a model
 # that carries a C is scored with it.
-AUTO_WITHOUT_COMPARATOR = "detail"
-AUTO_WITH_COMPARATOR = "comparator"
-RESIDUAL_CHOICES = (AUTO, *RESIDUALS)
+AUTO_WITHOUT_COMPARATOR = Residual.DETAIL
+AUTO_WITH_COMPARATOR = Residual.COMPARATOR
+RESIDUAL_CHOICES = Residual.values()
 
 
-def resolve_residual(residual: str, has_comparator: bool) -> str:
+def resolve_residual(residual: Residual | str, has_comparator: bool) -> Residual:
     """`auto` -> the measured default for a model with or without a comparator; anything else as given."""
     if residual != AUTO:
-        return residual
+        return Residual(residual)
     return AUTO_WITH_COMPARATOR if has_comparator else AUTO_WITHOUT_COMPARATOR
 
 
 def comparator_runs_alone(reference: str | None, options: "ScoreOptions") -> bool:
     """True when the map is a C whose reference is not G(E(x)) and the image score is the map's: scoring then needs
     neither E nor G (the torch scorer skips them; ONNX's graph would run them, so `auto` keeps such a model on torch)."""
-    return (options.residual == "comparator" and reference not in (None, "reconstruction")
-            and options.image_score != "tile")
+    return (options.residual == Residual.COMPARATOR and reference not in (None, "reconstruction")
+            and options.image_score != ImageScore.TILE)
 
 
 @dataclass(frozen=True)
 class ScoreOptions:
-    """How an image is cut and searched; defaults follow DESIGN.md (overlap of half a tile)."""
+    """How an image is cut and searched; by default whole tiles (no overlap), the measured map defaults below.
+
+    `residual` and `image_score` are held as their enums (nsgan/score/choices.py); strings are accepted.
+    """
 
     # None: a whole tile. Measured (README "Inversion"): half-tile overlap costs 4x the tiles for
     # +0.04 image / +0.002 pixel AUROC in encoder mode on the textures protocol.
@@ -48,10 +53,10 @@ class ScoreOptions:
     # Map defaults chosen by measurement (README "Inversion"): the detail residual smoothed by σ = 1 px
     # gave the best pixel AUROC and AUPRO for every inversion mode on the textures protocol.
     # pixel: |x − G(z)|; detail: the residual's sharp part (maps.detail_residual); comparator: C's map (a model
-    # with C); auto: resolve_residual (detail, or AUTO_WITH_COMPARATOR for a model with C). The Scorer resolves it.
-    residual: str = AUTO
+    # with C); auto: resolve_residual (detail, or AUTO_WITH_COMPARATOR for a model with C). resolve_options resolves it.
+    residual: Residual = Residual.AUTO
     map_sigma: float = 1.0  # Gaussian smoothing of the blended map, in pixels (0: none)
-    image_score: str = "map_max"  # map_max: the max of the (smoothed) map; tile: the highest tile loss
+    image_score: ImageScore = ImageScore.MAP_MAX  # map_max: the max of the (smoothed) map; tile: the highest tile loss
 
     def __post_init__(self):
         for key, ok in {
@@ -62,8 +67,32 @@ class ScoreOptions:
             "overlay_max_side": self.overlay_max_side >= 16,
             "min_region_area": self.min_region_area >= 1,
             "map_sigma": 0.0 <= self.map_sigma <= 64,
-            "image_score": self.image_score in IMAGE_SCORES,
-            "residual": self.residual in RESIDUAL_CHOICES,
         }.items():
             if not ok:
                 raise ConfigError(f"{key}: invalid value {getattr(self, key)!r}")
+        object.__setattr__(self, "image_score", ImageScore.parse(self.image_score, "image_score"))
+        object.__setattr__(self, "residual", Residual.parse(self.residual, "residual"))
+
+
+def resolve_options(options: ScoreOptions | None, *, name: str, has_encoder: bool, has_comparator: bool,
+                    network: Any = None) -> ScoreOptions:
+    """The concrete options a model is scored with: `auto` inversion and residual resolved, each checked
+    against what the model (or the per-tile `network`, e.g. an ONNX export) can compute.
+
+    ModelError when the model lacks what the options ask for (a comparator, an encoder); the network's
+    own `check_options` says what it does not compute.
+    """
+    options = options or ScoreOptions()
+    search = options.search.resolved(has_encoder or network is not None)
+    if network is not None and options.residual == Residual.AUTO and isinstance(getattr(network, "meta", None), dict):
+        options = replace(options, residual=network.meta.get("residual", AUTO))  # what the exported graph computes
+    options = replace(options, residual=resolve_residual(options.residual, has_comparator))
+    if options.residual == Residual.COMPARATOR and not has_comparator:
+        raise ModelError(f"{name}: holds no comparator, so --residual comparator cannot run; train one with "
+                         f"`nsgan train-comparator --model {name} comparator.kimg=N` or score with --residual detail")
+    if network is not None:
+        network.check_options(replace(options, search=search))
+    elif search.mode != Inversion.SEARCH and not has_encoder:
+        raise ModelError(f"{name}: holds no encoder, so inversion mode '{search.mode}' cannot run; train one with "
+                         f"`nsgan train-encoder --model {name} encoder.kimg=N` or score with --inversion search")
+    return replace(options, search=search)

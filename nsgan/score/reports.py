@@ -1,105 +1,23 @@
-"""What a user looks at: anomalous regions, a downscaled heat overlay PNG, and the JSON report.
+"""What a user looks at: a downscaled heat overlay PNG and the JSON report of a scored image file.
 
-Regions are found by streaming connected components over the map, band by band, with labels
-joined across band borders, so they are exact at full resolution even for a gigapixel map that
-never fits in memory. The overlay is built from a block-reduced copy of image and map (mean of
-the image, max of the map, so a one-pixel defect stays visible after downscaling).
+The overlay is built from a block-reduced copy of image and map (mean of the image, max of the map,
+so a one-pixel defect stays visible after downscaling); regions (nsgan/score/regions.py) are boxed on it.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
-from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+from PIL import Image, ImageDraw
+from scipy import ndimage
 
 from nsgan.common.atomic import atomic_write, atomic_write_json
-
-
-@dataclass
-class Region:
-    """A connected area of the map above the pixel threshold (8-connectivity), in full-image pixels."""
-
-    bbox: tuple[int, int, int, int]  # x0, y0, x1, y1; end exclusive
-    area: int  # pixels above threshold
-    peak: float  # highest map value inside
-    peak_xy: tuple[int, int]
-
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["bbox"], d["peak_xy"] = list(self.bbox), list(self.peak_xy)
-        return d
-
-
-class _UnionFind:
-    def __init__(self):
-        self.parent: list[int] = []
-
-    def add(self, n: int) -> None:
-        self.parent.extend(range(len(self.parent), len(self.parent) + n))
-
-    def find(self, a: int) -> int:
-        p = self.parent
-        while p[a] != a:
-            p[a] = p[p[a]]
-            a = p[a]
-        return a
-
-    def union(self, a: int, b: int) -> None:
-        ra, rb = self.find(a), self.find(b)
-        if ra != rb:
-            self.parent[max(ra, rb)] = min(ra, rb)
-
-
-def find_regions(blocks: Iterable[tuple[int, np.ndarray]], threshold: float, min_area: int = 1) -> list[Region]:
-    """Regions of `map > threshold` from (first row, rows) blocks given top to bottom; sorted by peak, highest first."""
-    from scipy import ndimage
-
-    uf = _UnionFind()
-    stats: list[list] = []  # per global label: area, x0, y0, x1, y1, peak, px, py
-    prev_last: np.ndarray | None = None
-    eight = np.ones((3, 3), dtype=bool)
-    for y0, rows in blocks:
-        lab, n = ndimage.label(rows > threshold, structure=eight)
-        base = len(stats)
-
-        def glob(row: np.ndarray) -> np.ndarray:  # local labels -> global ids (-1: background)
-            return np.where(row > 0, row.astype(np.int64) + base - 1, -1)
-
-        if n:
-            uf.add(n)
-            ids = np.arange(1, n + 1)
-            area = np.bincount(lab.ravel(), minlength=n + 1)[1:]
-            peaks = ndimage.maximum(rows, lab, ids)
-            ppos = ndimage.maximum_position(rows, lab, ids)
-            for k, sl in enumerate(ndimage.find_objects(lab)):
-                stats.append([int(area[k]), sl[1].start, y0 + sl[0].start, sl[1].stop, y0 + sl[0].stop,
-                              float(peaks[k]), int(ppos[k][1]), y0 + int(ppos[k][0])])
-        if prev_last is not None and rows.shape[0]:
-            first, w = glob(lab[0]), rows.shape[1]
-            for d in (-1, 0, 1):  # 8-connectivity across the band border
-                a = prev_last[max(0, d) : w + min(0, d)]
-                b = first[max(0, -d) : w + min(0, -d)]
-                for i, j in {(int(i), int(j)) for i, j in zip(a, b) if i >= 0 and j >= 0}:
-                    uf.union(i, j)
-        if rows.shape[0]:
-            prev_last = glob(lab[-1])
-
-    merged: dict[int, list] = {}
-    for g, s in enumerate(stats):
-        root = uf.find(g)
-        m = merged.get(root)
-        if m is None:
-            merged[root] = list(s)
-            continue
-        m[0] += s[0]
-        m[1], m[2], m[3], m[4] = min(m[1], s[1]), min(m[2], s[2]), max(m[3], s[3]), max(m[4], s[4])
-        if s[5] > m[5]:
-            m[5], m[6], m[7] = s[5], s[6], s[7]
-    regions = [Region((m[1], m[2], m[3], m[4]), m[0], m[5], (m[6], m[7])) for m in merged.values() if m[0] >= min_area]
-    return sorted(regions, key=lambda r: (-r.peak, -r.area))
+from nsgan.common.stopwatch import StageClock
+from nsgan.score.regions import Region
+from nsgan.score.result import ScoreResult
 
 
 class Downscaler:
@@ -164,15 +82,11 @@ INFERNO_LUT_HEX = (  # matplotlib's "inferno" at 256 levels, RGB bytes: baked in
 
 def inner_boundary(mask: np.ndarray) -> np.ndarray:
     """Pixels of `mask` with a 4-neighbour outside it (skimage's find_boundaries(mode="inner"); the image edge is no boundary)."""
-    from scipy import ndimage
-
     return mask & ~ndimage.binary_erosion(mask, ndimage.generate_binary_structure(2, 1), border_value=1)
 
 
 def render_overlay(image: np.ndarray, amap: np.ndarray, regions: list[Region], factor: int, threshold: float) -> np.ndarray:
     """uint8 RGB: the downscaled image in gray/colour, heat colours where the map is high, regions boxed."""
-    from PIL import Image, ImageDraw
-
     vmax = 2.0 * threshold if threshold > 0 else float(amap.max() or 1.0)
     level = (np.clip(amap / vmax, 0.0, 1.0) * 255).astype(np.uint8)
     lut = np.frombuffer(bytes.fromhex("".join(INFERNO_LUT_HEX)), np.uint8).reshape(256, 3).astype(np.float32) / 255
@@ -194,10 +108,21 @@ def render_overlay(image: np.ndarray, amap: np.ndarray, regions: list[Region], f
 
 
 def write_overlay(path: str | Path, rgb: np.ndarray) -> None:
-    from PIL import Image
-
     atomic_write(Path(path), lambda p: Image.fromarray(rgb).save(p, format="PNG", compress_level=1))  # fast; a heat map PNG stays small
 
 
 def write_json(path: str | Path, data: dict) -> None:
     atomic_write_json(Path(path), data)
+
+
+def timing_record(clock: StageClock, height: int, width: int, wall: float, backend: str, device: Any) -> dict[str, Any]:
+    """Where one image's time went (stage seconds, exclusive), its wall time and megapixels per second."""
+    mp = height * width / 1e6
+    return {"seconds": clock.summary(wall), "wall_s": round(wall, 4), "megapixels": round(mp, 6),
+            "mp_per_s": round(mp / wall, 4) if wall > 0 else None, "backend": backend, "device": str(device)}
+
+
+def file_report(result: ScoreResult, source: str, settings: dict[str, Any], overlay: dict[str, Any]) -> dict[str, Any]:
+    """The JSON report of a scored image file: the result, then what it was scored with (`settings`: model,
+    its sha256, search, map settings, tiling), then the overlay; the caller adds the timing last."""
+    return {**result.report(source), **settings, "overlay": overlay}

@@ -22,12 +22,14 @@ import numpy as np
 import torch
 
 from nsgan.common.errors import ConfigError
+from nsgan.score.choices import AUTO, Inversion, Precision
 
-PRECISIONS = ("fp32", "bf16")
-MODES = ("search", "encoder", "refine")
-AUTO = "auto"  # the best measured mode the model allows: AUTO_WITH_ENCODER if it has an encoder, else search
-AUTO_WITH_ENCODER = "encoder"  # best quality per second measured (README "Inversion"); refine adds little here
-DEFAULT_STEPS = {"search": 500, "encoder": 0, "refine": 5}  # AnoGAN's 500; refine 20 measured no better than 5
+PRECISIONS = Precision.values()
+MODES = Inversion.values(auto=False)
+AUTO_WITH_ENCODER = Inversion.ENCODER  # best quality per second measured (README "Inversion"); refine adds little here
+# AnoGAN's 500; refine 20 measured no better than 5
+DEFAULT_STEPS = {Inversion.SEARCH: 500, Inversion.ENCODER: 0, Inversion.REFINE: 5}
+ONE_START = (Inversion.ENCODER, Inversion.REFINE)  # modes whose one start is E(x)
 
 
 @dataclass(frozen=True)
@@ -36,45 +38,45 @@ class SearchConfig:
 
     `iterations=None` takes the mode's default (DEFAULT_STEPS). In `encoder` mode there are no
     steps; `encoder` and `refine` use one start (E(x)), so `restarts` only applies to `search`.
+    `mode` and `precision` are held as their enums (nsgan/score/choices.py); strings are accepted.
     """
 
-    mode: str = AUTO
+    mode: Inversion = Inversion.AUTO
     iterations: int | None = None
     lr: float = 0.05
     lam: float = 0.1
     restarts: int = 3
     patience: int = 25  # steps without relative improvement > min_improvement before a start stops
     min_improvement: float = 1e-4
-    precision: str = "fp32"
+    precision: Precision = Precision.FP32
     seed: int = 0
 
     def __post_init__(self):
-        if self.mode not in (AUTO, *MODES):
-            raise ConfigError(f"search.mode: invalid value {self.mode!r} (one of {AUTO}, {', '.join(MODES)})")
-        if self.mode != AUTO:
-            steps = DEFAULT_STEPS[self.mode] if self.iterations is None or self.mode == "encoder" else self.iterations
+        object.__setattr__(self, "mode", Inversion.parse(self.mode, "search.mode", listed=True))
+        if self.mode != Inversion.AUTO:
+            steps = DEFAULT_STEPS[self.mode] if self.iterations is None or self.mode == Inversion.ENCODER else self.iterations
             object.__setattr__(self, "iterations", steps)
-        if self.mode in ("encoder", "refine"):
+        if self.mode in ONE_START:
             object.__setattr__(self, "restarts", 1)
         checks = {
             # 0 steps only where E gives the start; `auto` may mean search, so it needs ≥ 1 too
-            "iterations": self.iterations is None or self.iterations >= (0 if self.mode in ("encoder", "refine") else 1),
+            "iterations": self.iterations is None or self.iterations >= (0 if self.mode in ONE_START else 1),
             "lr": self.lr > 0,
             "lam": 0.0 <= self.lam <= 1.0,
             "restarts": self.restarts >= 1,
             "patience": self.patience >= 1,
             "min_improvement": self.min_improvement >= 0,
-            "precision": self.precision in PRECISIONS,
         }
         for key, ok in checks.items():
             if not ok:
                 raise ConfigError(f"search.{key}: invalid value {getattr(self, key)!r}")
+        object.__setattr__(self, "precision", Precision.parse(self.precision, "search.precision"))
 
     def resolved(self, has_encoder: bool) -> "SearchConfig":
         """The concrete settings for a model with or without an encoder (`auto` picks the mode)."""
-        if self.mode != AUTO:
+        if self.mode != Inversion.AUTO:
             return self
-        mode = AUTO_WITH_ENCODER if has_encoder else "search"
+        mode = AUTO_WITH_ENCODER if has_encoder else Inversion.SEARCH
         return SearchConfig(**{**asdict(self), "mode": mode})
 
     def to_dict(self) -> dict:
@@ -116,11 +118,11 @@ class LatentSearch:
         self.E = encoder.eval().requires_grad_(False) if encoder is not None else None
         self.config = (config or SearchConfig()).resolved(encoder is not None)
         self.latent_dim = int(generator.latent_dim)
-        if self.config.mode != "search" and self.E is None:
+        if self.config.mode != Inversion.SEARCH and self.E is None:
             raise ValueError(f"inversion mode {self.config.mode!r} needs an encoder")
 
     def _autocast(self, device: torch.device):
-        if self.config.precision == "bf16":
+        if self.config.precision == Precision.BF16:
             return torch.autocast(device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
@@ -167,7 +169,7 @@ class LatentSearch:
         n, r = x.shape[0], cfg.restarts
         if len(tile_ids) != n:
             raise ValueError(f"{len(tile_ids)} tile ids for {n} tiles")
-        if cfg.mode == "encoder":  # one pass, no graph: the fast path
+        if cfg.mode == Inversion.ENCODER:  # one pass, no graph: the fast path
             return self.encoder_pass(x, tile_losses)
         device = x.device
         x = x.float()
@@ -175,7 +177,7 @@ class LatentSearch:
             fx = self.D.features(x).float()
         xr, fxr = x.repeat_interleave(r, 0), fx.repeat_interleave(r, 0)
 
-        if cfg.mode == "refine":
+        if cfg.mode == Inversion.REFINE:
             z = self._encode(x)
         else:
             z = start_latents(tile_ids, r, self.latent_dim, cfg.seed).to(device)

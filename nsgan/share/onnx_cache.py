@@ -21,16 +21,26 @@ from __future__ import annotations
 
 import os
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import tifffile
+import torch
+from PIL import Image
 
 from nsgan import __version__
 from nsgan.common.errors import ConfigError, NsganError
-from nsgan.score.options import ScoreOptions, comparator_runs_alone
+from nsgan.data.tiling import TileGrid
+from nsgan.models.model_file import load_model, read_metadata
+from nsgan.score.choices import Backend, ImageScore, Inversion, Precision
+from nsgan.score.loading import resolve_pretrained
+from nsgan.score.options import ScoreOptions, comparator_runs_alone, resolve_residual
+from nsgan.score.scorer import Scorer
+from nsgan.share import onnx_export  # by module: tests swap export_onnx and torch_tile_outputs there
 
-BACKENDS = ("auto", "torch", "onnx")
+BACKENDS = Backend.values()
 BACKEND_ENV = "NSGAN_SCORE_BACKEND"
 CACHE_ENV = "NSGAN_CACHE_DIR"
 ONNX_MIN_TILES = 4096  # tiles in a job before auto pays for an export: a 2048² image of 32-px tiles, where cold ≈ torch and warm is faster (docs/benchmarks.md)
@@ -47,25 +57,19 @@ def cache_root() -> Path:
 
 
 def cache_file(sha256: str, options: ScoreOptions, opset: int) -> Path:
-    lam = f"-lam{options.search.lam:g}" if options.image_score == "tile" else ""
+    lam = f"-lam{options.search.lam:g}" if options.image_score == ImageScore.TILE else ""
     return cache_root() / sha256 / f"tile-{options.residual}-{options.image_score}{lam}-op{opset}-nsgan{__version__}.onnx"
 
 
 def image_tiles(paths: list[Path], tile: int, stride: int) -> int:
     """Tiles of all images, from their headers (TIFF tags, PIL's size): nothing is decoded."""
-    from nsgan.data.tiling import TileGrid
-
     total = 0
     for p in paths:
         try:
             if p.suffix.lower() in (".tif", ".tiff"):
-                import tifffile
-
                 with tifffile.TiffFile(p) as tf:
                     h, w = tf.pages[0].shape[:2]
             else:
-                from PIL import Image
-
                 with Image.open(p) as im:
                     w, h = im.size
         except Exception:  # unreadable here: scoring itself will say so, with its own message
@@ -76,27 +80,23 @@ def image_tiles(paths: list[Path], tile: int, stride: int) -> int:
 
 def _check_against_torch(net, model, options: ScoreOptions, seed: int = 0) -> float:
     """Max |ORT − torch| of the residual and score on a few random tiles (the cached file's load-time check)."""
-    from nsgan.share.onnx_export import torch_tile_outputs
-
     rng = np.random.default_rng(seed)
     tiles = rng.random((CHECK_TILES, model.channels, model.resolution, model.resolution), dtype=np.float32)
-    ref = torch_tile_outputs(model.generator, model.discriminator, model.encoder, tiles, options.residual,
-                             options.search.lam, options.image_score, comparator=model.comparator)
+    ref = onnx_export.torch_tile_outputs(model.generator, model.discriminator, model.encoder, tiles, options.residual,
+                                         options.search.lam, options.image_score, comparator=model.comparator)
     res, score = net(tiles)
     return float(max(np.abs(res.astype(np.float64) - ref["residual"]).max(), np.abs(score.astype(np.float64) - ref["score"]).max()))
 
 
 def cached_network(model_path: Path, sha256: str, model, options: ScoreOptions):
     """(OnnxTileNetwork, note): the cached export, made now if missing or failing its check. NsganError/OSError on failure."""
-    from nsgan.share.onnx_export import DEFAULT_OPSET, TOLERANCE, OnnxTileNetwork, export_onnx
-
-    path = cache_file(sha256, options, DEFAULT_OPSET)
+    path = cache_file(sha256, options, onnx_export.DEFAULT_OPSET)
     if path.is_file():
         try:
-            net = OnnxTileNetwork.from_file(path)
+            net = onnx_export.OnnxTileNetwork.from_file(path)
             if net.meta.get("source_sha256") == sha256:
                 worst = _check_against_torch(net, model, options)
-                if worst <= TOLERANCE:
+                if worst <= onnx_export.TOLERANCE:
                     return net, f"cached export {path}"
         except NsganError:
             pass
@@ -107,14 +107,13 @@ def cached_network(model_path: Path, sha256: str, model, options: ScoreOptions):
         raise OSError(f"cache {path.parent} not writable ({exc.strerror or exc})") from None
     if not os.access(path.parent, os.W_OK):
         raise OSError(f"cache {path.parent} not writable")
-    report = export_onnx(model_path, path, overwrite=True, residual=options.residual, lam=options.search.lam,
-                         image_score=options.image_score)
-    return OnnxTileNetwork.from_file(path), f"exported once to {path} in {report.seconds:.1f} s (max |ORT − torch| {report.worst:.1e})"
+    report = onnx_export.export_onnx(model_path, path, overwrite=True, residual=options.residual, lam=options.search.lam,
+                                     image_score=options.image_score)
+    return (onnx_export.OnnxTileNetwork.from_file(path),
+            f"exported once to {path} in {report.seconds:.1f} s (max |ORT − torch| {report.worst:.1e})")
 
 
 def _why_not_onnx(meta: dict[str, Any], options: ScoreOptions, accelerator: Any) -> str | None:
-    import torch
-
     if accelerator is not None and accelerator.num_processes > 1:
         return "several processes"
     if accelerator is not None and accelerator.device.type != "cpu" or accelerator is None and torch.cuda.is_available():
@@ -125,26 +124,19 @@ def _why_not_onnx(meta: dict[str, Any], options: ScoreOptions, accelerator: Any)
     if comparator_runs_alone(reference, options):
         return f"the comparator reads x beside {reference!r}, not G(E(x)): torch runs C alone, without E and G"
     search = options.search.resolved(True)
-    if search.mode != "encoder":
+    if search.mode != Inversion.ENCODER:
         return f"inversion mode {search.mode}"
-    if search.precision != "fp32":
+    if search.precision != Precision.FP32:
         return f"precision {search.precision}"
     return None
 
 
-def scorer_for(model: str | Path, options: ScoreOptions, backend: str = "auto", *, images: list[Path] = (),
+def scorer_for(model: str | Path, options: ScoreOptions, backend: str = Backend.AUTO, *, images: list[Path] = (),
                accelerator: Any = None, progress: bool = False):
     """(Scorer, note) for a model file, folder or Hub repo id; see the module's docstring for what auto picks."""
-    from dataclasses import replace
-
-    from nsgan.models.model_file import read_metadata
-    from nsgan.score.options import resolve_residual
-    from nsgan.score.scorer import Scorer, resolve_pretrained
-
-    if backend not in BACKENDS:
-        raise ConfigError(f"--backend: invalid value {backend!r} (one of {', '.join(BACKENDS)})")
+    backend = Backend.parse(backend, "--backend", listed=True)
     kwargs = dict(accelerator=accelerator, progress=progress)
-    if backend == "torch":
+    if backend == Backend.TORCH:
         return Scorer.from_pretrained(model, options, **kwargs), "torch (asked for)"
     path, name = resolve_pretrained(model)
     meta = read_metadata(path)
@@ -153,28 +145,24 @@ def scorer_for(model: str | Path, options: ScoreOptions, backend: str = "auto", 
     options = replace(options, residual=resolve_residual(options.residual, "comparator" in meta))
     why = _why_not_onnx(meta, options, accelerator)
     if why is None:
-        try:
+        try:  # deferred: onnxruntime is optional; without it, torch scores
             import onnxruntime  # noqa: F401
         except ImportError:
             why = "onnxruntime is not installed (pip install '.[onnx]')"
     if why is not None:
-        if backend == "onnx":
+        if backend == Backend.ONNX:
             raise ConfigError(f"--backend onnx: {name} cannot be scored with ONNX Runtime here: {why}")
         return Scorer.from_file(path, options, name=name, **kwargs), f"torch ({why})"
     scorer = Scorer.from_file(path, options, name=name, **kwargs)
     sha = scorer.model_sha256
-    from nsgan.share.onnx_export import DEFAULT_OPSET
-
-    if backend == "auto" and not cache_file(sha, options, DEFAULT_OPSET).is_file():
+    if backend == Backend.AUTO and not cache_file(sha, options, onnx_export.DEFAULT_OPSET).is_file():
         n = image_tiles(list(images), scorer.tile, scorer.stride)
         if n < ONNX_MIN_TILES:
             return scorer, f"torch ({n} tiles: an ONNX export would not pay for itself below {ONNX_MIN_TILES})"
-    from nsgan.models.model_file import load_model
-
     try:
         net, how = cached_network(path, sha, load_model(path), options)
     except (NsganError, OSError) as exc:
-        if backend == "onnx":
+        if backend == Backend.ONNX:
             raise ConfigError(f"--backend onnx: {name}: {exc}") from None
         return scorer, f"torch (ONNX export unavailable: {str(exc).splitlines()[0][:200]})"
     onnx_scorer = Scorer(None, None, resolution=net.resolution, channels=net.channels, thresholds=scorer.thresholds,

@@ -24,7 +24,6 @@ export. nsgan's settings travel in the ONNX model's metadata_props as JSON strin
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import io
 import json
 import logging
@@ -39,6 +38,7 @@ import torch
 from torch import nn
 
 from nsgan import __version__
+from nsgan.common.atomic import atomic_write_bytes
 from nsgan.common.errors import (
     EXIT_RUNTIME,
     ConfigError,
@@ -46,10 +46,16 @@ from nsgan.common.errors import (
     NsganError,
     OutputError,
 )
-from nsgan.models.model_file import ModelMeta
-from nsgan.score.maps import RESIDUALS
-from nsgan.score.options import ScoreOptions
+from nsgan.models.model_file import LoadedModel, ModelMeta, load_model
+from nsgan.score.choices import ImageScore, Inversion, Precision, Residual
+from nsgan.score.loading import file_sha256
+from nsgan.score.maps import DETAIL_SIGMA, IMAGE_SCORES, RESIDUALS, tile_residual
+from nsgan.score.options import ScoreOptions, resolve_residual
 from nsgan.score.scorer import Scorer
+from nsgan.score.search import LatentSearch, SearchConfig
+
+__all__ = ["export_onnx", "scorer_from_onnx", "ExportReport", "OnnxTileNetwork", "TileNetwork", "torch_tile_outputs",
+           "file_sha256", "require_onnxruntime"]
 
 FORMAT = "nsgan-onnx/1"
 KIND_TILE = "tile-scorer"  # tile -> reconstruction, residual, score, z
@@ -64,23 +70,20 @@ INSTALL_HINT = "install nsgan's onnx extra: pip install '.[onnx]' in its checkou
 class TileNetwork(nn.Module):
     """The torch scorer's per-tile work in encoder mode, as one module: tile in [0, 1] -> TILE_OUTPUTS.
 
-    forward makes the calls Scorer._invert makes (LatentSearch.search in encoder mode, D only when
-    the tile loss is asked for, then maps.tile_residual), so the export cannot drift from the torch path.
+    forward makes the calls the torch tile runner makes (nsgan/score/tiles.py TorchTiles: LatentSearch in
+    encoder mode, D only when the tile loss is asked for, then maps.tile_residual), so the export cannot
+    drift from the torch path.
     """
 
-    def __init__(self, generator: nn.Module, discriminator: nn.Module, encoder: nn.Module, residual: str, lam: float,
+    def __init__(self, generator: nn.Module, discriminator: nn.Module, encoder: nn.Module, residual: Residual, lam: float,
                  tile_losses: bool, comparator: nn.Module | None = None):
         super().__init__()
-        from nsgan.score.search import LatentSearch, SearchConfig
-
         self.G, self.D, self.E = generator, discriminator, encoder
-        self.C = comparator if residual == "comparator" else None
+        self.C = comparator if residual == Residual.COMPARATOR else None
         self.residual, self.tile_losses = residual, tile_losses
-        self.search = LatentSearch(generator, discriminator, SearchConfig(mode="encoder", lam=lam), encoder=encoder)
+        self.search = LatentSearch(generator, discriminator, SearchConfig(mode=Inversion.ENCODER, lam=lam), encoder=encoder)
 
     def forward(self, tile: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        from nsgan.score.maps import tile_residual
-
         x = tile * 2.0 - 1.0
         out = self.search.encoder_pass(x, tile_losses=self.tile_losses)  # what search() runs in encoder mode
         return out.reconstructions, tile_residual(x, out.reconstructions, self.residual, self.C), out.scores, out.latents
@@ -88,23 +91,19 @@ class TileNetwork(nn.Module):
 
 def torch_tile_outputs(generator: nn.Module, discriminator: nn.Module, encoder: nn.Module, tiles: np.ndarray,
                        residual: str, lam: float, image_score: str, comparator: nn.Module | None = None) -> dict[str, np.ndarray]:
-    """TILE_OUTPUTS of tiles (N, C, T, T) in [0, 1] as the torch scorer computes them (Scorer._invert's calls)."""
-    from nsgan.score.options import ScoreOptions
-    from nsgan.score.scorer import Scorer
-    from nsgan.score.search import SearchConfig
-
-    options = ScoreOptions(search=SearchConfig(mode="encoder", lam=lam), residual=residual, image_score=image_score)
+    """TILE_OUTPUTS of tiles (N, C, T, T) in [0, 1] as the torch scorer computes them (Scorer.tile_outputs' calls)."""
+    options = ScoreOptions(search=SearchConfig(mode=Inversion.ENCODER, lam=lam), residual=residual, image_score=image_score)
     scorer = Scorer(generator, discriminator, resolution=int(generator.resolution), channels=int(generator.channels),
                     options=options, device="cpu", encoder=encoder, comparator=comparator)
     x = torch.from_numpy(np.ascontiguousarray(tiles, np.float32)) * 2.0 - 1.0
-    out = scorer.search.search(x, range(len(x)), tile_losses=image_score == "tile")
-    res, _ = scorer._invert(np.ascontiguousarray(tiles, np.float32), range(len(x)))
-    # the graph's score is always the encoder pass's (a C that reads no G(E(x)) lets _invert skip that pass)
+    out = scorer.search.search(x, range(len(x)), tile_losses=scorer.options.image_score == ImageScore.TILE)
+    res, _ = scorer.tile_outputs(np.ascontiguousarray(tiles, np.float32), range(len(x)))
+    # the graph's score is always the encoder pass's (a C that reads no G(E(x)) lets the runner skip that pass)
     return {"reconstruction": out.reconstructions.numpy(), "residual": res.numpy(), "score": out.scores.numpy(),
             "z": out.latents.numpy()}
 
 
-# -- the optional packages ------------------------------------------------------------------------------
+# -- the optional packages: deferred, so that nsgan runs (and scores with torch) without them ------------
 def require_onnxruntime():
     """The onnxruntime module, or one line saying how to install it."""
     try:
@@ -160,12 +159,27 @@ class ExportReport:
         return max((d for per in self.max_abs_diff.values() for d in per.values()), default=0.0)
 
 
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+@dataclass(frozen=True)
+class TileSettings:
+    """The scoring options a tile-scorer graph computes (what `nsgan score --onnx` must then score with)."""
+
+    residual: Residual  # resolved for the model: never auto
+    lam: float
+    image_score: ImageScore
+
+    @property
+    def tile_losses(self) -> bool:  # AnoGAN's tile loss needs D in the graph
+        return self.image_score == ImageScore.TILE
+
+
+@dataclass
+class _Graph:
+    """The module to export, its input/output names and an example input (batch axis 0 is dynamic)."""
+
+    module: nn.Module
+    inputs: list[str]
+    outputs: list[str]
+    example: torch.Tensor
 
 
 def export_onnx(model_path: str | Path, out: str | Path, *, opset: int = DEFAULT_OPSET, overwrite: bool = False,
@@ -177,41 +191,70 @@ def export_onnx(model_path: str | Path, out: str | Path, *, opset: int = DEFAULT
     scorer's defaults (ScoreOptions, SearchConfig); `image_score="tile"` puts D in the graph for the tile loss. Raises NsganError (one line) for anything the user can fix, and an
     exit-6 error, writing nothing, if ONNX Runtime and torch differ by more than `tolerance`.
     """
-    from nsgan.common.atomic import atomic_write_bytes
-    from nsgan.models.model_file import load_model
-    from nsgan.score.maps import DETAIL_SIGMA, IMAGE_SCORES, RESIDUALS
-    from nsgan.score.options import RESIDUAL_CHOICES, ScoreOptions, resolve_residual
-    from nsgan.score.search import SearchConfig
-
     model_path, out = Path(model_path), Path(out)
     onnx = _require_exporter()
     ort = require_onnxruntime()
+    residual, lam, image_score = _check_request(onnx, out, opset, overwrite, residual, lam, image_score, tolerance)
+    t0 = time.perf_counter()
+    model = load_model(model_path)
+    settings = TileSettings(_model_residual(model, model_path, residual), lam, image_score)
+    comparator = model.comparator if settings.residual == Residual.COMPARATOR else None
+    graph = _graph(model, settings, comparator)
+    meta = export_metadata(model, model_path, opset, tolerance, settings, comparator)
+    data = _export(onnx, graph, meta, opset, model_path)
+    report = ExportReport(out, meta["kind"], opset, tolerance, meta=meta)
+    report.max_abs_diff = _verify(ort, data, graph, model, settings, comparator, out=out, opset=opset,
+                                  tolerance=tolerance, seed=seed)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"{out.parent}: cannot create the folder for the ONNX file ({exc.strerror or exc})") from None
+    atomic_write_bytes(out, data)
+    report.seconds = time.perf_counter() - t0
+    return report
+
+
+def _check_request(onnx, out: Path, opset: int, overwrite: bool, residual: str | None, lam: float | None,
+                   image_score: str | None, tolerance: float) -> tuple[Residual, float, ImageScore]:
+    """The export's own arguments, checked before any model is loaded: (residual, lam, image score), defaults filled in."""
     if isinstance(opset, bool) or not isinstance(opset, int) or not DEFAULT_OPSET <= opset <= onnx.defs.onnx_opset_version():
         raise ConfigError(f"--opset: {opset!r} is not one this exporter writes "
                           f"({DEFAULT_OPSET}..{onnx.defs.onnx_opset_version()}; torch's exporter starts at {DEFAULT_OPSET})")
     if not (tolerance > 0 and np.isfinite(tolerance)):
         raise ConfigError(f"--tolerance: {tolerance!r} must be a positive number")
     defaults = ScoreOptions()
-    residual = defaults.residual if residual is None else residual
-    lam = SearchConfig().lam if lam is None else float(lam)
-    image_score = defaults.image_score if image_score is None else image_score
-    if residual not in RESIDUAL_CHOICES:
-        raise ConfigError(f"--residual: invalid value {residual!r} (one of {', '.join(RESIDUAL_CHOICES)})")
-    if image_score not in IMAGE_SCORES:
-        raise ConfigError(f"--image-score: invalid value {image_score!r} (one of {', '.join(IMAGE_SCORES)})")
-    SearchConfig(mode="encoder", lam=lam)  # validates lam with the search's own message
+    residual = Residual.parse(defaults.residual if residual is None else residual, "--residual", listed=True)
+    image_score = ImageScore.parse(defaults.image_score if image_score is None else image_score, "--image-score", listed=True)
+    lam = SearchConfig(mode=Inversion.ENCODER, lam=SearchConfig().lam if lam is None else float(lam)).lam  # the search's own check
     if out.is_dir():
         raise OutputError(f"{out}: is a folder; pass a file name such as {out / 'model.onnx'}")
     if out.exists() and not overwrite:
         raise OutputError(f"{out}: exists (use --overwrite to replace it)")
+    return residual, lam, image_score
 
-    t0 = time.perf_counter()
-    model = load_model(model_path)
+
+def _model_residual(model: LoadedModel, model_path: Path, residual: Residual) -> Residual:
+    """`auto` resolved for this model; ModelError when it asks for a comparator the model does not hold."""
     residual = resolve_residual(residual, model.comparator is not None)
-    if residual == "comparator" and model.comparator is None:
+    if residual == Residual.COMPARATOR and model.comparator is None:
         raise ModelError(f"{model_path}: holds no comparator, so --residual comparator cannot be exported; train one with "
                          f"`nsgan train-comparator --model {model_path} comparator.kimg=N` or export with --residual detail")
-    comparator = model.comparator if residual == "comparator" else None
+    return residual
+
+
+def _graph(model: LoadedModel, settings: TileSettings, comparator: nn.Module | None) -> _Graph:
+    """With an encoder the tile scorer (TileNetwork), else G alone."""
+    r, c = model.resolution, model.channels
+    if model.encoder is not None:
+        module = TileNetwork(model.generator, model.discriminator, model.encoder, settings.residual, settings.lam,
+                             settings.tile_losses, comparator).eval()
+        return _Graph(module, ["tile"], list(TILE_OUTPUTS), torch.rand(2, c, r, r))
+    return _Graph(model.generator.eval(), ["z"], ["image"], torch.randn(2, model.latent_dim))
+
+
+def export_metadata(model: LoadedModel, model_path: Path, opset: int, tolerance: float, settings: TileSettings,
+                    comparator: nn.Module | None) -> dict[str, Any]:
+    """nsgan's settings for the file's metadata_props (each value JSON): what the graph computes and from what."""
     r, c = model.resolution, model.channels
     meta: dict[str, Any] = {
         "format": FORMAT,
@@ -225,46 +268,43 @@ def export_onnx(model_path: str | Path, out: str | Path, *, opset: int = DEFAULT
         "images_seen": model.meta.get("images_seen"),
         "tolerance": tolerance,
     }
-    if model.encoder is not None:
-        tile_losses = image_score == "tile"
-        module: nn.Module = TileNetwork(model.generator, model.discriminator, model.encoder, residual, lam, tile_losses,
-                                        comparator).eval()
-        inputs, outputs, dyn_name = ["tile"], list(TILE_OUTPUTS), "tile"
-        example = torch.rand(2, c, r, r)
-        meta.update({
-            "kind": KIND_TILE,
-            "input": {"tile": [None, c, r, r], "range": [0.0, 1.0], "as": "the Scorer's tiles (nsgan.data.tiling.cut_tiles)"},
-            "outputs": {"reconstruction": [None, c, r, r], "residual": [None, r, r], "score": [None],
-                        "z": [None, model.latent_dim]},
-            "inversion": "encoder",
-            "residual": residual,
-            "detail_sigma": DETAIL_SIGMA,
-            "image_score": image_score,
-            "score": ("AnoGAN tile loss (1-lam)*mean|x-G(z)| + lam*mean|f(x)-f(G(z))|, f: D's features" if tile_losses
-                      else "mean|x-G(z)| (D not in the graph)"),
-            "lam": lam if tile_losses else None,
-            # applied by nsgan after blending, not in the graph; the scorer's default, for the record
-            "after_blending": {"map_sigma": defaults.map_sigma},
-            "thresholds": model.thresholds or None,
-            "encoder": {k: v for k, v in (model.meta.get("encoder") or {}).items() if k != "config"},
-            "comparator": ({k: (model.meta.get("comparator") or {}).get(k) for k in ("network", "digest", "basis_digest")}
-                           if comparator is not None else None),
-        })
-    else:
-        module = model.generator.eval()
-        inputs, outputs, dyn_name = ["z"], ["image"], "z"
-        example = torch.randn(2, model.latent_dim)
+    if model.encoder is None:
         meta.update({
             "kind": KIND_GENERATOR,
             "input": {"z": [None, model.latent_dim]},
             "outputs": {"image": [None, c, r, r]},
             "output_range": "about [-1, 1] (G's linear output); image = (out + 1) / 2",
         })
+        return meta
+    meta.update({
+        "kind": KIND_TILE,
+        "input": {"tile": [None, c, r, r], "range": [0.0, 1.0], "as": "the Scorer's tiles (nsgan.data.tiling.cut_tiles)"},
+        "outputs": {"reconstruction": [None, c, r, r], "residual": [None, r, r], "score": [None],
+                    "z": [None, model.latent_dim]},
+        "inversion": Inversion.ENCODER,
+        "residual": settings.residual,
+        "detail_sigma": DETAIL_SIGMA,
+        "image_score": settings.image_score,
+        "score": ("AnoGAN tile loss (1-lam)*mean|x-G(z)| + lam*mean|f(x)-f(G(z))|, f: D's features" if settings.tile_losses
+                  else "mean|x-G(z)| (D not in the graph)"),
+        "lam": settings.lam if settings.tile_losses else None,
+        # applied by nsgan after blending, not in the graph; the scorer's default, for the record
+        "after_blending": {"map_sigma": ScoreOptions().map_sigma},
+        "thresholds": model.thresholds or None,
+        "encoder": {k: v for k, v in (model.meta.get("encoder") or {}).items() if k != "config"},
+        "comparator": ({k: (model.meta.get("comparator") or {}).get(k) for k in ("network", "digest", "basis_digest")}
+                       if comparator is not None else None),
+    })
+    return meta
 
+
+def _export(onnx, graph: _Graph, meta: dict[str, Any], opset: int, model_path: Path) -> bytes:
+    """The graph through torch's exporter (dynamic batch), nsgan's metadata in it, checked by onnx: the file's bytes."""
     with _quiet_exporter(), torch.no_grad():
         program = torch.onnx.export(
-            module, (example,), None, input_names=inputs, output_names=outputs, opset_version=opset,
-            dynamic_shapes={dyn_name: {0: torch.export.Dim("batch")}}, external_data=False, dynamo=True, verbose=False,
+            graph.module, (graph.example,), None, input_names=graph.inputs, output_names=graph.outputs,
+            opset_version=opset, dynamic_shapes={graph.inputs[0]: {0: torch.export.Dim("batch")}}, external_data=False,
+            dynamo=True, verbose=False,
         )
         proto = program.model_proto
     written = {o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")}
@@ -278,9 +318,12 @@ def export_onnx(model_path: str | Path, out: str | Path, *, opset: int = DEFAULT
     proto.doc_string = (f"nsgan {meta['kind']} exported from {model_path.name}"
                         + (" (tile in [0, 1] -> reconstruction, residual, score, z)" if meta["kind"] == KIND_TILE else ""))
     onnx.checker.check_model(proto, full_check=True)
-    data = proto.SerializeToString()
+    return proto.SerializeToString()
 
-    report = ExportReport(out, meta["kind"], opset, tolerance, meta=meta)
+
+def _verify(ort, data: bytes, graph: _Graph, model: LoadedModel, settings: TileSettings, comparator: nn.Module | None,
+            *, out: Path, opset: int, tolerance: float, seed: int) -> dict[int, dict[str, float]]:
+    """Max |ORT − torch| per output at each of CHECK_BATCHES on random inputs; an error (nothing written) above `tolerance`."""
     try:
         session = _session(ort, data, threads=torch.get_num_threads())
     except Exception as exc:  # e.g. an opset newer than this onnxruntime knows
@@ -288,23 +331,17 @@ def export_onnx(model_path: str | Path, out: str | Path, *, opset: int = DEFAULT
         raise ConfigError(f"--opset {opset}: onnxruntime {ort.__version__} cannot load the exported graph ({first[:200]}); "
                           f"try --opset {DEFAULT_OPSET}") from None
     rng = np.random.default_rng(seed)
+    diffs_at: dict[int, dict[str, float]] = {}
     for n in CHECK_BATCHES:
-        if meta["kind"] == KIND_TILE:
-            feed = rng.random((n, c, r, r), dtype=np.float32)
-            ref = torch_tile_outputs(model.generator, model.discriminator, model.encoder, feed, residual, lam, image_score,
-                                     comparator)
-        else:
-            feed = rng.standard_normal((n, model.latent_dim), dtype=np.float32)
-            with torch.no_grad():
-                ref = {"image": model.generator(torch.from_numpy(feed)).numpy()}
+        feed, ref = _reference(rng, n, graph, model, settings, comparator)
         try:
-            got = dict(zip(outputs, session.run(outputs, {inputs[0]: feed})))
+            got = dict(zip(graph.outputs, session.run(graph.outputs, {graph.inputs[0]: feed})))
         except Exception as exc:  # e.g. a batch axis the exporter fixed after all
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
             raise NsganError(f"{out}: ONNX Runtime could not run the export at batch {n} ({first[:200]}); the export is "
                              "wrong, nothing was written", exit_code=EXIT_RUNTIME) from None
-        report.max_abs_diff[n] = diffs = {}
-        for name in outputs:
+        diffs_at[n] = diffs = {}
+        for name in graph.outputs:
             if got[name].shape != ref[name].shape:
                 raise NsganError(f"{out}: ONNX Runtime gives {name} of shape {got[name].shape} at batch {n}, torch "
                                  f"{ref[name].shape}; the export is wrong, nothing was written", exit_code=EXIT_RUNTIME)
@@ -314,13 +351,20 @@ def export_onnx(model_path: str | Path, out: str | Path, *, opset: int = DEFAULT
             name, d = max(bad.items(), key=lambda kv: kv[1])
             raise NsganError(f"{out}: ONNX Runtime and torch differ by {d:.3g} in {name!r} at batch {n} (tolerance "
                              f"{tolerance:g}); nothing was written", exit_code=EXIT_RUNTIME)
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise OutputError(f"{out.parent}: cannot create the folder for the ONNX file ({exc.strerror or exc})") from None
-    atomic_write_bytes(out, data)
-    report.seconds = time.perf_counter() - t0
-    return report
+    return diffs_at
+
+
+def _reference(rng: np.random.Generator, n: int, graph: _Graph, model: LoadedModel, settings: TileSettings,
+               comparator: nn.Module | None) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """(random input of batch n, torch's outputs for it): tiles in [0, 1] for the tile scorer, z for G."""
+    c, r = model.channels, model.resolution
+    if model.encoder is not None:  # the tile scorer (_graph)
+        feed = rng.random((n, c, r, r), dtype=np.float32)
+        return feed, torch_tile_outputs(model.generator, model.discriminator, model.encoder, feed, settings.residual,
+                                        settings.lam, settings.image_score, comparator)
+    feed = rng.standard_normal((n, model.latent_dim), dtype=np.float32)
+    with torch.no_grad():
+        return feed, {"image": model.generator(torch.from_numpy(feed)).numpy()}
 
 
 def _session(ort, model: bytes | str, threads: int | None = None):
@@ -362,7 +406,7 @@ class OnnxTileNetwork(ModelMeta):
 
     def __init__(self, session, meta: dict[str, Any], path: Path):
         self.session, self.meta, self.path = session, meta, path
-        self.has_comparator = meta.get("residual") == "comparator"
+        self.has_comparator = meta.get("residual") == Residual.COMPARATOR
         self.comparator_digest = (meta.get("comparator") or {}).get("digest") if self.has_comparator else None
 
     @classmethod
@@ -388,30 +432,28 @@ class OnnxTileNetwork(ModelMeta):
         if list(ins) != ["tile"] or list(ins["tile"][1:]) != [c, r, r] or not {"residual", "score"} <= outs:
             raise ModelError(f"{path}: its graph does not take tile ({c}, {r}, {r}) -> residual, score as its "
                              "metadata says; export it again")
-        if meta.get("residual") not in RESIDUALS or meta.get("image_score") not in ("map_max", "tile") or (
-                meta["image_score"] == "tile" and not isinstance(meta.get("lam"), (int, float))):
+        if meta.get("residual") not in RESIDUALS or meta.get("image_score") not in IMAGE_SCORES or (
+                meta["image_score"] == ImageScore.TILE and not isinstance(meta.get("lam"), (int, float))):
             raise ModelError(f"{path}: nsgan ONNX metadata lacks its residual, image score or lam; export it again")
         return cls(session, meta, path)
 
     def check_options(self, options) -> None:
         """ConfigError for scoring options the exported graph does not compute (resolved ScoreOptions)."""
-        from nsgan.score.options import resolve_residual
-
         s = options.search
         options = replace(options, residual=resolve_residual(options.residual, self.has_comparator))
-        if s.mode != "encoder":
+        if s.mode != Inversion.ENCODER:
             raise ConfigError(f"--inversion {s.mode}: {self.path} computes the encoder's one pass only; score with "
                               "--inversion encoder, or with --model for search/refine")
-        if s.precision != "fp32":
+        if s.precision != Precision.FP32:
             raise ConfigError(f"--precision {s.precision}: {self.path} computes in fp32; score with --precision fp32")
         if options.residual != self.meta["residual"]:
             raise ConfigError(f"--residual {options.residual}: {self.path} computes the {self.meta['residual']!r} residual; "
                               f"score with --residual {self.meta['residual']} or export again with --residual {options.residual}")
         if options.image_score != self.meta["image_score"]:
-            what = "the AnoGAN tile loss (D in the graph)" if self.meta["image_score"] == "tile" else "no tile loss (no D)"
+            what = "the AnoGAN tile loss (D in the graph)" if self.meta["image_score"] == ImageScore.TILE else "no tile loss (no D)"
             raise ConfigError(f"--image-score {options.image_score}: {self.path} computes {what}; score with --image-score "
                               f"{self.meta['image_score']} or export again with --image-score {options.image_score}")
-        if self.meta["image_score"] == "tile" and float(s.lam) != float(self.meta["lam"]):
+        if self.meta["image_score"] == ImageScore.TILE and float(s.lam) != float(self.meta["lam"]):
             raise ConfigError(f"--lam {s.lam:g}: {self.path} was exported with lam {self.meta['lam']:g}; score with "
                               f"--lam {self.meta['lam']:g} or export again with --lam {s.lam:g}")
 
@@ -427,8 +469,6 @@ def scorer_from_onnx(path: str | Path, options: ScoreOptions | None = None, thre
     """A Scorer whose per-tile call is a file from `nsgan export-onnx` in ONNX Runtime (CPU): only that call
     changes. ModelError for a file that is not an nsgan tile-scorer export, ConfigError for options it
     does not compute (another inversion mode, residual, image score or λ, bf16)."""
-    from nsgan.score.scorer import Scorer
-
     net = OnnxTileNetwork.from_file(path, threads=threads)
     if kwargs.get("accelerator") is None:
         kwargs.setdefault("device", "cpu")  # ONNX Runtime runs on the CPU; keep the maps there
