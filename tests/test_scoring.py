@@ -154,7 +154,7 @@ def test_two_processes_write_the_same_map_as_one(model_file, tmp_path):
     one = _launch(1, model_file, tmp_path / "img.png", tmp_path / "one")
     assert (tmp_path / "one" / "img.map.tif").is_file(), one.stderr[-2000:]
     two = _launch(2, model_file, tmp_path / "img.png", tmp_path / "two")
-    # gloo may abort at exit after all work (DESIGN.md), so the outputs are what is checked
+    # gloo may abort at exit after all work (docs/reliability.md), so the outputs are what is checked
     assert (tmp_path / "two" / "img.map.tif").is_file(), two.stderr[-2000:]
     np.testing.assert_array_equal(tifffile.imread(tmp_path / "one" / "img.map.tif"), tifffile.imread(tmp_path / "two" / "img.map.tif"))
     r1, r2 = (json.loads((tmp_path / d / "img.json").read_text()) for d in ("one", "two"))

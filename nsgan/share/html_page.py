@@ -33,7 +33,7 @@ from PIL import Image
 from nsgan import __version__
 from nsgan.common.atomic import atomic_write_text
 from nsgan.common.errors import OutputError, printable
-from nsgan.score.scorer import output_paths
+from nsgan.common.outputs import output_paths
 
 PAGE = "index.html"
 GENERATOR = f"nsgan {__version__}"
