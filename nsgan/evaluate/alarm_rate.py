@@ -80,7 +80,7 @@ def candidate_thresholds(maps: Sequence[np.ndarray]) -> np.ndarray:
     Regions are `map > t`, so the count is constant on [v_k, v_{k+1}) between distinct values v: with
     all of them as candidates the least threshold found is the least there is. The top one is the highest
     value of all, where no pixel is above and no region exists."""
-    pooled = np.concatenate([m.ravel() for m in maps]).astype(np.float64)
+    pooled = np.concatenate([m.ravel() for m in maps]).astype(np.float32, copy=False)  # 4 bytes a pixel, once
     values = np.unique(pooled)
     if values.size > MAX_CANDIDATES:
         tail = 1.0 - np.logspace(-7, 0, MAX_CANDIDATES - len(maps))  # 1 − 1e-7 … 0: denser near the top
