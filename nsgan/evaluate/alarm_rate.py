@@ -109,9 +109,12 @@ def choose_region_threshold(maps: Sequence[np.ndarray], min_area: int, confidenc
                             regions_per_mp: float | None = None, flagged_share: float | None = None) -> AlarmChoice | Unreachable:
     """The least candidate threshold at which, and at every higher candidate, each given target's upper bound holds.
 
-    Candidates are tried from the top down and the scan stops at the first that fails: region counts need
-    not fall monotonically as the threshold rises (a region can split), and a threshold whose higher
-    neighbours break the target would be a lucky dip, not a rate."""
+    Candidates are tried from the top down and the scan stops at the first that fails. That order is what
+    keeps the confidence although many thresholds are tried: it is fixed-sequence testing (each "the rate
+    at t exceeds the target" rejected at level 1 − confidence, in an order fixed in advance, stopping at the
+    first not rejected), whose chance of any false rejection stays ≤ 1 − confidence (as in Learn-then-Test,
+    Angelopoulos et al. 2021). It also skips a lucky dip lower down: region counts need not fall
+    monotonically as the threshold rises (a region can split)."""
     if not maps:
         raise ValueError("no normal maps")
     n = len(maps)
