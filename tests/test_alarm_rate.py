@@ -157,6 +157,7 @@ def test_uncalibrated_and_quantile_boxes_say_they_are_not_alarms(model_file, tmp
     model.write_bytes(model_file.read_bytes())
     normal = _normals(tmp_path / "normal", 2)
     assert main(["score", "--model", str(model), "--image", str(normal / "n00.png"), "--out", str(tmp_path / "u"), *FAST]) == 0
+    assert f"regions: {NOT_ALARMS_UNCALIBRATED}" in capsys.readouterr().out  # said once on the command line too
     assert json.loads((tmp_path / "u" / "n00.json").read_text())["thresholds"]["alarms"] == NOT_ALARMS_UNCALIBRATED
     assert "boxes are not alarms" in (tmp_path / "u" / "index.html").read_text()
     assert main(["calibrate", "--model", str(model), "--normal", str(normal), *FAST]) == 0
