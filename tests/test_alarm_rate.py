@@ -190,3 +190,18 @@ def test_no_normal_images_is_one_line(model_file, tmp_path, capsys):
     assert main(["calibrate", "--model", str(model_file), "--normal", str(tmp_path / "empty"),
                  "--false-regions-per-mp", "1", *FAST]) == EXIT_DATA
     assert "no images" in capsys.readouterr().err
+
+
+def test_a_broken_alarm_entry_is_a_broken_model_file():
+    from nsgan.common.errors import ModelError
+    from nsgan.score.postprocess import Calibration
+
+    good = {"confidence": 0.95, "min_region_area": 4, "n_images": 40, "megapixels": 31.5, "false_regions": 0,
+            "flagged_images": 0, "regions_bound": 0.095, "flagged_bound": 0.072, "target_regions_per_mp": 0.1}
+    cal = Calibration.from_dict({"pixel": 0.3, "alarm": good})
+    assert cal.to_dict()["alarm"] == good and cal.alarm.describe().startswith(
+        "≤ 0.1 false regions per MP at 95% confidence (0 in 31.5 MP of 40 held-out normal images; upper bound 0.095 per MP)")
+    with pytest.raises(ModelError, match="lacks"):
+        Calibration.from_dict({"pixel": 0.3, "alarm": {"confidence": 0.95}})
+    with pytest.raises(ModelError, match="n_images not a number"):
+        Calibration.from_dict({"pixel": 0.3, "alarm": {**good, "n_images": "40"}})

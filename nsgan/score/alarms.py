@@ -13,6 +13,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
+from nsgan.common.errors import ModelError
+
 
 @dataclass(frozen=True)
 class AlarmRate:
@@ -31,8 +33,18 @@ class AlarmRate:
 
     @classmethod
     def from_dict(cls, entry: dict[str, Any]) -> "AlarmRate":
+        """From a model file's thresholds.alarm; one that is incomplete or not numbers is a broken model file."""
         known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in entry.items() if k in known})
+        try:
+            alarm = cls(**{k: v for k, v in entry.items() if k in known})
+        except TypeError:
+            raise ModelError(f"model metadata thresholds.alarm lacks {sorted(known - set(entry))}: "
+                             "calibrate again with nsgan calibrate") from None
+        bad = [f.name for f in fields(cls) if not isinstance(getattr(alarm, f.name), (int, float, type(None)))
+               or isinstance(getattr(alarm, f.name), bool)]
+        if bad:
+            raise ModelError(f"model metadata thresholds.alarm: {', '.join(bad)} not a number: calibrate again with nsgan calibrate")
+        return alarm
 
     def to_dict(self) -> dict[str, Any]:
         return {k: v for k, v in asdict(self).items() if v is not None}
