@@ -54,6 +54,14 @@ def images_needed(share: float, confidence: float) -> int:
     return math.ceil(math.log(1.0 - confidence) / math.log(1.0 - share)) if share < 1 else 1
 
 
+def images_short(n: int, share: float, confidence: float) -> str | None:
+    """What is missing when n images cannot show `share` even with none flagged (None: they can)."""
+    if clopper_pearson_upper(0, n, confidence) <= share:
+        return None
+    return (f"≤ {share:g} of good images flagged needs ≥ {images_needed(share, confidence)} "
+            f"held-out normal images even with 0 flagged (have {n})")
+
+
 @dataclass(frozen=True)
 class AlarmChoice:
     """The chosen region threshold and what it showed on the held-out normal images."""
@@ -123,9 +131,8 @@ def choose_region_threshold(maps: Sequence[np.ndarray], min_area: int, confidenc
     if regions_per_mp is not None and regions_per_mp_upper(0, mp, confidence) > regions_per_mp:
         needs.append(f"≤ {regions_per_mp:g} false regions per MP needs ≥ {megapixels_needed(regions_per_mp, confidence):.3g} MP "
                      f"of held-out normal images even with 0 regions (have {mp:.3g} MP)")
-    if flagged_share is not None and clopper_pearson_upper(0, n, confidence) > flagged_share:
-        needs.append(f"≤ {flagged_share:g} of good images flagged needs ≥ {images_needed(flagged_share, confidence)} "
-                     f"held-out normal images even with 0 flagged (have {n})")
+    if flagged_share is not None and images_short(n, flagged_share, confidence):
+        needs.append(images_short(n, flagged_share, confidence))
     if needs:
         return Unreachable(f"cannot show {' and '.join(needs)} at {confidence:g} confidence")
     best = None

@@ -22,7 +22,7 @@ import numpy as np
 
 from nsgan.common.errors import ConfigError, DataError, TargetError
 from nsgan.data.imageio import IMAGE_SUFFIXES, MASK_SUFFIX, read_image
-from nsgan.evaluate.alarm_rate import Unreachable, choose_region_threshold
+from nsgan.evaluate.alarm_rate import Unreachable, choose_region_threshold, images_short
 from nsgan.score.alarms import AlarmRate
 from nsgan.score.postprocess import Calibration
 from nsgan.score.scorer import Scorer
@@ -82,6 +82,10 @@ def calibrate(scorer: Scorer, normal: list[Path], abnormal: list[Path] | None = 
     With a `target` the normal maps are kept in memory (4 bytes a pixel) for the region threshold's scan."""
     if not normal:
         raise DataError("calibration needs at least one normal image")
+    if target is not None and target.flagged_share is not None:  # known before scoring: say it before the wait
+        early = images_short(len(normal), target.flagged_share, target.confidence)
+        if early:
+            raise TargetError(f"cannot show {early} at {target.confidence:g} confidence")
     n_scores, n_pixels, maps = [], [], []
     for r in scorer.score_all(normal):  # small images share search batches
         n_scores.append(r.score)
