@@ -54,7 +54,7 @@ from tools.protocols.common import load_mnist, pad_to  # noqa: E402
 
 PROTOCOLS = ("mnist", "ir_mnist", "textures")
 METRICS = ("image_auroc", "pixel_auroc", "aupro")
-PENALTIES = ("tile", "patch_mask", "patch_mil")
+PENALTIES = tuple(p.value for p in nsgan.Penalty)  # the product's list, in its order
 
 
 # ------------------------------------------------------------------------------ settings
