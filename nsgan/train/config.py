@@ -111,12 +111,13 @@ class ComparatorSection:
 
     kimg: float = 0.0  # tiles (thousands) shown to C; 0 = no comparator
     batch: int = 32  # per process
-    lr: float = 0.003  # measured with width 8 (docs/comparator.md); 0.001 learned slower
-    # What C reads beside x: reconstruction (G(E(x))), blur (of x) or none. blur is the measured default
-    # (docs/comparator.md: beside a CPU-budget G it beat the reconstruction on every texture) and needs no E or G.
+    lr: float = 0.003  # chosen with the bench's own loop at 53746ec (docs/comparator.md); 0.001 learned slower there
+    # What C reads beside x: reconstruction (G(E(x))), blur (of x) or none. blur is the default: the bench's own loop
+    # chose it beside a CPU-budget G, and the re-run through this trainer holds it (docs/comparator.md, "Through the
+    # product trainer"); it needs no E or G.
     reference: str = "blur"
     blur_sigma: float = 2.0  # reference blur: its σ in pixels
-    width: int = 8  # channels of every hidden layer (width 16 did no better in the measured runs)
+    width: int = 8  # channels of every hidden layer (width 16 did no better in the bench loop's runs, docs/comparator.md)
     dilations: list[int] = field(default_factory=lambda: [1, 1, 2, 2, 4, 1])  # one 3×3 layer per entry
     kinds: list[str] = field(default_factory=lambda: ["scratch", "pit", "crack"])  # painter kinds drawn
     blob: bool = True  # also paint Perlin-noise blobs filled with displaced material (a family the painter does not draw)
