@@ -217,6 +217,19 @@ def _data(meta: dict[str, Any]) -> list[str]:
     return out + ["", f"Shards used: {', '.join(used)}.", ""]
 
 
+def _gamma_words(gamma: float, meta: dict[str, Any]) -> str:
+    """γ and what it shapes (issue 27): it acts on G and D, so it reaches detection only through a map that reads G."""
+    if gamma == 0:
+        return "0 (plain AnoGAN training)"
+    cmp = meta.get("comparator") or {}
+    reference = (cmp.get("network") or {}).get("reference")
+    if cmp and resolve_residual("auto", True) == Residual.COMPARATOR and reference != "reconstruction":
+        return (f"{gamma:g}: shapes G and D only. This model's default map (C reading "
+                f"{REFERENCE_WORDS.get(reference, str(reference))}) reads neither, so γ does not change what "
+                "`nsgan score` reports by default")
+    return f"{gamma:g}: shapes G (and D), which this model's default map reads through G(E(x))"
+
+
 def _training(meta: dict[str, Any]) -> list[str]:
     cfg = meta.get("config") or {}
     loss, model, train = cfg.get("loss") or {}, cfg.get("model") or {}, meta.get("trained_with") or {}
@@ -224,7 +237,7 @@ def _training(meta: dict[str, Any]) -> list[str]:
     gamma = meta.get("gamma", loss.get("gamma"))
     rows = [("images seen", f"{seen:,} ({seen / 1000:g} kimg)" if isinstance(seen, int) else "–")]
     if gamma is not None:
-        rows.append(("γ (abnormal penalty)", f"{gamma:g}" + (" (plain AnoGAN training)" if gamma == 0 else "")))
+        rows.append(("γ (abnormal penalty)", _gamma_words(gamma, meta)))
     if loss:
         form = PENALTY_FORMS.get(loss.get("penalty", Penalty.TILE), loss.get("penalty"))
         rows.append(("penalty form", form + (f", patch grid {model.get('patch_grid')}×{model.get('patch_grid')}" if model.get("patch_grid") else "")

@@ -47,7 +47,7 @@ class ModelConfig:
 @dataclass
 class LossConfig:
     kind: str = "nsgan"  # nsgan (non-saturating + R1) or wgangp (original PGGAN)
-    gamma: float = 0.0  # abnormal penalty γ; 0 = plain AnoGAN training
+    gamma: float = 0.0  # abnormal penalty γ; 0 = plain AnoGAN training. Shapes G and D: a map that reads neither (C beside blur) ignores it
     r1_gamma: float = 10.0
     gp_lambda: float = 10.0
     drift: float = 0.001
