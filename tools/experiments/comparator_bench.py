@@ -24,6 +24,11 @@ as `nsgan score`) and measured with nsgan's metrics (the same as `nsgan evaluate
 
     python tools/experiments/comparator_bench.py --config configs/experiments/comparator-cpu.yaml --out runs/cmp
 
+`--protocol visible` runs the same rows on the visible-defect protocol (tools/protocols/visible.py: defects a
+person sees, made another way than the painter; the config's `visible_protocol:` settings), whose family `foreign`
+never appears in train/defect: no held-out-kind runs are trained, and results.md adds the held-out family's figures
+beside the trained families'. Its folders are named vis-<texture>[-s<seed>].
+
 Stages are cached under OUT (data/, shards/, gan/, cells/<texture>-s<seed>/[<C settings>/]<row>.json); a
 rerun skips what exists. `--only gan` trains the GANs alone; `--textures`/`--seeds` narrow the grid;
 `--width/--steps/--lr/--loss` override the product's comparator settings. Results: OUT/results.md|json.
@@ -55,6 +60,7 @@ import yaml  # noqa: E402
 import nsgan  # noqa: E402
 from tools.experiments.baseline_contrast import SWEEP_BLUR, SWEEP_MAP  # noqa: E402
 from tools.protocols.textures import build_textures  # noqa: E402
+from tools.protocols.visible import DEFAULT_HOLDOUT, build_visible  # noqa: E402
 
 FIGURES = ("image_auroc", "pixel_auroc", "aupro")
 DEMO_CONFIG = REPO / "configs" / "demo.yaml"
@@ -66,10 +72,19 @@ def log(msg: str) -> None:
 
 # ------------------------------------------------------------------------------ data, shards, GAN
 
+def cell_name(cfg: dict, texture: str, seed: int | None = None) -> str:
+    """The folder name of a (protocol, texture[, seed]): the textures protocol keeps its earlier names."""
+    name = ("vis-" if cfg["protocol_name"] == "visible" else "") + texture
+    return name if seed is None else f"{name}-s{seed}"
+
+
 def build_data(cfg: dict, out: Path, texture: str, seed: int) -> Path:
-    d = out / "data" / f"{texture}-s{seed}"
+    d = out / "data" / cell_name(cfg, texture, seed)
     if not (d / "protocol.json").is_file():
-        build_textures(d, texture=texture, seed=seed, overwrite=True, **cfg["protocol"])
+        if cfg["protocol_name"] == "visible":
+            build_visible(d, texture=texture, seed=seed, overwrite=True, **cfg["visible_protocol"])
+        else:
+            build_textures(d, texture=texture, seed=seed, overwrite=True, **cfg["protocol"])
     return d
 
 
@@ -97,7 +112,7 @@ def seed_shards(cfg: dict, out: Path, texture: str, seed: int, data: Path, held_
     """The shards C trains on for (texture, seed): train/good plus the labelled images with masks
     (without those holding `held_out`, when it is a painter kind)."""
     kind = held_out if held_out in nsgan.DEFECT_KINDS else None
-    shards = out / "shards" / (f"{texture}-s{seed}" + (f"-without-{kind}" if kind else ""))
+    shards = out / "shards" / (cell_name(cfg, texture, seed) + (f"-without-{kind}" if kind else ""))
     if not (shards / "manifest.json").is_file():
         if kind:
             abnormal, masks = labelled_without(data, kind, out / "labelled" / f"{texture}-s{seed}-without-{kind}")
@@ -115,11 +130,11 @@ def child_env(code: Path, threads: int) -> dict[str, str]:
 
 def train_gan(cfg: dict, out: Path, texture: str, code: Path, threads: int, short: bool) -> Path:
     """GAN + E (or the short GAN) for `texture` on its seed-0 normal images, by `nsgan train` (cached)."""
-    run = nsgan.RunLayout(out / ("gan-short" if short else "gan") / texture)
+    run = nsgan.RunLayout(out / ("gan-short" if short else "gan") / cell_name(cfg, texture))
     if run.model.is_file():
         return run.model
     data = build_data(cfg, out, texture, 0)
-    shards = out / "gan" / f"{texture}-shards"
+    shards = out / "gan" / f"{cell_name(cfg, texture)}-shards"
     if not (shards / "manifest.json").is_file():
         nsgan.write_shards(nsgan.ShardSpec(data / "train" / "good", tile=cfg["tile"], out=shards, stride=cfg["shard_stride"],
                                            channels=1, seed=0), overwrite=True)
@@ -249,7 +264,7 @@ def c_runs(cfg: dict, seed: int) -> list[tuple[str, str | None]]:
 def run_pair(cfg: dict, out: Path, texture: str, seed: int, gan: Path, code: Path, threads: int, with_g: bool) -> None:
     """Every row of one (texture, seed) cell, each cached as its own JSON."""
     data = build_data(cfg, out, texture, seed)
-    cells = out / "cells" / f"{texture}-s{seed}"
+    cells = out / "cells" / cell_name(cfg, texture, seed)
     items = test_items(data)
 
     def floor_rows():
@@ -268,7 +283,7 @@ def run_pair(cfg: dict, out: Path, texture: str, seed: int, gan: Path, code: Pat
         def make(ref=ref, held=held, name=name):
             shards = seed_shards(cfg, out, texture, seed, data, held)
             t0 = time.perf_counter()
-            model = train_c(cfg, gan, out / "models" / f"{texture}-s{seed}" / ctag(cfg) / name, shards, ref, seed, held, code, threads)
+            model = train_c(cfg, gan, out / "models" / cell_name(cfg, texture, seed) / ctag(cfg) / name, shards, ref, seed, held, code, threads)
             seconds = time.perf_counter() - t0
             meta = nsgan.read_metadata(model)["comparator"]
             return {**figures(items, *model_maps(items, model, cfg)), "reference": ref, "held_out": held,
@@ -284,11 +299,16 @@ ROWS = [("floor default", "floor:2:1"), ("floor best (per figure, on test)", "fl
         ("detail residual of G(E(x)) (the map without C)", "detail"),
         ("C(x)", "C-none"), ("C(x, blur x) (the default)", "C-blur"), ("C(x, G(E(x)))", "C-reconstruction")]
 TARGETS = {"image_auroc": 0.90, "pixel_auroc": 0.95, "aupro": 0.85}
-KINDS = ("scratch", "pit", "crack", "blob")
 
 
-def load_cells(out: Path, texture: str, seed: int, tag: str) -> dict:
-    cells = out / "cells" / f"{texture}-s{seed}"
+def kinds_of(data: dict) -> list[str]:
+    """The defect kinds (textures protocol) or families (visible) the cells' test sets hold."""
+    return sorted({k for by_seed in data.values() for rows in by_seed.values() for r in rows.values() if isinstance(r, dict)
+                   for k in r.get("per_kind", {})})
+
+
+def load_cells(cfg: dict, out: Path, texture: str, seed: int, tag: str) -> dict:
+    cells = out / "cells" / cell_name(cfg, texture, seed)
     rows = {p.stem: json.loads(p.read_text()) for p in sorted([*cells.glob("*.json"), *(cells / tag).glob("*.json")])}
     if "floor" in rows:
         fl = rows.pop("floor")["rows"]
@@ -331,6 +351,7 @@ def main_table(data: dict, textures, seeds) -> tuple[list[str], dict]:
 
 
 def per_seed_tables(data: dict, textures, seeds) -> list[str]:
+    kinds = kinds_of(data)
     lines = ["", "## Per seed", "", "Mean |x − G(E(x))| and mean |x − blur x| on the test/good images, for scale (x in [0, 1]).", "",
              "| texture | seed | row | image | pixel | AUPRO |", "|---|---|---|---|---|---|"]
     for t in textures:
@@ -344,27 +365,28 @@ def per_seed_tables(data: dict, textures, seeds) -> list[str]:
                 if r:
                     lines.append(f"| {t} | {s} | {label} | " + " | ".join(f"{r[f]:.3f}" for f in FIGURES) + " |")
     lines += ["", "## Per kind (image AUROC / pixel AUROC / AUPRO on that kind's images + all good ones)", "",
-              "| texture | seed | row | " + " | ".join(KINDS) + " |", "|---|---|---|" + "---|" * len(KINDS)]
+              "| texture | seed | row | " + " | ".join(kinds) + " |", "|---|---|---|" + "---|" * len(kinds)]
     for t in textures:
         for s in seeds:
             for label, key in ROWS + [(k, k) for k in sorted(data[t][s]) if k.startswith("C-") and "-without-" in k]:
                 r = data[t][s].get(key)
                 if r and "per_kind" in r:
                     pk = r["per_kind"]
-                    lines.append(f"| {t} | {s} | {label} | " + " | ".join(_fmt3(pk.get(k)) for k in KINDS) + " |")
+                    lines.append(f"| {t} | {s} | {label} | " + " | ".join(_fmt3(pk.get(k)) for k in kinds) + " |")
     return lines
 
 
 def per_kind_means(data: dict, textures, seeds) -> list[str]:
+    kinds = kinds_of(data)
     lines = ["", "## Per kind, mean over seeds (image AUROC / pixel AUROC / AUPRO)", "",
-             "| texture | row | " + " | ".join(KINDS) + " |", "|---|---|" + "---|" * len(KINDS)]
+             "| texture | row | " + " | ".join(kinds) + " |", "|---|---|" + "---|" * len(kinds)]
     for t in textures:
         for label, key in ROWS:
             cells = [data[t][s][key] for s in seeds if key in data[t][s] and "per_kind" in data[t][s][key]]
             if cells:
                 lines.append(f"| {t} | {label} | " + " | ".join(
                     " / ".join(f"{np.mean([c['per_kind'][k][f] for c in cells if k in c['per_kind']]):.3f}" for f in FIGURES)
-                    if any(k in c["per_kind"] for c in cells) else "–" for k in KINDS) + " |")
+                    if any(k in c["per_kind"] for c in cells) else "–" for k in kinds) + " |")
     return lines
 
 
@@ -404,6 +426,24 @@ def held_out_tables(data: dict, textures, seeds) -> tuple[list[str], list[dict]]
     return lines, held_summary
 
 
+def family_gaps(data: dict, textures, seeds, holdout: str) -> list[str]:
+    """Visible protocol: the family left out of train/defect against the families C's labelled images held, per row
+    (image AUROC / AUPRO on that family's images + all good ones, mean over seeds); issue 25 asks within 0.05."""
+    lines = ["", f"## Held-out family `{holdout}` (never in train/defect) against the trained families, mean over seeds", "",
+             "| texture | row | held out: image / pixel / AUPRO | trained families: image / pixel / AUPRO | gap image / AUPRO |",
+             "|---|---|---|---|---|"]
+    for t in textures:
+        for label, key in ROWS:
+            cells = [data[t][s][key]["per_kind"] for s in seeds if key in data[t][s] and holdout in data[t][s][key].get("per_kind", {})]
+            if not cells:
+                continue
+            ho = {f: float(np.mean([c[holdout][f] for c in cells])) for f in FIGURES}
+            tr = {f: float(np.mean([v[f] for c in cells for k, v in c.items() if k != holdout])) for f in FIGURES}
+            lines.append(f"| {t} | {label} | {_fmt3(ho)} | {_fmt3(tr)} | "
+                         f"{ho['image_auroc'] - tr['image_auroc']:+.3f} / {ho['aupro'] - tr['aupro']:+.3f} |")
+    return lines
+
+
 def targets(summary: dict, textures) -> list[str]:
     lines = ["", "## Targets (mean over seeds; each also ≥ floor best + 0.05)", ""]
     for key in ("C-reconstruction", "C-blur", "C-none"):
@@ -418,13 +458,15 @@ def targets(summary: dict, textures) -> list[str]:
 
 
 def write_results(cfg: dict, out: Path, textures, seeds) -> None:
-    data = {t: {s: load_cells(out, t, s, ctag(cfg)) for s in seeds} for t in textures}
+    data = {t: {s: load_cells(cfg, out, t, s, ctag(cfg)) for s in seeds} for t in textures}
     table, summary = main_table(data, textures, seeds)
     held, held_summary = held_out_tables(data, textures, seeds)
     lines = ["# Comparator benchmark", "", f"config: `{json.dumps(cfg)}`", "",
              "Mean ± sd over seeds " + ", ".join(map(str, seeds)) + " (image AUROC / pixel AUROC / AUPRO).", "",
              *table, *per_seed_tables(data, textures, seeds), *per_kind_means(data, textures, seeds), *held,
              *targets(summary, textures)]
+    if cfg["protocol_name"] == "visible":
+        lines += family_gaps(data, textures, seeds, cfg["visible_protocol"].get("holdout", DEFAULT_HOLDOUT))
     nsgan.atomic_write_text(out / "results.md", "\n".join(lines) + "\n")
     nsgan.atomic_write_json(out / "results.json", {"summary": summary, "held_out": held_summary, "cells": data}, indent=1)
     log(f"wrote {out / 'results.md'}")
@@ -438,6 +480,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--out", required=True)
     p.add_argument("--only", choices=["gan", "all", "results"], default="all",
                    help="gan: train the GANs only; results: rewrite results.md|json from the finished cells only")
+    p.add_argument("--protocol", choices=["textures", "visible"], default="textures",
+                   help="the painter-like textures protocol, or visible defects made another way (one family held out)")
     p.add_argument("--textures", nargs="*")
     p.add_argument("--seeds", nargs="*", type=int)
     p.add_argument("--gan-code", default=str(REPO), help="checkout whose `nsgan` trains the GANs and the comparators")
@@ -466,6 +510,10 @@ def bench_config(args: argparse.Namespace) -> dict:
         cfg["variants"] = [v for v in cfg["variants"] if v != "reconstruction"]
         cfg["held_out_refs"] = [v for v in cfg.get("held_out_refs", []) if v != "reconstruction"]
     cfg["held_out_which"] = args.held_out
+    cfg["protocol_name"] = args.protocol
+    if args.protocol == "visible":  # its held-out family is built in: no train/defect image holds it, C never paints it
+        cfg["held_out_which"] = "none"
+        cfg.setdefault("visible_protocol", {})
     for key in ("width", "steps", "lr", "loss"):
         if getattr(args, key) is not None:
             cfg["comparator"][key] = getattr(args, key)

@@ -1,0 +1,44 @@
+"""tools/experiments/comparator_bench.py's protocol switch (issue 25): the visible protocol's folders, families and
+the held-out family's gap, on data made here."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tools.experiments import comparator_bench as cb
+
+CFG = {"protocol_name": "visible", "visible_protocol": {"size": 96, "epsilon": 0.1, "n_train": 10, "n_abnormal": 2,
+                                                         "n_test_good": 2, "n_test_defect": 5}}
+
+
+def test_visible_cells_have_folders_of_their_own_and_textures_keep_theirs():
+    assert cb.cell_name(CFG, "gravel", 2) == "vis-gravel-s2" and cb.cell_name(CFG, "gravel") == "vis-gravel"
+    assert cb.cell_name({"protocol_name": "textures"}, "gravel", 2) == "gravel-s2"
+
+
+def test_build_data_writes_the_visible_protocol_with_its_family_held_out(tmp_path):
+    d = cb.build_data(CFG, tmp_path, "brick", 0)
+    proto = json.loads((d / "protocol.json").read_text())
+    assert d.name == "vis-brick-s0" and proto["holdout"] == "foreign" and "foreign" not in proto["trained_families"]
+    assert len(cb.test_items(d)) == 7
+
+
+def _row(per_kind_image: dict) -> dict:
+    return {"per_kind": {k: {"image_auroc": v, "pixel_auroc": v, "aupro": v} for k, v in per_kind_image.items()}}
+
+
+def test_family_gap_is_the_held_out_family_against_the_mean_of_the_trained_ones():
+    data = {"brick": {0: {"C-blur": _row({"foreign": 0.7, "chip": 0.9, "stain": 0.8})},
+                      1: {"C-blur": _row({"foreign": 0.9, "chip": 1.0, "stain": 0.9})}}}
+    assert cb.kinds_of(data) == ["chip", "foreign", "stain"]
+    line = next(x for x in cb.family_gaps(data, ["brick"], [0, 1], "foreign") if x.startswith("| brick |"))
+    assert "0.800 / 0.800 / 0.800" in line and "0.900 / 0.900 / 0.900" in line and line.endswith("-0.100 / -0.100 |")
+
+
+def test_the_visible_protocol_trains_no_held_out_kind_runs():
+    args = cb.parse_args(["--out", "x", "--protocol", "visible"])
+    cfg = cb.bench_config(args)
+    assert cfg["held_out_which"] == "none" and cfg["protocol_name"] == "visible" and "visible_protocol" in cfg
+    assert all(held is None for _, held in cb.c_runs(cfg, 0))
