@@ -42,3 +42,13 @@ def test_the_visible_protocol_trains_no_held_out_kind_runs():
     cfg = cb.bench_config(args)
     assert cfg["held_out_which"] == "none" and cfg["protocol_name"] == "visible" and "visible_protocol" in cfg
     assert all(held is None for _, held in cb.c_runs(cfg, 0))
+
+
+def test_rule_scores_read_the_top_of_the_map_and_the_largest_region():
+    import numpy as np
+    from types import SimpleNamespace
+
+    flat, peaked = np.zeros((32, 32), np.float32), np.zeros((32, 32), np.float32)
+    peaked[5, 5] = 1.0  # one false peak: the map max jumps, the top-16 mean barely moves
+    rules = cb.rule_scores([flat, peaked], [[], [SimpleNamespace(area=3, peak=0.5), SimpleNamespace(area=1, peak=1.0)]])
+    assert rules["top16_mean"].tolist() == [0.0, 1 / 16] and rules["region_area_x_peak"].tolist() == [0.0, 1.5]
