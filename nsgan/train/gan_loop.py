@@ -53,6 +53,7 @@ from nsgan.train.tracking import log_grid
 
 ROW_P_DIGITS = 6  # augment_p and augment_rt in metrics rows
 
+
 # ----------------------------------------------------------------------------- data plumbing
 
 
@@ -99,6 +100,11 @@ def make_augment(cfg: TrainConfig, rank: int) -> tuple[Augmenter | None, Adaptiv
     augment = Augmenter(a.policy, a.p, rank_generator(cfg.seed, rank, GAN_AUGMENT), translation=a.translation, cutout=a.cutout, padding=a.padding)
     adaptive = AdaptiveP(a.target, a.speed_kimg, a.p_max, a.adjust_every) if a.adaptive else None
     return augment, adaptive
+
+
+def _unchanged(x: torch.Tensor, mask: torch.Tensor | None = None):
+    """What D sees when `augment:` is off: the batch itself (and its mask)."""
+    return x if mask is None else (x, mask)
 
 
 def sample_latents(gen: torch.Generator, n: int, dim: int, device: torch.device) -> torch.Tensor:
@@ -243,6 +249,8 @@ class Trainer:
             self.augment.load_state(mine["augment"])
             if self.adaptive and "sign_sum" in mine["augment"]:
                 self.adaptive.load_state(mine["augment"])
+            else:  # a fixed p is the config's, and an adaptive one that was fixed before starts there
+                self.augment.p = self.cfg.augment.p
         return {"normal": mine["normal"], "abnormal": mine["abnormal"]}
 
     # -- one step ---------------------------------------------------------------------------
@@ -258,9 +266,9 @@ class Trainer:
         if self.abnormal is not None:
             abnormal = fade_real(self.abnormal.take(_abnormal_batch(cfg, batch), dev), level, alpha)
             abnormal_mask = self.abnormal.masks  # full tile size; the loss pools it to D's patch grid
-        aug = self.augment or (lambda x, mask=None: x if mask is None else (x, mask))
+        aug = self.augment or _unchanged
         reals = aug(reals)  # R1 then acts on the augmented reals, as in DiffAugment and ADA
-        if abnormal is not None:  # augmented as reals are; a mask moves with its tile
+        if abnormal is not None:  # augmented as reals are; a defect mask moves with its tile
             abnormal, abnormal_mask = aug(abnormal, abnormal_mask) if abnormal_mask is not None else (aug(abnormal), None)
 
         # D step: fakes without a graph back into G.
