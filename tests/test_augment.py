@@ -43,6 +43,11 @@ def test_p_zero_is_the_identity_and_draws_as_many_numbers_as_p_one():
     assert torch.equal(off.generator.get_state(), on.generator.get_state())
 
 
+def test_saturation_leaves_gray_images_alone():
+    x = torch.randn(8, 1, 16, 16)
+    assert torch.equal(_augmenter(["saturation"])(x), x)
+
+
 def test_each_image_is_drawn_on_its_own_and_a_seed_repeats_them():
     x = torch.randn(1, 1, 16, 16).expand(32, 1, 16, 16).contiguous()
     y = _augmenter(["translation", "turn", "cutout", "brightness"])(x)

@@ -150,20 +150,18 @@ def apply(x: torch.Tensor, d: Draw, policy: tuple[Transform, ...], translation: 
             size = max(1, int(side * cutout + 0.5))
             cy = (u[:, _CY] * (side + 1 - size % 2)).long()  # DiffAugment's centre range: a square may hang over the edge
             cx = (u[:, _CX] * (side + 1 - size % 2)).long()
-            keep = _outside_square(cy, cx, size, side, 1).to(x.device)
+            keep = _outside_square(cy, cx, size, side, 1)
             x = pick(t, x * keep.to(x.dtype), x)
             if mask is not None:
-                mask = pick(t, mask * _outside_square(cy, cx, size, side, k).to(mask.device).to(mask.dtype), mask)
+                mask = pick(t, mask * _outside_square(cy, cx, size, side, k).to(mask.dtype), mask)
     return x, mask
 
 
 def _turn(x: torch.Tensor, turns: torch.Tensor) -> torch.Tensor:
     """Image i turned by turns[i]·90°."""
     out = x
-    for q in (1, 2, 3):
-        sel = (turns == q).view(-1, 1, 1, 1)
-        if bool(sel.any()):
-            out = torch.where(sel, torch.rot90(x, q, dims=(-2, -1)), out)
+    for q in (1, 2, 3):  # no test of which turns occur: that would wait for the device
+        out = torch.where((turns == q).view(-1, 1, 1, 1), torch.rot90(x, q, dims=(-2, -1)), out)
     return out
 
 
@@ -182,7 +180,7 @@ def _translate(x: torch.Tensor, dx: torch.Tensor, dy: torch.Tensor, shift: int, 
 
 def _outside_square(cy: torch.Tensor, cx: torch.Tensor, size: int, side: int, k: int) -> torch.Tensor:
     """(B, 1, k·side, k·side) 1 outside each image's cutout square (centre in side-pixel units), else 0."""
-    grid = torch.arange(k * side)
+    grid = torch.arange(k * side, device=cy.device)
     top, left = (cy - size // 2) * k, (cx - size // 2) * k
     in_rows = (grid.view(1, -1) >= top.view(-1, 1)) & (grid.view(1, -1) < (top + size * k).view(-1, 1))
     in_cols = (grid.view(1, -1) >= left.view(-1, 1)) & (grid.view(1, -1) < (left + size * k).view(-1, 1))
