@@ -42,8 +42,15 @@ class Transform(str, Enum):
     CUTOUT = "cutout"
 
 
+class Padding(str, Enum):
+    """`augment.padding`: what a translation shows where the image moved away."""
+
+    ZEROS = "zeros"
+    REFLECT = "reflect"
+
+
 TRANSFORMS = tuple(t.value for t in Transform)  # the config's choice list; also the order of application
-PADDINGS = ("zeros", "reflect")  # translation's padding
+PADDINGS = tuple(p.value for p in Padding)
 
 # Columns of one image's draw: a gate per transform (applied when gate < p), then the parameters.
 _GATE = {t: i for i, t in enumerate(Transform)}
@@ -57,10 +64,6 @@ class Draw:
 
     u: torch.Tensor
     p: float
-
-    def on(self, t: Transform) -> torch.Tensor:
-        """(B,) bool: which images get transform `t`."""
-        return self.u[:, _GATE[t]] < self.p
 
 
 class Augmenter:
@@ -168,7 +171,7 @@ def _turn(x: torch.Tensor, turns: torch.Tensor) -> torch.Tensor:
 def _translate(x: torch.Tensor, dx: torch.Tensor, dy: torch.Tensor, shift: int, padding: str) -> torch.Tensor:
     """Image i moved by (dx[i], dy[i]) pixels, the uncovered border padded; a gather, so gradients flow."""
     b, c, side, _ = x.shape
-    mode = "constant" if padding == "zeros" else "reflect"
+    mode = "constant" if padding == Padding.ZEROS else "reflect"
     padded = F.pad(x, (shift, shift, shift, shift), mode=mode)
     dev = x.device
     base = torch.arange(side, device=dev) + shift
