@@ -28,6 +28,7 @@ _API = {
     "ImageScore": "nsgan.score.choices", "Verdict": "nsgan.score.choices", "Backend": "nsgan.score.choices",
     "ThresholdSource": "nsgan.score.choices", "GanLossKind": "nsgan.models.losses", "Penalty": "nsgan.models.losses",
     "ComparatorLossKind": "nsgan.models.comparator_loss",
+    "AugmentTransform": "nsgan.models.augment:Transform", "AugmentPadding": "nsgan.models.augment:Padding",
     # training
     "train": "nsgan.train.pipeline", "train_encoder": "nsgan.train.encoder_loop",
     "train_comparator": "nsgan.train.comparator_loop", "load_config": "nsgan.train.config",
