@@ -23,6 +23,12 @@ _API = {
     # scoring
     "Scorer": "nsgan.score.scorer", "ScoreResult": "nsgan.score.scorer", "ScoreOptions": "nsgan.score.options",
     "SearchConfig": "nsgan.score.search", "LocalContrast": "nsgan.score.baselines",
+    # the choices, one enum each (their values are what configs, flags and JSON spell)
+    "Inversion": "nsgan.score.choices", "Precision": "nsgan.score.choices", "Residual": "nsgan.score.choices",
+    "ImageScore": "nsgan.score.choices", "Verdict": "nsgan.score.choices", "Backend": "nsgan.score.choices",
+    "ThresholdSource": "nsgan.score.choices", "GanLossKind": "nsgan.models.losses", "Penalty": "nsgan.models.losses",
+    "ComparatorLossKind": "nsgan.models.comparator_loss",
+    "AugmentTransform": "nsgan.models.augment:Transform", "AugmentPadding": "nsgan.models.augment:Padding",
     # training
     "train": "nsgan.train.pipeline", "train_encoder": "nsgan.train.encoder_loop",
     "train_comparator": "nsgan.train.comparator_loop", "load_config": "nsgan.train.config",

@@ -53,7 +53,7 @@ def test_training_export_writes_the_card_from_the_model_metadata(uninterrupted_t
     counts = json.loads((tiny_shards / "manifest.json").read_text())["counts"]
     assert f"| normal tiles | {counts['tiles_normal']} " in body and f"| abnormal tiles | {counts['tiles_abnormal']} " in body
     assert "| tile size | 16 px" in body and "| channels | 1 (gray) |" in body
-    assert "| images seen | 256 (0.256 kimg) |" in body and "| γ (abnormal penalty) | 0.2 |" in body and "`tile`" in body
+    assert "| images seen | 256 (0.256 kimg) |" in body and "| γ (abnormal penalty) | 0.2: shapes G (and D), which this model's default map reads through G(E(x)) |" in body and "`tile`" in body
     assert "None stored" in body and "Not calibrated" in body and "Not evaluated yet" in body
     assert "nsgan score --model model.safetensors --image IMAGE --out scores/\n" in body
     assert 'Scorer.from_pretrained("PATH_OR_REPO_ID")' in body
@@ -163,3 +163,15 @@ def test_a_new_encoder_drops_figures_measured_with_the_old_one(model_file, tmp_p
     torch.manual_seed(0)
     add_encoder(model, Encoder(16, 1, 16, fmap_base=64, fmap_max=16), {"images_seen": 0})
     assert read_metadata(model)["evaluations"] == [by_search]
+
+
+def test_the_card_says_gamma_does_not_reach_a_default_map_that_reads_neither_g_nor_d(uninterrupted_tiny_model):
+    """Issue 27: where the default map is C beside the blur of x, γ must not look like a lever on detection."""
+    meta = read_metadata(uninterrupted_tiny_model)
+    meta["comparator"] = {"network": {"reference": "blur", "width": 8, "dilations": [1, 2]}, "config": {}, "trained_on": {}}
+    body = render_card(meta)
+    row = next(line for line in body.splitlines() if line.startswith("| γ (abnormal penalty) |"))
+    assert "0.2: shapes G and D only" in row and "reads neither" in row and "does not change what `nsgan score` reports" in row
+    meta["comparator"]["network"]["reference"] = "reconstruction"  # C reads G(E(x)): γ reaches the map through G
+    row = next(line for line in render_card(meta).splitlines() if line.startswith("| γ (abnormal penalty) |"))
+    assert "reads through G(E(x))" in row

@@ -25,7 +25,7 @@ def tiny_experiment(tmp_path) -> Path:
     cfg = {
         "seed": 0, "train_config": "train.yaml", "budget_kimg": 0.096, "eps": [0.1], "gammas": [0, "auto"],
         "search": {"iterations": 2, "restarts": 1, "lr": 0.1, "lam": 0.1},
-        "detector": {"n_train": 64, "n_test": 32, "steps": 3},
+        "detector": {"n_train": 64, "n_test": 32, "kimg": 0.032},
         "protocols": {
             "mnist": {"tile": 16, "shard_stride": 16, "score_stride": 16,
                       "build": {"n_train": 20, "n_abnormal": 4, "n_test_good": 3, "n_test_defect": 3, "size": 32}},
@@ -53,7 +53,7 @@ def test_grid_runs_resumes_and_writes_the_table(tiny_experiment, tmp_path, capsy
         assert ("g_defect_share" in r) == (r["protocol"] == "textures") and 0.0 <= r.get("g_defect_share", 0.0) <= 1.0
     # The textures detector was trained once, at the tile size, and its held-out figures kept with it.
     figures = json.loads((out / "detector" / "detector-16.json").read_text())
-    assert figures["steps"] == 3 and 0.0 <= figures["test_auroc"] <= 1.0
+    assert figures["kimg"] == 0.032 and 0.0 <= figures["test_auroc"] <= 1.0
     # Same data for both γ: one protocol folder and one shard set per (protocol, ε).
     assert sorted(p.name for p in (out / "data").iterdir()) == ["mnist-eps0.1", "textures-eps0.1"]
     cfg_g = yaml.safe_load((out / "cells" / "textures-eps0.1-gammaauto" / "run" / "config.yaml").read_text())

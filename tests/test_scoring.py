@@ -190,3 +190,11 @@ def test_calibrate_stores_thresholds_that_scoring_then_uses(model_file, tmp_path
     assert rep["verdict"] in ("normal", "anomalous") and rep["thresholds"]["image"] == pytest.approx(th["image"])
     assert rep["thresholds"]["pixel_source"] == "calibrated"
     assert main(["calibrate", "--model", str(model), "--normal", str(tmp_path / "normal"), "--masks", str(tmp_path / "masks"), *FAST]) == 2  # an argument mistake: exit 2
+
+
+def test_the_model_files_spelling_of_scoring_choices_is_the_enums_value():
+    """models sits below score, so model_file spells two choice values as its JSON holds them: they must agree."""
+    from nsgan.models import model_file
+    from nsgan.score.choices import Inversion, Residual
+
+    assert model_file.COMPARATOR_RESIDUAL == Residual.COMPARATOR and model_file.SEARCH_MODE == Inversion.SEARCH

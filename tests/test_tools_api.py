@@ -116,3 +116,11 @@ def test_every_public_name_is_the_object_its_module_defines():
     from nsgan import evaluate, train
 
     assert train.__module__ == "nsgan.train.pipeline" and evaluate.__module__ == "nsgan.evaluate.evaluation"
+
+
+def test_no_experiment_script_defines_a_training_loop():
+    """Experiments train through nsgan.train / the CLI (issue 24): no optimizer and no backward pass of their own."""
+    loops = [f"{p.relative_to(REPO)}:{n}" for p in sorted((REPO / "tools" / "experiments").glob("*.py"))
+             for n, line in enumerate(p.read_text().splitlines(), 1)
+             if re.search(r"\.backward\(|torch\.optim\b|\boptim\.\w+\(", line)]
+    assert loops == []

@@ -12,8 +12,8 @@ from nsgan.share.html_page import check_page, write_score_page
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m nsgan.share.html_page OUT`: rebuild OUT/index.html (an evaluate folder when it holds metrics.json)."""
-    p = argparse.ArgumentParser(prog="python -m nsgan.share.html_page", description=main.__doc__.splitlines()[0])
+    """`python -m nsgan.cli.page OUT`: rebuild OUT/index.html (an evaluate folder when it holds metrics.json)."""
+    p = argparse.ArgumentParser(prog="python -m nsgan.cli.page", description=main.__doc__.splitlines()[0])
     p.add_argument("out", help="an output folder of nsgan score or nsgan evaluate")
     p.add_argument("--overwrite", action="store_true", help="replace an index.html that nsgan did not write")
     args = p.parse_args(argv)

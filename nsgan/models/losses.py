@@ -216,7 +216,8 @@ class GANLoss:
             d_real = D(real, level, alpha).float()
             d_fake = D(fake, level, alpha).float()
         loss = F.softplus(-d_real).mean() + F.softplus(d_fake).mean()
-        stats = dict(d_real=d_real.mean(), d_fake=d_fake.mean())
+        # real_sign: ADA's overfitting signal E[sign(D(real))] (nsgan/models/augment.py steers p by it)
+        stats = dict(d_real=d_real.mean(), d_fake=d_fake.mean(), real_sign=d_real.detach().sign().mean())
         if self.uses_patches:
             loss = loss + F.softplus(-p_real).mean() + F.softplus(p_fake).mean()
             stats.update(p_real=p_real.mean(), p_fake=p_fake.mean())

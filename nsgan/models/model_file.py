@@ -33,7 +33,10 @@ G_PREFIX = "G_ema."
 D_PREFIX = "D."
 E_PREFIX = "E."
 C_PREFIX = "C."
-COMPARATOR_RESIDUAL = "comparator"  # the map residual C makes (nsgan/score/maps.py RESIDUALS)
+# Values of score.choices' Residual.COMPARATOR and Inversion.SEARCH, spelled as the model file's JSON holds them:
+# models sits below score, so it cannot import the enums (tests/test_scoring.py checks they agree).
+COMPARATOR_RESIDUAL = "comparator"  # the map residual C makes
+SEARCH_MODE = "search"  # AnoGAN's latent search, what thresholds of a model without E were made with
 
 
 class ModelMeta:
@@ -245,12 +248,12 @@ def add_encoder(path: str | Path, encoder: torch.nn.Module, info: dict[str, Any]
     tensors.update(_state(encoder, E_PREFIX))
     meta["encoder"] = {"network": encoder_kwargs(encoder), **info}
     meta.pop("comparator", None)
-    mode = ((meta.get("thresholds") or {}).get("search") or {}).get("mode", "search")
-    if mode != "search" or _made_with_comparator(meta.get("thresholds")):
+    mode = ((meta.get("thresholds") or {}).get("search") or {}).get("mode", SEARCH_MODE)
+    if mode != SEARCH_MODE or _made_with_comparator(meta.get("thresholds")):
         meta.pop("thresholds", None)
     if "evaluations" in meta:
         meta["evaluations"] = [e for e in meta["evaluations"] or [] if isinstance(e, dict) and isinstance(e.get("search"), dict)
-                               and e["search"].get("mode") == "search" and not _made_with_comparator(e)]
+                               and e["search"].get("mode") == SEARCH_MODE and not _made_with_comparator(e)]
     _atomic_save(tensors, {k: json.dumps(v) for k, v in meta.items()}, path)
 
 

@@ -26,8 +26,10 @@ import yaml
 
 from nsgan.common import atomic  # looked up when the card is written, so a stand-in for a full disk (tests) takes effect
 from nsgan.common.errors import NsganError
+from nsgan.models.losses import GanLossKind, Penalty
 from nsgan.models.model_file import read_metadata, update_metadata
 from nsgan.score.alarms import alarm_sentence
+from nsgan.score.choices import Inversion, Residual
 from nsgan.score.options import ScoreOptions, resolve_residual
 from nsgan.score.postprocess import Calibration
 from nsgan.score.search import SearchConfig
@@ -39,9 +41,9 @@ TAGS = ["anomaly-detection", "gan", "anogan", "progressive-gan", "industrial-ins
 MAX_EVALUATIONS = 20  # evaluation records kept in the metadata, one per data folder, newest last
 
 PENALTY_FORMS = {
-    "tile": "`tile`: each labelled abnormal tile counts as a fake as a whole (the paper's form)",
-    "patch_mask": "`patch_mask`: D's patch logits at the patches that touch the defect mask count as fakes",
-    "patch_mil": "`patch_mil`: the least-real patch logits of each abnormal tile count as fakes (image labels only)",
+    Penalty.TILE: "`tile`: each labelled abnormal tile counts as a fake as a whole (the paper's form)",
+    Penalty.PATCH_MASK: "`patch_mask`: D's patch logits at the patches that touch the defect mask count as fakes",
+    Penalty.PATCH_MIL: "`patch_mil`: the least-real patch logits of each abnormal tile count as fakes (image labels only)",
 }
 
 
@@ -217,6 +219,19 @@ def _data(meta: dict[str, Any]) -> list[str]:
     return out + ["", f"Shards used: {', '.join(used)}.", ""]
 
 
+def _gamma_words(gamma: float, meta: dict[str, Any]) -> str:
+    """γ and what it shapes (issue 27): it acts on G and D, so it reaches detection only through a map that reads G."""
+    if gamma == 0:
+        return "0 (plain AnoGAN training)"
+    cmp = meta.get("comparator") or {}
+    reference = (cmp.get("network") or {}).get("reference")
+    if cmp and resolve_residual("auto", True) == Residual.COMPARATOR and reference != "reconstruction":
+        return (f"{gamma:g}: shapes G and D only. This model's default map (C reading "
+                f"{REFERENCE_WORDS.get(reference, str(reference))}) reads neither, so γ does not change what "
+                "`nsgan score` reports by default")
+    return f"{gamma:g}: shapes G (and D), which this model's default map reads through G(E(x))"
+
+
 def _training(meta: dict[str, Any]) -> list[str]:
     cfg = meta.get("config") or {}
     loss, model, train = cfg.get("loss") or {}, cfg.get("model") or {}, meta.get("trained_with") or {}
@@ -224,14 +239,14 @@ def _training(meta: dict[str, Any]) -> list[str]:
     gamma = meta.get("gamma", loss.get("gamma"))
     rows = [("images seen", f"{seen:,} ({seen / 1000:g} kimg)" if isinstance(seen, int) else "–")]
     if gamma is not None:
-        rows.append(("γ (abnormal penalty)", f"{gamma:g}" + (" (plain AnoGAN training)" if gamma == 0 else "")))
+        rows.append(("γ (abnormal penalty)", _gamma_words(gamma, meta)))
     if loss:
-        form = PENALTY_FORMS.get(loss.get("penalty", "tile"), loss.get("penalty"))
+        form = PENALTY_FORMS.get(loss.get("penalty", Penalty.TILE), loss.get("penalty"))
         rows.append(("penalty form", form + (f", patch grid {model.get('patch_grid')}×{model.get('patch_grid')}" if model.get("patch_grid") else "")
-                     + (f", k = {loss.get('mil_k')}" if loss.get("penalty") == "patch_mil" else "")))
-        kind = loss.get("kind", "nsgan")
+                     + (f", k = {loss.get('mil_k')}" if loss.get("penalty") == Penalty.PATCH_MIL else "")))
+        kind = loss.get("kind", GanLossKind.NSGAN)
         lazy = f", every {loss['r1_every']} D steps" if loss.get("r1_every", 1) != 1 else ""
-        rows.append(("loss", "non-saturating GAN + R1 (r1_gamma " + f"{loss.get('r1_gamma', '–')}{lazy})" if kind == "nsgan"
+        rows.append(("loss", "non-saturating GAN + R1 (r1_gamma " + f"{loss.get('r1_gamma', '–')}{lazy})" if kind == GanLossKind.NSGAN
                      else f"WGAN-GP (λ {loss.get('gp_lambda', '–')}) + drift {loss.get('drift', '–')}"))
     rows.append(("networks", f"{meta.get('resolution')} px, latent {meta.get('latent_dim')}"
                  + (f", fmap_base {model.get('fmap_base')}, fmap_max {model.get('fmap_max')}" if model else "")))
@@ -283,7 +298,7 @@ def _comparator(meta: dict[str, Any], file_name: str) -> list[str]:
                                   f"{lab.get('bags', 0)} image-labelled images (multiple-instance loss)" if lab else "none")),
             ("digest", f"`{str(cmp.get('digest', ''))[:16]}`, for G and E `{cmp.get('basis_digest', '–')}`")]
     default = resolve_residual("auto", True)
-    use = ("`nsgan score` uses its map by default (`--residual auto`)." if default == "comparator" else
+    use = ("`nsgan score` uses its map by default (`--residual auto`)." if default == Residual.COMPARATOR else
            f"`nsgan score --residual comparator` uses its map; the default (`auto`) is still the `{default}` residual.")
     return ["## Comparator", "", "| | |", "|---|---|", *[f"| {k} | {v} |" for k, v in rows], "", use, ""]
 
@@ -312,11 +327,11 @@ def _settings_lines(search: dict | None, map_settings: dict | None, stride: Any)
     s = search or {}
     if s:
         mode = s.get("mode")
-        if mode == "encoder":
+        if mode == Inversion.ENCODER:
             lines.append("- inversion: `encoder` (z = E(x), one pass)")
         else:
             lines.append(f"- inversion: `{mode}`, {s.get('iterations')} steps, λ {s.get('lam')}, lr {s.get('lr')}"
-                         + (f", {s.get('restarts')} starts" if mode == "search" else "") + f", patience {s.get('patience')}, "
+                         + (f", {s.get('restarts')} starts" if mode == Inversion.SEARCH else "") + f", patience {s.get('patience')}, "
                          f"{s.get('precision')}, seed {s.get('seed')}")
     if map_settings:
         lines.append(f"- map: residual `{map_settings.get('residual')}`, smoothing σ {map_settings.get('map_sigma')} px, "
@@ -335,7 +350,7 @@ def _evaluation(meta: dict[str, Any], file_name: str) -> list[str]:
            "| data | images (good / defective) | image AUROC | pixel AUROC | AUPRO | inversion |", "|---|---|---|---|---|---|"]
     for ev in evs:
         s = ev.get("search") or {}
-        inv = s.get("mode", "?") + (f" {s.get('iterations')} steps" if s.get("mode") in ("search", "refine") else "")
+        inv = s.get("mode", "?") + (f" {s.get('iterations')} steps" if s.get("mode") in (Inversion.SEARCH, Inversion.REFINE) else "")
         aupro = _fmt(ev.get("aupro")) + (f" (FPR ≤ {_g(ev['aupro_max_fpr'])})" if _finite(ev.get("aupro")) and _finite(ev.get("aupro_max_fpr")) else "")
         out.append(f"| `{ev.get('data')}` | {ev.get('n_good', '–')} / {ev.get('n_defective', '–')} | {_fmt(ev.get('image_auroc'))} | "
                    f"{_fmt(ev.get('pixel_auroc'))} | {aupro} | {inv} |")
@@ -365,7 +380,7 @@ def calibration_settings(meta: dict[str, Any]) -> tuple[list[str], dict[str, Any
         mode = search["mode"]
         same_mode = SearchConfig(mode=mode).to_dict()
         changed = {k: search[k] for k in SEARCH_FLAGS if k in search and search[k] != same_mode.get(k)}
-        if mode == "encoder":
+        if mode == Inversion.ENCODER:
             changed = {k: v for k, v in changed.items() if k not in ("iterations", "restarts")}
         if mode != default.mode:
             flags += ["--inversion", mode]

@@ -2,7 +2,7 @@
 
 `nsgan score` writes it from the per-image JSON reports in its output folder, so the page covers
 every report there (earlier runs into the same folder included) and can be rebuilt from the folder
-alone: `python -m nsgan.share.html_page OUT`. Rows are sorted by image score, highest first, with the
+alone: `python -m nsgan.cli.page OUT`. Rows are sorted by image score, highest first, with the
 verdict, a thumbnail of the overlay, the region count and relative links to the map, overlay and
 JSON; buttons filter the rows by verdict. `nsgan evaluate` writes a page of its own from
 metrics.json, scores.csv, roc.png and cases.png (`write_evaluate_page`).

@@ -17,6 +17,8 @@ from accelerate.utils import LoggerType
 
 from nsgan.common.errors import ConfigError
 from nsgan.data.painter import KINDS as PAINTER_KINDS
+from nsgan.models.augment import PADDINGS as AUGMENT_PADDINGS
+from nsgan.models.augment import TRANSFORMS as AUGMENT_TRANSFORMS
 from nsgan.models.comparator import REFERENCES
 from nsgan.models.comparator_loss import LOSS_KINDS as COMPARATOR_LOSS_KINDS
 from nsgan.models.losses import KINDS as GAN_LOSS_KINDS
@@ -47,7 +49,7 @@ class ModelConfig:
 @dataclass
 class LossConfig:
     kind: str = "nsgan"  # nsgan (non-saturating + R1) or wgangp (original PGGAN)
-    gamma: float = 0.0  # abnormal penalty γ; 0 = plain AnoGAN training
+    gamma: float = 0.0  # abnormal penalty γ; 0 = plain AnoGAN training. Shapes G and D: a map that reads neither (C beside blur) ignores it
     r1_gamma: float = 10.0
     gp_lambda: float = 10.0
     drift: float = 0.001
@@ -85,6 +87,27 @@ class TrainSection:
 
 
 @dataclass
+class AugmentSection:
+    """What D sees in the GAN phase, augmented (nsgan/models/augment.py: DiffAugment / ADA); off while p is 0 and
+    adaptive is false. Reals, fakes and abnormal tiles alike; scoring, sample grids and the model file never augment."""
+
+    policy: list[str] = field(default_factory=lambda: list(AUGMENT_TRANSFORMS))  # transforms; saturation acts on 3 channels only
+    p: float = 0.0  # probability per image and transform (adaptive: where p starts). Off by default: the default awaits a measurement
+    adaptive: bool = False  # ADA: move p so that E[sign(D(real))] stays at `target`
+    target: float = 0.6  # ADA's r_t target
+    speed_kimg: float = 10.0  # adaptive: p can cross 0 -> 1 in this many kimg (ADA: 500, for runs of 25 000 kimg)
+    p_max: float = 0.8  # adaptive: p's ceiling (past ~0.8 turns and flips may leak into G, ADA §2.2)
+    adjust_every: int = 4  # adaptive: D steps per adjustment of p
+    translation: float = 0.125  # largest shift, as a share of the side
+    padding: str = "zeros"  # translation's border: zeros or reflect
+    cutout: float = 0.5  # cutout square's side, as a share of the side
+
+    @property
+    def active(self) -> bool:
+        return bool(self.policy) and (self.p > 0 or self.adaptive)
+
+
+@dataclass
 class EncoderSection:
     """f-AnoGAN encoder trained after the GAN (nsgan/models/encoder.py); kimg 0 = no encoder."""
 
@@ -111,12 +134,13 @@ class ComparatorSection:
 
     kimg: float = 0.0  # tiles (thousands) shown to C; 0 = no comparator
     batch: int = 32  # per process
-    lr: float = 0.003  # measured with width 8 (docs/comparator.md); 0.001 learned slower
-    # What C reads beside x: reconstruction (G(E(x))), blur (of x) or none. blur is the measured default
-    # (docs/comparator.md: beside a CPU-budget G it beat the reconstruction on every texture) and needs no E or G.
+    lr: float = 0.003  # chosen with the bench's own loop at 53746ec (docs/comparator.md); 0.001 learned slower there
+    # What C reads beside x: reconstruction (G(E(x))), blur (of x) or none. blur is the default: the bench's own loop
+    # chose it beside a CPU-budget G, and the re-run through this trainer holds it (docs/comparator.md, "Through the
+    # product trainer"); it needs no E or G.
     reference: str = "blur"
     blur_sigma: float = 2.0  # reference blur: its σ in pixels
-    width: int = 8  # channels of every hidden layer (width 16 did no better in the measured runs)
+    width: int = 8  # channels of every hidden layer (width 16 did no better in the bench loop's runs, docs/comparator.md)
     dilations: list[int] = field(default_factory=lambda: [1, 1, 2, 2, 4, 1])  # one 3×3 layer per entry
     kinds: list[str] = field(default_factory=lambda: ["scratch", "pit", "crack"])  # painter kinds drawn
     blob: bool = True  # also paint Perlin-noise blobs filled with displaced material (a family the painter does not draw)
@@ -149,6 +173,7 @@ class TrainConfig:
     loss: LossConfig = field(default_factory=LossConfig)
     schedule: ScheduleSection = field(default_factory=ScheduleSection)
     train: TrainSection = field(default_factory=TrainSection)
+    augment: AugmentSection = field(default_factory=AugmentSection)
     encoder: EncoderSection = field(default_factory=EncoderSection)
     comparator: ComparatorSection = field(default_factory=ComparatorSection)
 
@@ -163,6 +188,7 @@ CHOICES = {
     "train.mixed_precision": MIXED_PRECISION,
     "comparator.reference": REFERENCES,
     "comparator.loss": COMPARATOR_LOSS_KINDS,
+    "augment.padding": AUGMENT_PADDINGS,
 }
 
 
@@ -343,6 +369,7 @@ def validate(cfg: TrainConfig, source: str = "<config>", has_encoder: bool | Non
     _check(1 <= t.grid_size <= 32, source, "train.grid_size", "must be between 1 and 32")
     _check(bool(cfg.run_dir), source, "run_dir", "is required")
     validate_trackers(t.log_with, source)
+    validate_augment(cfg, source)
     validate_encoder(cfg, source)
     validate_comparator(cfg, source, has_encoder)
 
@@ -359,6 +386,27 @@ def validate_trackers(names: list[str], source: str = "<config>") -> None:
     switches = [n for n in names if n in TRACKER_SWITCHES]
     _check(not switches or len(names) == 1, source, "train.log_with",
            f"is {names}: {switches[0] if switches else ''} cannot be combined with other trackers")
+
+
+def validate_augment(cfg: TrainConfig, source: str = "<config>") -> None:
+    a = cfg.augment
+    for name in a.policy:
+        _check(name in AUGMENT_TRANSFORMS, source, "augment.policy",
+               f"names an unknown transform {name!r} (known: {', '.join(AUGMENT_TRANSFORMS)})")
+    for key, ok, why in (
+        ("p", 0 <= a.p <= 1, "must be in [0, 1] (0 and adaptive false: no augmentation)"),
+        ("p_max", 0 < a.p_max <= 1, "must be in (0, 1]"),
+        ("target", 0 < a.target < 1, "must be in (0, 1)"),
+        ("speed_kimg", a.speed_kimg > 0, "must be > 0"),
+        ("adjust_every", a.adjust_every >= 1, "must be ≥ 1"),
+        ("translation", 0 < a.translation <= 0.5, "must be in (0, 0.5]"),
+        ("cutout", 0 < a.cutout <= 1, "must be in (0, 1]"),
+    ):
+        value = getattr(a, key)
+        _check(ok and value == value, source, f"augment.{key}", f"{why}, got {value}")
+    _check(not a.adaptive or cfg.loss.kind == "nsgan", source, "augment.adaptive",
+           f"needs loss.kind nsgan (ADA reads sign(D(real)) of the logistic loss), got {cfg.loss.kind}")
+    _check(not a.adaptive or a.p <= a.p_max, source, "augment.p", f"is {a.p}, above augment.p_max = {a.p_max}: an adaptive p starts in [0, p_max]")
 
 
 def validate_encoder(cfg: TrainConfig, source: str = "<config>") -> None:

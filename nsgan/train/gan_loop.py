@@ -27,6 +27,7 @@ from nsgan import __version__
 from nsgan.common.atomic import atomic_write_text
 from nsgan.common.errors import ConfigError, OutputError
 from nsgan.data.stream import ShardStream
+from nsgan.models.augment import AdaptiveP, Augmenter
 from nsgan.models.losses import GANLoss, Penalty
 from nsgan.models.model_file import save_model
 from nsgan.models.networks import Discriminator, Generator, fade_real
@@ -46,8 +47,11 @@ from nsgan.train.phase_runner import PhaseInfo, Progress, StopAtStepBoundary, ru
 from nsgan.train.samples import image_grid, write_grid
 from nsgan.train.schedule import Phase as SchedulePhase
 from nsgan.train.schedule import ScheduleConfig, schedule, total_images
-from nsgan.train.seeds import GAN_LATENTS, loss_noise_seed, rank_generator
+from nsgan.train.seeds import GAN_AUGMENT, GAN_LATENTS, loss_noise_seed, rank_generator
 from nsgan.train.tracking import log_grid
+
+
+ROW_P_DIGITS = 6  # augment_p and augment_rt in metrics rows
 
 
 # ----------------------------------------------------------------------------- data plumbing
@@ -88,6 +92,21 @@ def _rank_generator(seed: int, rank: int) -> torch.Generator:
     return rank_generator(seed, rank, GAN_LATENTS)
 
 
+def make_augment(cfg: TrainConfig, rank: int) -> tuple[Augmenter | None, AdaptiveP | None]:
+    """The augmentation of what D sees and its p controller (None when `augment:` is off), on this rank's own stream."""
+    a = cfg.augment
+    if not a.active:
+        return None, None
+    augment = Augmenter(a.policy, a.p, rank_generator(cfg.seed, rank, GAN_AUGMENT), translation=a.translation, cutout=a.cutout, padding=a.padding)
+    adaptive = AdaptiveP(a.target, a.speed_kimg, a.p_max, a.adjust_every) if a.adaptive else None
+    return augment, adaptive
+
+
+def _unchanged(x: torch.Tensor, mask: torch.Tensor | None = None):
+    """What D sees when `augment:` is off: the batch itself (and its mask)."""
+    return x if mask is None else (x, mask)
+
+
 def sample_latents(gen: torch.Generator, n: int, dim: int, device: torch.device) -> torch.Tensor:
     """Latents drawn on the CPU from a resumable generator, so runs resume exactly anywhere."""
     return torch.randn(n, dim, generator=gen).to(device)
@@ -125,6 +144,7 @@ class Trainer:
         self.state = TrainState()
         torch.manual_seed(loss_noise_seed(cfg.seed, self.rank))  # per-rank stream for in-loss randomness (GP)
         self.latent_gen = _rank_generator(cfg.seed, self.rank)
+        self.augment, self.adaptive = make_augment(cfg, self.rank)
         positions: dict[str, Any] = {}
         if resume:
             positions = self._load_latest()
@@ -170,6 +190,7 @@ class Trainer:
             "abnormal": self.abnormal.position if self.abnormal else None,
             "skipped_normal": self.normal.skipped,
             "skipped_abnormal": self.abnormal.skipped if self.abnormal else 0,
+            **({"augment": {**self.augment.state(), **(self.adaptive.state() if self.adaptive else {})}} if self.augment else {}),
         }
 
     def save_checkpoint(self) -> None:
@@ -224,6 +245,12 @@ class Trainer:
         self.latent_gen.set_state(torch.tensor(mine["latent_rng"], dtype=torch.uint8))
         torch.set_rng_state(torch.tensor(mine["torch_rng"], dtype=torch.uint8))
         s.skipped_normal, s.skipped_abnormal = int(mine["skipped_normal"]), int(mine["skipped_abnormal"])
+        if self.augment and mine.get("augment"):  # a state saved without augmentation starts it fresh
+            self.augment.load_state(mine["augment"])
+            if self.adaptive and "sign_sum" in mine["augment"]:
+                self.adaptive.load_state(mine["augment"])
+            else:  # a fixed p is the config's, and an adaptive one that was fixed before starts there
+                self.augment.p = self.cfg.augment.p
         return {"normal": mine["normal"], "abnormal": mine["abnormal"]}
 
     # -- one step ---------------------------------------------------------------------------
@@ -239,28 +266,45 @@ class Trainer:
         if self.abnormal is not None:
             abnormal = fade_real(self.abnormal.take(_abnormal_batch(cfg, batch), dev), level, alpha)
             abnormal_mask = self.abnormal.masks  # full tile size; the loss pools it to D's patch grid
+        aug = self.augment or _unchanged
+        reals = aug(reals)  # R1 then acts on the augmented reals, as in DiffAugment and ADA
+        if abnormal is not None:  # augmented as reals are; a defect mask moves with its tile
+            abnormal, abnormal_mask = aug(abnormal, abnormal_mask) if abnormal_mask is not None else (aug(abnormal), None)
 
         # D step: fakes without a graph back into G.
         with self.acc.autocast():
             with torch.no_grad():
                 fakes = self.G_raw(sample_latents(self.latent_gen, batch, cfg.model.latent_dim, dev), level, alpha)
             # Lazy R1: the due steps follow the saved step counter, the same on every rank and across a resume.
-            loss_d, stats_d = self.loss.d_loss(self.D_step, reals, fakes.detach(), abnormal, level=level, alpha=alpha, abnormal_mask=abnormal_mask,
+            loss_d, stats_d = self.loss.d_loss(self.D_step, reals, aug(fakes.detach()), abnormal, level=level, alpha=alpha, abnormal_mask=abnormal_mask,
                                                regularise=self.loss.r1_due(self.state.step))
         self.engine.update(self.acc, self.D, self.opt_D, loss_d)
+        if self.adaptive:
+            self._adapt_p(stats_d["real_sign"], batch)
 
         # G step: through the bare D (no DDP hooks, no D gradients); G's gradients are averaged by DDP.
         self.D_raw.requires_grad_(False)
         try:
             with self.acc.autocast():
                 fakes = self.G_step(sample_latents(self.latent_gen, batch, cfg.model.latent_dim, dev), level, alpha)
-                loss_g, stats_g = self.loss.g_loss(self.D_raw, fakes, level=level, alpha=alpha)
+                loss_g, stats_g = self.loss.g_loss(self.D_raw, aug(fakes), level=level, alpha=alpha)
             self.engine.update(self.acc, self.G, self.opt_G, loss_g)
         finally:
             self.D_raw.requires_grad_(True)
 
         self._update_ema(batch * self.world)
         return {**stats_d, **stats_g}
+
+    def _adapt_p(self, sign_mean: float, batch: int) -> None:
+        """ADA: collect this D step's sign(D(real)); at a window's end move p by all ranks' sums (the same p everywhere)."""
+        ada = self.adaptive
+        ada.observe(sign_mean, batch)
+        if not ada.due(self.state.step):
+            return
+        sums = torch.tensor([ada.sign_sum, float(ada.count)], dtype=torch.float64, device=self.device)
+        if self.world > 1:
+            sums = self.acc.reduce(sums, reduction="sum")
+        self.augment.p = ada.adjust(self.augment.p, float(sums[0]), int(sums[1]))
 
     def reset_optimizers(self) -> None:
         """Forget Adam's moments: the new level's layers and the changed objective start fresh."""
@@ -380,6 +424,8 @@ class GanPhase:
             "skipped_normal": st.skipped_normal + tr.normal.skipped,
             "skipped_abnormal": st.skipped_abnormal + (tr.abnormal.skipped if tr.abnormal else 0),
             "time_s": round(st.seconds, 2),
+            **({"augment_p": round(tr.augment.p, ROW_P_DIGITS)} if tr.augment else {}),
+            **({"augment_rt": round(tr.adaptive.r_t, ROW_P_DIGITS)} if tr.adaptive else {}),
         }
 
     def save_checkpoint(self) -> None:

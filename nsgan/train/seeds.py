@@ -13,6 +13,7 @@ import torch
 GAN_LATENTS = 1  # the GAN's latents z, for the D and the G step
 ENCODER_LATENTS = 4243  # the encoder's latent cycle E(G(z)) ≈ z
 COMPARATOR_DRAWS = 5354  # the comparator's painter, labelled-tile and bag picks (a numpy Generator)
+GAN_AUGMENT = 6465  # the GAN's augmentation of what D sees (nsgan/models/augment.py)
 
 
 def rank_seed(seed: int, rank: int, stream: int) -> int:

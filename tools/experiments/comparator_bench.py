@@ -24,6 +24,11 @@ as `nsgan score`) and measured with nsgan's metrics (the same as `nsgan evaluate
 
     python tools/experiments/comparator_bench.py --config configs/experiments/comparator-cpu.yaml --out runs/cmp
 
+`--protocol visible` runs the same rows on the visible-defect protocol (tools/protocols/visible.py: defects a
+person sees, made another way than the painter; the config's `visible_protocol:` settings), whose family `foreign`
+never appears in train/defect: no held-out-kind runs are trained, and results.md adds the held-out family's figures
+beside the trained families'. Its folders are named vis-<texture>[-s<seed>].
+
 Stages are cached under OUT (data/, shards/, gan/, cells/<texture>-s<seed>/[<C settings>/]<row>.json); a
 rerun skips what exists. `--only gan` trains the GANs alone; `--textures`/`--seeds` narrow the grid;
 `--width/--steps/--lr/--loss` override the product's comparator settings. Results: OUT/results.md|json.
@@ -55,6 +60,7 @@ import yaml  # noqa: E402
 import nsgan  # noqa: E402
 from tools.experiments.baseline_contrast import SWEEP_BLUR, SWEEP_MAP  # noqa: E402
 from tools.protocols.textures import build_textures  # noqa: E402
+from tools.protocols.visible import DEFAULT_HOLDOUT, build_visible  # noqa: E402
 
 FIGURES = ("image_auroc", "pixel_auroc", "aupro")
 DEMO_CONFIG = REPO / "configs" / "demo.yaml"
@@ -66,10 +72,21 @@ def log(msg: str) -> None:
 
 # ------------------------------------------------------------------------------ data, shards, GAN
 
+def cell_name(cfg: dict, texture: str, seed: int | None = None) -> str:
+    """The folder name of a (protocol, texture[, seed]): the textures protocol keeps its earlier names."""
+    name = ("vis-" if cfg["protocol_name"] == "visible" else "") + texture
+    if cfg.get("epsilon") is not None:  # --epsilon: the share of dirty normals, in the name when set
+        name += f"-eps{cfg['epsilon']:g}"
+    return name if seed is None else f"{name}-s{seed}"
+
+
 def build_data(cfg: dict, out: Path, texture: str, seed: int) -> Path:
-    d = out / "data" / f"{texture}-s{seed}"
+    d = out / "data" / cell_name(cfg, texture, seed)
     if not (d / "protocol.json").is_file():
-        build_textures(d, texture=texture, seed=seed, overwrite=True, **cfg["protocol"])
+        if cfg["protocol_name"] == "visible":
+            build_visible(d, texture=texture, seed=seed, overwrite=True, **cfg["visible_protocol"])
+        else:
+            build_textures(d, texture=texture, seed=seed, overwrite=True, **cfg["protocol"])
     return d
 
 
@@ -93,17 +110,33 @@ def labelled_without(data: Path, kind: str, dest: Path) -> tuple[Path, Path]:
     return images, masks
 
 
-def seed_shards(cfg: dict, out: Path, texture: str, seed: int, data: Path, held_out: str | None) -> Path:
-    """The shards C trains on for (texture, seed): train/good plus the labelled images with masks
-    (without those holding `held_out`, when it is a painter kind)."""
+def clean_normals(data: Path, dest: Path) -> Path:
+    """A copy of train/good without its secretly defective images (protocol.json's contaminated_train): the
+    clean-normals oracle's data, which no user has."""
+    if not dest.is_dir():
+        dirty = {Path(c["path"]).name for c in json.loads((data / "protocol.json").read_text())["contaminated_train"]}
+        tmp = dest.with_name(dest.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        for p in sorted((data / "train" / "good").iterdir()):
+            if p.name not in dirty:
+                shutil.copy2(p, tmp / p.name)
+        tmp.rename(dest)
+    return dest
+
+
+def seed_shards(cfg: dict, out: Path, texture: str, seed: int, data: Path, held_out: str | None, clean: bool = False) -> Path:
+    """The shards C trains on for (texture, seed): train/good (without its dirty images, for the oracle) plus the
+    labelled images with masks (without those holding `held_out`, when it is a painter kind)."""
     kind = held_out if held_out in nsgan.DEFECT_KINDS else None
-    shards = out / "shards" / (f"{texture}-s{seed}" + (f"-without-{kind}" if kind else ""))
+    shards = out / "shards" / (cell_name(cfg, texture, seed) + (f"-without-{kind}" if kind else "") + ("-clean" if clean else ""))
     if not (shards / "manifest.json").is_file():
         if kind:
             abnormal, masks = labelled_without(data, kind, out / "labelled" / f"{texture}-s{seed}-without-{kind}")
         else:
             abnormal, masks = data / "train" / "defect", data / "ground_truth_train" / "defect"
-        nsgan.write_shards(nsgan.ShardSpec(data / "train" / "good", abnormal_dir=abnormal, abnormal_masks_dir=masks,
+        good = clean_normals(data, out / "clean" / cell_name(cfg, texture, seed)) if clean else data / "train" / "good"
+        nsgan.write_shards(nsgan.ShardSpec(good, abnormal_dir=abnormal, abnormal_masks_dir=masks,
                                            tile=cfg["tile"], out=shards, stride=cfg["shard_stride"], channels=1, seed=seed),
                            overwrite=True)
     return shards
@@ -115,11 +148,11 @@ def child_env(code: Path, threads: int) -> dict[str, str]:
 
 def train_gan(cfg: dict, out: Path, texture: str, code: Path, threads: int, short: bool) -> Path:
     """GAN + E (or the short GAN) for `texture` on its seed-0 normal images, by `nsgan train` (cached)."""
-    run = nsgan.RunLayout(out / ("gan-short" if short else "gan") / texture)
+    run = nsgan.RunLayout(out / ("gan-short" if short else "gan") / cell_name(cfg, texture))
     if run.model.is_file():
         return run.model
     data = build_data(cfg, out, texture, 0)
-    shards = out / "gan" / f"{texture}-shards"
+    shards = out / "gan" / f"{cell_name(cfg, texture)}-shards"
     if not (shards / "manifest.json").is_file():
         nsgan.write_shards(nsgan.ShardSpec(data / "train" / "good", tile=cfg["tile"], out=shards, stride=cfg["shard_stride"],
                                            channels=1, seed=0), overwrite=True)
@@ -175,11 +208,24 @@ def model_maps(items, model: Path, cfg: dict, residual: str = "auto", map_sigma:
     sigma = float(cfg.get("map_sigma", 1.0)) if map_sigma is None else map_sigma
     opts = nsgan.ScoreOptions(stride=cfg["score_stride"], batch=512, map_sigma=sigma, residual=residual)
     scorer = nsgan.Scorer.from_file(model, opts, progress=False)
-    maps, scores = [], []
+    maps, scores, regions = [], [], []
     for res in scorer.score_all([it.path for it in items]):
         maps.append(res.map.astype(np.float32))
         scores.append(float(res.score))
-    return maps, np.array(scores)
+        regions.append(res.regions)
+    return maps, np.array(scores), regions
+
+
+TOP_K = (16, 64)  # pixels: a micro-defect in a 128-px image covers ~40-160
+
+
+def rule_scores(maps, regions) -> dict[str, np.ndarray]:
+    """Image scores other than the map max, from the same maps (issue 25 item 3: one false peak should not topple
+    the image score): the mean of the k highest map values, and the largest area × peak of the product's regions
+    (those `nsgan score` draws: above the model's pixel threshold, here mean + 4·std of each image's map)."""
+    out = {f"top{k}_mean": np.array([float(np.partition(m.ravel(), -k)[-k:].mean()) for m in maps]) for k in TOP_K}
+    out["region_area_x_peak"] = np.array([max((r.area * r.peak for r in rs), default=0.0) for rs in regions])
+    return out
 
 
 def floor_maps(items, floor):
@@ -187,8 +233,9 @@ def floor_maps(items, floor):
     return maps, np.array([floor.score(m) for m in maps])
 
 
-def figures(items, maps, scores) -> dict:
-    """Image AUROC, pixel AUROC, AUPRO over all test images, and per kind (that kind's images + all good ones)."""
+def figures(items, maps, scores, regions=None) -> dict:
+    """Image AUROC, pixel AUROC, AUPRO over all test images, and per kind (that kind's images + all good ones);
+    with the scorer's regions, also the image AUROC of each other image-score rule (rule_scores)."""
     gts = [nsgan.read_mask(it.mask, m.shape) for it, m in zip(items, maps)]
     labels = np.array([it.defective for it in items])
     lo = float(min(m.min() for m in maps))
@@ -205,6 +252,9 @@ def figures(items, maps, scores) -> dict:
     kinds = sorted({it.kind for it in items if it.kind != nsgan.GOOD_KIND})
     good = [i for i, it in enumerate(items) if it.kind == nsgan.GOOD_KIND]
     out["per_kind"] = {k: one(np.array(good + [i for i, it in enumerate(items) if it.kind == k])) for k in kinds}
+    if regions is not None:
+        out["image_auroc_by_rule"] = {"map_max": out["image_auroc"], **{
+            rule: float(nsgan.image_auroc(v, labels)) for rule, v in rule_scores(maps, regions).items()}}
     return out
 
 
@@ -212,7 +262,7 @@ def g_quality(items, model: Path, cfg: dict) -> dict:
     """Mean |x − G(E(x))| (`nsgan score --residual pixel`, unsmoothed) and mean |x − blur x| (σ 2, C's blur
     reference) over the test/good images, in image units, for scale."""
     good = [it for it in items if it.kind == nsgan.GOOD_KIND]
-    maps, _ = model_maps(good, model, cfg, residual="pixel", map_sigma=0.0)
+    maps, _, _ = model_maps(good, model, cfg, residual="pixel", map_sigma=0.0)
     blur = nsgan.LocalContrast(blur_sigma=2.0, map_sigma=0.0)
     return {"mean_abs_err": float(np.mean([m.mean() for m in maps])),
             "blur_mean_abs_err": float(np.mean([blur.map(nsgan.read_image(it.path)).mean() for it in good]))}
@@ -237,19 +287,22 @@ def _row(path: Path, make):
     return r
 
 
+CLEAN = "clean-normals"  # c_runs' marker of the oracle: C trained on train/good without its dirty images
+
+
 def c_runs(cfg: dict, seed: int) -> list[tuple[str, str | None]]:
     """(reference, held-out kind or None) of every C the cell trains."""
     held = cfg["held_out"]
     k_out = held[seed] if seed in held else held[seed % len(held)]
     which = {"both": (k_out, nsgan.BLOB_KIND), "kind": (k_out,), "blob": (nsgan.BLOB_KIND,), "none": ()}
     runs = [(ref, None) for ref in cfg["variants"]]
-    return runs + [(ref, h) for ref in cfg.get("held_out_refs", ["reconstruction"]) for h in which[cfg.get("held_out_which", "both")]]
+    return runs + [(ref, CLEAN) for ref in (cfg["variants"] if cfg.get("oracle") else [])] + [(ref, h) for ref in cfg.get("held_out_refs", ["reconstruction"]) for h in which[cfg.get("held_out_which", "both")]]
 
 
 def run_pair(cfg: dict, out: Path, texture: str, seed: int, gan: Path, code: Path, threads: int, with_g: bool) -> None:
     """Every row of one (texture, seed) cell, each cached as its own JSON."""
     data = build_data(cfg, out, texture, seed)
-    cells = out / "cells" / f"{texture}-s{seed}"
+    cells = out / "cells" / cell_name(cfg, texture, seed)
     items = test_items(data)
 
     def floor_rows():
@@ -263,15 +316,17 @@ def run_pair(cfg: dict, out: Path, texture: str, seed: int, gan: Path, code: Pat
         _row(cells / "detail.json", lambda: figures(items, *model_maps(items, gan, cfg, residual="detail")))
         log(f"{texture}-s{seed}: detail done (mean |x - G(E(x))| {gq['mean_abs_err']:.3f})")
     for ref, held in c_runs(cfg, seed):
-        name = f"C-{ref}" + (f"-without-{held}" if held else "")
+        name = f"C-{ref}" + ("-clean" if held == CLEAN else f"-without-{held}" if held else "")
 
         def make(ref=ref, held=held, name=name):
-            shards = seed_shards(cfg, out, texture, seed, data, held)
+            clean = held == CLEAN
+            held = None if clean else held
+            shards = seed_shards(cfg, out, texture, seed, data, held, clean=clean)
             t0 = time.perf_counter()
-            model = train_c(cfg, gan, out / "models" / f"{texture}-s{seed}" / ctag(cfg) / name, shards, ref, seed, held, code, threads)
+            model = train_c(cfg, gan, out / "models" / cell_name(cfg, texture, seed) / ctag(cfg) / name, shards, ref, seed, held, code, threads)
             seconds = time.perf_counter() - t0
             meta = nsgan.read_metadata(model)["comparator"]
-            return {**figures(items, *model_maps(items, model, cfg)), "reference": ref, "held_out": held,
+            return {**figures(items, *model_maps(items, model, cfg)), "reference": ref, "held_out": held, "clean_normals": clean,
                     "train": {"seconds": seconds, "kimg": meta["kimg"], "config": meta["config"]}}
 
         r = _row(cells / ctag(cfg) / f"{name}.json", make)
@@ -282,13 +337,19 @@ def run_pair(cfg: dict, out: Path, texture: str, seed: int, gan: Path, code: Pat
 
 ROWS = [("floor default", "floor:2:1"), ("floor best (per figure, on test)", "floor:best"),
         ("detail residual of G(E(x)) (the map without C)", "detail"),
-        ("C(x)", "C-none"), ("C(x, blur x) (the default)", "C-blur"), ("C(x, G(E(x)))", "C-reconstruction")]
+        ("C(x)", "C-none"), ("C(x, blur x) (the default)", "C-blur"), ("C(x, G(E(x)))", "C-reconstruction"),
+        ("C(x, blur x) on the clean normals (oracle)", "C-blur-clean"), ("C(x) on the clean normals (oracle)", "C-none-clean")]
 TARGETS = {"image_auroc": 0.90, "pixel_auroc": 0.95, "aupro": 0.85}
-KINDS = ("scratch", "pit", "crack", "blob")
 
 
-def load_cells(out: Path, texture: str, seed: int, tag: str) -> dict:
-    cells = out / "cells" / f"{texture}-s{seed}"
+def kinds_of(data: dict) -> list[str]:
+    """The defect kinds (textures protocol) or families (visible) the cells' test sets hold."""
+    return sorted({k for by_seed in data.values() for rows in by_seed.values() for r in rows.values() if isinstance(r, dict)
+                   for k in r.get("per_kind", {})})
+
+
+def load_cells(cfg: dict, out: Path, texture: str, seed: int, tag: str) -> dict:
+    cells = out / "cells" / cell_name(cfg, texture, seed)
     rows = {p.stem: json.loads(p.read_text()) for p in sorted([*cells.glob("*.json"), *(cells / tag).glob("*.json")])}
     if "floor" in rows:
         fl = rows.pop("floor")["rows"]
@@ -331,6 +392,7 @@ def main_table(data: dict, textures, seeds) -> tuple[list[str], dict]:
 
 
 def per_seed_tables(data: dict, textures, seeds) -> list[str]:
+    kinds = kinds_of(data)
     lines = ["", "## Per seed", "", "Mean |x − G(E(x))| and mean |x − blur x| on the test/good images, for scale (x in [0, 1]).", "",
              "| texture | seed | row | image | pixel | AUPRO |", "|---|---|---|---|---|---|"]
     for t in textures:
@@ -344,27 +406,28 @@ def per_seed_tables(data: dict, textures, seeds) -> list[str]:
                 if r:
                     lines.append(f"| {t} | {s} | {label} | " + " | ".join(f"{r[f]:.3f}" for f in FIGURES) + " |")
     lines += ["", "## Per kind (image AUROC / pixel AUROC / AUPRO on that kind's images + all good ones)", "",
-              "| texture | seed | row | " + " | ".join(KINDS) + " |", "|---|---|---|" + "---|" * len(KINDS)]
+              "| texture | seed | row | " + " | ".join(kinds) + " |", "|---|---|---|" + "---|" * len(kinds)]
     for t in textures:
         for s in seeds:
             for label, key in ROWS + [(k, k) for k in sorted(data[t][s]) if k.startswith("C-") and "-without-" in k]:
                 r = data[t][s].get(key)
                 if r and "per_kind" in r:
                     pk = r["per_kind"]
-                    lines.append(f"| {t} | {s} | {label} | " + " | ".join(_fmt3(pk.get(k)) for k in KINDS) + " |")
+                    lines.append(f"| {t} | {s} | {label} | " + " | ".join(_fmt3(pk.get(k)) for k in kinds) + " |")
     return lines
 
 
 def per_kind_means(data: dict, textures, seeds) -> list[str]:
+    kinds = kinds_of(data)
     lines = ["", "## Per kind, mean over seeds (image AUROC / pixel AUROC / AUPRO)", "",
-             "| texture | row | " + " | ".join(KINDS) + " |", "|---|---|" + "---|" * len(KINDS)]
+             "| texture | row | " + " | ".join(kinds) + " |", "|---|---|" + "---|" * len(kinds)]
     for t in textures:
         for label, key in ROWS:
             cells = [data[t][s][key] for s in seeds if key in data[t][s] and "per_kind" in data[t][s][key]]
             if cells:
                 lines.append(f"| {t} | {label} | " + " | ".join(
                     " / ".join(f"{np.mean([c['per_kind'][k][f] for c in cells if k in c['per_kind']]):.3f}" for f in FIGURES)
-                    if any(k in c["per_kind"] for c in cells) else "–" for k in KINDS) + " |")
+                    if any(k in c["per_kind"] for c in cells) else "–" for k in kinds) + " |")
     return lines
 
 
@@ -404,6 +467,59 @@ def held_out_tables(data: dict, textures, seeds) -> tuple[list[str], list[dict]]
     return lines, held_summary
 
 
+def family_gaps(data: dict, textures, seeds, holdout: str) -> list[str]:
+    """Visible protocol: the family left out of train/defect against the families C's labelled images held, per row
+    (image AUROC / AUPRO on that family's images + all good ones, mean over seeds); issue 25 asks within 0.05."""
+    lines = ["", f"## Held-out family `{holdout}` (never in train/defect) against the trained families, mean over seeds", "",
+             "| texture | row | held out: image / pixel / AUPRO | trained families: image / pixel / AUPRO | gap image / AUPRO |",
+             "|---|---|---|---|---|"]
+    for t in textures:
+        for label, key in ROWS:
+            cells = [data[t][s][key]["per_kind"] for s in seeds if key in data[t][s] and holdout in data[t][s][key].get("per_kind", {})]
+            if not cells:
+                continue
+            ho = {f: float(np.mean([c[holdout][f] for c in cells])) for f in FIGURES}
+            tr = {f: float(np.mean([v[f] for c in cells for k, v in c.items() if k != holdout])) for f in FIGURES}
+            lines.append(f"| {t} | {label} | {_fmt3(ho)} | {_fmt3(tr)} | "
+                         f"{ho['image_auroc'] - tr['image_auroc']:+.3f} / {ho['aupro'] - tr['aupro']:+.3f} |")
+    return lines
+
+
+def noise_gap(data: dict, textures, seeds) -> list[str]:
+    """Issue 27: what the dirty normals cost, oracle (clean normals) − the same C on the dirty ones, mean over seeds,
+    with the seed spread (max − min) of each row's image AUROC."""
+    lines = ["", "## Noise gap: the clean-normals oracle minus the same C trained on the dirty normals", "",
+             "| texture | reference | dirty: image / pixel / AUPRO | oracle: image / pixel / AUPRO | gap image / pixel / AUPRO | "
+             "seed spread of image AUROC, dirty / oracle |", "|---|---|---|---|---|---|"]
+    for t in textures:
+        for ref in ("blur", "none", "reconstruction"):
+            pairs = [(data[t][s][f"C-{ref}"], data[t][s][f"C-{ref}-clean"]) for s in seeds
+                     if f"C-{ref}" in data[t][s] and f"C-{ref}-clean" in data[t][s]]
+            if not pairs:
+                continue
+            dirty = {f: float(np.mean([d[f] for d, _ in pairs])) for f in FIGURES}
+            clean = {f: float(np.mean([c[f] for _, c in pairs])) for f in FIGURES}
+            spread = [max(v) - min(v) for v in ([d["image_auroc"] for d, _ in pairs], [c["image_auroc"] for _, c in pairs])]
+            lines.append(f"| {t} | {ref} | {_fmt3(dirty)} | {_fmt3(clean)} | "
+                         + " / ".join(f"{clean[f] - dirty[f]:+.3f}" for f in FIGURES) + f" | {spread[0]:.3f} / {spread[1]:.3f} |")
+    return lines
+
+
+def rules_table(data: dict, textures, seeds) -> list[str]:
+    """Image AUROC of each image-score rule, from the same maps, mean over seeds (rows that recorded them)."""
+    lines = ["", "## Image score rules (image AUROC from the same maps, mean over seeds)", "",
+             "| texture | row | " + " | ".join(RULES) + " |", "|---|---|" + "---|" * len(RULES)]
+    for t in textures:
+        for label, key in ROWS:
+            cells = [data[t][s][key]["image_auroc_by_rule"] for s in seeds if "image_auroc_by_rule" in data[t][s].get(key, {})]
+            if cells:
+                lines.append(f"| {t} | {label} | " + " | ".join(f"{np.mean([c[r] for c in cells]):.3f}" for r in RULES) + " |")
+    return lines
+
+
+RULES = ("map_max", *(f"top{k}_mean" for k in TOP_K), "region_area_x_peak")
+
+
 def targets(summary: dict, textures) -> list[str]:
     lines = ["", "## Targets (mean over seeds; each also ≥ floor best + 0.05)", ""]
     for key in ("C-reconstruction", "C-blur", "C-none"):
@@ -418,13 +534,15 @@ def targets(summary: dict, textures) -> list[str]:
 
 
 def write_results(cfg: dict, out: Path, textures, seeds) -> None:
-    data = {t: {s: load_cells(out, t, s, ctag(cfg)) for s in seeds} for t in textures}
+    data = {t: {s: load_cells(cfg, out, t, s, ctag(cfg)) for s in seeds} for t in textures}
     table, summary = main_table(data, textures, seeds)
     held, held_summary = held_out_tables(data, textures, seeds)
     lines = ["# Comparator benchmark", "", f"config: `{json.dumps(cfg)}`", "",
              "Mean ± sd over seeds " + ", ".join(map(str, seeds)) + " (image AUROC / pixel AUROC / AUPRO).", "",
              *table, *per_seed_tables(data, textures, seeds), *per_kind_means(data, textures, seeds), *held,
-             *targets(summary, textures)]
+             *targets(summary, textures), *rules_table(data, textures, seeds), *noise_gap(data, textures, seeds)]
+    if cfg["protocol_name"] == "visible":
+        lines += family_gaps(data, textures, seeds, cfg["visible_protocol"].get("holdout", DEFAULT_HOLDOUT))
     nsgan.atomic_write_text(out / "results.md", "\n".join(lines) + "\n")
     nsgan.atomic_write_json(out / "results.json", {"summary": summary, "held_out": held_summary, "cells": data}, indent=1)
     log(f"wrote {out / 'results.md'}")
@@ -438,6 +556,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--out", required=True)
     p.add_argument("--only", choices=["gan", "all", "results"], default="all",
                    help="gan: train the GANs only; results: rewrite results.md|json from the finished cells only")
+    p.add_argument("--protocol", choices=["textures", "visible"], default="textures",
+                   help="the painter-like textures protocol, or visible defects made another way (one family held out)")
+    p.add_argument("--epsilon", type=float, help="share of secretly defective train/good images (default: the protocol's)")
+    p.add_argument("--oracle", action="store_true",
+                   help="also train each variant's C on the clean normals only (the oracle of issue 27's noise gap)")
     p.add_argument("--textures", nargs="*")
     p.add_argument("--seeds", nargs="*", type=int)
     p.add_argument("--gan-code", default=str(REPO), help="checkout whose `nsgan` trains the GANs and the comparators")
@@ -466,6 +589,15 @@ def bench_config(args: argparse.Namespace) -> dict:
         cfg["variants"] = [v for v in cfg["variants"] if v != "reconstruction"]
         cfg["held_out_refs"] = [v for v in cfg.get("held_out_refs", []) if v != "reconstruction"]
     cfg["held_out_which"] = args.held_out
+    cfg["protocol_name"] = args.protocol
+    cfg["oracle"] = args.oracle
+    cfg["epsilon"] = args.epsilon
+    if args.epsilon is not None:
+        cfg["protocol"] = {**cfg["protocol"], "epsilon": args.epsilon}
+        cfg["visible_protocol"] = {**cfg.get("visible_protocol", {}), "epsilon": args.epsilon}
+    if args.protocol == "visible":  # its held-out family is built in: no train/defect image holds it, C never paints it
+        cfg["held_out_which"] = "none"
+        cfg.setdefault("visible_protocol", {})
     for key in ("width", "steps", "lr", "loss"):
         if getattr(args, key) is not None:
             cfg["comparator"][key] = getattr(args, key)

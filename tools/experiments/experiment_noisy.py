@@ -54,7 +54,7 @@ from tools.protocols.common import load_mnist, pad_to  # noqa: E402
 
 PROTOCOLS = ("mnist", "ir_mnist", "textures")
 METRICS = ("image_auroc", "pixel_auroc", "aupro")
-PENALTIES = ("tile", "patch_mask", "patch_mil")
+PENALTIES = tuple(p.value for p in nsgan.Penalty)  # the product's list, in its order
 
 
 # ------------------------------------------------------------------------------ settings
@@ -250,9 +250,9 @@ def other_digit_share(model: Path, normal_digit: int = 0, n: int = 512, seed: in
 
 def g_defect_share(model: Path, tile: int, out: Path, log, settings: dict) -> float:
     """textures diagnostic of the mechanism: the share of G's samples a defect detector (trained on
-    the protocol's own tiles, tools/experiments/defect_detector.py, kept in OUT/detector) calls defective.
-    `settings` (the config's `detector:` n_train, n_test, steps) size its training."""
-    det, _ = load_or_train(out / "detector", tile, log=log, **settings)
+    the protocol's own tiles, tools/experiments/defect_detector.py: the product's C, kept in OUT/detector, carried by
+    a copy of the first model measured) flags. `settings` (the config's `detector:` n_train, n_test, kimg) size its training."""
+    det, _ = load_or_train(out / "detector", tile, model, log=log, **settings)
     return defect_share(model, det)
 
 
