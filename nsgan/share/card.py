@@ -245,7 +245,7 @@ def _sample_quality(meta: dict[str, Any]) -> list[str]:
     if not isinstance(q, dict):
         return ["## Sample quality", "", "Not measured (`quality.samples` was 0, or the model predates the measurement).", ""]
     levels = [k[len("swd_ratio_"):-2] for k in q if k.startswith("swd_ratio_") and k.endswith("px")]
-    rows = [f"| {lv} px | {_g(q.get(f'swd_{lv}px'))} | {_g(q.get(f'swd_real_{lv}px'))} | {_fmt(q.get(f"swd_ratio_{lv}px"), 2)}× |" for lv in levels]
+    rows = [f"| {lv} px | {_g(q.get(f'swd_{lv}px'))} | {_g(q.get(f'swd_real_{lv}px'))} | {_fmt(q.get(f'swd_ratio_{lv}px'), 2)}× |" for lv in levels]
     where = {"end": "at the end of training", "phase_end": "at the end of a schedule phase", "checkpoint": "at a periodic state"}
     return ["## Sample quality", "",
             f"Last measured at **{_g(q.get('kimg'))} kimg** ({where.get(q.get('at'), q.get('at', '?'))}, {q.get('resolution', '?')} px, "
