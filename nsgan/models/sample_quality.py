@@ -26,6 +26,7 @@ touched.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -173,48 +174,96 @@ def _sorted_projections(desc: torch.Tensor, dirs: torch.Tensor) -> np.ndarray:
     return np.sort((dirs.T @ desc.T).numpy(), axis=1)
 
 
-def pixel_spread(x: torch.Tensor) -> float:
-    """Per-pixel std across the set, averaged over pixels and channels."""
-    return x.float().std(dim=0).mean().item() if x.shape[0] > 1 else 0.0
-
-
 # ----------------------------------------------------------------------------- the measurement
 
 
-def swd_levels(a: torch.Tensor, others: list[torch.Tensor], settings: QualitySettings = QualitySettings()) -> tuple[list[int], list[list[float]]]:
-    """Per pyramid level, SWD ×1e3 of image set `a` against each of `others` (all (N, C, H, W), same N):
-    the levels' sides and, per other set, its figures finest first."""
-    sets = [a.float(), *(o.float() for o in others)]
-    resolutions = pyramid_resolutions(a.shape[-1], settings.min_resolution)
-    pyramids = [laplacian_pyramid(s, len(resolutions)) for s in sets]
+class _SetStats:
+    """One image set's descriptors per level and per-pixel sums, fed chunk by chunk (a 1024-px set never sits whole in memory)."""
+
+    def __init__(self, positions: list[tuple[torch.Tensor, torch.Tensor]]):
+        self.positions = positions  # per level: (ys, xs) of every image index, shared by all sets
+        self.desc: list[list[torch.Tensor]] = [[] for _ in positions]
+        self.count = 0
+        self.sum: torch.Tensor | None = None
+        self.sumsq: torch.Tensor | None = None
+
+    def add(self, x: torch.Tensor) -> None:
+        x = x.detach().float().cpu()
+        b, i = x.shape[0], self.count
+        if i + b > self.positions[0][0].shape[0]:
+            raise ValueError(f"sample_quality: a set got more than the {self.positions[0][0].shape[0]} images measured")
+        for level, band in enumerate(laplacian_pyramid(x, len(self.positions))):
+            ys, xs = self.positions[level]
+            self.desc[level].append(neighbourhoods(band, ys[i:i + b], xs[i:i + b]))
+        x64 = x.double()
+        self.sum = x64.sum(0) if self.sum is None else self.sum + x64.sum(0)
+        self.sumsq = (x64 * x64).sum(0) if self.sumsq is None else self.sumsq + (x64 * x64).sum(0)
+        self.count += b
+
+    def level(self, level: int) -> torch.Tensor:
+        return normalise(torch.cat(self.desc[level]))
+
+
+def _spread(sets: list[_SetStats]) -> float:
+    """Per-pixel std across the union of `sets`, averaged over pixels and channels (from their sums)."""
+    n = sum(s.count for s in sets)
+    if n < 2:
+        return 0.0
+    total, sq = sum(s.sum for s in sets), sum(s.sumsq for s in sets)
+    var = (sq - total * total / n) / (n - 1)
+    return var.clamp_min(0).sqrt().mean().item()
+
+
+def _feed(stats: list[_SetStats], chunks: Iterable[torch.Tensor], n: int, what: str) -> None:
+    """Split a stream of image chunks over `stats` in order, n images each."""
+    k = 0
+    for chunk in chunks:
+        while chunk.shape[0] and k < len(stats):
+            room = n - stats[k].count
+            stats[k].add(chunk[:room])
+            chunk = chunk[room:]
+            if stats[k].count == n:
+                k += 1
+        if k == len(stats):
+            break
+    if k < len(stats):
+        raise ValueError(f"sample_quality: {what} gave {sum(s.count for s in stats)} images, {n * len(stats)} needed")
+
+
+def measure_streams(fakes: Iterable[torch.Tensor], reals: Iterable[torch.Tensor], n: int, side: int,
+                    settings: QualitySettings = QualitySettings()) -> SampleQuality:
+    """`sample_quality` on chunk streams: n fakes, then 2n reals (A: the first n, B: the next n), side×side images."""
+    if n < 2:
+        raise ValueError(f"sample_quality: needs at least 2 samples and 4 reals, got n = {n}")
+    resolutions = pyramid_resolutions(side, settings.min_resolution)
     gen = torch.Generator().manual_seed(settings.seed)
-    figures: list[list[float]] = [[] for _ in others]
-    for level, side in enumerate(resolutions):
-        ys, xs = patch_positions(a.shape[0], side, settings.neighbourhoods, gen)  # the same for every set: noise only from content
-        desc = [normalise(neighbourhoods(p[level], ys, xs)) for p in pyramids]
-        for i, v in enumerate(sliced_wasserstein(desc[0], desc[1:], settings.directions, settings.repeats, gen)):
-            figures[i].append(v * SWD_UNITS)
-    return resolutions, figures
+    positions = [patch_positions(n, r, settings.neighbourhoods, gen) for r in resolutions]
+    fake, a, b = _SetStats(positions), _SetStats(positions), _SetStats(positions)
+    _feed([fake], fakes, n, "the samples")
+    _feed([a, b], reals, n, "the reals")
+    swd, ref = [], []
+    for level in range(len(resolutions)):
+        s_fake, s_ref = sliced_wasserstein(a.level(level), [fake.level(level), b.level(level)], settings.directions, settings.repeats, gen)
+        swd.append(s_fake * SWD_UNITS)
+        ref.append(s_ref * SWD_UNITS)
+    real_spread = _spread([a, b])
+    diversity = _spread([fake]) / real_spread if real_spread > 0 else float("nan")
+    return SampleQuality(tuple(resolutions), tuple(swd), tuple(ref), diversity, n)
 
 
-def sample_quality(fakes: torch.Tensor, reals: torch.Tensor, settings: QualitySettings = QualitySettings()) -> SampleQuality:
+def sample_quality(fakes: torch.Tensor, reals: torch.Tensor, settings: QualitySettings = QualitySettings(),
+                   chunk: int = 64) -> SampleQuality:
     """G's samples against the reals: SWD per level beside the real-vs-real reference, and the diversity ratio.
 
     The reals are split into halves A (first) and B (second); n = min(len(fakes), len(reals) // 2) images
     of each set take part, so every SWD compares equal counts. Images are (N, C, H, W), any value range
-    (the descriptors are normalised); the diversity compares the n fakes with all 2n reals used.
+    (the descriptors are normalised); the diversity compares the n fakes with the 2n reals used.
     """
     if fakes.ndim != 4 or reals.ndim != 4 or fakes.shape[1:] != reals.shape[1:]:
         raise ValueError(f"sample_quality: fakes {tuple(fakes.shape)} and reals {tuple(reals.shape)} must be (N, C, H, W) alike")
     n = min(fakes.shape[0], reals.shape[0] // 2)
-    if n < 2:
-        raise ValueError(f"sample_quality: needs at least 2 samples and 4 reals, got {fakes.shape[0]} and {reals.shape[0]}")
-    fakes, a, b = fakes[:n].float().cpu(), reals[:n].float().cpu(), reals[n:2 * n].float().cpu()
-    resolutions, (swd, ref) = swd_levels(a, [fakes, b], settings)
-    real_spread = pixel_spread(torch.cat([a, b]))
-    diversity = pixel_spread(fakes) / real_spread if real_spread > 0 else float("nan")
-    return SampleQuality(tuple(resolutions), tuple(swd), tuple(ref), diversity, n)
+    return measure_streams(fakes[:n].split(chunk), reals[:2 * n].split(chunk), n, fakes.shape[-1], settings)
 
 
-__all__ = ["QualitySettings", "SampleQuality", "sample_quality", "swd_levels", "laplacian_pyramid", "pyramid_resolutions",
-           "neighbourhoods", "patch_positions", "normalise", "sliced_wasserstein", "pixel_spread", "pyr_down", "pyr_up", "SWD_UNITS"]
+__all__ = ["QualitySettings", "SampleQuality", "sample_quality", "measure_streams", "laplacian_pyramid", "pyramid_resolutions",
+           "neighbourhoods", "patch_positions", "normalise", "sliced_wasserstein", "pyr_down", "pyr_up", "SWD_UNITS"]

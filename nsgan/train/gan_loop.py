@@ -16,6 +16,7 @@ import math
 import sys
 from dataclasses import dataclass, field
 from functools import reduce
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -138,7 +139,7 @@ class Trainer:
         self._make_streams(positions)
         grid = torch.Generator().manual_seed(cfg.seed + 12345)
         self.grid_z = torch.randn(cfg.train.grid_size**2, m.latent_dim, generator=grid)
-        self.quality_probe = QualityProbe(cfg, self._fixed_reals)
+        self.quality_probe = QualityProbe(cfg, self._fixed_real_chunks)
         self.quality: dict[str, Any] | None = None  # the last sample-quality row (into the model's metadata and card)
 
     def _optimizers(self) -> tuple[tuple[str, Any], ...]:
@@ -292,15 +293,16 @@ class Trainer:
             log_grid(self.acc, tag, grid, self.state.images_seen)
         return write_grid(grid, self.layout.samples / name)
 
-    def _fixed_reals(self, n: int) -> torch.Tensor:
-        """The first n tiles of the reference stream: reals.png shows the first grid_size² of them."""
+    def _fixed_real_chunks(self, n: int) -> Iterator[torch.Tensor]:
+        """The first n tiles of the reference stream, in the stream's chunks (reals.png shows the first grid_size²)."""
         chunk = stream_chunks(self.cfg)[0]
         probe = BatchTaker(_fresh_stream(self, chunk, n))
-        return probe.take(math.ceil(n / chunk) * chunk, torch.device("cpu"))[:n]
+        for _ in range(math.ceil(n / chunk)):
+            yield probe.take(chunk, torch.device("cpu"))
 
     def save_reals_grid(self) -> None:
         n = self.cfg.train.grid_size**2
-        grid = image_grid(self._fixed_reals(n), self.cfg.train.grid_size)
+        grid = image_grid(torch.cat(list(self._fixed_real_chunks(n)))[:n], self.cfg.train.grid_size)
         log_grid(self.acc, "reals", grid, 0)
         write_grid(grid, self.layout.samples / "reals.png")
 

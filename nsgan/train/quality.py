@@ -1,7 +1,8 @@
 """The GAN's sample quality during training: the same reals and the same z at every measurement.
 
 The reals are the first 2 × `quality.samples` tiles of the stream `reals.png` shows (its own seed, rank 0,
-never the training streams), read once; the latents come from their own seeded generator. Nothing here
+never the training streams), read again at each measurement chunk by chunk, so memory stays bounded at any
+tile size (nothing but descriptors and per-pixel sums is kept); the latents come from their own seeded generator. Nothing here
 draws from the RNGs a checkpoint saves, so measuring leaves a resumed run bit-identical to an
 uninterrupted one. Main process only (the caller's job): G_ema is the same on every rank.
 """
@@ -10,29 +11,29 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any, Callable
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import torch
 
-from nsgan.models.networks import fade_real
-from nsgan.models.sample_quality import QualitySettings, sample_quality
+from nsgan.models.networks import fade_real, level_resolution
+from nsgan.models.sample_quality import QualitySettings, measure_streams
 from nsgan.train.config import TrainConfig
 
 KIND = "sample_quality"  # the `kind` of its metrics.jsonl rows (training rows have none)
 LATENT_SEED_OFFSET = 24680  # the measurement's z: seed + this, apart from the grid's and the training streams'
-G_CHUNK = 64  # G's forward in chunks of this many latents
+CHUNK = 16  # G's forward and the reals' pyramids in chunks of this many images
 
 
 class QualityProbe:
     """Measures G_ema at a level and α against the fixed reals brought to the same level."""
 
-    def __init__(self, cfg: TrainConfig, read_reals: Callable[[int], torch.Tensor]):
+    def __init__(self, cfg: TrainConfig, real_chunks: Callable[[int], Iterator[torch.Tensor]]):
         q = cfg.quality
         self.samples = q.samples
         self.settings = QualitySettings(min_resolution=q.min_resolution, neighbourhoods=q.neighbourhoods,
                                         directions=q.directions, repeats=q.repeats, seed=cfg.seed)
-        self._read_reals = read_reals
-        self._reals: torch.Tensor | None = None
+        self._real_chunks = real_chunks  # n -> the first n fixed reals, in chunks
         gen = torch.Generator().manual_seed(cfg.seed + LATENT_SEED_OFFSET)
         self.z = torch.randn(q.samples, cfg.model.latent_dim, generator=gen)
 
@@ -40,21 +41,16 @@ class QualityProbe:
     def enabled(self) -> bool:
         return self.samples > 0
 
-    def reals(self) -> torch.Tensor:
-        if self._reals is None:  # read on first use: a run with the probe off, or other ranks, never read them
-            self._reals = self._read_reals(2 * self.samples).float().cpu()
-        return self._reals
-
     @torch.no_grad()
     def measure(self, G: torch.nn.Module, level: int, alpha: float, device: torch.device) -> dict[str, Any]:
         """The figures' row (without where and when): resolution, α, per-level SWD, reference, ratio, diversity, seconds."""
         t0 = time.perf_counter()
         z = self.z.to(device)
-        fakes = torch.cat([G(z[i:i + G_CHUNK], level, alpha).float().cpu() for i in range(0, z.shape[0], G_CHUNK)])
-        reals = fade_real(self.reals(), level, alpha)
-        result = sample_quality(fakes, reals, self.settings)
-        return {"resolution": fakes.shape[-1], "alpha": round(float(alpha), 4), **result.row(),
-                "seconds": round(time.perf_counter() - t0, 2)}
+        fakes = (G(z[i:i + CHUNK], level, alpha).float().cpu() for i in range(0, z.shape[0], CHUNK))
+        reals = (fade_real(x.float(), level, alpha) for x in self._real_chunks(2 * self.samples))
+        side = level_resolution(level)
+        result = measure_streams(fakes, reals, self.samples, side, self.settings)
+        return {"resolution": side, "alpha": round(float(alpha), 4), **result.row(), "seconds": round(time.perf_counter() - t0, 2)}
 
 
 def last_quality_row(rows_text: str) -> dict[str, Any] | None:
