@@ -151,3 +151,15 @@ def test_a_resumed_run_measures_each_point_once_with_the_same_figures(tiny_overr
     resumed = _figures(tmp_path / "run")
     assert [r["images_seen"] for r in resumed] == [64, 128, 192, 256]  # 128: measured before the break, not again after
     assert resumed == _figures(uninterrupted_tiny_model.parent)
+
+
+def test_the_display_prints_a_measured_row_at_once_and_keeps_its_summary_for_the_progress_line(capsys):
+    from nsgan.train.display import TrainingDisplay
+
+    display = TrainingDisplay(1000, enabled=True)  # not a terminal under pytest: plain lines
+    display.measured({"kind": "sample_quality", "at": "phase_end", "images_seen": 500, "kimg": 0.5, "resolution": 16,
+                      "swd_16px": 80.0, "swd_real_16px": 20.0, "swd_ratio_16px": 4.0, "swd_ratio_8px": 2.5, "diversity": 0.62})
+    line = capsys.readouterr().out
+    assert "sample quality at kimg 0.5 (16px, phase_end)" in line and "16px:4.0× 8px:2.5×" in line and "spread 0.62×" in line
+    assert display.quality.strip() == line.split("):", 1)[1].strip()
+    display.close()

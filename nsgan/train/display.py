@@ -63,7 +63,7 @@ class TrainingDisplay:
         if not self.enabled or row.get("kind") != QUALITY_KIND:
             return
         self.quality = " " + quality_summary(row)
-        line = f"[{self.label}] sample quality at kimg {row['kimg']:.1f} ({row['resolution']}px, {row.get('at', '')}):{self.quality}"
+        line = f"[{self.label}] sample quality at kimg {row['kimg']:g} ({row['resolution']}px, {row.get('at', '')}):{self.quality}"
         if self.progress is not None:
             self.progress.console.print(line)
         else:

@@ -14,9 +14,9 @@ from __future__ import annotations
 import copy
 import math
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import reduce
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
