@@ -47,6 +47,8 @@ _API = {
     "read_metadata": "nsgan.models.model_file", "add_encoder": "nsgan.models.model_file",
     "Generator": "nsgan.models.networks", "Discriminator": "nsgan.models.networks", "Encoder": "nsgan.models.encoder",
     "Comparator": "nsgan.models.comparator",
+    "sample_quality": "nsgan.models.sample_quality", "measure_sample_quality": "nsgan.models.sample_quality:measure_streams",
+    "QualitySettings": "nsgan.models.sample_quality", "SampleQuality": "nsgan.models.sample_quality",
     # measuring: the commands, their test-folder reading and their metrics
     "evaluate": "nsgan.evaluate.evaluation", "calibrate": "nsgan.evaluate.calibrate", "audit": "nsgan.evaluate.audit",
     "read_test_set": "nsgan.evaluate.evaluation:collect", "check_test_set": "nsgan.evaluate.evaluation:check_items",

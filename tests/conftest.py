@@ -157,3 +157,10 @@ def tensorboard_log(folder: Path) -> dict:
         "images": {t: [(e.step, e.width, e.height) for e in acc.Images(t)] for t in tags["images"]},
         "pids": {f.name.split(".")[-2] for f in files},  # events.out.tfevents.<time>.<host>.<pid>.<n>
     }
+
+
+def training_rows(path: Path) -> list[dict]:
+    """metrics.jsonl's training rows: the rows a phase measured at its edges (sample quality) carry a `kind` and are left out."""
+    import json
+
+    return [r for r in (json.loads(line) for line in Path(path).read_text().splitlines()) if "kind" not in r]

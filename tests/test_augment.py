@@ -18,7 +18,7 @@ from nsgan.train.gan_loop import Trainer, schedule_config
 from nsgan.train.pipeline import train
 from nsgan.train.schedule import schedule
 
-from .conftest import TINY
+from .conftest import TINY, training_rows
 
 
 def _augmenter(policy, p=1.0, seed=0, **kw) -> Augmenter:
@@ -162,7 +162,7 @@ def test_resume_with_adaptive_augmentation_equals_the_uninterrupted_run(tiny_sha
         assert torch.equal(a[k], b[k]), k
 
     def ps(run):
-        return [(r["step"], r["augment_p"]) for r in map(json.loads, (tmp_path / run / "metrics.jsonl").read_text().splitlines())]
+        return [(r["step"], r["augment_p"]) for r in training_rows(tmp_path / run / "metrics.jsonl")]
 
     assert ps("full") == ps("split")
     assert len({p for _, p in ps("full")}) > 2  # p moved

@@ -23,7 +23,7 @@ from nsgan.models.losses import GANLoss, patch_mask
 from nsgan.models.networks import Discriminator, Generator
 from nsgan.data.shards import write_shards
 
-from .conftest import REPO, TINY, free_port, subprocess_env
+from .conftest import REPO, TINY, free_port, subprocess_env, training_rows
 
 PATCH = ["loss.penalty=patch_mask", "model.patch_grid=8"]
 
@@ -279,7 +279,7 @@ def test_mil_training_exports_a_model_that_scores(tiny_overrides, tmp_path):
 
     path = train(load_config(None, [*tiny_overrides, "loss.penalty=patch_mil", "model.patch_grid=4", "loss.mil_k=2",
                                     "schedule.total_kimg=0.192"]))
-    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    rows = training_rows(tmp_path / "run" / "metrics.jsonl")
     assert all(np.isfinite(r["d_abnormal"]) and "p_real" in r for r in rows)
     m = load_model(path)
     assert m.discriminator.patch_grid == 4
@@ -319,6 +319,6 @@ def test_two_processes_with_the_patch_head_end_with_identical_weights(tiny_shard
     m = load_model(run / "model.safetensors")
     assert m.discriminator.patch_grid == 8 and m.meta["images_seen"] >= 256
     assert weights_digest([m.generator, m.discriminator]) == summary["export_digest"]
-    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    rows = training_rows(run / "metrics.jsonl")
     assert rows[-1]["resolution"] == 16 and np.isfinite(rows[-1]["d_abnormal"]) and np.isfinite(rows[-1]["p_real"])
     assert proc.returncode == 0, proc.stderr[-3000:]

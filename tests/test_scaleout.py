@@ -23,7 +23,7 @@ from safetensors.torch import load_file
 from nsgan.models.model_file import load_model
 from nsgan.train.common import weights_digest
 
-from .conftest import REPO, TINY, subprocess_env
+from .conftest import REPO, TINY, subprocess_env, training_rows
 
 LAUNCH = [sys.executable, "-m", "accelerate.commands.launch"]
 TRAIN = str(REPO / "launch" / "train.py")
@@ -183,7 +183,7 @@ def test_dead_rank_stops_the_other_quickly_then_resume_finishes(tiny_shards, tmp
     assert m.meta["images_seen"] == 512, _tail(resumed)
     summary = json.loads((run / "run.json").read_text())
     assert summary["rank_digests"][0] == summary["rank_digests"][1]
-    seen = [json.loads(line)["images_seen"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+    seen = [r["images_seen"] for r in training_rows(run / "metrics.jsonl")]
     assert seen == sorted(set(seen)) and seen[-1] == 512 and any(s > saved for s in seen)  # continued, nothing logged twice
     assert codes == [0, 0], _tail(resumed)
 

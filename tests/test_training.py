@@ -19,7 +19,7 @@ from nsgan.train.config import load_config
 from nsgan.models.model_file import load_model
 from nsgan.train.pipeline import train
 
-from .conftest import REPO, assert_same_model, free_port, subprocess_env, tensorboard_log
+from .conftest import REPO, assert_same_model, free_port, subprocess_env, tensorboard_log, training_rows
 
 
 def _run(overrides, resume=False):
@@ -39,7 +39,7 @@ def test_train_exports_a_model_that_loads_and_generates(tiny_overrides, tmp_path
     # one grid per phase (8 stable, 16 fade, 16 stable), the reals and the final grid
     names = sorted(p.name for p in (run / "samples").glob("*.png"))
     assert names == ["final.png", "phase00-8px-stable.png", "phase01-16px-fade.png", "reals.png"] or "phase02-16px-stable.png" in names
-    rows = [json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines()]
+    rows = training_rows(run / "metrics.jsonl")
     assert rows and {"kimg", "resolution", "alpha", "img_s", "loss_d", "loss_g", "d_abnormal", "skipped_normal"} <= rows[-1].keys()
     assert rows[-1]["resolution"] == 16
     assert (run / "checkpoints" / "latest.json").is_file()
@@ -64,7 +64,7 @@ def test_resume_across_an_r1_step_matches_uninterrupted_run(tiny_shards, tmp_pat
     assert load_model(split).meta["images_seen"] == load_model(full).meta["images_seen"]
 
     def r1_rows(run):  # metrics rows' step = D steps done, so R1 taken on step s shows at s + 1
-        rows = [json.loads(line) for line in (tmp_path / run / "metrics.jsonl").read_text().splitlines()]
+        rows = training_rows(tmp_path / run / "metrics.jsonl")
         return [r["step"] for r in rows if "r1" in r]
 
     assert r1_rows("full") == r1_rows("split") == [1, 6, 11, 16, 21, 26]
@@ -138,7 +138,7 @@ def test_partial_state_from_a_crash_while_saving_is_ignored(tiny_overrides, tmp_
     (ckpt / "latest.json").write_text('{"state": "state-9999')  # pointer torn mid-write
     model = _run(tiny_overrides, resume=True)
     assert_same_model(model, uninterrupted_tiny_model)
-    seen = [json.loads(line)["images_seen"] for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    seen = [r["images_seen"] for r in training_rows(tmp_path / "run" / "metrics.jsonl")]
     assert seen == sorted(set(seen))  # continued from 0.128 kimg: nothing logged twice, so not restarted
 
 
@@ -169,7 +169,7 @@ def test_sigkill_during_training_then_resume(tiny_shards, tmp_path):
     # so the metrics must show it continued from the saved state rather than from 0)
     reference = _run([*args, "schedule.total_kimg=0.512", f"run_dir={tmp_path / 'reference'}"])
     assert_same_model(run / "model.safetensors", reference)
-    first_resumed = [json.loads(l)["images_seen"] for l in (run / "metrics.jsonl").read_text().splitlines()]
+    first_resumed = [r["images_seen"] for r in training_rows(run / "metrics.jsonl")]
     assert first_resumed == sorted(set(first_resumed)) and first_resumed[-1] == 512
     # TensorBoard continues the same axis: what the killed process logged after the state is hidden, as in metrics.jsonl
     assert [step for step, _ in tensorboard_log(run / "tb" / "gan")["scalars"]["loss_d"]] == first_resumed
@@ -199,7 +199,7 @@ def test_two_processes_train_identical_weights_and_export(tiny_shards, tmp_path)
     # train.log_with defaults to auto: TensorBoard (installed with nsgan[tracking]) through accelerate, in RUN/tb/gan,
     # read back with TensorBoard's own reader: metrics.jsonl's numbers at its steps (images seen), the grids at phase ends
     tb = tensorboard_log(run / "tb" / "gan")
-    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    rows = training_rows(run / "metrics.jsonl")
     assert [step for step, _ in tb["scalars"]["loss_d"]] == [r["images_seen"] for r in rows]
     assert [v for _, v in tb["scalars"]["loss_g"]] == pytest.approx([r["loss_g"] for r in rows], rel=1e-5, abs=1e-6)
     assert [step for step, _, _ in tb["images"]["samples"]] == [64, 128, 256]  # 8 px stable, 16 px fade, the end
@@ -230,7 +230,7 @@ def test_corrupt_tiles_and_truncated_tar_are_skipped_and_counted(tiny_shards, tm
     _run([*TINY, f"data.normal={normal}", f"data.abnormal={tiny_shards / 'abnormal'}", f"run_dir={tmp_path / 'run'}",
           "model.resolution=16", "data.channels=1"])
     summary = json.loads((tmp_path / "run" / "run.json").read_text())
-    rows = [json.loads(l) for l in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    rows = training_rows(tmp_path / "run" / "metrics.jsonl")
     assert summary["skipped_normal"] > 0
     assert rows[-1]["skipped_normal"] == summary["skipped_normal"]
     assert load_model(tmp_path / "run" / "model.safetensors").meta["images_seen"] >= 256

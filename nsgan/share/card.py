@@ -162,7 +162,7 @@ def render_card(meta: dict[str, Any], file_name: str = "model.safetensors", name
     """The whole card (front matter, marker, Markdown) for a model file's decoded metadata."""
     header = yaml.safe_dump(front_matter(meta, name), sort_keys=False, allow_unicode=True)
     parts = [f"---\n{header}---\n", MARKER, "", *_intro(meta, file_name, name), *_data(meta), *_training(meta),
-             *_encoder(meta, file_name), *_comparator(meta, file_name), *_thresholds(meta, file_name), *_evaluation(meta, file_name),
+             *_sample_quality(meta), *_encoder(meta, file_name), *_comparator(meta, file_name), *_thresholds(meta, file_name), *_evaluation(meta, file_name),
              *_usage(meta, file_name), *_config(meta)]
     return "\n".join(parts).rstrip() + "\n"
 
@@ -254,6 +254,24 @@ def _training(meta: dict[str, Any]) -> list[str]:
         n = train.get("world_size", "?")
         rows.append(("trained with", f"{n} process{'' if n == 1 else 'es'}, mixed precision {train.get('mixed_precision', '?')}"))
     return ["## Training", "", "| | |", "|---|---|", *[f"| {k} | {v} |" for k, v in rows], ""]
+
+
+def _sample_quality(meta: dict[str, Any]) -> list[str]:
+    """The last measurement training made of G's samples (nsgan/models/sample_quality.py)."""
+    q = meta.get("sample_quality")
+    if not isinstance(q, dict):
+        return ["## Sample quality", "", "Not measured (`quality.samples` was 0, or the model predates the measurement).", ""]
+    levels = [k[len("swd_ratio_"):-2] for k in q if k.startswith("swd_ratio_") and k.endswith("px")]
+    rows = [f"| {lv} px | {_g(q.get(f'swd_{lv}px'))} | {_g(q.get(f'swd_real_{lv}px'))} | {_fmt(q.get(f'swd_ratio_{lv}px'), 2)}× |" for lv in levels]
+    where = {"end": "at the end of training", "phase_end": "at the end of a schedule phase", "checkpoint": "at a periodic state"}
+    return ["## Sample quality", "",
+            f"Last measured at **{_g(q.get('kimg'))} kimg** ({where.get(q.get('at'), q.get('at', '?'))}, {q.get('resolution', '?')} px, "
+            f"α {_g(q.get('alpha'))}): {q.get('samples', '?')} samples of the EMA generator against twice as many fixed normal tiles. "
+            "PGGAN's sliced Wasserstein distance (×10³) per Laplacian-pyramid level, beside the same distance between two halves "
+            "of the reals (what a generator that draws the material exactly would score with this many samples):", "",
+            "| level | SWD ×10³ | real vs real | ratio |", "|---|---|---|---|", *rows, "",
+            f"Spread across z: per-pixel std of the samples is **{_fmt(q.get('diversity'), 2)}×** that of the reals "
+            "(0: one image whatever z; 1: as varied as the material).", ""]
 
 
 def _encoder(meta: dict[str, Any], file_name: str) -> list[str]:

@@ -8,6 +8,9 @@ from typing import Any
 
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
 
+from nsgan.train.quality import KIND as QUALITY_KIND
+from nsgan.train.quality import summary as quality_summary
+
 
 class TrainingDisplay:
     """A rich progress bar over images seen, its line showing resolution, α, kimg, img/s and losses.
@@ -23,6 +26,7 @@ class TrainingDisplay:
         self.live = enabled and sys.stdout.isatty()
         self.last_plain = 0.0
         self.label = label
+        self.quality = ""  # the last sample-quality summary, shown on the live line
         if not enabled:
             return
         if self.live:
@@ -49,10 +53,21 @@ class TrainingDisplay:
         if row.get("skipped_normal") or row.get("skipped_abnormal"):
             info += f" skipped={row.get('skipped_normal', 0)}+{row.get('skipped_abnormal', 0)}"
         if self.progress is not None:
-            self.progress.update(self.task, completed=row["images_seen"], info=info)
+            self.progress.update(self.task, completed=row["images_seen"], info=info + self.quality)
         elif time.monotonic() - self.last_plain > 5.0:
             self.last_plain = time.monotonic()
             print(f"[{self.label}] {info} eta {eta:.0f}s", flush=True)
+
+    def measured(self, row: dict[str, Any]) -> None:
+        """A measured row (sample quality): one line now, and its summary on the live line until the next."""
+        if not self.enabled or row.get("kind") != QUALITY_KIND:
+            return
+        self.quality = " " + quality_summary(row)
+        line = f"[{self.label}] sample quality at kimg {row['kimg']:g} ({row['resolution']}px, {row.get('at', '')}):{self.quality}"
+        if self.progress is not None:
+            self.progress.console.print(line)
+        else:
+            print(line, flush=True)
 
     def close(self) -> None:
         if self.progress is not None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import copy
 import math
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import reduce
 from pathlib import Path
@@ -44,6 +45,8 @@ from nsgan.train.config import TrainConfig, config_from_dict
 from nsgan.train.engines import engine_for
 from nsgan.train.layout import MODEL, RunLayout
 from nsgan.train.phase_runner import PhaseInfo, Progress, StopAtStepBoundary, run_phase
+from nsgan.train.quality import KIND as QUALITY_KIND
+from nsgan.train.quality import QualityProbe, last_quality_row
 from nsgan.train.samples import image_grid, write_grid
 from nsgan.train.schedule import Phase as SchedulePhase
 from nsgan.train.schedule import ScheduleConfig, schedule, total_images
@@ -156,6 +159,8 @@ class Trainer:
         self._make_streams(positions)
         grid = torch.Generator().manual_seed(cfg.seed + 12345)
         self.grid_z = torch.randn(cfg.train.grid_size**2, m.latent_dim, generator=grid)
+        self.quality_probe = QualityProbe(cfg, self._fixed_real_chunks)
+        self.quality: dict[str, Any] | None = None  # the last sample-quality row (into the model's metadata and card)
 
     def _optimizers(self) -> tuple[tuple[str, Any], ...]:
         return (("opt_G", self.opt_G), ("opt_D", self.opt_D))
@@ -332,11 +337,16 @@ class Trainer:
             log_grid(self.acc, tag, grid, self.state.images_seen)
         return write_grid(grid, self.layout.samples / name)
 
-    def save_reals_grid(self) -> None:
-        n = self.cfg.train.grid_size**2
+    def _fixed_real_chunks(self, n: int) -> Iterator[torch.Tensor]:
+        """The first n tiles of the reference stream, in the stream's chunks (reals.png shows the first grid_size²)."""
         chunk = stream_chunks(self.cfg)[0]
         probe = BatchTaker(_fresh_stream(self, chunk, n))
-        grid = image_grid(probe.take(math.ceil(n / chunk) * chunk, torch.device("cpu"))[:n], self.cfg.train.grid_size)
+        for _ in range(math.ceil(n / chunk)):
+            yield probe.take(chunk, torch.device("cpu"))
+
+    def save_reals_grid(self) -> None:
+        n = self.cfg.train.grid_size**2
+        grid = image_grid(torch.cat(list(self._fixed_real_chunks(n)))[:n], self.cfg.train.grid_size)
         log_grid(self.acc, "reals", grid, 0)
         write_grid(grid, self.layout.samples / "reals.png")
 
@@ -352,6 +362,8 @@ class Trainer:
             "data": data_summary(self.cfg),
             "trained_with": {"world_size": self.world, "mixed_precision": self.acc.mixed_precision, "nsgan_version": __version__},
         }
+        if self.quality:
+            meta["sample_quality"] = {k: v for k, v in self.quality.items() if k != "kind"}
         path = save_model(self.layout.model, self.G_ema, self.D_raw, meta)
         refresh_card(path, "train")  # README.md beside it, from its metadata (nsgan/share/card.py)
         return path
@@ -367,7 +379,11 @@ def _fresh_stream(trainer: Trainer, chunk: int, n: int):
 
 class GanPhase:
     """The progressive schedule as a phase of the runner: each step's batch, level and α follow from images seen;
-    at a schedule phase's edge the finished phase's grid is saved, and at a new level Adam's moments are reset."""
+    at a schedule phase's edge the finished phase's grid is saved, and at a new level Adam's moments are reset.
+
+    Sample quality (nsgan/train/quality.py) is measured on the main process at every schedule phase's end,
+    at every periodic state and at the end, once per images seen (a state at a phase's edge measures once, as
+    `phase_end`); the rows go to the runner through `measured`."""
 
     def __init__(self, trainer: Trainer, sched_cfg: ScheduleConfig, resumed: bool):
         cfg = trainer.cfg
@@ -376,6 +392,8 @@ class GanPhase:
         self.info = PhaseInfo("gan", cfg.train.log_every, cfg.train.checkpoint_kimg, "schedule.lr", display="train")
         self.total = total_images(sched_cfg)
         self.current: SchedulePhase | None = None  # the schedule's phase of the step under way (after the loop: the end)
+        self._rows: list[dict[str, Any]] = []  # sample-quality rows not yet handed to the runner
+        self._measured_at = -1  # images seen at the last measurement (from metrics.jsonl on resume)
 
     @property
     def batch(self) -> int:
@@ -386,14 +404,21 @@ class GanPhase:
             atomic_write_text(self.layout.config, yaml.safe_dump(self.cfg.to_dict(), sort_keys=False))
             if not self.resumed:
                 self.trainer.save_reals_grid()
+            elif self.layout.metrics.exists():  # measured at the state resumed from: not again
+                last = last_quality_row(self.layout.metrics.read_text())
+                if last:
+                    self._measured_at, self.trainer.quality = int(last["images_seen"]), last
 
     def next_step(self) -> bool:
         tr, st = self.trainer, self.trainer.state
         phase = schedule(st.images_seen, self.sched_cfg, tr.world)
         # Decisions at phase edges read only the saved state, so a resumed run makes the same ones.
         last = st.last_phase
-        if last and phase.index != last["index"] and tr.is_main:
+        edge = bool(last) and phase.index != last["index"]
+        if edge and tr.is_main:
             tr.save_grid(_grid_name(last), last["level"], last["alpha"], tag="samples")
+        if last and (edge or phase.done):
+            self._measure("phase_end" if edge else "end")
         self.current = phase
         if phase.done:
             return False
@@ -432,7 +457,23 @@ class GanPhase:
         self.trainer.save_checkpoint()
 
     def saved_periodic(self) -> None:
-        pass  # the GAN's grids follow its schedule's phases, not its states
+        # the GAN's grids follow its schedule's phases, not its states; its sample quality both
+        edge = schedule(self.progress.images_seen, self.sched_cfg, self.trainer.world).index != self.progress.last_phase["index"]
+        self._measure("phase_end" if edge else "checkpoint")
+
+    def _measure(self, at: str) -> None:
+        tr, st = self.trainer, self.trainer.state
+        if not (tr.is_main and tr.quality_probe.enabled) or st.images_seen == self._measured_at:
+            return
+        last = st.last_phase
+        row = {"kind": QUALITY_KIND, "at": at, "images_seen": st.images_seen, "kimg": round(st.images_seen / 1000.0, 3),
+               "step": st.step, **tr.quality_probe.measure(tr.G_ema, last["level"], last["alpha"], tr.device)}
+        self._measured_at, tr.quality = st.images_seen, row
+        self._rows.append(row)
+
+    def measured(self) -> list[dict[str, Any]]:
+        rows, self._rows = self._rows, []
+        return rows
 
     def trained(self) -> list[torch.nn.Module]:
         return [self.trainer.G_raw, self.trainer.G_ema, self.trainer.D_raw]

@@ -8,6 +8,8 @@ phase list and Lightning's `training_step`); `run_phase` owns everything around 
     then the per-key means of its stats, rounded to ROW_DIGITS; the same row to the trackers and the
     live display; on resume the rows logged after the state resumed from are dropped first;
   * a resumable state every `checkpoint_kimg` and at the end;
+  * rows a phase measured at its edges (`measured`: the GAN's sample quality), each with its `kind`, to
+    metrics.jsonl, the trackers and the display as they come;
   * divergence: every stat of a step must be finite, else EXIT_RUNTIME naming the phase's learning rate;
   * Ctrl-C (one process): stop after the step under way, with a saved state, so a resume is exact;
   * the rank digest: every rank hashes the networks it trained; different hashes are an error.
@@ -98,6 +100,9 @@ class Phase(Protocol):
     def trained(self) -> list[torch.nn.Module]:
         """The networks this phase trains, whose weights must end equal on every rank."""
 
+    def measured(self) -> list[dict[str, Any]]:
+        """Rows measured since last asked (after `next_step` and `saved_periodic`), each with a `kind` and `images_seen`."""
+
 
 class FixedLengthPhase:
     """A phase that trains to `total` images and shows its progress as grids named `<grid_prefix>-<kimg>kimg.png`
@@ -128,6 +133,9 @@ class FixedLengthPhase:
     def saved_periodic(self) -> None:
         if self.acc.is_main_process:
             self.save_grid(f"{self.grid_prefix}-{self.progress.images_seen // 1000:06d}kimg.png")
+
+    def measured(self) -> list[dict[str, Any]]:
+        return []  # nothing measured besides the steps' stats
 
 
 class StopAtStepBoundary:
@@ -253,7 +261,20 @@ def _steps(phase: Phase, stop: StopAtStepBoundary) -> None:
     try:
         tracking.start(acc, info.label, phase.cfg.to_dict(), step=st.images_seen)  # in <run folder>/tb/<label>
         phase.starting()
-        while phase.next_step():
+
+        def write_measured() -> None:
+            for row in phase.measured():
+                if metrics:
+                    metrics.write(json.dumps(row) + "\n")
+                    metrics.flush()
+                tracking.log_measured(acc, row, row["images_seen"])
+                display.measured(row)
+
+        while True:
+            more = phase.next_step()
+            write_measured()
+            if not more:
+                break
             images = phase.batch * world
             t0 = time.perf_counter()
             stats = phase.step()
@@ -275,6 +296,7 @@ def _steps(phase: Phase, stop: StopAtStepBoundary) -> None:
             if next_state <= st.images_seen < phase.total:  # the end's state follows the loop
                 phase.save_checkpoint()
                 phase.saved_periodic()
+                write_measured()
                 next_state += every
             if stop.requested:  # Ctrl-C during the step just finished: keep it, at a step boundary
                 phase.save_checkpoint()

@@ -105,6 +105,17 @@ def log_scalars(acc: Any, row: dict[str, Any], step: int) -> None:
     acc.log(values, step=step)
 
 
+def log_measured(acc: Any, row: dict[str, Any], step: int) -> None:
+    """A measured row (its `kind`: sample_quality, ...) at `step`, its figures as `<kind>/<key>` so they group apart
+    from the training rows' scalars; where and when it was measured stay out."""
+    if not acc.trackers:
+        return
+    skip = {"images_seen", "kimg", "step", "resolution", "alpha"}
+    kind = row.get("kind", "measured")
+    values = {f"{kind}/{k}": v for k, v in row.items() if isinstance(v, (int, float)) and not isinstance(v, bool) and k not in skip}
+    acc.log(values, step=step)
+
+
 def log_grid(acc: Any, tag: str, grid: np.ndarray, step: int) -> None:
     """A sample grid (H, W, C uint8) as an image: TensorBoard only (other trackers get the scalars)."""
     if not (acc.trackers and acc.is_main_process):
@@ -132,4 +143,4 @@ def logging_dir(model_dir: str | Path) -> Path:
     return Path(model_dir) / TB_DIR
 
 
-__all__ = ["resolve_log_with", "flat_hparams", "start", "log_scalars", "log_grid", "stop", "logging_dir", "tensorboard_usable", "TB_DIR"]
+__all__ = ["resolve_log_with", "flat_hparams", "start", "log_scalars", "log_measured", "log_grid", "stop", "logging_dir", "tensorboard_usable", "TB_DIR"]

@@ -128,7 +128,7 @@ def worker(args) -> int:
     sampler.done.set()
     sampler.join()
     rank = int(os.environ.get("RANK", "0"))
-    rows = [json.loads(line) for line in run.metrics.read_text().splitlines() if line.strip()] if rank == 0 else []
+    rows = [r for line in run.metrics.read_text().splitlines() if line.strip() and "kind" not in (r := json.loads(line))] if rank == 0 else []
     times = [b["time_s"] - a["time_s"] for a, b in zip([{"time_s": 0.0}, *rows], rows)]
     m = nsgan.load_model(run.model) if rank == 0 else None
     mine = {"rank": rank, "engine": args.engine, "world": args.world,

@@ -111,7 +111,8 @@ def run_config(config: Path, res: int, shards: Path, run_dir: Path, precision: s
 def train_rows(cfg) -> list[dict]:
     """Run nsgan.train on `cfg` (its run folder must not exist) and return its metrics.jsonl rows."""
     nsgan.train(cfg, source="bench")
-    return [json.loads(line) for line in nsgan.RunLayout(cfg.run_dir).metrics.read_text().splitlines() if line.strip()]
+    rows = [json.loads(line) for line in nsgan.RunLayout(cfg.run_dir).metrics.read_text().splitlines() if line.strip()]
+    return [r for r in rows if "kind" not in r]  # measured rows (sample quality) have a kind and no img_s
 
 
 def steady_img_s(rows: list[dict]) -> float:

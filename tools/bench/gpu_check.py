@@ -152,7 +152,8 @@ def section_ddp(a, tmp: Path, env: dict) -> list[dict]:
         proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=max(60, a.budget_s))
         wall = time.perf_counter() - t0
         summary = json.loads(run.summary.read_text()) if run.summary.is_file() else {}
-        rates = [json.loads(line)["img_s"] for line in run.metrics.read_text().splitlines()] if run.metrics.is_file() else []
+        logged = [json.loads(line) for line in run.metrics.read_text().splitlines()] if run.metrics.is_file() else []
+        rates = [r["img_s"] for r in logged if "kind" not in r]  # measured rows (sample quality) have no img_s
         digests = summary.get("rank_digests", [])
         row = {"processes": n, "exit": proc.returncode, "wall_s": round(wall, 1), "images_seen": summary.get("images_seen"),
                "rank_digests_equal": len(digests) == n and len(set(digests)) == 1, "median_img_s": statistics.median(rates) if rates else None}
