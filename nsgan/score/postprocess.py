@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from nsgan.score.choices import ImageScore, Inversion, Residual, ThresholdSource, Verdict
+from nsgan.score.choices import ImageScore, Inversion, Residual, TestTimeAugment, ThresholdSource, Verdict
 from nsgan.score.options import ScoreOptions
 from nsgan.score.regions import Region, find_regions
 from nsgan.score.result import ScoreResult
@@ -86,6 +86,8 @@ class PostProcessor:
         settings = {"residual": o.residual, "map_sigma": o.map_sigma, "image_score": o.image_score}
         if o.residual == Residual.COMPARATOR:
             settings["comparator_digest"] = self.comparator_digest
+        if o.tta != TestTimeAugment.NONE:  # absent when none, so entries calibrated before the option still match
+            settings["tta"] = o.tta
         return settings
 
     def calibration_mismatch(self) -> str | None:
@@ -95,7 +97,7 @@ class PostProcessor:
         if cal.search and {"mode": Inversion.SEARCH, **cal.search} != self.options.search.to_dict():
             problems.append("other search settings")
         if cal.map and cal.map != self.map_settings():
-            problems.append("other map settings (residual, map_sigma, image_score)")
+            problems.append("other map settings (residual, map_sigma, image_score, tta)")
         if cal.stride is not None and int(cal.stride) != self.stride:
             problems.append(f"stride {int(cal.stride)}, scoring uses stride {self.stride}")
         return "thresholds were calibrated with " + " and ".join(problems) if problems else None
