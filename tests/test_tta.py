@@ -212,3 +212,12 @@ def test_bad_values_and_the_latent_search_are_one_line_errors(model_file, gan_mo
     assert err.count("\n") == 0 and "--tta flip" in err and "inversion mode search" in err and "--tta none" in err
     with pytest.raises(ConfigError, match="inversion mode refine"):
         Scorer.from_file(gan_model_with_encoder, ScoreOptions(search=SearchConfig(mode="refine"), tta="d4"))
+
+
+def test_comparator_bench_passes_tta_to_cs_maps_and_names_it_in_the_cells_folder(tmp_path):
+    from tools.experiments import comparator_bench as cb
+
+    plain = cb.bench_config(cb.parse_args(["--out", str(tmp_path)]))
+    flip = cb.bench_config(cb.parse_args(["--out", str(tmp_path), "--tta", "flip", "--width", "32"]))
+    assert plain["tta"] == "none" and cb.ctag(plain) == "product"  # the folders of results made before the option
+    assert cb.ctag(flip) == "width32-ttaflip"
