@@ -74,10 +74,15 @@ class TorchTiles:
         x = torch.from_numpy(tiles).to(self.device) * 2.0 - 1.0
         if len(self.views) == 1:
             return self._once(x, tile_ids)
-        maps, scores = average_views(self.views, lambda v: self._once(v.apply(x), tile_ids))
-        if self.comparator_alone:  # the tile score stays the max of the tile's (now averaged) map
-            scores = maps.flatten(1).amax(1)
-        return maps, scores
+        if self.comparator_alone:
+            # C alone holds nothing that depends on the batch: every view in one call (measured ~20% faster on 2
+            # cores than a call per view); the tile score stays the max of the tile's (now averaged) map.
+            res, _ = self._once(torch.cat([v.apply(x) for v in self.views]), tile_ids)
+            maps = mean_undone(self.views, res.split(len(x)))
+            return maps, maps.flatten(1).amax(1)
+        # a call per view: D's minibatch-stddev features (the tile loss) would see other tiles if views shared a batch
+        outs = [self._once(v.apply(x), tile_ids) for v in self.views]
+        return mean_undone(self.views, [r for r, _ in outs]), torch.stack([sc.float() for _, sc in outs]).mean(0)
 
     def _once(self, x: torch.Tensor, tile_ids: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
         if self.comparator_alone:
@@ -106,24 +111,19 @@ class NetworkTiles:
         if len(self.views) == 1:
             res, sc = self.network(tiles)
             return torch.from_numpy(res).to(self.device).float(), torch.from_numpy(sc).to(self.device).float()
-
-        def once(v: View) -> tuple[torch.Tensor, torch.Tensor]:
-            res, sc = self.network(np.ascontiguousarray(v.apply(tiles)))
-            return torch.from_numpy(np.ascontiguousarray(res)).float(), torch.from_numpy(sc).float()
-
-        maps, scores = average_views(self.views, once)
+        outs = [self.network(np.ascontiguousarray(v.apply(tiles))) for v in self.views]
+        maps = mean_undone(self.views, [torch.from_numpy(np.ascontiguousarray(r)) for r, _ in outs])
+        scores = torch.from_numpy(np.stack([sc for _, sc in outs])).float().mean(0)
         return maps.to(self.device), scores.to(self.device)
 
 
-def average_views(vs: Sequence[View], run: Callable[[View], tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
-    """The mean over views of (map turned back, tile score), `run(view)` giving the viewed batch's (maps, scores)."""
-    maps = scores = None
-    for v in vs:
-        res, sc = run(v)
-        res = v.undo(res.float())
-        maps = res.clone() if maps is None else maps.add_(res)
-        scores = sc.float().clone() if scores is None else scores.add_(sc.float())
-    return maps / len(vs), scores / len(vs)
+def mean_undone(vs: Sequence[View], maps: Sequence[torch.Tensor]) -> torch.Tensor:
+    """The mean of each view's maps (N, T, T), each turned back onto the tiles as cut first."""
+    total = None
+    for v, m in zip(vs, maps, strict=True):
+        m = v.undo(m.float())
+        total = m.clone() if total is None else total.add_(m)
+    return total / len(vs)
 
 
 class Processes:
