@@ -52,3 +52,21 @@ def test_rule_scores_read_the_top_of_the_map_and_the_largest_region():
     peaked[5, 5] = 1.0  # one false peak: the map max jumps, the top-16 mean barely moves
     rules = cb.rule_scores([flat, peaked], [[], [SimpleNamespace(area=3, peak=0.5), SimpleNamespace(area=1, peak=1.0)]])
     assert rules["top16_mean"].tolist() == [0.0, 1 / 16] and rules["region_area_x_peak"].tolist() == [0.0, 1.5]
+
+
+def test_the_oracle_trains_on_train_good_without_its_dirty_images(tmp_path):
+    d = cb.build_data(CFG, tmp_path, "brick", 0)
+    dirty = {p["path"].split("/")[-1] for p in json.loads((d / "protocol.json").read_text())["contaminated_train"]}
+    clean = cb.clean_normals(d, tmp_path / "clean" / "x")
+    names = {p.name for p in clean.iterdir()}
+    assert dirty and not names & dirty and names | dirty == {p.name for p in (d / "train" / "good").iterdir()}
+    cfg = cb.bench_config(cb.parse_args(["--out", "x", "--protocol", "visible", "--oracle", "--epsilon", "0.4", "--variants", "blur"]))
+    assert cb.c_runs(cfg, 0) == [("blur", None), ("blur", cb.CLEAN)] and cfg["visible_protocol"]["epsilon"] == 0.4
+    assert cb.cell_name(cfg, "brick", 1) == "vis-brick-eps0.4-s1"
+
+
+def test_noise_gap_is_oracle_minus_dirty_with_the_seed_spread():
+    row = lambda v: {"image_auroc": v, "pixel_auroc": v, "aupro": v}  # noqa: E731
+    data = {"brick": {0: {"C-blur": row(0.8), "C-blur-clean": row(0.9)}, 1: {"C-blur": row(0.9), "C-blur-clean": row(0.9)}}}
+    line = next(x for x in cb.noise_gap(data, ["brick"], [0, 1]) if x.startswith("| brick |"))
+    assert "+0.050 / +0.050 / +0.050" in line and line.endswith("| 0.100 / 0.000 |")

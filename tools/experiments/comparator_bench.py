@@ -76,6 +76,8 @@ def log(msg: str) -> None:
 def cell_name(cfg: dict, texture: str, seed: int | None = None) -> str:
     """The folder name of a (protocol, texture[, seed]): the textures protocol keeps its earlier names."""
     name = ("vis-" if cfg["protocol_name"] == "visible" else "") + texture
+    if cfg.get("epsilon") is not None:  # --epsilon: the share of dirty normals, in the name when set
+        name += f"-eps{cfg['epsilon']:g}"
     return name if seed is None else f"{name}-s{seed}"
 
 
@@ -109,17 +111,33 @@ def labelled_without(data: Path, kind: str, dest: Path) -> tuple[Path, Path]:
     return images, masks
 
 
-def seed_shards(cfg: dict, out: Path, texture: str, seed: int, data: Path, held_out: str | None) -> Path:
-    """The shards C trains on for (texture, seed): train/good plus the labelled images with masks
-    (without those holding `held_out`, when it is a painter kind)."""
+def clean_normals(data: Path, dest: Path) -> Path:
+    """A copy of train/good without its secretly defective images (protocol.json's contaminated_train): the
+    clean-normals oracle's data, which no user has."""
+    if not dest.is_dir():
+        dirty = {Path(c["path"]).name for c in json.loads((data / "protocol.json").read_text())["contaminated_train"]}
+        tmp = dest.with_name(dest.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        for p in sorted((data / "train" / "good").iterdir()):
+            if p.name not in dirty:
+                shutil.copy2(p, tmp / p.name)
+        tmp.rename(dest)
+    return dest
+
+
+def seed_shards(cfg: dict, out: Path, texture: str, seed: int, data: Path, held_out: str | None, clean: bool = False) -> Path:
+    """The shards C trains on for (texture, seed): train/good (without its dirty images, for the oracle) plus the
+    labelled images with masks (without those holding `held_out`, when it is a painter kind)."""
     kind = held_out if held_out in nsgan.DEFECT_KINDS else None
-    shards = out / "shards" / (cell_name(cfg, texture, seed) + (f"-without-{kind}" if kind else ""))
+    shards = out / "shards" / (cell_name(cfg, texture, seed) + (f"-without-{kind}" if kind else "") + ("-clean" if clean else ""))
     if not (shards / "manifest.json").is_file():
         if kind:
             abnormal, masks = labelled_without(data, kind, out / "labelled" / f"{texture}-s{seed}-without-{kind}")
         else:
             abnormal, masks = data / "train" / "defect", data / "ground_truth_train" / "defect"
-        nsgan.write_shards(nsgan.ShardSpec(data / "train" / "good", abnormal_dir=abnormal, abnormal_masks_dir=masks,
+        good = clean_normals(data, out / "clean" / cell_name(cfg, texture, seed)) if clean else data / "train" / "good"
+        nsgan.write_shards(nsgan.ShardSpec(good, abnormal_dir=abnormal, abnormal_masks_dir=masks,
                                            tile=cfg["tile"], out=shards, stride=cfg["shard_stride"], channels=1, seed=seed),
                            overwrite=True)
     return shards
@@ -276,13 +294,16 @@ def _row(path: Path, make):
     return r
 
 
+CLEAN = "clean-normals"  # c_runs' marker of the oracle: C trained on train/good without its dirty images
+
+
 def c_runs(cfg: dict, seed: int) -> list[tuple[str, str | None]]:
     """(reference, held-out kind or None) of every C the cell trains."""
     held = cfg["held_out"]
     k_out = held[seed] if seed in held else held[seed % len(held)]
     which = {"both": (k_out, nsgan.BLOB_KIND), "kind": (k_out,), "blob": (nsgan.BLOB_KIND,), "none": ()}
     runs = [(ref, None) for ref in cfg["variants"]]
-    return runs + [(ref, h) for ref in cfg.get("held_out_refs", ["reconstruction"]) for h in which[cfg.get("held_out_which", "both")]]
+    return runs + [(ref, CLEAN) for ref in (cfg["variants"] if cfg.get("oracle") else [])] + [(ref, h) for ref in cfg.get("held_out_refs", ["reconstruction"]) for h in which[cfg.get("held_out_which", "both")]]
 
 
 def run_pair(cfg: dict, out: Path, texture: str, seed: int, gan: Path, code: Path, threads: int, with_g: bool) -> None:
@@ -302,15 +323,17 @@ def run_pair(cfg: dict, out: Path, texture: str, seed: int, gan: Path, code: Pat
         _row(cells / "detail.json", lambda: figures(items, *model_maps(items, gan, cfg, residual="detail")))
         log(f"{texture}-s{seed}: detail done (mean |x - G(E(x))| {gq['mean_abs_err']:.3f})")
     for ref, held in c_runs(cfg, seed):
-        name = f"C-{ref}" + (f"-without-{held}" if held else "")
+        name = f"C-{ref}" + ("-clean" if held == CLEAN else f"-without-{held}" if held else "")
 
         def make(ref=ref, held=held, name=name):
-            shards = seed_shards(cfg, out, texture, seed, data, held)
+            clean = held == CLEAN
+            held = None if clean else held
+            shards = seed_shards(cfg, out, texture, seed, data, held, clean=clean)
             t0 = time.perf_counter()
             model = train_c(cfg, gan, out / "models" / cell_name(cfg, texture, seed) / ctag(cfg) / name, shards, ref, seed, held, code, threads)
             seconds = time.perf_counter() - t0
             meta = nsgan.read_metadata(model)["comparator"]
-            return {**figures(items, *model_maps(items, model, cfg)), "reference": ref, "held_out": held,
+            return {**figures(items, *model_maps(items, model, cfg)), "reference": ref, "held_out": held, "clean_normals": clean,
                     "train": {"seconds": seconds, "kimg": meta["kimg"], "config": meta["config"]}}
 
         r = _row(cells / ctag(cfg) / f"{name}.json", make)
@@ -321,7 +344,8 @@ def run_pair(cfg: dict, out: Path, texture: str, seed: int, gan: Path, code: Pat
 
 ROWS = [("floor default", "floor:2:1"), ("floor best (per figure, on test)", "floor:best"),
         ("detail residual of G(E(x)) (the map without C)", "detail"),
-        ("C(x)", "C-none"), ("C(x, blur x) (the default)", "C-blur"), ("C(x, G(E(x)))", "C-reconstruction")]
+        ("C(x)", "C-none"), ("C(x, blur x) (the default)", "C-blur"), ("C(x, G(E(x)))", "C-reconstruction"),
+        ("C(x, blur x) on the clean normals (oracle)", "C-blur-clean"), ("C(x) on the clean normals (oracle)", "C-none-clean")]
 TARGETS = {"image_auroc": 0.90, "pixel_auroc": 0.95, "aupro": 0.85}
 
 
@@ -468,6 +492,26 @@ def family_gaps(data: dict, textures, seeds, holdout: str) -> list[str]:
     return lines
 
 
+def noise_gap(data: dict, textures, seeds) -> list[str]:
+    """Issue 27: what the dirty normals cost, oracle (clean normals) − the same C on the dirty ones, mean over seeds,
+    with the seed spread (max − min) of each row's image AUROC."""
+    lines = ["", "## Noise gap: the clean-normals oracle minus the same C trained on the dirty normals", "",
+             "| texture | reference | dirty: image / pixel / AUPRO | oracle: image / pixel / AUPRO | gap image / pixel / AUPRO | "
+             "seed spread of image AUROC, dirty / oracle |", "|---|---|---|---|---|---|"]
+    for t in textures:
+        for ref in ("blur", "none", "reconstruction"):
+            pairs = [(data[t][s][f"C-{ref}"], data[t][s][f"C-{ref}-clean"]) for s in seeds
+                     if f"C-{ref}" in data[t][s] and f"C-{ref}-clean" in data[t][s]]
+            if not pairs:
+                continue
+            dirty = {f: float(np.mean([d[f] for d, _ in pairs])) for f in FIGURES}
+            clean = {f: float(np.mean([c[f] for _, c in pairs])) for f in FIGURES}
+            spread = [max(v) - min(v) for v in ([d["image_auroc"] for d, _ in pairs], [c["image_auroc"] for _, c in pairs])]
+            lines.append(f"| {t} | {ref} | {_fmt3(dirty)} | {_fmt3(clean)} | "
+                         + " / ".join(f"{clean[f] - dirty[f]:+.3f}" for f in FIGURES) + f" | {spread[0]:.3f} / {spread[1]:.3f} |")
+    return lines
+
+
 def rules_table(data: dict, textures, seeds) -> list[str]:
     """Image AUROC of each image-score rule, from the same maps, mean over seeds (rows that recorded them)."""
     lines = ["", "## Image score rules (image AUROC from the same maps, mean over seeds)", "",
@@ -503,7 +547,7 @@ def write_results(cfg: dict, out: Path, textures, seeds) -> None:
     lines = ["# Comparator benchmark", "", f"config: `{json.dumps(cfg)}`", "",
              "Mean ± sd over seeds " + ", ".join(map(str, seeds)) + " (image AUROC / pixel AUROC / AUPRO).", "",
              *table, *per_seed_tables(data, textures, seeds), *per_kind_means(data, textures, seeds), *held,
-             *targets(summary, textures), *rules_table(data, textures, seeds)]
+             *targets(summary, textures), *rules_table(data, textures, seeds), *noise_gap(data, textures, seeds)]
     if cfg["protocol_name"] == "visible":
         lines += family_gaps(data, textures, seeds, cfg["visible_protocol"].get("holdout", DEFAULT_HOLDOUT))
     nsgan.atomic_write_text(out / "results.md", "\n".join(lines) + "\n")
@@ -521,6 +565,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="gan: train the GANs only; results: rewrite results.md|json from the finished cells only")
     p.add_argument("--protocol", choices=["textures", "visible"], default="textures",
                    help="the painter-like textures protocol, or visible defects made another way (one family held out)")
+    p.add_argument("--epsilon", type=float, help="share of secretly defective train/good images (default: the protocol's)")
+    p.add_argument("--oracle", action="store_true",
+                   help="also train each variant's C on the clean normals only (the oracle of issue 27's noise gap)")
     p.add_argument("--textures", nargs="*")
     p.add_argument("--seeds", nargs="*", type=int)
     p.add_argument("--gan-code", default=str(REPO), help="checkout whose `nsgan` trains the GANs and the comparators")
@@ -552,6 +599,11 @@ def bench_config(args: argparse.Namespace) -> dict:
         cfg["held_out_refs"] = [v for v in cfg.get("held_out_refs", []) if v != "reconstruction"]
     cfg["held_out_which"] = args.held_out
     cfg["protocol_name"] = args.protocol
+    cfg["oracle"] = args.oracle
+    cfg["epsilon"] = args.epsilon
+    if args.epsilon is not None:
+        cfg["protocol"] = {**cfg["protocol"], "epsilon": args.epsilon}
+        cfg["visible_protocol"] = {**cfg.get("visible_protocol", {}), "epsilon": args.epsilon}
     cfg["tta"] = args.tta
     if args.protocol == "visible":  # its held-out family is built in: no train/defect image holds it, C never paints it
         cfg["held_out_which"] = "none"
