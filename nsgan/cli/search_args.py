@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from nsgan.score.choices import TestTimeAugment
 from nsgan.score.maps import IMAGE_SCORES
 from nsgan.score.options import RESIDUAL_CHOICES, ScoreOptions
 from nsgan.score.search import AUTO, MODES, PRECISIONS, SearchConfig
@@ -36,6 +37,10 @@ def add_search_arguments(p: argparse.ArgumentParser) -> None:
     m.add_argument("--map-sigma", type=float, default=dm.map_sigma, help="Gaussian smoothing of the map in pixels, 0 = none (default %(default)s)")
     m.add_argument("--image-score", choices=IMAGE_SCORES, default=dm.image_score,
                    help="map_max: max of the smoothed map; tile: highest tile loss (default %(default)s)")
+    m.add_argument("--tta", default=dm.tta, metavar="{" + ",".join(TestTimeAugment.values()) + "}",
+                   help="test-time views averaged: none (default); flip: the tile, mirrored left-right, up-down and both (4 "
+                        "passes); d4: all 8 flips and 90° turns (8 passes). Each map is turned back before averaging; only "
+                        "for feed-forward maps (the encoder, or a comparator that reads no reconstruction)")
 
 
 def options_from_args(args: argparse.Namespace) -> ScoreOptions:
@@ -43,4 +48,5 @@ def options_from_args(args: argparse.Namespace) -> ScoreOptions:
     search = SearchConfig(mode=args.inversion, iterations=args.iterations, lr=args.lr, lam=args.lam, restarts=args.restarts,
                           patience=args.patience, precision=args.precision, seed=args.seed)
     return ScoreOptions(stride=args.stride, batch=args.batch, search=search, residual=args.residual, map_sigma=args.map_sigma,
-                        image_score=args.image_score, pixel_threshold=getattr(args, "pixel_threshold", None))
+                        image_score=args.image_score, tta=TestTimeAugment.parse(getattr(args, "tta", TestTimeAugment.NONE), "--tta", listed=True),
+                        pixel_threshold=getattr(args, "pixel_threshold", None))

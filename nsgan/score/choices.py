@@ -1,4 +1,4 @@
-"""Every choice scoring offers, named once: inversion modes, precisions, residuals, image scores, verdicts,
+"""Every choice scoring offers, named once: inversion modes, precisions, residuals, image scores, test-time views, verdicts,
 backends and where a threshold came from.
 
 Each is a str-valued enum, so a member equals, prints, hashes and serialises (JSON, argparse, reports)
@@ -68,6 +68,14 @@ class ImageScore(Choice):
 
     MAP_MAX = "map_max"  # the max of the (smoothed) map
     TILE = "tile"  # the highest tile loss (AnoGAN's)
+
+
+class TestTimeAugment(Choice):
+    """Which flips and 90° turns of each tile are scored and averaged, each map turned back first (nsgan/score/views.py)."""
+
+    NONE = "none"  # the tile as cut: one pass
+    FLIP = "flip"  # identity, left-right, up-down and both (a 180° turn): 4 passes
+    D4 = "d4"  # those four and each transposed, i.e. all 8 flips × 90° turns: 8 passes
 
 
 class Verdict(Choice):

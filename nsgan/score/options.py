@@ -7,7 +7,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from nsgan.common.errors import ConfigError, ModelError
-from nsgan.score.choices import AUTO, ImageScore, Inversion, Residual
+from nsgan.score.choices import AUTO, ImageScore, Inversion, Residual, TestTimeAugment
 from nsgan.score.search import SearchConfig
 
 # `--residual auto` (the default): AUTO_WITHOUT_COMPARATOR for a model without C; for a model with C,
@@ -37,7 +37,7 @@ def comparator_runs_alone(reference: str | None, options: "ScoreOptions") -> boo
 class ScoreOptions:
     """How an image is cut and searched; by default whole tiles (no overlap), the measured map defaults below.
 
-    `residual` and `image_score` are held as their enums (nsgan/score/choices.py); strings are accepted.
+    `residual`, `image_score` and `tta` are held as their enums (nsgan/score/choices.py); strings are accepted.
     """
 
     # None: a whole tile. Measured (README "Inversion"): half-tile overlap costs 4x the tiles for
@@ -57,6 +57,9 @@ class ScoreOptions:
     residual: Residual = Residual.AUTO
     map_sigma: float = 1.0  # Gaussian smoothing of the blended map, in pixels (0: none)
     image_score: ImageScore = ImageScore.MAP_MAX  # map_max: the max of the (smoothed) map; tile: the highest tile loss
+    # Each tile also scored flipped / turned, its map turned back, maps and tile scores averaged (nsgan/score/views.py);
+    # none until its worth is measured beside C's width, depth and tile size (issue 25 item 2).
+    tta: TestTimeAugment = TestTimeAugment.NONE
 
     def __post_init__(self):
         for key, ok in {
@@ -72,6 +75,7 @@ class ScoreOptions:
                 raise ConfigError(f"{key}: invalid value {getattr(self, key)!r}")
         object.__setattr__(self, "image_score", ImageScore.parse(self.image_score, "image_score"))
         object.__setattr__(self, "residual", Residual.parse(self.residual, "residual"))
+        object.__setattr__(self, "tta", TestTimeAugment.parse(self.tta, "tta", listed=True))
 
 
 def resolve_options(options: ScoreOptions | None, *, name: str, has_encoder: bool, has_comparator: bool,

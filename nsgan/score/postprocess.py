@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from nsgan.score.alarms import AlarmRate, alarm_sentence
-from nsgan.score.choices import ImageScore, Inversion, Residual, ThresholdSource, Verdict
+from nsgan.score.choices import ImageScore, Inversion, Residual, TestTimeAugment, ThresholdSource, Verdict
 from nsgan.score.options import ScoreOptions
 from nsgan.score.regions import Region, find_regions
 from nsgan.score.result import ScoreResult
@@ -94,6 +94,8 @@ class PostProcessor:
         settings = {"residual": o.residual, "map_sigma": o.map_sigma, "image_score": o.image_score}
         if o.residual == Residual.COMPARATOR:
             settings["comparator_digest"] = self.comparator_digest
+        if o.tta != TestTimeAugment.NONE:  # absent when none, so entries calibrated before the option still match
+            settings["tta"] = o.tta
         return settings
 
     def calibration_mismatch(self) -> str | None:
@@ -103,7 +105,7 @@ class PostProcessor:
         if cal.search and {"mode": Inversion.SEARCH, **cal.search} != self.options.search.to_dict():
             problems.append("other search settings")
         if cal.map and cal.map != self.map_settings():
-            problems.append("other map settings (residual, map_sigma, image_score)")
+            problems.append("other map settings (residual, map_sigma, image_score, tta)")
         if cal.stride is not None and int(cal.stride) != self.stride:
             problems.append(f"stride {int(cal.stride)}, scoring uses stride {self.stride}")
         if cal.alarm is not None and int(cal.alarm.min_region_area) != self.options.min_region_area:

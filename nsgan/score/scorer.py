@@ -105,7 +105,7 @@ class Scorer:
         self.comparator = comparator.to(self.device).eval() if uses_c else None
         if network is not None:
             self.search = None
-            self.tiles = NetworkTiles(network, self.device)
+            self.tiles = NetworkTiles(network, self.device, self.options.tta)
             comparator_digest = getattr(network, "comparator_digest", None)
         else:
             self.search = LatentSearch(generator.to(self.device), discriminator.to(self.device), self.options.search,

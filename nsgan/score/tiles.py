@@ -20,11 +20,12 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
-from nsgan.common.errors import EXIT_RUNTIME, NsganError
-from nsgan.score.choices import ImageScore, Residual
+from nsgan.common.errors import EXIT_RUNTIME, ConfigError, NsganError
+from nsgan.score.choices import ImageScore, Inversion, Residual, TestTimeAugment
 from nsgan.score.maps import tile_residual
 from nsgan.score.options import ScoreOptions, comparator_runs_alone
 from nsgan.score.search import LatentSearch
+from nsgan.score.views import View, views
 
 TORCH = "torch"  # the backend names the timing records (reports.timing_record)
 ONNXRUNTIME = "onnxruntime"
@@ -50,7 +51,8 @@ class TorchTiles:
     """G, D and E (LatentSearch) and C in torch: the inversion the options ask for, then the residual.
 
     A C that reads x alone or beside its blur needs no G(E(x)), and the map's own max is then the tile
-    score; such tiles skip the inversion (comparator_runs_alone).
+    score; such tiles skip the inversion (comparator_runs_alone). With test-time views (options.tta) each
+    view of the batch goes through the same call and its map is turned back before maps and scores are averaged.
     """
 
     backend = TORCH
@@ -62,9 +64,25 @@ class TorchTiles:
         self.comparator_alone = comparator is not None and comparator_runs_alone(comparator.spec.reference, options)
         # The AnoGAN tile loss (its D-feature term) is only needed when it is the image score.
         self.tile_losses = options.image_score == ImageScore.TILE
+        self.views = views(options.tta)
+        # The latent search would run its hundreds of steps per start once per view (4-8x an already compute-bound search).
+        if len(self.views) > 1 and not self.comparator_alone and options.search.mode != Inversion.ENCODER:
+            raise ConfigError(f"--tta {options.tta}: only for a feed-forward map (--inversion encoder, or a comparator that "
+                              f"reads no reconstruction), not inversion mode {options.search.mode}; use --tta none")
 
     def __call__(self, tiles: np.ndarray, tile_ids: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
         x = torch.from_numpy(tiles).to(self.device) * 2.0 - 1.0
+        if len(self.views) == 1:
+            return self._once(x, tile_ids)
+        # A call per view, each at the batch's size: one call of all views (N × views tiles) measured ~3x slower per
+        # tile on this CPU (activations out of cache), and D's minibatch-stddev features (the tile loss) see the batch.
+        outs = [self._once(v.apply(x), tile_ids) for v in self.views]
+        maps = mean_undone(self.views, [r for r, _ in outs])
+        if self.comparator_alone:  # the tile score stays the max of the tile's (now averaged) map
+            return maps, maps.flatten(1).amax(1)
+        return maps, torch.stack([sc.float() for _, sc in outs]).mean(0)
+
+    def _once(self, x: torch.Tensor, tile_ids: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
         if self.comparator_alone:
             with torch.no_grad():
                 res = tile_residual(x, None, Residual.COMPARATOR, comparator=self.comparator).float()
@@ -76,16 +94,34 @@ class TorchTiles:
 
 
 class NetworkTiles:
-    """A per-tile callable, numpy tiles -> numpy (maps, scores), as a runner on `device` (ONNX Runtime's seam)."""
+    """A per-tile callable, numpy tiles -> numpy (maps, scores), as a runner on `device` (ONNX Runtime's seam).
+
+    Test-time views (`tta`) are numpy flips around the call, so one exported graph serves every view."""
 
     backend = ONNXRUNTIME
 
-    def __init__(self, network: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]], device: torch.device):
+    def __init__(self, network: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]], device: torch.device,
+                 tta: TestTimeAugment = TestTimeAugment.NONE):
         self.network, self.device = network, device
+        self.views = views(tta)
 
     def __call__(self, tiles: np.ndarray, tile_ids: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
-        res, sc = self.network(tiles)
-        return torch.from_numpy(res).to(self.device).float(), torch.from_numpy(sc).to(self.device).float()
+        if len(self.views) == 1:
+            res, sc = self.network(tiles)
+            return torch.from_numpy(res).to(self.device).float(), torch.from_numpy(sc).to(self.device).float()
+        outs = [self.network(np.ascontiguousarray(v.apply(tiles))) for v in self.views]
+        maps = mean_undone(self.views, [torch.from_numpy(np.ascontiguousarray(r)) for r, _ in outs])
+        scores = torch.from_numpy(np.stack([sc for _, sc in outs])).float().mean(0)
+        return maps.to(self.device), scores.to(self.device)
+
+
+def mean_undone(vs: Sequence[View], maps: Sequence[torch.Tensor]) -> torch.Tensor:
+    """The mean of each view's maps (N, T, T), each turned back onto the tiles as cut first."""
+    total = None
+    for v, m in zip(vs, maps, strict=True):
+        m = v.undo(m.float())
+        total = m.clone() if total is None else total.add_(m)
+    return total / len(vs)
 
 
 class Processes:

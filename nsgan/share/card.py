@@ -353,7 +353,8 @@ def _settings_lines(search: dict | None, map_settings: dict | None, stride: Any)
                          f"{s.get('precision')}, seed {s.get('seed')}")
     if map_settings:
         lines.append(f"- map: residual `{map_settings.get('residual')}`, smoothing σ {map_settings.get('map_sigma')} px, "
-                     f"image score `{map_settings.get('image_score')}`")
+                     f"image score `{map_settings.get('image_score')}`"
+                     + (f", test-time views `{map_settings['tta']}` averaged" if map_settings.get("tta") else ""))
     if stride is not None:
         lines.append(f"- tile stride: {stride} px")
     return lines
@@ -383,7 +384,7 @@ def _evaluation(meta: dict[str, Any], file_name: str) -> list[str]:
 
 SEARCH_FLAGS = {"iterations": "--iterations", "lr": "--lr", "lam": "--lam", "restarts": "--restarts", "patience": "--patience",
                 "precision": "--precision", "seed": "--seed"}
-MAP_FLAGS = {"residual": "--residual", "map_sigma": "--map-sigma", "image_score": "--image-score"}
+MAP_FLAGS = {"residual": "--residual", "map_sigma": "--map-sigma", "image_score": "--image-score", "tta": "--tta"}
 
 
 def calibration_settings(meta: dict[str, Any]) -> tuple[list[str], dict[str, Any]]:

@@ -31,7 +31,8 @@ beside the trained families'. Its folders are named vis-<texture>[-s<seed>].
 
 Stages are cached under OUT (data/, shards/, gan/, cells/<texture>-s<seed>/[<C settings>/]<row>.json); a
 rerun skips what exists. `--only gan` trains the GANs alone; `--textures`/`--seeds` narrow the grid;
-`--width/--steps/--lr/--loss` override the product's comparator settings. Results: OUT/results.md|json.
+`--width/--steps/--lr/--loss` override the product's comparator settings; `--tta flip|d4` scores C's maps with
+test-time views averaged (`nsgan score --tta`). Results: OUT/results.md|json.
 """
 
 from __future__ import annotations
@@ -204,9 +205,13 @@ def test_items(data: Path):
 
 
 def model_maps(items, model: Path, cfg: dict, residual: str = "auto", map_sigma: float | None = None):
-    """Maps and image scores of the test images from `nsgan.Scorer` at `nsgan score`'s inversion default (encoder mode)."""
+    """Maps and image scores of the test images from `nsgan.Scorer` at `nsgan score`'s inversion default (encoder mode).
+
+    `--tta` (cfg["tta"]) applies to C's maps (residual auto) only: those rows are cached under ctag's folder, which
+    names it; detail.json and g_quality.json are cached outside it, so they stay one pass and never mix."""
     sigma = float(cfg.get("map_sigma", 1.0)) if map_sigma is None else map_sigma
-    opts = nsgan.ScoreOptions(stride=cfg["score_stride"], batch=512, map_sigma=sigma, residual=residual)
+    tta = cfg.get("tta", "none") if residual == "auto" else "none"
+    opts = nsgan.ScoreOptions(stride=cfg["score_stride"], batch=512, map_sigma=sigma, residual=residual, tta=tta)
     scorer = nsgan.Scorer.from_file(model, opts, progress=False)
     maps, scores, regions = [], [], []
     for res in scorer.score_all([it.path for it in items]):
@@ -271,9 +276,11 @@ def g_quality(items, model: Path, cfg: dict) -> dict:
 # ------------------------------------------------------------------------------ one (texture, seed)
 
 def ctag(cfg: dict) -> str:
-    """The C settings' folder name: 'product' for the model's stored settings, else the overrides."""
+    """The C settings' folder name: 'product' for the model's stored settings, else the overrides; `-tta<views>` when
+    C's maps average test-time views (so results with and without them do not mix)."""
     c = cfg["comparator"]
-    return "product" if not c else "-".join(f"{k}{v}" for k, v in sorted(c.items()))
+    tag = "product" if not c else "-".join(f"{k}{v}" for k, v in sorted(c.items()))
+    return tag + (f"-tta{cfg['tta']}" if cfg.get("tta", "none") != "none" else "")
 
 
 def _row(path: Path, make):
@@ -571,6 +578,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--steps", type=int, help="C's training steps of comparator.batch tiles (default: comparator.kimg)")
     p.add_argument("--lr", type=float, help="comparator.lr (default: the model's stored setting)")
     p.add_argument("--loss", help="comparator.loss (default: the model's stored setting)")
+    p.add_argument("--tta", choices=["none", "flip", "d4"], default="none",
+                   help="test-time views averaged in C's maps (`nsgan score --tta`; default none)")
     p.add_argument("--held-out", choices=["kind", "blob", "both", "none"], default="both",
                    help="which held-out runs to train: the seed's painter kind, the blob family, both or none")
     p.add_argument("--no-gan", action="store_true",
@@ -595,6 +604,7 @@ def bench_config(args: argparse.Namespace) -> dict:
     if args.epsilon is not None:
         cfg["protocol"] = {**cfg["protocol"], "epsilon": args.epsilon}
         cfg["visible_protocol"] = {**cfg.get("visible_protocol", {}), "epsilon": args.epsilon}
+    cfg["tta"] = args.tta
     if args.protocol == "visible":  # its held-out family is built in: no train/defect image holds it, C never paints it
         cfg["held_out_which"] = "none"
         cfg.setdefault("visible_protocol", {})
