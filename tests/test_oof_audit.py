@@ -53,7 +53,8 @@ def trained(tmp_path_factory) -> dict:
 
 
 def _fold_cfg(trained):
-    return load_config(None, [f"{k}={v}" for k, v in []] + [*TINY, "loss.gamma=0", "encoder.kimg=0", "train.log_with=none",
+    """The config the CLI's fold comparators get: the model's own with FOLD_OVERRIDES."""
+    return load_config(None, [*TINY, "loss.gamma=0", "encoder.kimg=0", "train.log_with=none",
                               "comparator.reference=none", "comparator.width=8", "comparator.batch=16", *FOLD_OVERRIDES,
                               f"data.normal={trained['root'] / 'shards' / 'normal'}", f"run_dir={trained['root'] / 'run'}"])
 
