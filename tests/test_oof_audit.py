@@ -9,6 +9,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from nsgan.train import fold_comparator
@@ -18,6 +19,7 @@ from nsgan.data.folds import assign_folds, held_out, read_fold_file
 from nsgan.data.painter import paint_defects
 from nsgan.data.shards import write_shards
 from nsgan.evaluate.audit import CSV, FOLDS, ROWS, audit, audit_crossfit, fold_scale, plan_folds
+from nsgan.models.model_file import load_model
 from nsgan.train.comparator_loop import SOURCES_SEEN
 from nsgan.train.config import load_config
 from nsgan.train.fold_comparator import TRAINED, train_fold
@@ -180,3 +182,24 @@ def test_bad_fold_settings_are_one_line_with_an_exit_code(trained, tmp_path, cap
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and says in err[0] and "Traceback" not in err[0], err
     assert not (tmp_path / "o").exists()
+
+
+def test_a_fold_stopped_mid_training_resumes_to_the_same_comparator(trained, tmp_path):
+    """A fold whose run left a state but no trained.json (stopped mid-fold) continues that state exactly:
+    the same C and the same record of what it saw as a fold trained in one go."""
+    full = _fold_cfg(trained)
+    half = load_config(None, [*TINY, "loss.gamma=0", "encoder.kimg=0", "train.log_with=none", "comparator.reference=none",
+                              "comparator.width=8", "comparator.batch=16", "comparator.kimg=0.064",
+                              "comparator.checkpoint_kimg=0.064", f"data.normal={trained['root'] / 'shards' / 'normal'}",
+                              f"run_dir={trained['root'] / 'run'}"])
+    held = frozenset(held_out(plan_folds(trained["folder"], 2, seed=5), 0))
+    whole = train_fold(trained["model"], full, "<test>", tmp_path / "whole", held)
+    train_fold(trained["model"], half, "<test>", tmp_path / "split", held)
+    (tmp_path / "split" / TRAINED).unlink()  # as if stopped after the half-way state, before the fold was done
+    split = train_fold(trained["model"], full, "<test>", tmp_path / "split", held)
+    a, b = load_model(whole), load_model(split)
+    assert a.meta["comparator"]["images_seen"] == b.meta["comparator"]["images_seen"] == 128
+    for (ka, va), (kb, vb) in zip(a.comparator.state_dict().items(), b.comparator.state_dict().items()):
+        assert ka == kb and torch.equal(va, vb), ka
+    seen = [json.loads((tmp_path / d / "comparator" / SOURCES_SEEN).read_text()) for d in ("whole", "split")]
+    assert seen[0] == seen[1] and not set(seen[0]["seen"]) & held
