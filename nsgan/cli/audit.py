@@ -7,6 +7,8 @@ each fold (nsgan/evaluate/audit.py, audit_crossfit)."""
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
 from functools import partial
 from pathlib import Path
 
@@ -54,8 +56,19 @@ def _fold_config(args: argparse.Namespace) -> tuple[TrainConfig, str]:
     return config_for_model(args, meta, "comparator", "tiles", has_encoder="encoder" in meta)
 
 
+def _stored_folds(model: str) -> int:
+    """audit.folds of the config stored in a local model file (0 when it has none, or the model is not a local file)."""
+    path = Path(model) / "model.safetensors" if Path(model).is_dir() else Path(model)
+    try:
+        return int(((read_metadata(path).get("config") or {}).get("audit") or {}).get("folds") or 0)
+    except Exception:  # a Hub id or a file that cannot tell: the plain audit, which reports its own errors
+        return 0
+
+
 def _wants_folds(args: argparse.Namespace) -> bool:
-    return bool(args.folds or args.fold_file or args.overrides or args.config) and args.folds != 0
+    if args.folds == 0:
+        return False
+    return bool(args.folds or args.fold_file or args.overrides or args.config or _stored_folds(args.model))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -73,6 +86,7 @@ def run(args: argparse.Namespace) -> int:
         seed = cfg.audit.fold_seed if args.fold_seed is None else args.fold_seed
         assignment = plan_folds(root, folds, seed, fold_file)
         split = {"fold_file": str(fold_file)} if fold_file else {"fold_seed": seed}
+        split["comparator_sha256"] = hashlib.sha256(json.dumps(cfg.to_dict()["comparator"], sort_keys=True).encode()).hexdigest()
     with removed_if_left_empty(args.out):
         if cfg is None:
             result = audit(args.model, args.data, args.out, top=args.top, overwrite=args.overwrite,
