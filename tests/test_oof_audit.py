@@ -203,3 +203,11 @@ def test_a_fold_stopped_mid_training_resumes_to_the_same_comparator(trained, tmp
         assert ka == kb and torch.equal(va, vb), ka
     seen = [json.loads((tmp_path / d / "comparator" / SOURCES_SEEN).read_text()) for d in ("whole", "split")]
     assert seen[0] == seen[1] and not set(seen[0]["seen"]) & held
+
+
+def test_the_audit_section_is_validated_at_the_door(tiny_overrides):
+    assert load_config(None, [*tiny_overrides, "audit.folds=3", "audit.fold_seed=4"]).audit.folds == 3
+    with pytest.raises(ConfigError, match="key 'audit.folds' must be 0 \\(in-sample\\) or a number of folds ≥ 2, got 1"):
+        load_config(None, [*tiny_overrides, "audit.folds=1"])
+    with pytest.raises(ConfigError, match="unknown key 'audit.k'"):
+        load_config(None, [*tiny_overrides, "audit.k=2"])
