@@ -16,6 +16,12 @@ epoch through the shuffle without decoding the first `consumed` samples, then go
 `masks=True` also decodes each sample's defect mask (`KEY.mask.png`, written by `nsgan shards` for
 abnormal tiles of images with a mask) into `StreamBatch.masks`; a sample without one gets a mask
 over its whole tile (the tile-level label is all that is known of it).
+
+`exclude` (relative paths of source images, as `nsgan shards` names them in each sample's JSON
+`source`) leaves out every normal tile cut from those images: a cross-fitting fold's held-out
+images (nsgan/data/folds.py) are never shown, and the shards are not cut again. Excluded samples
+count as consumed (the position stays exact) but not as skipped. A stream with `exclude` also
+hands each batch's tile sources in `StreamBatch.sources`, so a trainer can record what it saw.
 """
 
 from __future__ import annotations
@@ -67,6 +73,7 @@ class StreamBatch:
     skipped: int
     position: dict
     masks: torch.Tensor | None = None
+    sources: list[str] | None = None  # each tile's source image (streams made with `exclude` only)
 
 
 # ------------------------------------------------------------------------ shard specifications
@@ -179,6 +186,7 @@ class ShardStream:
         shuffle_buffer: int = 1000,
         pin_memory: bool = False,
         masks: bool = False,
+        exclude: frozenset[str] = frozenset(),
     ):
         if channels not in (1, 3):
             raise ValueError(f"channels must be 1 or 3, got {channels}")
@@ -189,6 +197,7 @@ class ShardStream:
         self.rank, self.world, self.num_workers = rank, world, num_workers
         self.shuffle_buffer, self.pin_memory = shuffle_buffer, pin_memory
         self.masks = masks
+        self.exclude = frozenset(exclude)
         self.n_workers = max(1, num_workers)  # num_workers=0 streams like one worker, in-process
         self._starts, self._next_worker, self._batches = self._initial(position)
         self._warned: set[str] = set()
@@ -232,7 +241,7 @@ class ShardStream:
     def __iter__(self) -> Iterator[StreamBatch]:
         source = _TileSource(
             self.shards, self.tile, self.channels, self.batch, self.seed, self.rank, self.world,
-            self.n_workers, list(self._starts), self._next_worker, self.shuffle_buffer, self.masks,
+            self.n_workers, list(self._starts), self._next_worker, self.shuffle_buffer, self.masks, self.exclude,
         )
         loader = torch.utils.data.DataLoader(
             source, batch_size=None, num_workers=self.num_workers, pin_memory=self.pin_memory,
@@ -252,7 +261,8 @@ class ShardStream:
                 self._starts[w] = (int(item["epoch"]), int(item["consumed"]))
                 self._next_worker = (w + 1) % self.n_workers
                 self._batches += 1
-                yield StreamBatch(images=item["images"], skipped=int(item["skipped"]), position=self.position, masks=item.get("masks"))
+                yield StreamBatch(images=item["images"], skipped=int(item["skipped"]), position=self.position, masks=item.get("masks"),
+                                  sources=item.get("sources"))
         finally:
             del it  # shuts the workers down when the consumer stops iterating
 
@@ -316,11 +326,13 @@ class _Cursor:
 class _TileSource(torch.utils.data.IterableDataset):
     """The per-worker pipeline: shard assignment, seeded shuffle, decode, batch."""
 
-    def __init__(self, shards, tile, channels, batch, seed, rank, world, n_workers, starts, offset, bufsize, masks=False):
+    def __init__(self, shards, tile, channels, batch, seed, rank, world, n_workers, starts, offset, bufsize, masks=False,
+                 exclude=frozenset()):
         super().__init__()
         self.shards, self.tile, self.channels, self.batch = shards, tile, channels, batch
         self.seed, self.rank, self.world, self.n_workers = seed, rank, world, n_workers
         self.starts, self.offset, self.bufsize, self.masks = starts, offset, bufsize, masks
+        self.exclude = exclude
 
     def epoch_shards(self, epoch: int, w: int) -> list[str]:
         n, g, total = len(self.shards), self.rank * self.n_workers + w, self.world * self.n_workers
@@ -350,6 +362,7 @@ class _TileSource(torch.utils.data.IterableDataset):
         t, c = self.tile, self.channels
         images = np.empty((self.batch, c, t, t), np.float32)
         masks = np.empty((self.batch, 1, t, t), bool) if self.masks else None
+        sources: list[str] | None = [] if self.exclude else None
         filled, skipped, problems, told = 0, 0, [], set()
         failing: set[str] = set()  # shards of consecutive epochs that gave no usable sample
         failed_epochs, last_problem = 0, ""
@@ -361,6 +374,9 @@ class _TileSource(torch.utils.data.IterableDataset):
                 cursor.n += 1
                 if cursor.n <= skip:
                     continue  # resume: replay without decoding
+                source = sample_source(sample) if sources is not None else None
+                if source is not None and source in self.exclude:
+                    continue  # a held-out image's tile: consumed, never shown
                 img, kind, message = decode_sample(sample, t, c)
                 if img is not None and masks is not None:
                     mask, kind, message = decode_mask(sample, t)
@@ -376,6 +392,8 @@ class _TileSource(torch.utils.data.IterableDataset):
                     images[filled] = img
                     if masks is not None:
                         masks[filled, 0] = mask
+                    if sources is not None:
+                        sources.append(source or "")
                     filled += 1
                 skipped += len(cursor.events)
                 for kind, message in cursor.events:
@@ -389,9 +407,11 @@ class _TileSource(torch.utils.data.IterableDataset):
                         "images": torch.from_numpy(images), "skipped": skipped, "problems": problems,
                         "worker": w, "epoch": epoch, "consumed": cursor.n,
                         **({"masks": torch.from_numpy(masks)} if masks is not None else {}),
+                        **({"sources": sources} if sources is not None else {}),
                     }
                     images = np.empty((self.batch, c, t, t), np.float32)
                     masks = np.empty((self.batch, 1, t, t), bool) if self.masks else None
+                    sources = [] if self.exclude else None
                     filled, skipped, problems = 0, 0, []
             skipped += len(cursor.events)  # errors after the epoch's last sample count in the next batch
             for kind, message in cursor.events:
@@ -414,6 +434,19 @@ class _TileSource(torch.utils.data.IterableDataset):
 def _no_usable_samples(shards: list[str], last_problem: str) -> str:
     names = ", ".join(shards[:3]) + (f" and {len(shards) - 3} more" if len(shards) > 3 else "")
     return f"no usable sample in {len(shards)} shard(s) ({names}); last problem: {last_problem or 'no samples'}"
+
+
+def sample_source(sample: dict) -> str | None:
+    """The source image of a normal-set sample (its JSON `source`, relative to the normal folder), or None:
+    tiles of the abnormal input (`from_defective` normal tiles) and samples without readable JSON have none here."""
+    try:
+        meta = json.loads(sample["json"])
+    except (KeyError, TypeError, ValueError):
+        return None
+    if not isinstance(meta, dict) or meta.get("input", "normal") != "normal":
+        return None
+    source = meta.get("source")
+    return source if isinstance(source, str) else None
 
 
 def decode_mask(sample: dict, tile: int) -> tuple[np.ndarray | None, str, str]:
@@ -463,4 +496,4 @@ def decode_sample(sample: dict, tile: int, channels: int) -> tuple[np.ndarray | 
     return np.transpose(unit * 2.0 - 1.0, (2, 0, 1)), "", ""
 
 
-__all__ = ["ShardStream", "StreamBatch", "DataWarning", "CorruptSampleWarning", "resolve_shards", "read_manifest", "measure_loader", "decode_sample", "decode_mask"]
+__all__ = ["ShardStream", "StreamBatch", "DataWarning", "CorruptSampleWarning", "resolve_shards", "read_manifest", "measure_loader", "decode_sample", "decode_mask", "sample_source"]

@@ -17,6 +17,16 @@ with the model's default scoring; small images share batches as in evaluate. OUT
   image's relative path (`nsgan shards --abnormal-masks-from-audit OUT` uses them with the list).
 - `thumbs/` and `index.html`: overlays highest first, a checkbox per image, and a button that saves
   the ticked names as a text file (no server; see nsgan.evaluate.audit_page).
+
+In-sample or out-of-fold. A model scores the images it trained on in-sample: its C was taught that
+their tiles are normal, so the dirty ones stay quiet (AUROC 0.82 where a clean model gets 0.99,
+issue 27). `audit` (the model's own C) says in audit.json and on the page whether the folder is the
+one the model trained on. `audit_crossfit` scores every image out-of-fold instead: the folder is
+split into k folds (nsgan/data/folds.py), a comparator is trained on the other folds' images only
+(a callable from the train side, nsgan/train/fold_comparator.py) and scores the held-out fold with
+`audit` into OUT/folds/<i>/ (model, comparator run, its own audit.jsonl), so a stopped k-fold audit
+resumes fold by fold. The pooled rows say which fold scored each image (`fold`, `raw_score`), and
+the score is put on one scale first (see `fold_scale`).
 """
 
 from __future__ import annotations
@@ -26,9 +36,9 @@ import io
 import json
 import math
 import shutil
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 from PIL import Image
@@ -36,10 +46,12 @@ from PIL import Image
 from nsgan.common.atomic import atomic_write, atomic_write_bytes, atomic_write_text
 from nsgan.common.errors import ConfigError, DataError, OutputError
 from nsgan.common.outputs import ensure_writable
+from nsgan.data.folds import assign_folds, fold_digest, held_out, read_fold_file
 from nsgan.data.imageio import list_images, read_image
 from nsgan.data.stream import read_manifest
 from nsgan.evaluate.audit_page import THUMBS, write_audit_page
 from nsgan.evaluate.evaluation import image_progress
+from nsgan.models.model_file import read_metadata
 from nsgan.score.reports import overlay_factor, render_overlay
 from nsgan.score.scorer import Scorer
 from nsgan.share.html_page import check_page
@@ -65,6 +77,12 @@ class AuditRow:
     box: list[int] | None  # the largest region's x0, y0, x1, y1 (end exclusive), None without regions
     area: int  # the largest region's pixels above the threshold
     shape: list[int]
+    fold: int | None = None  # the fold whose held-out C scored it (out-of-fold audits only)
+    raw_score: float | None = None  # that C's own image score, before `fold_scale`
+
+    def to_json(self) -> dict[str, Any]:
+        row = asdict(self)
+        return {k: v for k, v in row.items() if not (k in ("fold", "raw_score") and v is None)}
 
 
 @dataclass
@@ -74,6 +92,7 @@ class AuditResult:
     suspects: list[str]
     rule: str  # how the suspects were chosen
     scored_now: int  # images scored by this call (the rest came from an earlier, stopped or smaller run)
+    sample: str | None = None  # in-sample, held-out or out-of-fold, when known (the header's `sample`)
 
 
 def audit_folder(data: str | Path) -> Path:
@@ -97,9 +116,41 @@ def audit_folder(data: str | Path) -> Path:
     return data
 
 
-def _header(scorer, root: Path) -> dict[str, Any]:
-    return {"format": FORMAT, "data": str(root.resolve()), "model_sha256": scorer.model_sha256,
-            "map_settings": scorer.map_settings(), "tiling": {"tile": scorer.tile, "stride": scorer.stride}}
+FOLDS = "folds"  # OUT/folds/<i>/: one fold's model, comparator run and audit (out-of-fold audits)
+RESUME_KEYS = ("data", "model_sha256", "map_settings", "tiling", "crossfit")
+
+
+def model_training_folder(model_path: str | Path | None) -> Path | None:
+    """The normal-images folder a model's shards were cut from (its stored config's data.normal → the shard
+    manifest's inputs.normal), or None when the file or the shards do not say (a Hub model, moved shards)."""
+    if model_path is None:
+        return None
+    try:
+        spec = (read_metadata(model_path).get("config") or {}).get("data", {}).get("normal")
+    except Exception:  # a model file that cannot tell: the audit just does not say whether it is in-sample
+        return None
+    if not isinstance(spec, str) or not spec:
+        return None
+    for where in (Path(spec), Path(spec).parent):
+        if (where / "manifest.json").is_file():
+            try:
+                return audit_folder(where).resolve()
+            except DataError:
+                return None
+    return None
+
+
+def _header(scorer, root: Path, sample: str | None = None) -> dict[str, Any]:
+    """The audit's settings; `sample` (in-sample, held-out, out-of-fold) when known, else from the model's
+    stored config: in-sample when its shards were cut from this very folder (its C was taught these images)."""
+    header = {"format": FORMAT, "data": str(root.resolve()), "model_sha256": scorer.model_sha256,
+              "map_settings": scorer.map_settings(), "tiling": {"tile": scorer.tile, "stride": scorer.stride}}
+    if sample is None:
+        trained_on = model_training_folder(scorer.model_path)
+        sample = None if trained_on is None else "in-sample" if trained_on == root.resolve() else "held-out"
+    if sample is not None:
+        header["sample"] = sample
+    return header
 
 
 def _read_rows(path: Path) -> tuple[dict | None, list[AuditRow]]:
@@ -132,7 +183,7 @@ def _prepare_out(out: Path, header: dict, overwrite: bool) -> list[AuditRow]:
     rows_file = out / ROWS
     if rows_file.exists() and overwrite:
         rows_file.unlink()
-        for sub in (THUMBS, MASKS):
+        for sub in (THUMBS, MASKS, FOLDS):
             shutil.rmtree(out / sub, ignore_errors=True)
     if not rows_file.exists():
         for name in (CSV, SUSPECTS, SUMMARY):
@@ -145,7 +196,7 @@ def _prepare_out(out: Path, header: dict, overwrite: bool) -> list[AuditRow]:
     old, rows = _read_rows(rows_file)
     if old is None:
         return []
-    for key in ("data", "model_sha256", "map_settings", "tiling"):
+    for key in RESUME_KEYS:
         if old.get(key) != header.get(key):
             raise OutputError(f"{rows_file}: an audit of another {key.replace('_', ' ')} ({old.get(key)} here, "
                               f"{header.get(key)} now); use --overwrite to start again or another --out")
@@ -192,12 +243,15 @@ def choose_suspects(rows: list[AuditRow], image_threshold: float | None, top: fl
 
 def _write_outputs(out: Path, rows: list[AuditRow], suspects: list[AuditRow], rule: str, header: dict, skipped: int) -> None:
     flagged = {r.path for r in suspects}
+    crossfit = "crossfit" in header  # out-of-fold: two more columns, which fold scored the image and its raw score
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["rank", "path", "score", "suspect", "regions", "box_x0", "box_y0", "box_x1", "box_y1", "region_area"])
+    w.writerow(["rank", "path", "score", "suspect", "regions", "box_x0", "box_y0", "box_x1", "box_y1", "region_area",
+                *(["fold", "raw_score"] if crossfit else [])])
     for rank, r in enumerate(rows, start=1):
         box = r.box or ["", "", "", ""]
-        w.writerow([rank, r.path, f"{r.score:.6g}", int(r.path in flagged), r.regions, *box, r.area])
+        extra = [r.fold, f"{r.raw_score:.6g}"] if crossfit else []
+        w.writerow([rank, r.path, f"{r.score:.6g}", int(r.path in flagged), r.regions, *box, r.area, *extra])
     # surrogateescape: a file name that is not UTF-8 keeps its own bytes, so the row still names the file
     atomic_write_bytes(out / CSV, buf.getvalue().encode("utf-8", "surrogateescape"))
     atomic_write_bytes(out / SUSPECTS, "".join(f"{r.path}\n" for r in suspects).encode("utf-8", "surrogateescape"))
@@ -206,23 +260,36 @@ def _write_outputs(out: Path, rows: list[AuditRow], suspects: list[AuditRow], ru
     write_audit_page(out, rows, flagged, rule, header)
 
 
-def audit(model: str | Path | None, data: str | Path, out: str | Path, *, top: float | None = None,
-          overwrite: bool = False, progress: bool = False, options=None, scorer=None) -> AuditResult:
-    """Score every image under `data` with `model` (or `scorer`) and write OUT's files (module docstring).
-
-    Resumes from OUT/audit.jsonl when an earlier run of the same model and settings left one. Raises
-    DataError naming the folder or image, OutputError for OUT, ConfigError for `top`.
-    """
+def _check_top(top: float | None) -> None:
     if top is not None and not (0.0 < float(top) <= 100.0):
         raise ConfigError(f"--top: {top} is not a percentage in (0, 100]")
+
+
+def _folder_images(data: str | Path) -> tuple[Path, list[Path]]:
     root = audit_folder(data)
-    out = Path(out)
     images = list_images(root)
     if not images:
         raise DataError(f"{root}: no images in this folder")
+    return root, images
+
+
+def audit(model: str | Path | None, data: str | Path, out: str | Path, *, top: float | None = None,
+          overwrite: bool = False, progress: bool = False, options=None, scorer=None, images: list[Path] | None = None,
+          sample: str | None = None) -> AuditResult:
+    """Score every image under `data` with `model` (or `scorer`) and write OUT's files (module docstring).
+
+    `images`: only these images of the folder (one fold of a cross-fitted audit); `sample`: what the header says
+    of the scores (default: in-sample or held-out from the model's stored config, when it tells; see _header).
+    Resumes from OUT/audit.jsonl when an earlier run of the same model and settings left one. Raises
+    DataError naming the folder or image, OutputError for OUT, ConfigError for `top`.
+    """
+    _check_top(top)
+    root, found = _folder_images(data)
+    images = found if images is None else list(images)
+    out = Path(out)
     if scorer is None:
         scorer = Scorer.from_pretrained(model, options)
-    header = _header(scorer, root)
+    header = _header(scorer, root, sample)
     rows = _prepare_out(out, header, overwrite)
     done = {r.path for r in rows}
     todo = [p for p in images if p.relative_to(root).as_posix() not in done]
@@ -243,7 +310,7 @@ def audit(model: str | Path | None, data: str | Path, out: str | Path, *, top: f
                 _thumb(path, read_image(path), res, out / THUMBS / f"{next_id}.jpg")
                 if res.regions:
                     _mask(res, (out / MASKS / rel).with_suffix(".png"))
-                fh.write(json.dumps(asdict(row)) + "\n")  # after its files: a row on disk has its thumbnail
+                fh.write(json.dumps(row.to_json()) + "\n")  # after its files: a row on disk has its thumbnail
                 fh.flush()
                 rows.append(row)
                 next_id += 1
@@ -252,4 +319,105 @@ def audit(model: str | Path | None, data: str | Path, out: str | Path, *, top: f
     kept = sorted((r for r in rows if r.path in present), key=lambda r: (-r.score, r.path))
     suspects, rule = choose_suspects(kept, scorer.calibration.image, top)
     _write_outputs(out, kept, suspects, rule, header, skipped=len(rows) - len(kept))
-    return AuditResult(out, kept, [r.path for r in suspects], rule, len(todo))
+    return AuditResult(out, kept, [r.path for r in suspects], rule, len(todo), header.get("sample"))
+
+
+# ------------------------------------------------------------------------------ out-of-fold
+
+
+def fold_scale(scores: np.ndarray) -> np.ndarray:
+    """One fold's raw image scores on the pooled scale: a robust z-score, (s − median) / (1.4826 · MAD).
+
+    Each fold's C is another network, so its scores have their own offset and spread; pooled raw, the
+    fold with the louder C would fill the top of the ranking. No clean normals are known to calibrate
+    on (finding them is the audit's job), so the fold's own held-out images stand in: median and MAD
+    stay put while fewer than half of them are dirty (the paper's 10–40 %), which a mean and standard
+    deviation do not. Ranks within the fold would also share the scale, but they cap every fold's top
+    at the same value whatever the fold holds (a fold without a dirty image would set its loudest
+    normal beside the other fold's defects); a z-score keeps how far out an image lies. MAD 0 (a fold
+    whose scores are mostly equal) falls back to the standard deviation, then to 1.
+    """
+    scores = np.asarray(scores, dtype=np.float64)
+    med = float(np.median(scores))
+    spread = 1.4826 * float(np.median(np.abs(scores - med)))
+    if not spread > 0:
+        spread = float(np.std(scores)) or 1.0
+    return (scores - med) / spread
+
+
+def _write_rows(out: Path, header: dict, rows: list[AuditRow]) -> None:
+    text = "".join(json.dumps(x) + "\n" for x in [header, *(r.to_json() for r in rows)])
+    atomic_write_bytes(out / ROWS, text.encode("utf-8", "surrogateescape"))
+
+
+def _pool(out: Path, root: Path, folds: list[tuple[int, AuditResult]]) -> list[AuditRow]:
+    """The folds' rows on one scale, highest first, with their thumbnails and masks copied into OUT."""
+    pooled = []
+    for fold, result in folds:
+        scaled = fold_scale(np.array([r.score for r in result.rows])) if result.rows else []
+        pooled += [replace(r, score=float(z), fold=fold, raw_score=r.score) for r, z in zip(result.rows, scaled)]
+    pooled.sort(key=lambda r: (-r.score, r.path))
+    for sub in (THUMBS, MASKS):
+        shutil.rmtree(out / sub, ignore_errors=True)
+    (out / THUMBS).mkdir(parents=True)
+    rows = []
+    for new_id, r in enumerate(pooled):
+        fold_dir = out / FOLDS / str(r.fold)
+        thumb = fold_dir / THUMBS / f"{r.id}.jpg"
+        if thumb.is_file():
+            shutil.copyfile(thumb, out / THUMBS / f"{new_id}.jpg")
+        mask = (fold_dir / MASKS / r.path).with_suffix(".png")
+        if mask.is_file():
+            dest = (out / MASKS / r.path).with_suffix(".png")
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(mask, dest)
+        rows.append(replace(r, id=new_id))
+    return rows
+
+
+def plan_folds(data: str | Path, folds: int, seed: int = 0, fold_file: str | Path | None = None) -> dict[str, int]:
+    """{relative path: fold} for the folder behind `data`: from `fold_file`, else by hash (nsgan/data/folds.py)."""
+    root, images = _folder_images(data)
+    names = [p.relative_to(root).as_posix() for p in images]
+    if fold_file:
+        return read_fold_file(fold_file, names)
+    return assign_folds(names, folds, seed, where="--folds")
+
+
+def audit_crossfit(model: str | Path, data: str | Path, out: str | Path, assignment: dict[str, int],
+                   train_fold: Callable[[int, frozenset[str], Path], Path], *, top: float | None = None,
+                   overwrite: bool = False, progress: bool = False, options=None, split: dict | None = None) -> AuditResult:
+    """Out-of-fold audit (module docstring): for each fold, `train_fold(fold, held-out names, OUT/folds/<fold>)`
+    returns a model whose C never saw the held-out images, which then scores them; the folds' scores are pooled
+    on one scale (`fold_scale`). `assignment` comes from `plan_folds`; `split` says how it was made (for the header).
+
+    A rerun reuses every finished fold (its model and its audit.jsonl) and continues; another model, split, map or
+    comparator config is refused as `audit` refuses another model (--overwrite starts again).
+    """
+    _check_top(top)
+    root, images = _folder_images(data)
+    out = Path(out)
+    base = Scorer.from_pretrained(model, options)
+    k = max(assignment.values()) + 1
+    header = {**_header(base, root, "out-of-fold"),
+              "crossfit": {"folds": k, **(split or {}), "assignment_sha256": fold_digest(assignment)}}
+    _prepare_out(out, header, overwrite)
+    if not (out / ROWS).exists():
+        _write_rows(out, header, [])  # the header first: a stopped run's rerun is checked against it
+    by_name = {p.relative_to(root).as_posix(): p for p in images}
+    results, scored_now = [], 0
+    for fold in range(k):
+        names = held_out(assignment, fold)
+        fold_dir = out / FOLDS / str(fold)
+        fold_model = train_fold(fold, frozenset(names), fold_dir)
+        result = audit(fold_model, root, fold_dir, images=[by_name[n] for n in names], progress=progress, options=options,
+                       sample="out-of-fold")
+        results.append((fold, result))
+        scored_now += result.scored_now
+    rows = _pool(out, root, results)
+    # the fold models' scores are on the pooled scale, not the model's calibrated one: suspects by share
+    suspects, rule = choose_suspects(rows, None, top if top is not None else DEFAULT_TOP)
+    rule += f", out-of-fold ({k} folds; scores are robust z-scores within the fold that scored the image)"
+    _write_rows(out, header, rows)
+    _write_outputs(out, rows, suspects, rule, header, skipped=0)
+    return AuditResult(out, rows, [r.path for r in suspects], rule, scored_now, "out-of-fold")

@@ -31,19 +31,22 @@ class BatchTaker:
         self.position: Any = stream.position
         self.skipped = 0
         self.masks: torch.Tensor | None = None  # the last batch's defect masks, from a stream with masks
+        self.sources: list[str] | None = None  # the last batch's tile sources, from a stream with `exclude`
 
     def take(self, n: int, device: torch.device) -> torch.Tensor:
-        parts, masks, have = [], [], 0
+        parts, masks, sources, have = [], [], [], 0
         while have < n:
             chunk = next(self.iterator)
             parts.append(chunk.images)
             masks.append(chunk.masks)
+            sources.append(getattr(chunk, "sources", None))
             have += chunk.images.shape[0]
             self.skipped += int(chunk.skipped)
             self.position = chunk.position
         if have != n:  # cannot happen when n is a multiple of the chunk; guard resume exactness
             raise RuntimeError(f"stream chunking broke: wanted {n} images, got {have}")
         self.masks = torch.cat(masks).to(device) if masks[0] is not None else None
+        self.sources = [x for part in sources for x in part] if sources[0] is not None else None
         return torch.cat(parts).to(device, non_blocking=True)
 
 

@@ -14,6 +14,10 @@ with n_normal = batch − masked, streamed from the normal shards (this rank's s
 For reference `reconstruction`, G(E(x)) of every tile is made here, without gradients, in bf16
 when accelerate says bf16. Every random choice comes from one numpy Generator per rank whose state
 is saved with the run, so a resumed run draws exactly what an uninterrupted one would.
+
+`exclude`: source images (relative paths) whose normal tiles C must never see, a cross-fitting
+fold's held-out images (nsgan/data/stream.py leaves them out); `seen` then collects the source of
+every normal tile drawn, the record of what this C trained on.
 """
 
 from __future__ import annotations
@@ -62,7 +66,8 @@ class ComparatorBatches:
 
     def __init__(self, cfg: TrainConfig, generator: torch.nn.Module | None, encoder: torch.nn.Module | None,
                  normal_shards: list[str], labelled: Any, channels: int, rank: int, world: int, device: torch.device,
-                 bf16: bool = False, position: dict | None = None, rng_state: dict | None = None, bit_depth: int = 8):
+                 bf16: bool = False, position: dict | None = None, rng_state: dict | None = None, bit_depth: int = 8,
+                 exclude: frozenset[str] = frozenset(), seen: set[str] | None = None):
         c = cfg.comparator
         self.cfg, self.device, self.bf16 = cfg, device, bf16
         self.G, self.E = generator, encoder
@@ -79,7 +84,8 @@ class ComparatorBatches:
             self.rng.bit_generator.state = rng_state
         self.stream = BatchTaker(ShardStream(normal_shards, tile=cfg.model.resolution, channels=channels, batch=self.n_normal,
                                              seed=cfg.seed + 11, rank=rank, world=world, num_workers=cfg.data.num_workers,
-                                             position=position))
+                                             position=position, exclude=exclude))
+        self.seen: set[str] | None = set(seen or ()) if exclude else None
 
     def rng_state(self) -> dict:
         return self.rng.bit_generator.state
@@ -105,6 +111,8 @@ class ComparatorBatches:
     def draw(self) -> ComparatorBatch:
         t = self.cfg.model.resolution
         normal = (self.stream.take(self.n_normal, torch.device("cpu")).numpy() + 1.0) * 0.5
+        if self.seen is not None and self.stream.sources is not None:
+            self.seen.update(self.stream.sources)
         parts, targets, tags = [], [], []
         if self.n_paint:
             painted, masks, ptags = self.paint(normal[:self.n_paint])

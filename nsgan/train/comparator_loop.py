@@ -12,10 +12,15 @@ atomically every `comparator.checkpoint_kimg` and `--resume` continues exactly, 
 What a step shows C is nsgan/train/comparator_data.py; the loss is nsgan/models/comparator_loss.py:
 the pixel loss (+ Dice) on painted, plain and masked labelled tiles; the multiple-instance loss on
 each image-labelled bag (its top-k pixels must fire) and on each plain normal tile (its must not).
+
+`exclude_sources` (the cross-fitted audit, nsgan/train/fold_comparator.py): normal tiles of those
+source images are never drawn; the sources actually drawn are kept with the state and written to
+`RUN/comparator/sources_seen.json` at the end, the record that C never saw the held-out images.
 """
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 from typing import Any
@@ -24,6 +29,7 @@ import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from nsgan.common.atomic import atomic_write_text
 from nsgan.common.errors import ConfigError
 from nsgan.data.labelled import read_labelled, shard_bit_depth
 from nsgan.data.stream import ShardStream
@@ -40,6 +46,7 @@ from nsgan.train.samples import image_grid, write_grid
 from nsgan.train.tracking import log_grid
 
 PROBE_TILES = 16
+SOURCES_SEEN = "sources_seen.json"  # in the comparator run folder, for a run with exclude_sources
 STATE = NetworkState("comparator", "C", "basis_digest", "generator/encoder")
 
 
@@ -50,7 +57,7 @@ class ComparatorTrainer(FixedLengthPhase):
 
     def __init__(self, cfg: TrainConfig, generator: torch.nn.Module, encoder: torch.nn.Module | None, run_dir: Path,
                  accelerator: Any, normal_shards: list[str], labelled: Any, channels: int, resume: bool = False,
-                 bit_depth: int = 8):
+                 bit_depth: int = 8, exclude_sources: frozenset[str] = frozenset()):
         c = cfg.comparator
         self.bind(cfg, "comparator", run_dir, accelerator, resume)
         self.G = generator.to(self.device).eval().requires_grad_(False)
@@ -65,23 +72,28 @@ class ComparatorTrainer(FixedLengthPhase):
         self.loss = ComparatorLoss(c.loss, focal_gamma=c.focal_gamma, alpha=c.alpha, dice_weight=c.dice_weight,
                                    mil_k=c.mil_k, mil_weight=c.mil_weight)
         self.normal_shards, self.channels, self.labelled, self.bit_depth = normal_shards, channels, labelled, bit_depth
-        position, rng_state, self.skipped_before = None, None, 0
+        self.exclude = frozenset(exclude_sources)
+        position, rng_state, self.skipped_before, seen = None, None, 0, None
         if resume:
-            position, rng_state = self._load_latest()
+            position, rng_state, seen = self._load_latest()
         self.batches = ComparatorBatches(cfg, self.G, self.E, normal_shards, labelled, channels, self.rank, self.world,
                                          self.device, bf16=accelerator.mixed_precision == "bf16", position=position,
-                                         rng_state=rng_state, bit_depth=bit_depth)
+                                         rng_state=rng_state, bit_depth=bit_depth, exclude=self.exclude, seen=seen)
         self.probe = self._probe() if self.is_main else None
 
     # -- state ------------------------------------------------------------------------------
-    def _load_latest(self) -> tuple[dict, dict]:
+    def _load_latest(self) -> tuple[dict, dict, list[str] | None]:
         self.progress, mine = STATE.load(self, self.C, self.opt, self.basis)
         self.skipped_before = int(mine["skipped"])
-        return mine["normal"], mine["rng"]
+        if sorted(self.exclude) != sorted(mine.get("exclude", [])):
+            raise ConfigError(f"{self.layout.root}: this comparator run held out other images; use a new run folder")
+        return mine["normal"], mine["rng"], mine.get("seen")
 
     def save_checkpoint(self) -> None:
         mine = {"normal": self.batches.stream.position, "skipped": self.skipped_before + self.batches.stream.skipped,
                 "rng": self.batches.rng_state()}
+        if self.exclude:
+            mine.update(exclude=sorted(self.exclude), seen=sorted(self.batches.seen or ()))
         STATE.save(self, self.C, self.opt, mine, self.basis)
 
     # -- one step ---------------------------------------------------------------------------
@@ -122,7 +134,7 @@ class ComparatorTrainer(FixedLengthPhase):
     def _probe(self) -> dict[str, torch.Tensor]:
         """Fixed painted tiles (their own stream and generator) whose maps show progress."""
         s = ShardStream(self.normal_shards, tile=self.cfg.model.resolution, channels=self.channels, batch=PROBE_TILES,
-                        seed=self.cfg.seed + 99, rank=0, world=1, num_workers=0)
+                        seed=self.cfg.seed + 99, rank=0, world=1, num_workers=0, exclude=self.exclude)
         unit = (BatchTaker(s).take(PROBE_TILES, torch.device("cpu")).numpy() + 1.0) * 0.5
         masks = np.zeros((PROBE_TILES, 1, *unit.shape[2:]), bool)
         if self.cfg.comparator.kinds or self.cfg.comparator.blob:
@@ -173,16 +185,18 @@ def load_labelled(cfg: TrainConfig, abnormal_shards: list[str], channels: int):
 
 def train_comparator(cfg: TrainConfig, generator: torch.nn.Module, encoder: torch.nn.Module | None, model_path: Path,
                      run_dir: Path, accelerator: Any, normal_shards: list[str], abnormal_shards: list[str], channels: int,
-                     resume: bool = False, stop: StopAtStepBoundary | None = None) -> Path:
+                     resume: bool = False, stop: StopAtStepBoundary | None = None,
+                     exclude_sources: frozenset[str] = frozenset()) -> Path:
     """Train C to `comparator.kimg` beside the frozen G and E, then write it into `model_path` (main process).
 
-    `stop`: the Ctrl-C handler of a run that spans several phases (None: the runner's own, for this phase)."""
+    `stop`: the Ctrl-C handler of a run that spans several phases (None: the runner's own, for this phase).
+    `exclude_sources`: source images whose normal tiles C must not see (module docstring)."""
     run_dir = Path(run_dir)
     resume = resume and has_state(run_dir)  # `nsgan train --resume` may reach the comparator for the first time
     check_comparator_run_dir(run_dir, resume)
     labelled = load_labelled(cfg, abnormal_shards, channels)
     tr = ComparatorTrainer(cfg, generator, encoder, run_dir, accelerator, normal_shards, labelled, channels, resume=resume,
-                           bit_depth=shard_bit_depth(normal_shards))
+                           bit_depth=shard_bit_depth(normal_shards), exclude_sources=exclude_sources)
     spec, tile = tr.C.spec, cfg.model.resolution
     c_flops, eg_flops = flops_per_tile(spec, tile), None
     if tr.is_main:
@@ -195,6 +209,9 @@ def train_comparator(cfg: TrainConfig, generator: torch.nn.Module, encoder: torc
     digest = run_phase(tr, stop)[0]
     if tr.is_main:
         tr.save_grid("cmp-final.png")
+        if tr.exclude:  # one rank's record: the audit trains its fold models in one process
+            atomic_write_text(run_dir / SOURCES_SEEN, json.dumps({"held_out": sorted(tr.exclude),
+                                                                  "seen": sorted(tr.batches.seen or ())}, indent=1) + "\n")
         seen = tr.progress.images_seen
         add_comparator(model_path, tr.C, {
             "images_seen": seen, "kimg": seen / 1000, "config": cfg.to_dict()["comparator"],
@@ -202,7 +219,8 @@ def train_comparator(cfg: TrainConfig, generator: torch.nn.Module, encoder: torc
             "receptive_field": spec.receptive_field, "flops_per_tile": c_flops, "reconstruction_flops_per_tile": eg_flops,
             "trained_on": {"kinds": list(c.kinds) if c.paint_fraction > 0 else [], "blob": bool(c.blob and c.paint_fraction > 0),
                            "paint_fraction": c.paint_fraction, "labelled_fraction": c.labelled_fraction if tr.batches.n_masked else 0.0,
-                           "mil_bags": tr.batches.n_bags, "labelled": labelled.summary() if labelled is not None else None}})
+                           "mil_bags": tr.batches.n_bags, "labelled": labelled.summary() if labelled is not None else None,
+                           **({"held_out_images": len(tr.exclude)} if tr.exclude else {})}})
         refresh_card(model_path, "train-comparator")
     accelerator.wait_for_everyone()
     return Path(model_path)

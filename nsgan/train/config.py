@@ -182,6 +182,17 @@ class ComparatorSection:
 
 
 @dataclass
+class AuditSection:
+    """`nsgan audit` of the training folder (nsgan/evaluate/audit.py): folds ≥ 2 scores every image with a comparator
+    trained on the other folds only (k-fold cross-fitting, nsgan/data/folds.py); 0 = the model's own C scores the
+    folder in-sample, as before. The CLI's --folds / --fold-seed / --fold-file win over these."""
+
+    folds: int = 0
+    fold_seed: int = 0
+    fold_file: str = ""  # JSON {relative_path: fold}; empty: by hash of the path and fold_seed
+
+
+@dataclass
 class TrainConfig:
     run_dir: str = "runs/run"
     seed: int = 0
@@ -194,6 +205,7 @@ class TrainConfig:
     quality: QualitySection = field(default_factory=QualitySection)
     encoder: EncoderSection = field(default_factory=EncoderSection)
     comparator: ComparatorSection = field(default_factory=ComparatorSection)
+    audit: AuditSection = field(default_factory=AuditSection)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -391,6 +403,12 @@ def validate(cfg: TrainConfig, source: str = "<config>", has_encoder: bool | Non
     validate_quality(cfg, source)
     validate_encoder(cfg, source)
     validate_comparator(cfg, source, has_encoder)
+    validate_audit(cfg.audit, source)
+
+
+def validate_audit(a: AuditSection, source: str = "<config>") -> None:
+    _check(a.folds == 0 or a.folds >= 2, source, "audit.folds",
+           f"must be 0 (in-sample) or a number of folds ≥ 2, got {a.folds}")
 
 
 TRACKER_SWITCHES = ("auto", "none")  # nsgan's own words; everything else is an accelerate tracker name

@@ -1,0 +1,213 @@
+"""The out-of-fold audit (issue 27): every image of the training folder is scored by a comparator that never
+saw it, trained through the product's comparator trainer; folds are deterministic and balanced; a stopped
+k-fold audit resumes without retraining finished folds; bad fold settings are one line with an exit code."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from nsgan.train import fold_comparator
+from nsgan.cli.main import main as cli
+from nsgan.common.errors import EXIT_DATA, EXIT_USAGE, ConfigError, OutputError
+from nsgan.data.folds import assign_folds, held_out, read_fold_file
+from nsgan.data.painter import paint_defects
+from nsgan.data.shards import write_shards
+from nsgan.evaluate.audit import CSV, FOLDS, ROWS, audit, audit_crossfit, fold_scale, plan_folds
+from nsgan.models.model_file import load_model
+from nsgan.train.comparator_loop import SOURCES_SEEN
+from nsgan.train.config import load_config
+from nsgan.train.fold_comparator import TRAINED, train_fold
+from nsgan.train.pipeline import train
+
+from .conftest import TINY, smooth_material
+
+N_CLEAN, N_DIRTY = 9, 3
+# the fold comparators: a few dozen steps of the model's own comparator config
+FOLD_OVERRIDES = ["comparator.kimg=0.128", "comparator.checkpoint_kimg=0.064"]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> dict:
+    """A 'normal' folder with hidden defective images (some in a subfolder) and a tiny model with C trained on all of it."""
+    root = tmp_path_factory.mktemp("oof")
+    rng = np.random.default_rng(0)
+    folder = root / "good"
+    (folder / "sub").mkdir(parents=True)
+    names = {}
+    for i in range(N_CLEAN + N_DIRTY):
+        img = smooth_material(rng, 32)
+        if i >= N_CLEAN:
+            img = paint_defects(img[..., None], rng, count=2, max_area_frac=0.01)[0][..., 0]
+        rel = f"sub/img{i:02d}.png" if i % 4 == 0 else f"img{i:02d}.png"
+        Image.fromarray((img * 255).astype(np.uint8)).save(folder / rel)
+        names[rel] = i >= N_CLEAN
+    write_shards(folder, None, None, tile=16, out=root / "shards", stride=8, channels=1, seed=0)
+    cfg = load_config(None, [*TINY, "loss.gamma=0", "encoder.kimg=0", "train.log_with=none",
+                             "comparator.kimg=0.128", "comparator.reference=none", "comparator.width=8", "comparator.batch=16",
+                             f"data.normal={root / 'shards' / 'normal'}", f"run_dir={root / 'run'}"])
+    return {"root": root, "folder": folder, "names": names, "model": train(cfg), "cfg": cfg}
+
+
+def _fold_cfg(trained):
+    """The config the CLI's fold comparators get: the model's own with FOLD_OVERRIDES."""
+    return load_config(None, [*TINY, "loss.gamma=0", "encoder.kimg=0", "train.log_with=none",
+                              "comparator.reference=none", "comparator.width=8", "comparator.batch=16", *FOLD_OVERRIDES,
+                              f"data.normal={trained['root'] / 'shards' / 'normal'}", f"run_dir={trained['root'] / 'run'}"])
+
+
+def test_folds_are_deterministic_and_balanced():
+    names = [f"d{i % 3}/img{i:03d}.png" for i in range(23)]
+    folds = assign_folds(names, 4, seed=7)
+    assert folds == assign_folds(list(reversed(names)), 4, seed=7)  # not the order a disk lists files
+    assert sorted(folds) == sorted(names) and set(folds.values()) == {0, 1, 2, 3}
+    assert sorted(len(held_out(folds, f)) for f in range(4)) == [5, 6, 6, 6]
+    assert assign_folds(names, 4, seed=8) != folds  # the seed moves images between folds
+    with pytest.raises(ConfigError, match="at least 2"):
+        assign_folds(names, 1)
+    with pytest.raises(ConfigError, match="24 folds but the folder holds only 23"):
+        assign_folds(names, 24)
+
+
+def test_a_fold_file_must_name_the_folder_exactly(tmp_path):
+    names = ["a.png", "b.png", "c/d.png"]
+    f = tmp_path / "folds.json"
+    f.write_text(json.dumps({"a.png": 0, "b.png": 1, "c/d.png": 1}))
+    assert read_fold_file(f, names) == {"a.png": 0, "b.png": 1, "c/d.png": 1}
+    f.write_text(json.dumps({"a.png": 0, "b.png": 1}))
+    with pytest.raises(Exception, match="misses 1 image"):
+        read_fold_file(f, names)
+    f.write_text(json.dumps({"a.png": 0, "b.png": 2, "c/d.png": 2}))
+    with pytest.raises(ConfigError, match="fold 1"):
+        read_fold_file(f, names)
+
+
+def test_fold_scale_puts_two_comparators_on_one_scale():
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(0.1, 0.01, 50), rng.normal(5.0, 2.0, 50)  # a quiet and a loud C, the same kind of fold
+    a[0], b[0] = 0.2, 25.0  # each fold's one outlier, ten of its spreads out
+    za, zb = fold_scale(a), fold_scale(b)
+    assert abs(np.median(za)) < 1e-9 and abs(np.median(zb)) < 1e-9
+    assert za[0] > np.sort(zb)[-2] and zb[0] > np.sort(za)[-2]  # both outliers above every normal of either fold
+
+
+def test_each_image_is_scored_by_a_comparator_that_never_saw_it(trained, tmp_path, capsys):
+    out = tmp_path / "oof"
+    argv = ["audit", "--model", str(trained["model"]), "--data", str(trained["folder"]), "--out", str(out), "--folds", "2",
+            "--fold-seed", "3", "--no-progress", *FOLD_OVERRIDES]
+    assert cli(argv) == 0
+    assert "out-of-fold (2 folds" in capsys.readouterr().out
+    assignment = assign_folds(trained["names"], 2, seed=3)
+    with open(out / CSV, newline="") as fh:
+        table = list(csv.DictReader(fh))
+    assert sorted(t["path"] for t in table) == sorted(trained["names"])
+    for fold in (0, 1):
+        held = set(held_out(assignment, fold))
+        seen = json.loads((out / FOLDS / str(fold) / "comparator" / SOURCES_SEEN).read_text())
+        # what the fold's trainer actually drew: only the other fold's images, and all of them
+        assert set(seen["held_out"]) == held and set(seen["seen"]) == set(trained["names"]) - held
+        fold_rows = {json.loads(line)["path"]: json.loads(line) for line in (out / FOLDS / str(fold) / ROWS).read_text().splitlines()[1:]}
+        assert set(fold_rows) == held  # the fold's model scored exactly its held-out images
+        for t in (t for t in table if t["path"] in held):
+            assert int(t["fold"]) == fold and abs(float(t["raw_score"]) - fold_rows[t["path"]]["score"]) < 1e-5 * (1 + abs(float(t["raw_score"])))
+    scores = [float(t["score"]) for t in table]
+    assert scores == sorted(scores, reverse=True)
+    header = json.loads((out / ROWS).read_text().splitlines()[0])
+    assert header["sample"] == "out-of-fold" and header["crossfit"]["folds"] == 2 and header["crossfit"]["fold_seed"] == 3
+    page = (out / "index.html").read_text()
+    assert "Out-of-fold: each image was scored by a comparator trained on the other folds only" in page
+    # the plain audit of the same folder says it is in-sample
+    plain = audit(trained["model"], trained["folder"], tmp_path / "plain")
+    assert plain.sample == "in-sample" and "In-sample" in (tmp_path / "plain" / "index.html").read_text()
+
+
+def test_a_stopped_kfold_audit_resumes_without_retraining_finished_folds(trained, tmp_path, monkeypatch):
+    cfg, out, model = _fold_cfg(trained), tmp_path / "stopped", trained["model"]
+    assignment = plan_folds(trained["folder"], 3, seed=1)
+    trainings = []
+    real = fold_comparator.train_comparator
+
+    def counted(*args, **kwargs):
+        trainings.append(sorted(kwargs["exclude_sources"]))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(fold_comparator, "train_comparator", counted)
+
+    def stops_at_fold_2(fold, held, fold_dir):
+        if fold == 2:
+            raise KeyboardInterrupt
+        return train_fold(model, cfg, "<test>", fold_dir, held)
+
+    with pytest.raises(KeyboardInterrupt):
+        audit_crossfit(model, trained["folder"], out, assignment, stops_at_fold_2, split={"fold_seed": 1})
+    assert trainings == [held_out(assignment, 0), held_out(assignment, 1)]
+    kept = {f: (out / FOLDS / str(f) / "model.safetensors").read_bytes() for f in (0, 1)}
+    scored = {f: (out / FOLDS / str(f) / ROWS).read_bytes() for f in (0, 1)}
+
+    def every_fold(fold, held, fold_dir):
+        return train_fold(model, cfg, "<test>", fold_dir, held)
+
+    result = audit_crossfit(model, trained["folder"], out, assignment, every_fold, split={"fold_seed": 1})
+    assert trainings[2:] == [held_out(assignment, 2)]  # only the unfinished fold was trained
+    assert result.scored_now == len(held_out(assignment, 2))  # and only its images scored
+    assert all((out / FOLDS / str(f) / "model.safetensors").read_bytes() == kept[f] for f in (0, 1))
+    assert all((out / FOLDS / str(f) / ROWS).read_bytes() == scored[f] for f in (0, 1))
+    assert sorted(r.path for r in result.rows) == sorted(trained["names"])
+    assert all((out / FOLDS / str(f) / TRAINED).is_file() for f in range(3))
+    # another split in the same OUT is refused, as another model is
+    other = plan_folds(trained["folder"], 3, seed=2)
+    with pytest.raises(OutputError, match="an audit of another crossfit"):
+        audit_crossfit(model, trained["folder"], out, other, every_fold, split={"fold_seed": 2})
+
+
+@pytest.mark.parametrize("extra, fold_file, code, says", [
+    (["--folds", "99"], None, EXIT_USAGE, "--folds: 99 folds but the folder holds only 12 image(s)"),
+    (["--folds", "1"], None, EXIT_USAGE, "--folds: 1 folds; cross-fitting needs at least 2"),
+    ([], {"img01.png": 0, "no/such.png": 1}, EXIT_DATA, "names 1 image(s) not in the folder, e.g. no/such.png"),
+])
+def test_bad_fold_settings_are_one_line_with_an_exit_code(trained, tmp_path, capsys, extra, fold_file, code, says):
+    if fold_file is not None:
+        names = dict.fromkeys(trained["names"], 0)
+        names.update(fold_file)
+        (tmp_path / "folds.json").write_text(json.dumps(names))
+        extra = ["--fold-file", str(tmp_path / "folds.json")]
+    argv = ["audit", "--model", str(trained["model"]), "--data", str(trained["folder"]), "--out", str(tmp_path / "o"),
+            "--no-progress", *extra]
+    assert cli(argv) == code
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and says in err[0] and "Traceback" not in err[0], err
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_fold_stopped_mid_training_resumes_to_the_same_comparator(trained, tmp_path):
+    """A fold whose run left a state but no trained.json (stopped mid-fold) continues that state exactly:
+    the same C and the same record of what it saw as a fold trained in one go."""
+    full = _fold_cfg(trained)
+    half = load_config(None, [*TINY, "loss.gamma=0", "encoder.kimg=0", "train.log_with=none", "comparator.reference=none",
+                              "comparator.width=8", "comparator.batch=16", "comparator.kimg=0.064",
+                              "comparator.checkpoint_kimg=0.064", f"data.normal={trained['root'] / 'shards' / 'normal'}",
+                              f"run_dir={trained['root'] / 'run'}"])
+    held = frozenset(held_out(plan_folds(trained["folder"], 2, seed=5), 0))
+    whole = train_fold(trained["model"], full, "<test>", tmp_path / "whole", held)
+    train_fold(trained["model"], half, "<test>", tmp_path / "split", held)
+    (tmp_path / "split" / TRAINED).unlink()  # as if stopped after the half-way state, before the fold was done
+    split = train_fold(trained["model"], full, "<test>", tmp_path / "split", held)
+    a, b = load_model(whole), load_model(split)
+    assert a.meta["comparator"]["images_seen"] == b.meta["comparator"]["images_seen"] == 128
+    for (ka, va), (kb, vb) in zip(a.comparator.state_dict().items(), b.comparator.state_dict().items()):
+        assert ka == kb and torch.equal(va, vb), ka
+    seen = [json.loads((tmp_path / d / "comparator" / SOURCES_SEEN).read_text()) for d in ("whole", "split")]
+    assert seen[0] == seen[1] and not set(seen[0]["seen"]) & held
+
+
+def test_the_audit_section_is_validated_at_the_door(tiny_overrides):
+    assert load_config(None, [*tiny_overrides, "audit.folds=3", "audit.fold_seed=4"]).audit.folds == 3
+    with pytest.raises(ConfigError, match="key 'audit.folds' must be 0 \\(in-sample\\) or a number of folds ≥ 2, got 1"):
+        load_config(None, [*tiny_overrides, "audit.folds=1"])
+    with pytest.raises(ConfigError, match="unknown key 'audit.k'"):
+        load_config(None, [*tiny_overrides, "audit.k=2"])
