@@ -129,3 +129,19 @@ def test_a_bad_image_score_is_one_line(model_with_c, tmp_path, capsys):
                 "--image-score", "top_k"])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "--image-score" in err[0] and "top_k_mean" in err[0], err
+
+
+def test_the_onnx_path_gives_the_torch_score(model_with_c, tmp_path):
+    """The exported graph computes the per-tile map only; the image score is made after blending, as with torch."""
+    pytest.importorskip("onnxruntime")
+    from nsgan.share.onnx_export import export_onnx, scorer_from_onnx
+
+    rep = export_onnx(model_with_c, tmp_path / "m.onnx")
+    assert rep.meta["image_score"] == "top_k_mean" and rep.meta["residual"] == "comparator"
+    img = np.random.default_rng(6).random((40, 40)).astype(np.float32)
+    torch_r = Scorer.from_file(model_with_c).score(img)
+    onnx_scorer = scorer_from_onnx(tmp_path / "m.onnx")
+    assert onnx_scorer.options.image_score == ImageScore.TOP_K_MEAN
+    assert onnx_scorer.score(img).score == pytest.approx(torch_r.score, abs=1e-4)
+    pinned = scorer_from_onnx(tmp_path / "m.onnx", ScoreOptions(image_score="map_max"))  # no D either way: allowed
+    assert pinned.score(img).score == pytest.approx(float(torch_r.map.max()), abs=1e-4)
