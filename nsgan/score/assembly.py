@@ -49,6 +49,8 @@ class MapStats:
         self.s2 += float(np.dot(r, r))
         self.max = max(self.max, float(rows.max()))
         block = rows.astype(np.float32, copy=False).ravel()
+        if self.top.size == self.k:  # only values above the k-th kept one can enter (a compare, not a partition)
+            block = block[block > self.top.min()]
         if block.size > self.k:
             block = np.partition(block, -self.k)[-self.k:]
         kept = np.concatenate([self.top, block])
