@@ -65,10 +65,10 @@ _API = {
     "atomic_write_json": "nsgan.common.atomic", "fsync_dir": "nsgan.common.atomic",
     # errors and exit codes
     "NsganError": "nsgan.common.errors", "ConfigError": "nsgan.common.errors", "DataError": "nsgan.common.errors",
-    "ModelError": "nsgan.common.errors", "OutputError": "nsgan.common.errors",
+    "ModelError": "nsgan.common.errors", "OutputError": "nsgan.common.errors", "TargetError": "nsgan.common.errors",
     "EXIT_OK": "nsgan.common.errors", "EXIT_FAILED": "nsgan.common.errors", "EXIT_USAGE": "nsgan.common.errors",
     "EXIT_DATA": "nsgan.common.errors", "EXIT_MODEL": "nsgan.common.errors", "EXIT_OUTPUT": "nsgan.common.errors",
-    "EXIT_RUNTIME": "nsgan.common.errors", "EXIT_INTERRUPTED": "nsgan.common.errors",
+    "EXIT_RUNTIME": "nsgan.common.errors", "EXIT_UNMET": "nsgan.common.errors", "EXIT_INTERRUPTED": "nsgan.common.errors",
     # the demo and its data
     "run_demo": "nsgan.demo", "build_demo_dataset": "nsgan.demo:build_dataset", "build_demo_image": "nsgan.demo:build_test_image",
 }

@@ -67,11 +67,13 @@ def _score_inputs(args: argparse.Namespace, accelerator: Any, options: ScoreOpti
     # finish and at the end, also when the run stops early: the page never claims more than is done.
     page = ScorePage(out_dir, len(inputs)) if scorer.is_main else None
     megapixels = seconds = 0.0
+    alarms = None  # what the boxes mean (the same for every image of one run): said once at the end
     try:
         for path, stem in inputs:
             r = scorer.score_to_files(path, out_dir, stem, overwrite=args.overwrite)
             t = scorer.timing or {}
             megapixels, seconds = megapixels + t.get("megapixels", 0.0), seconds + t.get("wall_s", 0.0)
+            alarms = r.thresholds.get("alarms") or alarms
             if page is not None:
                 top = f", top region at {r.regions[0].bbox}" if r.regions else ""
                 print(f"{path}: score {r.score:.4g}, {r.verdict}, {len(r.regions)} region(s){top} -> {r.report_path}")
@@ -88,6 +90,8 @@ def _score_inputs(args: argparse.Namespace, accelerator: Any, options: ScoreOpti
         written = page.finish()
         if written is not None:
             print(f"page: {written}")
+        if alarms:
+            print(f"regions: {alarms}")
         print(f"{len(inputs)} image(s), {_speed(megapixels, seconds)}")
     return 0
 

@@ -14,6 +14,7 @@ EXIT_DATA = 3  # data that cannot be used (empty shard set, unreadable image)
 EXIT_MODEL = 4  # missing, truncated or foreign model / checkpoint
 EXIT_OUTPUT = 5  # output exists or cannot be written
 EXIT_RUNTIME = 6  # numerical failure (NaN), dead peer rank
+EXIT_UNMET = 7  # a stated target the data cannot show (too few held-out normals to bound a false-alarm rate)
 EXIT_INTERRUPTED = 130  # stopped by Ctrl-C (the shell's 128 + SIGINT)
 
 
@@ -50,6 +51,12 @@ class OutputError(NsganError):
     """An output that exists (without --overwrite) or cannot be written."""
 
     exit_code = EXIT_OUTPUT
+
+
+class TargetError(NsganError):
+    """A target (a false-alarm rate) that the given data cannot show; the message says how much data would."""
+
+    exit_code = EXIT_UNMET
 
 
 def printable(text: str) -> str:

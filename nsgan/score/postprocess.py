@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from nsgan.score.alarms import AlarmRate, alarm_sentence
 from nsgan.score.choices import ImageScore, Inversion, Residual, ThresholdSource, Verdict
 from nsgan.score.options import ScoreOptions
 from nsgan.score.regions import Region, find_regions
@@ -42,17 +43,22 @@ class Calibration:
     search: dict[str, Any] | None = None  # SearchConfig.to_dict() of the calibration's scoring
     map: dict[str, Any] | None = None  # PostProcessor.map_settings() of the calibration's scoring
     stride: int | None = None
+    alarm: AlarmRate | None = None  # the false-alarm rate the pixel (region) threshold was chosen for, if any
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def from_dict(cls, entry: dict[str, Any] | None) -> "Calibration":
         known = {f.name for f in fields(cls)} - {"extra"}
         entry = dict(entry or {})
+        if isinstance(entry.get("alarm"), dict):
+            entry["alarm"] = AlarmRate.from_dict(entry["alarm"])
         return cls(**{k: v for k, v in entry.items() if k in known}, extra={k: v for k, v in entry.items() if k not in known})
 
     def to_dict(self) -> dict[str, Any]:
         """The entry as stored in the model file's metadata (JSON)."""
         out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "extra" and getattr(self, f.name) is not None}
+        if self.alarm is not None:
+            out["alarm"] = self.alarm.to_dict()
         return {**out, **self.extra}
 
 
@@ -65,9 +71,11 @@ class Thresholds:
     pixel_source: str  # a ThresholdSource, or the uncalibrated rule in words
     image_source: ThresholdSource
     warning: str | None = None  # the calibration was made with other settings
+    alarms: str = ""  # what the boxes mean: alarms at a stated rate, or not alarms (nsgan/score/alarms.py)
 
     def to_dict(self) -> dict[str, Any]:
-        out = {"image": self.image, "pixel": self.pixel, "pixel_source": self.pixel_source, "image_source": self.image_source}
+        out = {"image": self.image, "pixel": self.pixel, "pixel_source": self.pixel_source, "image_source": self.image_source,
+               "alarms": self.alarms}
         if self.warning:
             out["warning"] = self.warning
         return out
@@ -98,6 +106,8 @@ class PostProcessor:
             problems.append("other map settings (residual, map_sigma, image_score)")
         if cal.stride is not None and int(cal.stride) != self.stride:
             problems.append(f"stride {int(cal.stride)}, scoring uses stride {self.stride}")
+        if cal.alarm is not None and int(cal.alarm.min_region_area) != self.options.min_region_area:
+            problems.append(f"min_region_area {int(cal.alarm.min_region_area)}, scoring uses {self.options.min_region_area}")
         return "thresholds were calibrated with " + " and ".join(problems) if problems else None
 
     def thresholds(self, stats: dict[str, float]) -> Thresholds:
@@ -111,7 +121,12 @@ class PostProcessor:
             pixel = stats["mean"] + UNCALIBRATED_K * stats["std"]
             pixel_source = f"{ThresholdSource.UNCALIBRATED}: map mean + {UNCALIBRATED_K:g}·std of this image"
         image_source = ThresholdSource.CALIBRATED if cal.image is not None else ThresholdSource.UNCALIBRATED
-        return Thresholds(cal.image, pixel, pixel_source, image_source, self.calibration_mismatch())
+        source = pixel_source if pixel_source in (ThresholdSource.GIVEN, ThresholdSource.CALIBRATED) else ThresholdSource.UNCALIBRATED
+        mismatch = self.calibration_mismatch()
+        alarms = alarm_sentence(cal.alarm, source)
+        if mismatch and source == ThresholdSource.CALIBRATED and cal.alarm is not None:
+            alarms = f"boxes are not alarms at the calibrated rate: {mismatch}"
+        return Thresholds(cal.image, pixel, pixel_source, image_source, mismatch, alarms)
 
     def image_score(self, tile_scores: np.ndarray, stats: dict[str, float]) -> float:
         """The image's score by the (resolved) rule, from its map stats (assembly.MapStats.as_dict) or tile scores."""

@@ -28,8 +28,10 @@ from nsgan.common import atomic  # looked up when the card is written, so a stan
 from nsgan.common.errors import NsganError
 from nsgan.models.losses import GanLossKind, Penalty
 from nsgan.models.model_file import read_metadata, update_metadata
+from nsgan.score.alarms import alarm_sentence
 from nsgan.score.choices import Inversion, Residual
 from nsgan.score.options import ScoreOptions, resolve_image_score, resolve_residual
+from nsgan.score.postprocess import Calibration
 from nsgan.score.search import SearchConfig
 
 MARKER = "<!-- nsgan model card: generated from the model file's metadata; nsgan rewrites this file. -->"
@@ -304,12 +306,15 @@ def _comparator(meta: dict[str, Any], file_name: str) -> list[str]:
 def _thresholds(meta: dict[str, Any], file_name: str) -> list[str]:
     th = meta.get("thresholds")
     if not th:
-        return ["## Thresholds", "", "Not calibrated: verdicts say `uncalibrated`. Set thresholds from held-out images with "
-                f"`nsgan calibrate --model {file_name} --normal GOOD_DIR [--abnormal DEFECT_DIR --masks MASK_DIR]`.", ""]
+        return ["## Thresholds", "", "Not calibrated: verdicts say `uncalibrated`, and the boxes scoring draws are not alarms "
+                "(each marks only where that image's own map is highest). Set thresholds from held-out images with "
+                f"`nsgan calibrate --model {file_name} --normal GOOD_DIR [--abnormal DEFECT_DIR --masks MASK_DIR]`, "
+                "and add `--false-regions-per-mp R` to make the boxes alarms at a stated false-alarm rate.", ""]
     rows = [("image threshold", f"{_g(th.get('image'))}: {th.get('image_method', '')}"
              + (f" (F1 {_fmt(th['image_f1'], 3)})" if _finite(th.get("image_f1")) else "")),
             ("pixel threshold", f"{_g(th.get('pixel'))}: {th.get('pixel_method', '')}"
              + (f" (F1 {_fmt(th['pixel_f1'], 3)})" if _finite(th.get("pixel_f1")) else ""))]
+    rows.append(("regions", alarm_sentence(Calibration.from_dict(th).alarm, "calibrated")))
     out = ["## Thresholds", "", "| | |", "|---|---|", *[f"| {k} | {v} |" for k, v in rows], "",
            "Calibrated with these settings; scores (and so the thresholds) depend on them, and scoring with others makes "
            "`nsgan score` warn:", ""]

@@ -34,6 +34,7 @@ from nsgan import __version__
 from nsgan.common.atomic import atomic_write_text
 from nsgan.common.errors import OutputError, printable
 from nsgan.common.outputs import output_paths
+from nsgan.score.alarms import ALARMS, NOT_ALARMS_UNCALIBRATED
 
 PAGE = "index.html"
 GENERATOR = f"nsgan {__version__}"
@@ -294,7 +295,7 @@ def _settings_key(report: dict) -> str:
         "model": report.get("model"), "sha256": report.get("model_sha256"),
         "image": th.get("image"), "image_source": th.get("image_source"),
         "pixel": th.get("pixel") if pixel_fixed else None, "pixel_source": th.get("pixel_source"),
-        "warning": th.get("warning"), "search": report.get("search"), "map": report.get("map_settings"),
+        "warning": th.get("warning"), "alarms": th.get("alarms"), "search": report.get("search"), "map": report.get("map_settings"),
         "tiling": report.get("tiling"),
     }, sort_keys=True, default=str)
 
@@ -311,6 +312,12 @@ def _threshold_lines(th: dict) -> list[tuple[str, str]]:
     else:
         pix = f"{text(src or 'not recorded')} (each image's own, in its JSON)"
     lines = [("image threshold", img), ("pixel threshold", pix)]
+    alarms = th.get("alarms")
+    if isinstance(alarms, str) and alarms:
+        cls = "" if alarms.startswith(ALARMS) else ' class="warn"'
+        lines.append(("boxes", f"<span{cls}>{text(alarms)}</span>"))
+    elif src not in ("calibrated", "given"):  # a report from before the alarm sentence: say it anyway
+        lines.append(("boxes", f'<span class="warn">{text(NOT_ALARMS_UNCALIBRATED)}</span>'))
     if th.get("warning"):
         lines.append(("warning", f'<span class="warn">{text(th["warning"])}</span>'))
     return lines
