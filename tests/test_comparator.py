@@ -17,6 +17,7 @@ import torch
 from nsgan.cli.main import main as cli
 from nsgan.common.errors import ConfigError, ModelError
 from nsgan.models.model_file import load_model, read_metadata
+from nsgan.score.assembly import TOP_K
 from nsgan.score.options import ScoreOptions
 from nsgan.score.scorer import Scorer
 from nsgan.train.common import weights_digest
@@ -397,7 +398,8 @@ def test_a_comparator_that_reads_no_reconstruction_scores_without_E_and_G(gan_mo
         c_map = torch.sigmoid(m.comparator(torch.from_numpy(np.ascontiguousarray(tiles)) * 2 - 1))[:, 0].numpy()
     want = np.block([[c_map[0], c_map[1]], [c_map[2], c_map[3]]])
     np.testing.assert_allclose(got.map, want, atol=1e-6)
-    assert got.score == pytest.approx(float(want.max()), abs=1e-6)
+    # the default image score for C's map (issue 25): the mean of its TOP_K highest pixels (1024 here)
+    assert got.score == pytest.approx(float(np.sort(want.ravel().astype(np.float64))[-TOP_K:].mean()), abs=1e-6)
     monkeypatch.undo()
     rep = export_onnx(model, tmp_path / "m.onnx")
     assert rep.meta["residual"] == "comparator" and rep.worst <= 1e-4

@@ -52,6 +52,7 @@ def test_rule_scores_read_the_top_of_the_map_and_the_largest_region():
     peaked[5, 5] = 1.0  # one false peak: the map max jumps, the top-16 mean barely moves
     rules = cb.rule_scores([flat, peaked], [[], [SimpleNamespace(area=3, peak=0.5), SimpleNamespace(area=1, peak=1.0)]])
     assert rules["top16_mean"].tolist() == [0.0, 1 / 16] and rules["region_area_x_peak"].tolist() == [0.0, 1.5]
+    assert rules["map_max"].tolist() == [0.0, 1.0]  # from the map, whatever the scorer's default image score
 
 
 def test_the_oracle_trains_on_train_good_without_its_dirty_images(tmp_path):

@@ -5,8 +5,7 @@ from __future__ import annotations
 import argparse
 
 from nsgan.score.choices import ImageScore
-from nsgan.score.maps import IMAGE_SCORES
-from nsgan.score.options import RESIDUAL_CHOICES, ScoreOptions
+from nsgan.score.options import IMAGE_SCORE_CHOICES, RESIDUAL_CHOICES, ScoreOptions
 from nsgan.score.search import SearchConfig
 from nsgan.share.onnx_export import DEFAULT_OPSET, KIND_TILE, TOLERANCE, export_onnx
 
@@ -19,8 +18,9 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--residual", choices=RESIDUAL_CHOICES, default=ScoreOptions().residual,
                    help="per-tile map in the graph, as `nsgan score --residual`; comparator puts C in the graph "
                         "(default %(default)s: what `nsgan score` uses for this model)")
-    p.add_argument("--image-score", choices=IMAGE_SCORES, default=ScoreOptions().image_score,
-                   help="as `nsgan score --image-score`: tile puts D in the graph for AnoGAN's tile loss (default %(default)s)")
+    p.add_argument("--image-score", metavar="{" + ",".join(IMAGE_SCORE_CHOICES) + "}", default=ScoreOptions().image_score,
+                   help="as `nsgan score --image-score` (checked by export_onnx, one line): tile puts D in the graph for AnoGAN's tile loss; the others "
+                        "are computed after blending (default %(default)s)")
     p.add_argument("--lam", type=float, default=SearchConfig().lam,
                    help="weight of the feature loss in the tile loss (with --image-score tile), as `nsgan score --lam` "
                         "(default %(default)s)")

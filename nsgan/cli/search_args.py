@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import argparse
 
-from nsgan.score.choices import TestTimeAugment
-from nsgan.score.maps import IMAGE_SCORES
-from nsgan.score.options import RESIDUAL_CHOICES, ScoreOptions
+from nsgan.score.assembly import TOP_K
+from nsgan.score.choices import ImageScore, TestTimeAugment
+from nsgan.score.options import IMAGE_SCORE_CHOICES, RESIDUAL_CHOICES, ScoreOptions
 from nsgan.score.search import AUTO, MODES, PRECISIONS, SearchConfig
 
 
@@ -35,8 +35,11 @@ def add_search_arguments(p: argparse.ArgumentParser) -> None:
                         "learned map of the model's comparator C; auto (default): detail, or the comparator where that "
                         "is the measured default and the model holds one")
     m.add_argument("--map-sigma", type=float, default=dm.map_sigma, help="Gaussian smoothing of the map in pixels, 0 = none (default %(default)s)")
-    m.add_argument("--image-score", choices=IMAGE_SCORES, default=dm.image_score,
-                   help="map_max: max of the smoothed map; tile: highest tile loss (default %(default)s)")
+    # checked in options_from_args (ImageScore.parse), not by argparse: a bad value is one line naming the choices
+    m.add_argument("--image-score", metavar="{" + ",".join(IMAGE_SCORE_CHOICES) + "}", default=dm.image_score,
+                   help=f"map_max: max of the smoothed map; top_k_mean: mean of its {TOP_K} highest pixels (one false peak "
+                        "cannot topple it); tile: highest tile loss; auto (default): top_k_mean for the comparator's "
+                        "map, else map_max")
     m.add_argument("--tta", default=dm.tta, metavar="{" + ",".join(TestTimeAugment.values()) + "}",
                    help="test-time views averaged: none (default); flip: the tile, mirrored left-right, up-down and both (4 "
                         "passes); d4: all 8 flips and 90° turns (8 passes). Each map is turned back before averaging; only "
@@ -48,5 +51,6 @@ def options_from_args(args: argparse.Namespace) -> ScoreOptions:
     search = SearchConfig(mode=args.inversion, iterations=args.iterations, lr=args.lr, lam=args.lam, restarts=args.restarts,
                           patience=args.patience, precision=args.precision, seed=args.seed)
     return ScoreOptions(stride=args.stride, batch=args.batch, search=search, residual=args.residual, map_sigma=args.map_sigma,
-                        image_score=args.image_score, tta=TestTimeAugment.parse(getattr(args, "tta", TestTimeAugment.NONE), "--tta", listed=True),
+                        image_score=ImageScore.parse(args.image_score, "--image-score", listed=True),
+                        tta=TestTimeAugment.parse(getattr(args, "tta", TestTimeAugment.NONE), "--tta", listed=True),
                         pixel_threshold=getattr(args, "pixel_threshold", None))

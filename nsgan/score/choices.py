@@ -66,7 +66,9 @@ class Residual(Choice):
 class ImageScore(Choice):
     """How one image score comes from an image's map and tiles (postprocess.PostProcessor.image_score)."""
 
+    AUTO = AUTO  # options.resolve_image_score: top_k_mean for C's map (measured, docs/comparator.md), else map_max
     MAP_MAX = "map_max"  # the max of the (smoothed) map
+    TOP_K_MEAN = "top_k_mean"  # the mean of the map's assembly.TOP_K highest values: one false peak cannot topple it
     TILE = "tile"  # the highest tile loss (AnoGAN's)
 
 

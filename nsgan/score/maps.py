@@ -16,7 +16,7 @@ from scipy.ndimage import gaussian_filter1d
 
 from nsgan.score.choices import ImageScore, Residual
 
-IMAGE_SCORES = ImageScore.values()
+IMAGE_SCORES = ImageScore.values(auto=False)  # what a resolved record (ONNX metadata) may name
 RESIDUALS = Residual.values(auto=False)  # what a tile's map can be; `auto` is resolved before any map is made
 DETAIL_SIGMA = 1.0  # the local mean the detail residual takes out (Gaussian σ, px)
 TRUNCATE = 4.0

@@ -18,12 +18,26 @@ AUTO_WITHOUT_COMPARATOR = Residual.DETAIL
 AUTO_WITH_COMPARATOR = Residual.COMPARATOR
 RESIDUAL_CHOICES = Residual.values()
 
+# `--image-score auto` (the default): for C's map, the mean of its top-k values; measured on the visible-defect
+# protocol (docs/comparator.md "Image score (issue 25)"), it beat the map max on every texture. The map max for
+# every other map (the detail or pixel residual: not measured there).
+AUTO_IMAGE_SCORE_WITH_COMPARATOR = ImageScore.TOP_K_MEAN
+AUTO_IMAGE_SCORE_WITHOUT_COMPARATOR = ImageScore.MAP_MAX
+IMAGE_SCORE_CHOICES = ImageScore.values()  # what --image-score accepts (auto too); maps.IMAGE_SCORES: the resolved ones
+
 
 def resolve_residual(residual: Residual | str, has_comparator: bool) -> Residual:
     """`auto` -> the measured default for a model with or without a comparator; anything else as given."""
     if residual != AUTO:
         return Residual(residual)
     return AUTO_WITH_COMPARATOR if has_comparator else AUTO_WITHOUT_COMPARATOR
+
+
+def resolve_image_score(image_score: ImageScore | str, residual: Residual | str) -> ImageScore:
+    """`auto` -> the measured image score for this (resolved) residual: C's map or another; anything else as given."""
+    if image_score != AUTO:
+        return ImageScore(image_score)
+    return AUTO_IMAGE_SCORE_WITH_COMPARATOR if residual == Residual.COMPARATOR else AUTO_IMAGE_SCORE_WITHOUT_COMPARATOR
 
 
 def comparator_runs_alone(reference: str | None, options: "ScoreOptions") -> bool:
@@ -56,7 +70,9 @@ class ScoreOptions:
     # with C); auto: resolve_residual (detail, or AUTO_WITH_COMPARATOR for a model with C). resolve_options resolves it.
     residual: Residual = Residual.AUTO
     map_sigma: float = 1.0  # Gaussian smoothing of the blended map, in pixels (0: none)
-    image_score: ImageScore = ImageScore.MAP_MAX  # map_max: the max of the (smoothed) map; tile: the highest tile loss
+    # map_max: the max of the (smoothed) map; top_k_mean: the mean of its top-k values; tile: the highest tile loss;
+    # auto: resolve_image_score (top_k_mean for C's map, else map_max). resolve_options resolves it.
+    image_score: ImageScore = ImageScore.AUTO
     # Each tile also scored flipped / turned, its map turned back, maps and tile scores averaged (nsgan/score/views.py);
     # none until its worth is measured beside C's width, depth and tile size (issue 25 item 2).
     tta: TestTimeAugment = TestTimeAugment.NONE
@@ -80,7 +96,7 @@ class ScoreOptions:
 
 def resolve_options(options: ScoreOptions | None, *, name: str, has_encoder: bool, has_comparator: bool,
                     network: Any = None) -> ScoreOptions:
-    """The concrete options a model is scored with: `auto` inversion and residual resolved, each checked
+    """The concrete options a model is scored with: `auto` inversion, residual and image score resolved, each checked
     against what the model (or the per-tile `network`, e.g. an ONNX export) can compute.
 
     ModelError when the model lacks what the options ask for (a comparator, an encoder); the network's
@@ -91,6 +107,7 @@ def resolve_options(options: ScoreOptions | None, *, name: str, has_encoder: boo
     if network is not None and options.residual == Residual.AUTO and isinstance(getattr(network, "meta", None), dict):
         options = replace(options, residual=network.meta.get("residual", AUTO))  # what the exported graph computes
     options = replace(options, residual=resolve_residual(options.residual, has_comparator))
+    options = replace(options, image_score=resolve_image_score(options.image_score, options.residual))
     if options.residual == Residual.COMPARATOR and not has_comparator:
         raise ModelError(f"{name}: holds no comparator, so --residual comparator cannot run; train one with "
                          f"`nsgan train-comparator --model {name} comparator.kimg=N` or score with --residual detail")

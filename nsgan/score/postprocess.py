@@ -131,8 +131,11 @@ class PostProcessor:
         return Thresholds(cal.image, pixel, pixel_source, image_source, mismatch, alarms)
 
     def image_score(self, tile_scores: np.ndarray, stats: dict[str, float]) -> float:
+        """The image's score by the (resolved) rule, from its map stats (assembly.MapStats.as_dict) or tile scores."""
         if self.options.image_score == ImageScore.MAP_MAX:
             return float(stats["max"])
+        if self.options.image_score == ImageScore.TOP_K_MEAN:
+            return float(stats["top_k_mean"])
         return float(tile_scores.max())
 
     @staticmethod

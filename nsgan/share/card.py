@@ -30,7 +30,7 @@ from nsgan.models.losses import GanLossKind, Penalty
 from nsgan.models.model_file import read_metadata, update_metadata
 from nsgan.score.alarms import alarm_sentence
 from nsgan.score.choices import Inversion, Residual
-from nsgan.score.options import ScoreOptions, resolve_residual
+from nsgan.score.options import ScoreOptions, resolve_image_score, resolve_residual
 from nsgan.score.postprocess import Calibration
 from nsgan.score.search import SearchConfig
 
@@ -410,6 +410,8 @@ def calibration_settings(meta: dict[str, Any]) -> tuple[list[str], dict[str, Any
 
     dm = ScoreOptions()
     dm = replace(dm, residual=resolve_residual(dm.residual, bool(meta.get("comparator"))))
+    # what `auto` gives for the residual the flags below leave in force (the calibration's, where it names one)
+    dm = replace(dm, image_score=resolve_image_score(dm.image_score, (th.get("map") or {}).get("residual") or dm.residual))
     for k, flag in MAP_FLAGS.items():
         v = (th.get("map") or {}).get(k)
         if v is not None and v != getattr(dm, k):

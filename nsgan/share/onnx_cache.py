@@ -36,7 +36,7 @@ from nsgan.data.tiling import TileGrid
 from nsgan.models.model_file import load_model, read_metadata
 from nsgan.score.choices import Backend, ImageScore, Inversion, Precision
 from nsgan.score.loading import resolve_pretrained
-from nsgan.score.options import ScoreOptions, comparator_runs_alone, resolve_residual
+from nsgan.score.options import ScoreOptions, comparator_runs_alone, resolve_image_score, resolve_residual
 from nsgan.score.scorer import Scorer
 from nsgan.share import onnx_export  # by module: tests swap export_onnx and torch_tile_outputs there
 
@@ -143,6 +143,7 @@ def scorer_for(model: str | Path, options: ScoreOptions, backend: str = Backend.
     # `auto` names what this model computes (the comparator's map when it has C and that is the default):
     # the cache file, the export and its check against torch must all mean the same residual.
     options = replace(options, residual=resolve_residual(options.residual, "comparator" in meta))
+    options = replace(options, image_score=resolve_image_score(options.image_score, options.residual))
     why = _why_not_onnx(meta, options, accelerator)
     if why is None:
         try:  # deferred: onnxruntime is optional; without it, torch scores

@@ -7,7 +7,7 @@ With an encoder, the file holds what the torch scorer computes per tile in encod
         residual (N, T, T): the model's per-tile map (maps.tile_residual, `detail`, `pixel` or `comparator`:
                              sigmoid(C(x, G(z))), the comparator C in the graph)
         score (N,):          mean|x − G(z)| as the scorer computes it for the default image score
-                             (map_max, D not run); with `--image-score tile` AnoGAN's tile loss
+                             (map_max or top_k_mean, both after blending; D not run); with `--image-score tile` AnoGAN's tile loss
                              (1−λ)·mean|x − G(z)| + λ·mean|f(x) − f(G(z))| (f: D's features, D in the graph)
         z (N, latent_dim)
 
@@ -50,7 +50,7 @@ from nsgan.models.model_file import LoadedModel, ModelMeta, load_model
 from nsgan.score.choices import ImageScore, Inversion, Precision, Residual
 from nsgan.score.loading import file_sha256
 from nsgan.score.maps import DETAIL_SIGMA, IMAGE_SCORES, RESIDUALS, tile_residual
-from nsgan.score.options import ScoreOptions, resolve_residual
+from nsgan.score.options import ScoreOptions, resolve_image_score, resolve_residual
 from nsgan.score.scorer import Scorer
 from nsgan.score.search import LatentSearch, SearchConfig
 
@@ -197,7 +197,8 @@ def export_onnx(model_path: str | Path, out: str | Path, *, opset: int = DEFAULT
     residual, lam, image_score = _check_request(onnx, out, opset, overwrite, residual, lam, image_score, tolerance)
     t0 = time.perf_counter()
     model = load_model(model_path)
-    settings = TileSettings(_model_residual(model, model_path, residual), lam, image_score)
+    residual = _model_residual(model, model_path, residual)
+    settings = TileSettings(residual, lam, resolve_image_score(image_score, residual))
     comparator = model.comparator if settings.residual == Residual.COMPARATOR else None
     graph = _graph(model, settings, comparator)
     meta = export_metadata(model, model_path, opset, tolerance, settings, comparator)
@@ -441,6 +442,7 @@ class OnnxTileNetwork(ModelMeta):
         """ConfigError for scoring options the exported graph does not compute (resolved ScoreOptions)."""
         s = options.search
         options = replace(options, residual=resolve_residual(options.residual, self.has_comparator))
+        options = replace(options, image_score=resolve_image_score(options.image_score, options.residual))
         if s.mode != Inversion.ENCODER:
             raise ConfigError(f"--inversion {s.mode}: {self.path} computes the encoder's one pass only; score with "
                               "--inversion encoder, or with --model for search/refine")
@@ -449,7 +451,8 @@ class OnnxTileNetwork(ModelMeta):
         if options.residual != self.meta["residual"]:
             raise ConfigError(f"--residual {options.residual}: {self.path} computes the {self.meta['residual']!r} residual; "
                               f"score with --residual {self.meta['residual']} or export again with --residual {options.residual}")
-        if options.image_score != self.meta["image_score"]:
+        # only the tile loss is in the graph; the map's image scores (map_max, top_k_mean) are computed after blending
+        if (options.image_score == ImageScore.TILE) != (self.meta["image_score"] == ImageScore.TILE):
             what = "the AnoGAN tile loss (D in the graph)" if self.meta["image_score"] == ImageScore.TILE else "no tile loss (no D)"
             raise ConfigError(f"--image-score {options.image_score}: {self.path} computes {what}; score with --image-score "
                               f"{self.meta['image_score']} or export again with --image-score {options.image_score}")

@@ -225,10 +225,11 @@ TOP_K = (16, 64)  # pixels: a micro-defect in a 128-px image covers ~40-160
 
 
 def rule_scores(maps, regions) -> dict[str, np.ndarray]:
-    """Image scores other than the map max, from the same maps (issue 25 item 3: one false peak should not topple
-    the image score): the mean of the k highest map values, and the largest area × peak of the product's regions
+    """Image scores by each rule from the same maps (issue 25 item 3: one false peak should not topple the image
+    score): the map max, the mean of the k highest map values, and the largest area × peak of the product's regions
     (those `nsgan score` draws: above the model's pixel threshold, here mean + 4·std of each image's map)."""
-    out = {f"top{k}_mean": np.array([float(np.partition(m.ravel(), -k)[-k:].mean()) for m in maps]) for k in TOP_K}
+    out = {"map_max": np.array([float(m.max()) for m in maps])}  # from the map: the scorer's own score is the default rule
+    out.update({f"top{k}_mean": np.array([float(np.partition(m.ravel(), -k)[-k:].mean()) for m in maps]) for k in TOP_K})
     out["region_area_x_peak"] = np.array([max((r.area * r.peak for r in rs), default=0.0) for rs in regions])
     return out
 
@@ -258,8 +259,7 @@ def figures(items, maps, scores, regions=None) -> dict:
     good = [i for i, it in enumerate(items) if it.kind == nsgan.GOOD_KIND]
     out["per_kind"] = {k: one(np.array(good + [i for i, it in enumerate(items) if it.kind == k])) for k in kinds}
     if regions is not None:
-        out["image_auroc_by_rule"] = {"map_max": out["image_auroc"], **{
-            rule: float(nsgan.image_auroc(v, labels)) for rule, v in rule_scores(maps, regions).items()}}
+        out["image_auroc_by_rule"] = {rule: float(nsgan.image_auroc(v, labels)) for rule, v in rule_scores(maps, regions).items()}
     return out
 
 
