@@ -215,8 +215,8 @@ def _score_full_image(out: Path, model: Path, texture: str, seed: int, console, 
     alarm = scorer.calibration.alarm
     rate = f"≤ {alarm.target_regions_per_mp:g} false regions per MP at {alarm.confidence:.0%} confidence"
     console.print(f"    image score {result.score:.4f} ({result.verdict}); map's pixel AUROC against the painted "
-                  f"defects {pixel_auroc:.3f}; {len(result.regions)} regions above the calibrated threshold; the strongest "
-                  f"{len(hits)} touch a painted defect: {hits}")
+                  f"defects {pixel_auroc:.3f}; {len(result.regions)} regions above the calibrated threshold"
+                  + (f"; the strongest {len(hits)} touch a painted defect: {hits}" if hits else ""))
     return {"test_image": str(image), "test_mask": str(mask_path), "overlay": str(result.overlay_path),
             "report": str(result.report_path), "map": str(result.map_path), "image_score": result.score,
             "top_regions_hit_defect": hits, "pixel_auroc": pixel_auroc, "defects": match.to_dict(),
