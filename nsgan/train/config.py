@@ -92,7 +92,8 @@ class AugmentSection:
     adaptive is false. Reals, fakes and abnormal tiles alike; scoring, sample grids and the model file never augment."""
 
     policy: list[str] = field(default_factory=lambda: list(AUGMENT_TRANSFORMS))  # transforms; saturation acts on 3 channels only
-    p: float = 0.0  # probability per image and transform (adaptive: where p starts). Off by default: the default awaits a measurement
+    # Off by default: at the demo's 12 kimg p 0.3 and ADA both made G less varied (docs/sample_quality.md, issue 26)
+    p: float = 0.0  # probability per image and transform (adaptive: where p starts)
     adaptive: bool = False  # ADA: move p so that E[sign(D(real))] stays at `target`
     target: float = 0.6  # ADA's r_t target
     speed_kimg: float = 10.0  # adaptive: p can cross 0 -> 1 in this many kimg (ADA: 500, for runs of 25 000 kimg)
