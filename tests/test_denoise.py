@@ -69,7 +69,7 @@ def test_the_dirty_images_are_suspects_and_the_final_comparator_never_draws_them
     assert set(dirty["dirty"]) <= set(suspects), suspects  # the planted images are found
     assert len(suspects) <= N_DIRTY + 1  # and not much else
     record = json.loads((run / DENOISE / RECORD).read_text())
-    assert record["folds"] == 2 and record["z"] == 3.5 and record["excluded"] == suspects
+    assert record["folds"] == 2 and record["z"] == 2.0 and record["excluded"] == suspects
     assert {r["path"] for r in record["rows"]} == set(dirty["names"])
     # each fold's C drew only the other fold's images, and scored its own
     assignment = assign_folds(dirty["names"], 2, seed=0)
@@ -87,7 +87,7 @@ def test_the_dirty_images_are_suspects_and_the_final_comparator_never_draws_them
     assert d["excluded"] == suspects and d["excluded_images"] == len(suspects) and d["list_file"].endswith(SUSPECTS)
     assert m.meta["comparator"]["trained_on"]["held_out_images"] == len(suspects)
     card = (dirty["model"].parent / "README.md").read_text()
-    assert f"{len(suspects)} of {N_CLEAN + N_DIRTY} normal images (exclude: robust z > 3.5 out-of-fold, 2 folds" in card
+    assert f"{len(suspects)} of {N_CLEAN + N_DIRTY} normal images (exclude: robust z > 2 out-of-fold, 2 folds" in card
     assert dirty["dirty"][0] in card
     # the same model's C trained on everything (denoise none) learned something else
     plain = tmp_path / "plain" / "model.safetensors"
