@@ -1,11 +1,11 @@
-"""`nsgan demo`: paint a dataset from a bundled photo, train, export and score it."""
+"""`nsgan demo`: paint a dataset from a bundled photo, train, export, calibrate and score it."""
 
 from __future__ import annotations
 
 import argparse
 
 from nsgan.common.errors import EXIT_OK
-from nsgan.demo import DEFAULT_CONFIG, run_demo
+from nsgan.demo import DEFAULT_CONFIG, DEFAULT_FALSE_REGIONS_PER_MP, DEFAULT_HOLDOUT, run_demo
 
 
 def configure_parser(p: argparse.ArgumentParser) -> None:
@@ -18,10 +18,15 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--search-iterations", type=int, default=None,
                    help="search steps per tile for a model without an encoder (default: nsgan score's); "
                         "with an encoder the demo scores as nsgan score does by default, in one pass")
+    p.add_argument("--holdout", type=int, default=DEFAULT_HOLDOUT,
+                   help="held-out normal images (the test image's size) the region threshold is calibrated on (default %(default)s)")
+    p.add_argument("--false-regions-per-mp", type=float, default=DEFAULT_FALSE_REGIONS_PER_MP, metavar="R",
+                   help="false-alarm target of that calibration, at 95%% confidence, as nsgan calibrate's (default %(default)s)")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="training config overrides, e.g. schedule.total_kimg=10")
 
 
 def run(args: argparse.Namespace) -> int:
     run_demo(args.out, config=args.config, texture=args.texture, seed=args.seed, overwrite=args.overwrite,
-             image_size=args.image_size, search_iterations=args.search_iterations, overrides=args.overrides)
+             image_size=args.image_size, search_iterations=args.search_iterations, overrides=args.overrides,
+             holdout=args.holdout, false_regions_per_mp=args.false_regions_per_mp)
     return EXIT_OK
