@@ -158,3 +158,27 @@ def test_probability_scores_are_pooled_on_the_logit_scale_where_a_saturated_top_
     z = fold_scale(pooling_scale(scores))
     assert (z[60:] > 2).sum() >= 5 and not (z[:60] > 2).any()
     assert np.array_equal(pooling_scale(np.array([0.5, 3.0])), [0.5, 3.0])  # not probabilities: as they are
+
+
+def test_nsgan_train_stopped_in_a_fold_resumes_there(dirty, tmp_path, monkeypatch):
+    """The pipeline's comparator phase denoises too: `nsgan train --resume` after a stop in fold 1 keeps fold 0."""
+    cfg = load_config(None, [*dirty["keys"], "comparator.denoise=exclude", f"run_dir={tmp_path / 'run'}"])
+    assignment = assign_folds(dirty["names"], 2, seed=0)
+    trainings = []
+    real = comparator_loop.train_comparator
+
+    def stops_in_fold_1(*args, **kwargs):
+        trainings.append(sorted(kwargs.get("exclude_sources") or ()))
+        if trainings[-1] == held_out(assignment, 1) and len(trainings) == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(comparator_loop, "train_comparator", stops_in_fold_1)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg)
+    fold0 = tmp_path / "run" / "comparator" / DENOISE / FOLDS / "0"
+    kept = (fold0 / SCORES).read_bytes()
+    train(cfg, resume=True)
+    assert trainings[2:] == [held_out(assignment, 1)]  # fold 0 was not trained again
+    assert (fold0 / SCORES).read_bytes() == kept
+    assert load_model(tmp_path / "run" / "model.safetensors").meta["comparator"]["denoise"]["folds"] == 2
