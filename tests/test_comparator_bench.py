@@ -71,3 +71,10 @@ def test_noise_gap_is_oracle_minus_dirty_with_the_seed_spread():
     data = {"brick": {0: {"C-blur": row(0.8), "C-blur-clean": row(0.9)}, 1: {"C-blur": row(0.9), "C-blur-clean": row(0.9)}}}
     line = next(x for x in cb.noise_gap(data, ["brick"], [0, 1]) if x.startswith("| brick |"))
     assert "+0.050 / +0.050 / +0.050" in line and line.endswith("| 0.100 / 0.000 |")
+
+
+def test_the_robust_c_has_a_folder_of_its_own_and_trains_with_denoise():
+    plain = cb.bench_config(cb.parse_args(["--out", "x", "--protocol", "visible"]))
+    robust = cb.bench_config(cb.parse_args(["--out", "x", "--protocol", "visible", "--denoise"]))
+    assert cb.ctag(plain) == "product" and cb.ctag(robust) == "product-denoise"  # the rows do not mix
+    assert not plain["denoise"] and robust["denoise"]

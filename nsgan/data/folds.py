@@ -1,4 +1,5 @@
-"""Which cross-fitting fold each image of a folder belongs to (the out-of-fold audit, nsgan/evaluate/audit.py).
+"""Which cross-fitting fold each image of a folder belongs to, and the folds' scores on one scale (the out-of-fold
+audit, nsgan/evaluate/audit.py, and the denoised comparator, nsgan/train/denoise.py).
 
 A model scores the images it trained on in-sample: what it learned as normal stays quiet. The audit
 therefore splits the folder into k folds and scores each fold with a comparator trained on the others
@@ -19,7 +20,10 @@ import json
 from pathlib import Path
 from typing import Iterable
 
+import numpy as np
+
 from nsgan.common.errors import ConfigError, DataError
+from nsgan.data.stream import read_manifest
 
 
 def _check_k(k: int, n: int, where: str) -> None:
@@ -71,3 +75,44 @@ def fold_digest(folds: dict[str, int]) -> str:
 def held_out(folds: dict[str, int], fold: int) -> list[str]:
     """The names in `fold`, sorted."""
     return sorted(n for n, f in folds.items() if f == fold)
+
+
+def fold_scale(scores: np.ndarray) -> np.ndarray:
+    """One fold's raw image scores on the pooled scale: a robust z-score, (s − median) / (1.4826 · MAD).
+
+    Each fold's C is another network, so its scores have their own offset and spread; pooled raw, the
+    fold with the louder C would fill the top of the ranking. No clean normals are known to calibrate
+    on (finding them is the audit's job), so the fold's own held-out images stand in: median and MAD
+    stay put while fewer than half of them are dirty (the paper's 10–40 %), which a mean and standard
+    deviation do not. Ranks within the fold would also share the scale, but they cap every fold's top
+    at the same value whatever the fold holds (a fold without a dirty image would set its loudest
+    normal beside the other fold's defects); a z-score keeps how far out an image lies. MAD 0 (a fold
+    whose scores are mostly equal) falls back to the standard deviation, then to 1.
+    """
+    scores = np.asarray(scores, dtype=np.float64)
+    med = float(np.median(scores))
+    spread = 1.4826 * float(np.median(np.abs(scores - med)))
+    if not spread > 0:
+        spread = float(np.std(scores)) or 1.0
+    return (scores - med) / spread
+
+
+def images_folder(data: str | Path) -> Path:
+    """The folder of images (to audit, to fold): `data` itself, or the normal-images folder a shard set was cut from."""
+    data = Path(data)
+    if not data.exists():
+        raise DataError(f"{data}: no such folder")
+    manifest = data / "manifest.json" if data.is_dir() else data if data.name == "manifest.json" else None
+    if manifest is not None and manifest.is_file():
+        root = read_manifest(manifest).get("inputs", {}).get("normal")
+        if not root:
+            raise DataError(f"{manifest}: names no normal-images folder (inputs.normal)")
+        root = Path(root)
+        if not root.is_absolute() and not root.is_dir():
+            root = manifest.parent / root
+        if not root.is_dir():
+            raise DataError(f"{manifest}: its normal images ({root}) are not here; pass the image folder as --data")
+        return root
+    if not data.is_dir():
+        raise DataError(f"{data}: not a folder of images nor a shard set (no manifest.json)")
+    return data

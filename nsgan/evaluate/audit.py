@@ -46,9 +46,9 @@ from PIL import Image
 from nsgan.common.atomic import atomic_write, atomic_write_bytes, atomic_write_text
 from nsgan.common.errors import ConfigError, DataError, OutputError
 from nsgan.common.outputs import ensure_writable
-from nsgan.data.folds import assign_folds, fold_digest, held_out, read_fold_file
+from nsgan.data.folds import assign_folds, fold_digest, fold_scale, held_out, read_fold_file
+from nsgan.data.folds import images_folder as audit_folder
 from nsgan.data.imageio import list_images, read_image
-from nsgan.data.stream import read_manifest
 from nsgan.evaluate.audit_page import THUMBS, write_audit_page
 from nsgan.evaluate.evaluation import image_progress
 from nsgan.models.model_file import read_metadata
@@ -93,27 +93,6 @@ class AuditResult:
     rule: str  # how the suspects were chosen
     scored_now: int  # images scored by this call (the rest came from an earlier, stopped or smaller run)
     sample: str | None = None  # in-sample, held-out or out-of-fold, when known (the header's `sample`)
-
-
-def audit_folder(data: str | Path) -> Path:
-    """The folder of images to audit: `data` itself, or the normal-images folder a shard set was cut from."""
-    data = Path(data)
-    if not data.exists():
-        raise DataError(f"{data}: no such folder")
-    manifest = data / "manifest.json" if data.is_dir() else data if data.name == "manifest.json" else None
-    if manifest is not None and manifest.is_file():
-        root = read_manifest(manifest).get("inputs", {}).get("normal")
-        if not root:
-            raise DataError(f"{manifest}: names no normal-images folder (inputs.normal)")
-        root = Path(root)
-        if not root.is_absolute() and not root.is_dir():
-            root = manifest.parent / root
-        if not root.is_dir():
-            raise DataError(f"{manifest}: its normal images ({root}) are not here; pass the image folder as --data")
-        return root
-    if not data.is_dir():
-        raise DataError(f"{data}: not a folder of images nor a shard set (no manifest.json)")
-    return data
 
 
 FOLDS = "folds"  # OUT/folds/<i>/: one fold's model, comparator run and audit (out-of-fold audits)
@@ -323,26 +302,6 @@ def audit(model: str | Path | None, data: str | Path, out: str | Path, *, top: f
 
 
 # ------------------------------------------------------------------------------ out-of-fold
-
-
-def fold_scale(scores: np.ndarray) -> np.ndarray:
-    """One fold's raw image scores on the pooled scale: a robust z-score, (s − median) / (1.4826 · MAD).
-
-    Each fold's C is another network, so its scores have their own offset and spread; pooled raw, the
-    fold with the louder C would fill the top of the ranking. No clean normals are known to calibrate
-    on (finding them is the audit's job), so the fold's own held-out images stand in: median and MAD
-    stay put while fewer than half of them are dirty (the paper's 10–40 %), which a mean and standard
-    deviation do not. Ranks within the fold would also share the scale, but they cap every fold's top
-    at the same value whatever the fold holds (a fold without a dirty image would set its loudest
-    normal beside the other fold's defects); a z-score keeps how far out an image lies. MAD 0 (a fold
-    whose scores are mostly equal) falls back to the standard deviation, then to 1.
-    """
-    scores = np.asarray(scores, dtype=np.float64)
-    med = float(np.median(scores))
-    spread = 1.4826 * float(np.median(np.abs(scores - med)))
-    if not spread > 0:
-        spread = float(np.std(scores)) or 1.0
-    return (scores - med) / spread
 
 
 def _write_rows(out: Path, header: dict, rows: list[AuditRow]) -> None:

@@ -315,10 +315,21 @@ def _comparator(meta: dict[str, Any], file_name: str) -> list[str]:
             ("labelled defects", (f"{lab.get('masked_tiles', 0)} masked tiles of {lab.get('masked_images', 0)} images, "
                                   f"{lab.get('bags', 0)} image-labelled images (multiple-instance loss)" if lab else "none")),
             ("digest", f"`{str(cmp.get('digest', ''))[:16]}`, for G and E `{cmp.get('basis_digest', '–')}`")]
+    if cmp.get("denoise"):
+        rows.insert(-1, ("left out of the normal side", _denoised(cmp["denoise"])))
     default = resolve_residual("auto", True)
     use = ("`nsgan score` uses its map by default (`--residual auto`)." if default == Residual.COMPARATOR else
            f"`nsgan score --residual comparator` uses its map; the default (`auto`) is still the `{default}` residual.")
     return ["## Comparator", "", "| | |", "|---|---|", *[f"| {k} | {v} |" for k, v in rows], "", use, ""]
+
+
+def _denoised(d: dict[str, Any]) -> str:
+    """The comparator.denoise row: how many normal images an out-of-fold C found defective, by what rule, which."""
+    names = [str(n) for n in d.get("excluded") or []]
+    shown = ", ".join(f"`{n}`" for n in names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+    return (f"{d.get('excluded_images', len(names))} of {d.get('images', '?')} normal images ({d.get('mode')}: robust z > "
+            f"{_g(d.get('z'))} out-of-fold, {d.get('folds')} folds of {_g(d.get('fold_kimg'))} kimg)"
+            + (f": {shown}" if names else "") + f"; list `{d.get('list_file', '–')}`")
 
 
 def _thresholds(meta: dict[str, Any], file_name: str) -> list[str]:

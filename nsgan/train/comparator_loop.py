@@ -16,6 +16,10 @@ each image-labelled bag (its top-k pixels must fire) and on each plain normal ti
 `exclude_sources` (the cross-fitted audit, nsgan/train/fold_comparator.py): normal tiles of those
 source images are never drawn; the sources actually drawn are kept with the state and written to
 `RUN/comparator/sources_seen.json` at the end, the record that C never saw the held-out images.
+
+`comparator.denoise: exclude` (nsgan/train/denoise.py): before C, fold comparators trained here on the
+other folds' normal images score each held-out fold; the images above the robust-z threshold are left
+out of C's normal side the same way, and the model file's comparator metadata (`denoise`) says which.
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from nsgan.common.atomic import atomic_write_text
-from nsgan.common.errors import ConfigError
+from nsgan.common.errors import ConfigError, OutputError
 from nsgan.data.labelled import read_labelled, shard_bit_depth
 from nsgan.data.stream import ShardStream
 from nsgan.models.comparator import Comparator, flops_per_tile
@@ -40,6 +44,7 @@ from nsgan.share.card import refresh_card
 from nsgan.train.common import BatchTaker, average_gradients
 from nsgan.train.comparator_data import ComparatorBatches, comparator_spec, synthetic_defects
 from nsgan.train.config import TrainConfig
+from nsgan.train.denoise import DENOISE, denoise_normals, started, wants_denoise
 from nsgan.train.phase_runner import FixedLengthPhase, StopAtStepBoundary, run_phase
 from nsgan.train.phase_state import NetworkState, check_phase_run_dir, has_state
 from nsgan.train.samples import image_grid, write_grid
@@ -172,6 +177,13 @@ def reconstruction_flops(generator: torch.nn.Module, encoder: torch.nn.Module | 
 
 
 def check_comparator_run_dir(run_dir: Path, resume: bool) -> None:
+    """As every phase's (phase_state.check_phase_run_dir), counting a denoise begun before C as the run's state."""
+    run_dir = Path(run_dir)
+    if started(run_dir) and not has_state(run_dir):
+        if not resume:
+            raise OutputError(f"{run_dir}: already holds a comparator run (its {DENOISE}/ folds); pass --resume to continue "
+                              "it or choose another folder")
+        return
     check_phase_run_dir(run_dir, resume, "comparator")
 
 
@@ -192,8 +204,17 @@ def train_comparator(cfg: TrainConfig, generator: torch.nn.Module, encoder: torc
     `stop`: the Ctrl-C handler of a run that spans several phases (None: the runner's own, for this phase).
     `exclude_sources`: source images whose normal tiles C must not see (module docstring)."""
     run_dir = Path(run_dir)
+    check_comparator_run_dir(run_dir, resume and (has_state(run_dir) or started(run_dir)))
+    denoised = None
+    if wants_denoise(cfg) and not exclude_sources:  # a fold comparator (exclude_sources given) is not denoised again
+        def train_fold(fcfg: TrainConfig, fold_model: Path, fold_run: Path, held: frozenset) -> Path:
+            return train_comparator(fcfg, generator, encoder, fold_model, fold_run, accelerator, normal_shards,
+                                    abnormal_shards, channels, resume=has_state(fold_run), stop=stop, exclude_sources=held)
+
+        denoised = denoise_normals(cfg, normal_shards, run_dir, Path(model_path), basis_digest(generator, encoder), train_fold,
+                                   is_main=accelerator.is_main_process, wait=accelerator.wait_for_everyone)
+        exclude_sources = denoised.excluded
     resume = resume and has_state(run_dir)  # `nsgan train --resume` may reach the comparator for the first time
-    check_comparator_run_dir(run_dir, resume)
     labelled = load_labelled(cfg, abnormal_shards, channels)
     tr = ComparatorTrainer(cfg, generator, encoder, run_dir, accelerator, normal_shards, labelled, channels, resume=resume,
                            bit_depth=shard_bit_depth(normal_shards), exclude_sources=exclude_sources)
@@ -220,7 +241,8 @@ def train_comparator(cfg: TrainConfig, generator: torch.nn.Module, encoder: torc
             "trained_on": {"kinds": list(c.kinds) if c.paint_fraction > 0 else [], "blob": bool(c.blob and c.paint_fraction > 0),
                            "paint_fraction": c.paint_fraction, "labelled_fraction": c.labelled_fraction if tr.batches.n_masked else 0.0,
                            "mil_bags": tr.batches.n_bags, "labelled": labelled.summary() if labelled is not None else None,
-                           **({"held_out_images": len(tr.exclude)} if tr.exclude else {})}})
+                           **({"held_out_images": len(tr.exclude)} if tr.exclude else {})},
+            **({"denoise": denoised.record} if denoised is not None else {})})
         refresh_card(model_path, "train-comparator")
     accelerator.wait_for_everyone()
     return Path(model_path)

@@ -187,6 +187,8 @@ def train_c(cfg: dict, gan_model: Path, cell: Path, shards: Path, reference: str
         c["kinds"] = "[" + ",".join(k for k in nsgan.DEFECT_KINDS if k != held_out) + "]"
     ov = [f"data.normal={shards / 'normal'}", f"data.abnormal={shards / 'abnormal'}", f"seed={seed}"]
     ov += [f"comparator.{k}={v}" for k, v in c.items()]
+    if cfg.get("denoise"):  # --denoise: the robust C (issue 27), its fold comparators at the product's denoise_kimg
+        ov.append("comparator.denoise=exclude")
     resume = ["--resume"] if run.comparator.resumable() else []
     cmd = [sys.executable, "-m", "nsgan.cli", "train-comparator", "--model", str(run.model), "--run-dir", str(run.comparator.root),
            *resume, *ov]
@@ -280,7 +282,7 @@ def ctag(cfg: dict) -> str:
     C's maps average test-time views (so results with and without them do not mix)."""
     c = cfg["comparator"]
     tag = "product" if not c else "-".join(f"{k}{v}" for k, v in sorted(c.items()))
-    return tag + (f"-tta{cfg['tta']}" if cfg.get("tta", "none") != "none" else "")
+    return tag + ("-denoise" if cfg.get("denoise") else "") + (f"-tta{cfg['tta']}" if cfg.get("tta", "none") != "none" else "")
 
 
 def _row(path: Path, make):
@@ -582,6 +584,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="test-time views averaged in C's maps (`nsgan score --tta`; default none)")
     p.add_argument("--held-out", choices=["kind", "blob", "both", "none"], default="both",
                    help="which held-out runs to train: the seed's painter kind, the blob family, both or none")
+    p.add_argument("--denoise", action="store_true",
+                   help="train every C with comparator.denoise=exclude (the robust C of issue 27); its rows go to their own "
+                        "folder (ctag '-denoise')")
     p.add_argument("--no-gan", action="store_true",
                    help="the short GAN, and only the rows that never read G: floor, C(x), C(x, blur x)")
     return p.parse_args(argv)
@@ -605,6 +610,7 @@ def bench_config(args: argparse.Namespace) -> dict:
         cfg["protocol"] = {**cfg["protocol"], "epsilon": args.epsilon}
         cfg["visible_protocol"] = {**cfg.get("visible_protocol", {}), "epsilon": args.epsilon}
     cfg["tta"] = args.tta
+    cfg["denoise"] = args.denoise
     if args.protocol == "visible":  # its held-out family is built in: no train/defect image holds it, C never paints it
         cfg["held_out_which"] = "none"
         cfg.setdefault("visible_protocol", {})
