@@ -141,18 +141,6 @@ class EncoderSection:
     fmap_max: int = 0  # 0: the GAN's model.fmap_max
     checkpoint_kimg: float = 0.0  # 0: train.checkpoint_kimg
     log_every: int = 20
-    # Training through the noise (issue 27, nsgan/train/denoise.py): exclude = before C, train `denoise_folds` fold
-    # comparators each on the other folds' normal images, score each held-out fold with its C, pool the folds'
-    # scores as robust z-scores and leave every image above `denoise_z` out of C's normal side. none: as before.
-    denoise: str = "none"
-    denoise_folds: int = 2
-    # robust z of the logit score (median/MAD of the fold). 2, not the usual outlier cut 3.5: a clean image left out
-    # costs C little (it sees the others), a dirty one kept teaches C its defect is normal; at ε 0.4 on visible brick
-    # z > 2 left out 22 images, all dirty, z > 3.5 only 2 of the 80 (docs/noise.md)
-    denoise_z: float = 2.0
-    # kimg of each fold C: a quarter of the demo's 32, so 2 folds cost about one C training (~1 minute on 2 CPU cores)
-    # and the demo stays inside its 6 minutes; the folds only have to rank images, not draw a good map
-    denoise_kimg: float = 8.0
 
 
 @dataclass
