@@ -49,6 +49,41 @@ def smooth_material(rng, n: int = 64):
     return (0.25 + 0.5 * f).astype(np.float32)
 
 
+def write_dirty_folder(folder: Path, rng, n_clean: int, n_dirty: int, size: int, sub_every: int) -> dict[str, bool]:
+    """A 'normal' folder of smooth material whose last `n_dirty` images hide painted defects (every `sub_every`-th
+    in a subfolder); returns {relative path: dirty} (the audit tests' training folders)."""
+    import numpy as np
+    from PIL import Image
+
+    from nsgan.data.painter import paint_defects
+
+    (folder / "sub").mkdir(parents=True)
+    names = {}
+    for i in range(n_clean + n_dirty):
+        img = smooth_material(rng, size)
+        if i >= n_clean:
+            img = paint_defects(img[..., None], rng, count=2, max_area_frac=0.01)[0][..., 0]
+        rel = f"sub/img{i:02d}.png" if i % sub_every == 0 else f"img{i:02d}.png"
+        Image.fromarray((img * 255).astype(np.uint8)).save(folder / rel)
+        names[rel] = i >= n_clean
+    return names
+
+
+def with_untrained_comparator(base: Path, dest: Path, comparator, digest: str | None = None) -> Path:
+    """A copy of model file `base` at `dest` with `comparator` (untrained) added for its G and E; `digest` defaults
+    to the comparator's weights digest."""
+    import shutil
+
+    from nsgan.models.model_file import add_comparator, basis_digest, load_model
+    from nsgan.train.common import weights_digest
+
+    shutil.copy(base, dest)
+    m = load_model(dest)
+    add_comparator(dest, comparator, {"basis_digest": basis_digest(m.generator, m.encoder),
+                                      "digest": digest or weights_digest([comparator])})
+    return dest
+
+
 @pytest.fixture(scope="session")
 def tiny_shards(tmp_path_factory) -> Path:
     """Shards of 16-px tiles cut from a few painted brick images (normal + abnormal with masks)."""

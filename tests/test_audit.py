@@ -15,7 +15,6 @@ from PIL import Image
 
 from nsgan.cli.main import main as cli
 from nsgan.common.errors import EXIT_USAGE, EXIT_DATA, EXIT_OUTPUT, OutputError
-from nsgan.data.painter import paint_defects
 from nsgan.data.shards import write_shards
 from nsgan.evaluate.audit import CSV, MASKS, ROWS, SUSPECTS, audit
 from nsgan.evaluate.metrics import image_auroc
@@ -23,15 +22,11 @@ from nsgan.score.scorer import Scorer
 from nsgan.train.config import load_config
 from nsgan.train.pipeline import train
 
-from .conftest import SMOOTH_MATERIAL_TRAIN, smooth_material
+from .conftest import SMOOTH_MATERIAL_TRAIN, write_dirty_folder
 from .headless import CHROMIUM, Browser
 
 AUDIT_AUROC_BOUND = 0.8  # measured 0.90 and 0.99 (seeds 0 and 1 of this fixture) when the test was written
 N_CLEAN, N_DIRTY = 18, 6
-
-
-def _material(rng: np.random.Generator) -> np.ndarray:
-    return smooth_material(rng, 48)
 
 
 @pytest.fixture(scope="module")
@@ -40,16 +35,7 @@ def dirty(tmp_path_factory) -> dict:
     root = tmp_path_factory.mktemp("audit")
     rng = np.random.default_rng(0)
     folder = root / "good"
-    (folder / "sub").mkdir(parents=True)
-    names = {}
-    for i in range(N_CLEAN + N_DIRTY):
-        img = _material(rng)
-        is_dirty = i >= N_CLEAN
-        if is_dirty:
-            img = paint_defects(img[..., None], rng, count=2, max_area_frac=0.01)[0][..., 0]
-        rel = f"sub/img{i:02d}.png" if i % 3 == 0 else f"img{i:02d}.png"
-        Image.fromarray((img * 255).astype(np.uint8)).save(folder / rel)
-        names[rel] = is_dirty
+    names = write_dirty_folder(folder, rng, N_CLEAN, N_DIRTY, 48, sub_every=3)
     write_shards(folder, None, None, tile=16, out=root / "shards", stride=8, channels=1, seed=0)
     cfg = load_config(None, [*SMOOTH_MATERIAL_TRAIN,
         # the comparator C, whose map is the default for a model that has one (nsgan/score/options.py)

@@ -14,13 +14,14 @@ import torch
 from nsgan.cli.main import main as cli
 from nsgan.data.imageio import write_png
 from nsgan.models.comparator import Comparator
-from nsgan.models.model_file import add_comparator, basis_digest, load_model, update_metadata
+from nsgan.models.model_file import update_metadata
 from nsgan.score.assembly import TOP_K, MapStats
 from nsgan.score.choices import ImageScore, Residual
 from nsgan.score.maps import IMAGE_SCORES
 from nsgan.score.options import ScoreOptions, resolve_image_score
 from nsgan.score.scorer import Scorer
-from nsgan.train.common import weights_digest
+
+from .conftest import with_untrained_comparator
 
 
 def _top_k_mean(m: np.ndarray, k: int = TOP_K) -> float:
@@ -31,14 +32,10 @@ def _top_k_mean(m: np.ndarray, k: int = TOP_K) -> float:
 @pytest.fixture(scope="module")
 def model_with_c(gan_model_with_encoder, tmp_path_factory) -> Path:
     """The conftest's untrained model with E plus an untrained C reading x beside its blur (the product's default)."""
-    path = tmp_path_factory.mktemp("model-c") / "m.safetensors"
-    shutil.copy(gan_model_with_encoder, path)
-    m = load_model(path)
     torch.manual_seed(2)
     c = Comparator(channels=1, reference="blur", width=4, dilations=(1, 2))
     torch.nn.init.normal_(c.head.weight, std=1.0)  # a map with visible structure, not the prior's flat 0.02
-    add_comparator(path, c, {"basis_digest": basis_digest(m.generator, m.encoder), "digest": weights_digest([c])})
-    return path
+    return with_untrained_comparator(gan_model_with_encoder, tmp_path_factory.mktemp("model-c") / "m.safetensors", c)
 
 
 def test_running_top_k_over_bands_equals_the_top_k_of_the_whole_map():

@@ -10,13 +10,11 @@ import json
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from nsgan.train import fold_comparator
 from nsgan.cli.main import main as cli
 from nsgan.common.errors import EXIT_DATA, EXIT_USAGE, ConfigError, OutputError
 from nsgan.data.folds import assign_folds, held_out, read_fold_file
-from nsgan.data.painter import paint_defects
 from nsgan.data.shards import write_shards
 from nsgan.evaluate.audit import CSV, FOLDS, ROWS, audit, audit_crossfit, fold_scale, plan_folds
 from nsgan.models.model_file import load_model
@@ -25,7 +23,7 @@ from nsgan.train.config import load_config
 from nsgan.train.fold_comparator import TRAINED, train_fold
 from nsgan.train.pipeline import train
 
-from .conftest import TINY, smooth_material
+from .conftest import TINY, write_dirty_folder
 
 N_CLEAN, N_DIRTY = 9, 3
 # the fold comparators: a few dozen steps of the model's own comparator config
@@ -38,15 +36,7 @@ def trained(tmp_path_factory) -> dict:
     root = tmp_path_factory.mktemp("oof")
     rng = np.random.default_rng(0)
     folder = root / "good"
-    (folder / "sub").mkdir(parents=True)
-    names = {}
-    for i in range(N_CLEAN + N_DIRTY):
-        img = smooth_material(rng, 32)
-        if i >= N_CLEAN:
-            img = paint_defects(img[..., None], rng, count=2, max_area_frac=0.01)[0][..., 0]
-        rel = f"sub/img{i:02d}.png" if i % 4 == 0 else f"img{i:02d}.png"
-        Image.fromarray((img * 255).astype(np.uint8)).save(folder / rel)
-        names[rel] = i >= N_CLEAN
+    names = write_dirty_folder(folder, rng, N_CLEAN, N_DIRTY, 32, sub_every=4)
     write_shards(folder, None, None, tile=16, out=root / "shards", stride=8, channels=1, seed=0)
     cfg = load_config(None, [*TINY, "loss.gamma=0", "encoder.kimg=0", "train.log_with=none",
                              "comparator.kimg=0.128", "comparator.reference=none", "comparator.width=8", "comparator.batch=16",

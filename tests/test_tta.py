@@ -15,7 +15,7 @@ from PIL import Image
 from nsgan.cli.main import main as cli
 from nsgan.common.errors import ConfigError
 from nsgan.models.comparator import Comparator
-from nsgan.models.model_file import add_comparator, basis_digest, load_model, read_metadata
+from nsgan.models.model_file import load_model, read_metadata
 from nsgan.models.networks import Discriminator, Generator
 from nsgan.score import choices  # by module: pytest would collect a class named Test… imported here
 from nsgan.score.maps import tile_residual
@@ -24,6 +24,8 @@ from nsgan.score.scorer import Scorer
 from nsgan.score.search import SearchConfig
 from nsgan.score.views import views
 from nsgan.share.card import render_card
+
+from .conftest import with_untrained_comparator
 
 ENCODER = SearchConfig(mode="encoder")
 
@@ -130,13 +132,9 @@ def test_a_planted_asymmetric_defect_lands_where_it_is_with_every_view():
 @pytest.fixture(scope="module")
 def model_with_c(gan_model_with_encoder, tmp_path_factory) -> Path:
     """The conftest encoder model plus an untrained C that reads G(E(x)) (so E, G and C are all in the ONNX graph)."""
-    path = tmp_path_factory.mktemp("tta-c") / "model.safetensors"
-    shutil.copy(gan_model_with_encoder, path)
-    m = load_model(path)
     torch.manual_seed(6)
-    add_comparator(path, Comparator(channels=1, reference="reconstruction", width=4, dilations=(1, 2)),
-                   {"basis_digest": basis_digest(m.generator, m.encoder), "digest": "tta-test"})
-    return path
+    return with_untrained_comparator(gan_model_with_encoder, tmp_path_factory.mktemp("tta-c") / "model.safetensors",
+                                     Comparator(channels=1, reference="reconstruction", width=4, dilations=(1, 2)), "tta-test")
 
 
 def test_torch_and_onnx_runtime_agree_with_views_and_auto_picks_onnx_with_the_same_map(model_with_c, tmp_path, monkeypatch):
