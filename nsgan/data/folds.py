@@ -116,3 +116,18 @@ def images_folder(data: str | Path) -> Path:
     if not data.is_dir():
         raise DataError(f"{data}: not a folder of images nor a shard set (no manifest.json)")
     return data
+
+
+SOURCES_SEEN = "sources_seen.json"  # in a comparator run folder: the source images its normal tiles came from
+
+
+def sources_seen(run_dir: Path, held: Iterable[str]) -> list[str]:
+    """The sources a fold's comparator run drew (its SOURCES_SEEN record); DataError if any of `held` is among them.
+
+    Cannot happen while the stream filters by source; a fold comparator that saw its own images is worthless."""
+    seen = json.loads((Path(run_dir) / SOURCES_SEEN).read_text(encoding="utf-8"))["seen"]
+    leaked = sorted(set(seen) & set(held))
+    if leaked:
+        raise DataError(f"{run_dir}: the fold's comparator saw {len(leaked)} held-out image(s), e.g. {leaked[0]}")
+    return seen
+

@@ -35,6 +35,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from nsgan.common.atomic import atomic_write_text
 from nsgan.common.errors import ConfigError, OutputError
+from nsgan.data.folds import SOURCES_SEEN  # in the comparator run folder, for a run with exclude_sources
 from nsgan.data.labelled import read_labelled, shard_bit_depth
 from nsgan.data.stream import ShardStream
 from nsgan.models.comparator import Comparator, flops_per_tile
@@ -51,7 +52,6 @@ from nsgan.train.samples import image_grid, write_grid
 from nsgan.train.tracking import log_grid
 
 PROBE_TILES = 16
-SOURCES_SEEN = "sources_seen.json"  # in the comparator run folder, for a run with exclude_sources
 STATE = NetworkState("comparator", "C", "basis_digest", "generator/encoder")
 
 

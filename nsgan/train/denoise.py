@@ -35,7 +35,7 @@ import numpy as np
 
 from nsgan.common.atomic import atomic_write, atomic_write_text
 from nsgan.common.errors import ConfigError, DataError
-from nsgan.data.folds import assign_folds, fold_digest, fold_scale, held_out, images_folder
+from nsgan.data.folds import assign_folds, fold_digest, fold_scale, held_out, images_folder, sources_seen
 from nsgan.data.imageio import list_images
 from nsgan.score.scorer import Scorer
 from nsgan.train.config import TrainConfig
@@ -48,7 +48,6 @@ FOLD_RUN = "comparator"
 SCORES = "scores.json"
 SUSPECTS = "suspects.txt"
 RECORD = "denoise.json"
-SEEN = "sources_seen.json"  # the comparator run's record of the sources it drew (nsgan/train/comparator_loop.py)
 
 # train_fold(fold config, fold model file, fold run folder, held-out names): C trained into that file without them
 TrainFold = Callable[[TrainConfig, Path, Path, frozenset], object]
@@ -155,10 +154,7 @@ def denoise_normals(cfg: TrainConfig, normal_shards: list[str], run_dir: Path, m
             wait()
             train_fold(fcfg, fold_model, run, frozenset(held))
             if is_main:
-                seen = json.loads((run / SEEN).read_text(encoding="utf-8"))["seen"]
-                leaked = sorted(set(seen) & set(held))
-                if leaked:  # cannot happen while the stream filters by source; a fold C that saw its own images is worthless
-                    raise DataError(f"{run}: the fold's comparator saw {len(leaked)} held-out image(s), e.g. {leaked[0]}")
+                seen = sources_seen(run, held)
                 scores = _score(fold_model, [root / n for n in held])
                 done = {"key": key, "held_out": held, "scores": scores, "images_seen": len(seen)}
                 atomic_write_text(fold_dir / SCORES, json.dumps(done, indent=1) + "\n")

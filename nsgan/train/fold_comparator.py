@@ -19,11 +19,12 @@ import shutil
 from pathlib import Path
 
 from nsgan.common.atomic import atomic_write, atomic_write_text
-from nsgan.common.errors import ConfigError, DataError
+from nsgan.common.errors import ConfigError
+from nsgan.data.folds import sources_seen
 from nsgan.models.model_file import load_model
 from nsgan.score.loading import file_sha256
 from nsgan.train.common import make_accelerator, resolve_data, shutdown
-from nsgan.train.comparator_loop import SOURCES_SEEN, train_comparator
+from nsgan.train.comparator_loop import train_comparator
 from nsgan.train.config import TrainConfig
 from nsgan.train.phase_state import has_state
 
@@ -79,9 +80,6 @@ def train_fold(model_path: str | Path, cfg: TrainConfig, source: str, fold_dir: 
                          exclude_sources=held)
     finally:
         shutdown(acc)
-    seen = json.loads((run_dir / SOURCES_SEEN).read_text(encoding="utf-8"))["seen"]
-    leaked = sorted(set(seen) & held)
-    if leaked:  # cannot happen while the stream filters by source; a fold model that saw its own images is worthless
-        raise DataError(f"{run_dir}: the fold's comparator saw {len(leaked)} held-out image(s), e.g. {leaked[0]}")
+    seen = sources_seen(run_dir, held)
     atomic_write_text(fold_dir / TRAINED, json.dumps({**_record(model_sha, cfg, held), "images_seen": len(seen)}, indent=1) + "\n")
     return fold_model
