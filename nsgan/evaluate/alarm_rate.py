@@ -22,7 +22,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import ndimage, stats
+from scipy import stats
+
+from nsgan.score.regions import drawn_labels
 
 MAX_CANDIDATES = 4096  # region thresholds tried: all distinct map values when fewer, else upper-tail quantiles
 
@@ -96,15 +98,11 @@ def candidate_thresholds(maps: Sequence[np.ndarray]) -> np.ndarray:
     return values[::-1]
 
 
-EIGHT = np.ones((3, 3), dtype=bool)  # find_regions' 8-connectivity
-
-
 def count_regions(amap: np.ndarray, threshold: float, min_area: int) -> int:
     """len(find_regions([(0, amap)], threshold, min_area)), without the boxes and peaks: the scan calls it often."""
     if amap.max() <= threshold:
         return 0
-    lab, n = ndimage.label(amap > threshold, structure=EIGHT)
-    return int((np.bincount(lab.ravel(), minlength=n + 1)[1:] >= min_area).sum())
+    return len(drawn_labels(amap, threshold, min_area)[1])
 
 
 def count_alarms(maps: Sequence[np.ndarray], threshold: float, min_area: int) -> tuple[int, int]:

@@ -12,7 +12,8 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from scipy import ndimage
 
-EIGHT = np.ones((3, 3), dtype=bool)  # the connectivity regions are drawn with
+from nsgan.score.regions import EIGHT, drawn_labels
+
 
 
 @dataclass(frozen=True)
@@ -42,10 +43,7 @@ def match_defects(amap: np.ndarray, threshold: float, min_area: int, mask: np.nd
     """Count found and missed defects (components of `mask`) and false regions of `amap > threshold`."""
     if amap.shape != mask.shape:
         raise ValueError(f"map {amap.shape} and mask {mask.shape} differ in shape")
-    region_lab, n_regions = ndimage.label(amap > threshold, structure=EIGHT)
-    areas = np.bincount(region_lab.ravel(), minlength=n_regions + 1)
-    kept = np.flatnonzero(areas >= min_area)
-    kept = kept[kept > 0]  # label 0 is the background
+    region_lab, kept = drawn_labels(amap, threshold, min_area)
     drawn = np.isin(region_lab, kept)
     defect_lab, n_defects = ndimage.label(mask, structure=EIGHT)
     near_drawn = ndimage.binary_dilation(drawn, structure=EIGHT)  # a defect's pixel in or beside a region touches it

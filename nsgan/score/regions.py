@@ -12,6 +12,16 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from scipy import ndimage
 
+EIGHT = np.ones((3, 3), dtype=bool)  # regions are 8-connected
+
+
+def drawn_labels(amap: np.ndarray, threshold: float, min_area: int) -> tuple[np.ndarray, np.ndarray]:
+    """(labels of `amap > threshold`, the label ids of the regions scoring draws: area ≥ `min_area`), for a map held
+    whole in memory; the same regions find_regions finds, with their pixels (calibration counts, defect matching)."""
+    labels, n = ndimage.label(amap > threshold, structure=EIGHT)
+    kept = np.flatnonzero(np.bincount(labels.ravel(), minlength=n + 1) >= min_area)
+    return labels, kept[kept > 0]  # label 0 is the background
+
 
 @dataclass
 class Region:
@@ -53,9 +63,8 @@ def find_regions(blocks: Iterable[tuple[int, np.ndarray]], threshold: float, min
     uf = _UnionFind()
     stats: list[list] = []  # per global label: area, x0, y0, x1, y1, peak, px, py
     prev_last: np.ndarray | None = None
-    eight = np.ones((3, 3), dtype=bool)
     for y0, rows in blocks:
-        lab, n = ndimage.label(rows > threshold, structure=eight)
+        lab, n = ndimage.label(rows > threshold, structure=EIGHT)
         base = len(stats)
 
         def glob(row: np.ndarray) -> np.ndarray:  # local labels -> global ids (-1: background)
