@@ -15,13 +15,13 @@ from PIL import Image
 
 from nsgan.cli.main import main as cli
 from nsgan.common.errors import EXIT_USAGE
-from nsgan.data.folds import assign_folds, fold_scale, held_out
+from nsgan.data.folds import assign_folds, fold_scale, held_out, pooling_scale
 from nsgan.data.shards import write_shards
 from nsgan.models.model_file import load_model
 from nsgan.train import comparator_loop
 from nsgan.train.comparator_loop import SOURCES_SEEN
 from nsgan.train.config import load_config
-from nsgan.train.denoise import DENOISE, FOLD_MODEL, FOLDS, RECORD, SCORES, SUSPECTS, pooling_scale
+from nsgan.train.denoise import DENOISE, FOLD_MODEL, FOLDS, RECORD, SCORES, SUSPECTS
 from nsgan.train.pipeline import train
 
 from .conftest import TINY, smooth_material

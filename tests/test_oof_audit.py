@@ -14,9 +14,9 @@ import torch
 from nsgan.train import fold_comparator
 from nsgan.cli.main import main as cli
 from nsgan.common.errors import EXIT_DATA, EXIT_USAGE, ConfigError, OutputError
-from nsgan.data.folds import assign_folds, held_out, read_fold_file
+from nsgan.data.folds import assign_folds, fold_scale, fold_z, held_out, read_fold_file
 from nsgan.data.shards import write_shards
-from nsgan.evaluate.audit import CSV, FOLDS, ROWS, audit, audit_crossfit, fold_scale, plan_folds
+from nsgan.evaluate.audit import CSV, FOLDS, ROWS, AuditResult, AuditRow, _pool, audit, audit_crossfit, plan_folds
 from nsgan.models.model_file import load_model
 from nsgan.train.comparator_loop import SOURCES_SEEN
 from nsgan.train.config import load_config
@@ -84,6 +84,20 @@ def test_fold_scale_puts_two_comparators_on_one_scale():
     za, zb = fold_scale(a), fold_scale(b)
     assert abs(np.median(za)) < 1e-9 and abs(np.median(zb)) < 1e-9
     assert za[0] > np.sort(zb)[-2] and zb[0] > np.sort(za)[-2]  # both outliers above every normal of either fold
+
+
+def test_the_audit_pools_folds_as_denoise_does_on_the_logit_scale_of_probabilities(tmp_path):
+    """One pooling for both out-of-fold paths: a fold whose dirty images pile up near 1 (40 % of it, as at ε 0.4 on
+    visible brick) puts none of them 2 MADs out on the raw scale; the audit's pooled rows are `fold_z`, the logit's
+    robust z that denoise takes, so the most confident dirty ones stand out and no clean one does."""
+    rng = np.random.default_rng(0)
+    scores = np.concatenate([rng.uniform(0.05, 0.85, 60), 1 - 10 ** rng.uniform(-3.5, -1, 40)])
+    rows = [AuditRow(i, f"{i}.png", float(v), 0, None, 0, [8, 8]) for i, v in enumerate(scores)]
+    pooled = {r.path: r.score for r in _pool(tmp_path, tmp_path, [(0, AuditResult(tmp_path, rows, [], "", 0))])}
+    z = np.array([pooled[f"{i}.png"] for i in range(100)])
+    assert np.allclose(z, fold_z(scores)) and not (fold_scale(scores) > 2).any()
+    assert (z[60:] > 2).sum() >= 5 and not (z[:60] > 2).any()
+    assert np.array_equal(fold_z(np.array([0.5, 3.0, 1.0])), fold_scale(np.array([0.5, 3.0, 1.0])))  # not probabilities
 
 
 def test_each_image_is_scored_by_a_comparator_that_never_saw_it(trained, tmp_path, capsys):

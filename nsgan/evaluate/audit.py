@@ -26,7 +26,7 @@ split into k folds (nsgan/data/folds.py), a comparator is trained on the other f
 (a callable from the train side, nsgan/train/fold_comparator.py) and scores the held-out fold with
 `audit` into OUT/folds/<i>/ (model, comparator run, its own audit.jsonl), so a stopped k-fold audit
 resumes fold by fold. The pooled rows say which fold scored each image (`fold`, `raw_score`), and
-the score is put on one scale first (see `fold_scale`).
+the score is put on one scale first (see `fold_z`: a robust z, on the logit scale for probabilities).
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ from PIL import Image
 from nsgan.common.atomic import atomic_write, atomic_write_bytes, atomic_write_text
 from nsgan.common.errors import ConfigError, DataError, OutputError
 from nsgan.common.outputs import ensure_writable
-from nsgan.data.folds import assign_folds, fold_digest, fold_scale, held_out, read_fold_file
+from nsgan.data.folds import assign_folds, fold_digest, fold_z, held_out, read_fold_file
 from nsgan.data.folds import images_folder as audit_folder
 from nsgan.data.imageio import list_images, read_image
 from nsgan.evaluate.audit_page import THUMBS, write_audit_page
@@ -78,7 +78,7 @@ class AuditRow:
     area: int  # the largest region's pixels above the threshold
     shape: list[int]
     fold: int | None = None  # the fold whose held-out C scored it (out-of-fold audits only)
-    raw_score: float | None = None  # that C's own image score, before `fold_scale`
+    raw_score: float | None = None  # that C's own image score, before `fold_z`
 
     def to_json(self) -> dict[str, Any]:
         row = asdict(self)
@@ -313,7 +313,7 @@ def _pool(out: Path, root: Path, folds: list[tuple[int, AuditResult]]) -> list[A
     """The folds' rows on one scale, highest first, with their thumbnails and masks copied into OUT."""
     pooled = []
     for fold, result in folds:
-        scaled = fold_scale(np.array([r.score for r in result.rows])) if result.rows else []
+        scaled = fold_z(np.array([r.score for r in result.rows])) if result.rows else []
         pooled += [replace(r, score=float(z), fold=fold, raw_score=r.score) for r, z in zip(result.rows, scaled)]
     pooled.sort(key=lambda r: (-r.score, r.path))
     for sub in (THUMBS, MASKS):
@@ -348,7 +348,7 @@ def audit_crossfit(model: str | Path, data: str | Path, out: str | Path, assignm
                    overwrite: bool = False, progress: bool = False, options=None, split: dict | None = None) -> AuditResult:
     """Out-of-fold audit (module docstring): for each fold, `train_fold(fold, held-out names, OUT/folds/<fold>)`
     returns a model whose C never saw the held-out images, which then scores them; the folds' scores are pooled
-    on one scale (`fold_scale`). `assignment` comes from `plan_folds`; `split` says how it was made (for the header).
+    on one scale (`fold_z`). `assignment` comes from `plan_folds`; `split` says how it was made (for the header).
 
     A rerun reuses every finished fold (its model and its audit.jsonl) and continues; another model, split, map or
     comparator config is refused as `audit` refuses another model (--overwrite starts again).

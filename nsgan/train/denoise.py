@@ -6,8 +6,8 @@ normal. Before the final C, the folder's images are split into `comparator.denoi
 (nsgan/data/folds.py, by hash of the path and the run's seed); for each fold a comparator is trained through
 the product trainer on the other folds' normal images only (`comparator.denoise_kimg`, the rest of the
 comparator config as is), and scores its held-out images with the product's default image score (nsgan.score's
-Scorer). Each fold's scores become robust z-scores within the fold (`fold_scale`, as the out-of-fold audit
-pools them, taken on the logit scale when the scores are probabilities: `pooling_scale`); every image above `comparator.denoise_z` is a suspect, and the final C never draws its normal
+Scorer). Each fold's scores become robust z-scores within the fold, on the logit scale when the scores are
+probabilities (nsgan/data/folds.py's `fold_z`, the one pooling the out-of-fold audit uses too); every image above `comparator.denoise_z` is a suspect, and the final C never draws its normal
 tiles (ShardStream's `exclude`), as SoftPatch denoises before the detector learns (here with hard weights).
 
 RUN/comparator/denoise/ holds, so a stopped run resumes without retraining finished folds:
@@ -35,7 +35,7 @@ import numpy as np
 
 from nsgan.common.atomic import atomic_write, atomic_write_text
 from nsgan.common.errors import ConfigError, DataError
-from nsgan.data.folds import assign_folds, fold_digest, fold_scale, held_out, images_folder, sources_seen
+from nsgan.data.folds import assign_folds, fold_digest, fold_z, held_out, images_folder, sources_seen
 from nsgan.data.imageio import list_images
 from nsgan.score.scorer import Scorer
 from nsgan.train.config import TrainConfig
@@ -91,20 +91,6 @@ def _key(cfg: TrainConfig, basis: str, assignment: dict[str, int]) -> dict:
     """What a fold's training depends on (not denoise_z: the threshold acts on the pooled scores only)."""
     comparator = {k: v for k, v in fold_config(cfg).to_dict()["comparator"].items() if k != "denoise_z"}
     return {"basis_digest": basis, "assignment_sha256": fold_digest(assignment), "comparator": comparator, "seed": cfg.seed}
-
-
-def pooling_scale(scores: np.ndarray) -> np.ndarray:
-    """Scores on the scale the robust z is taken on: logits when every score is a probability (C's map, the default
-    image score of a model with C), else as they are.
-
-    C's image score is a top-k mean of sigmoid(C) and saturates near 1: at ε 0.4 on visible brick half of the dirty
-    images scored 0.93–0.999, so no image lay 2 robust MADs above its fold's median (0 of 80 dirty found at z > 2);
-    on the logit scale the saturated top is unbounded again (22 found at z > 2, all dirty; docs/noise.md)."""
-    s = np.asarray(scores, dtype=np.float64)
-    if s.size and np.all((s >= 0) & (s <= 1)):
-        s = np.clip(s, 1e-6, 1 - 1e-6)
-        return np.log(s / (1 - s))
-    return s
 
 
 def _done(path: Path, key: dict) -> dict | None:
@@ -171,7 +157,7 @@ def _pool(cfg: TrainConfig, out: Path, root: Path, raw: dict[str, tuple[int, flo
     rows = []
     for fold in range(c.denoise_folds):
         mine = sorted(n for n, (f, _) in raw.items() if f == fold)
-        z = fold_scale(pooling_scale(np.array([raw[n][1] for n in mine]))) if mine else []
+        z = fold_z(np.array([raw[n][1] for n in mine])) if mine else []
         rows += [{"path": n, "fold": fold, "raw_score": raw[n][1], "z": float(v)} for n, v in zip(mine, z)]
     rows.sort(key=lambda r: (-r["z"], r["path"]))
     excluded = [r["path"] for r in rows if r["z"] > c.denoise_z]
