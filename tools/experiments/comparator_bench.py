@@ -187,8 +187,9 @@ def train_c(cfg: dict, gan_model: Path, cell: Path, shards: Path, reference: str
         c["kinds"] = "[" + ",".join(k for k in nsgan.DEFECT_KINDS if k != held_out) + "]"
     ov = [f"data.normal={shards / 'normal'}", f"data.abnormal={shards / 'abnormal'}", f"seed={seed}"]
     ov += [f"comparator.{k}={v}" for k, v in c.items()]
-    if cfg.get("denoise"):  # --denoise: the robust C (issue 27), its fold comparators at the product's denoise_kimg
-        ov.append("comparator.denoise=exclude")
+    # --denoise: the robust C (issue 27), its fold comparators at the product's denoise_kimg; else none, spelled out, so
+    # the rows stay the non-robust C whatever the product's default
+    ov.append(f"comparator.denoise={'exclude' if cfg.get('denoise') else 'none'}")
     resume = ["--resume"] if run.comparator.resumable() else []
     cmd = [sys.executable, "-m", "nsgan.cli", "train-comparator", "--model", str(run.model), "--run-dir", str(run.comparator.root),
            *resume, *ov]
@@ -340,6 +341,34 @@ def run_pair(cfg: dict, out: Path, texture: str, seed: int, gan: Path, code: Pat
 
         r = _row(cells / ctag(cfg) / f"{name}.json", make)
         log(f"{texture}-s{seed}: {name}: image {r['image_auroc']:.3f} pixel {r['pixel_auroc']:.3f} aupro {r['aupro']:.3f}")
+    if "blur" in cfg["variants"]:
+        a = _row(cells / ctag(cfg) / "audit.json", lambda: audit_row(cfg, out, texture, seed, data) or {})
+        if a:
+            log(f"{texture}-s{seed}: audit {a['audit']}: AUROC {a['auroc']:.3f} precision@{a['dirty']} {a['precision_at_k']:.2f}")
+
+
+def audit_row(cfg: dict, out: Path, texture: str, seed: int, data: Path) -> dict | None:
+    """Issue 27's audit of train/good, AUROC of dirty vs clean and precision@k (k = number dirty): in-sample by
+    `nsgan.audit` with the default C (which trained on these images); out-of-fold from the robust C's own fold
+    scores (`--denoise`: RUN/comparator/denoise/denoise.json, 2 fold Cs at denoise_kimg, pooled as `nsgan audit
+    --folds` pools them)."""
+    cell = out / "models" / cell_name(cfg, texture, seed) / ctag(cfg) / "C-blur"
+    run = nsgan.RunLayout(cell)
+    if not run.model.is_file():
+        return None
+    dirty = {Path(c["path"]).relative_to("train/good").as_posix()
+             for c in json.loads((data / "protocol.json").read_text())["contaminated_train"]}
+    if cfg.get("denoise"):
+        record = json.loads((run.comparator.root / "denoise" / "denoise.json").read_text())
+        rows, extra = record["rows"], {"excluded": len(record["excluded"]), "excluded_dirty": len(set(record["excluded"]) & dirty)}
+        names, scores, kind = [r["path"] for r in rows], [r["z"] for r in rows], "out-of-fold (denoise folds)"
+    else:
+        res = nsgan.audit(run.model, data / "train" / "good", cell.parent / "audit-in-sample", overwrite=True)
+        names, scores, kind, extra = [r.path for r in res.rows], [r.score for r in res.rows], "in-sample", {}
+    labels = np.array([n in dirty for n in names])
+    top = np.argsort(-np.array(scores), kind="stable")[: len(dirty)]
+    return {"audit": kind, "auroc": float(nsgan.image_auroc(np.array(scores), labels)), "dirty": len(dirty),
+            "images": len(names), "precision_at_k": float(labels[top].mean()) if len(dirty) else None, **extra}
 
 
 # ------------------------------------------------------------------------------ tables
@@ -526,6 +555,41 @@ def rules_table(data: dict, textures, seeds) -> list[str]:
     return lines
 
 
+def robust_table(cfg: dict, out: Path, textures, seeds) -> list[str]:
+    """Issue 27's table: today's default (denoise none), the robust C (--denoise) and the clean-normals oracle from
+    the same cells, the noise gaps, the seed spreads and the audits (in-sample vs out-of-fold); empty until both
+    the `--oracle` and the `--denoise` runs are in."""
+    base, rob = {**cfg, "denoise": False}, {**cfg, "denoise": True}
+    lines = ["", "## Robust C (issue 27): default, robust and oracle side by side, mean over seeds", "",
+             "image AUROC (default image score) / pixel AUROC / AUPRO; gaps are oracle − robust and oracle − default; "
+             "spread = max − min of image AUROC over seeds; audit = AUROC of dirty vs clean train/good / precision@k "
+             "(k = number dirty), in-sample by the default C, out-of-fold from the robust C's fold scores.", "",
+             "| texture | default | robust | oracle | gap robust | gap default | spread default / robust | "
+             "audit in-sample | audit out-of-fold | left out (dirty) per seed |", "|---|---|---|---|---|---|---|---|---|---|"]
+    found = False
+    for t in textures:
+        d = {s: load_cells(base, out, t, s, ctag(base)) for s in seeds}
+        r = {s: load_cells(rob, out, t, s, ctag(rob)) for s in seeds}
+        ok = [s for s in seeds if {"C-blur", "C-blur-clean"} <= d[s].keys() and "C-blur" in r[s]]
+        if not ok:
+            continue
+        found = True
+        mean = {name: {f: float(np.mean([src[s][key][f] for s in ok])) for f in FIGURES}
+                for name, src, key in (("default", d, "C-blur"), ("robust", r, "C-blur"), ("oracle", d, "C-blur-clean"))}
+        spread = [max(v) - min(v) for v in ([d[s]["C-blur"]["image_auroc"] for s in ok], [r[s]["C-blur"]["image_auroc"] for s in ok])]
+
+        def aud(src):
+            a = [src[s]["audit"] for s in ok if src[s].get("audit")]
+            return f"{np.mean([x['auroc'] for x in a]):.3f} / {np.mean([x['precision_at_k'] for x in a]):.2f}" if a else "–"
+
+        left = ", ".join(f"{r[s]['audit'].get('excluded', '?')} ({r[s]['audit'].get('excluded_dirty', '?')})"
+                         for s in ok if r[s].get("audit"))
+        gap = lambda a: " / ".join(f"{mean['oracle'][f] - mean[a][f]:+.3f}" for f in FIGURES)
+        lines.append(f"| {t} | {_fmt3(mean['default'])} | {_fmt3(mean['robust'])} | {_fmt3(mean['oracle'])} | {gap('robust')} | "
+                     f"{gap('default')} | {spread[0]:.3f} / {spread[1]:.3f} | {aud(d)} | {aud(r)} | {left} |")
+    return lines if found else []
+
+
 RULES = ("map_max", *(f"top{k}_mean" for k in TOP_K), "region_area_x_peak")
 
 
@@ -550,6 +614,7 @@ def write_results(cfg: dict, out: Path, textures, seeds) -> None:
              "Mean ± sd over seeds " + ", ".join(map(str, seeds)) + " (image AUROC / pixel AUROC / AUPRO).", "",
              *table, *per_seed_tables(data, textures, seeds), *per_kind_means(data, textures, seeds), *held,
              *targets(summary, textures), *rules_table(data, textures, seeds), *noise_gap(data, textures, seeds)]
+    lines += robust_table(cfg, out, textures, seeds)
     if cfg["protocol_name"] == "visible":
         lines += family_gaps(data, textures, seeds, cfg["visible_protocol"].get("holdout", DEFAULT_HOLDOUT))
     nsgan.atomic_write_text(out / "results.md", "\n".join(lines) + "\n")
