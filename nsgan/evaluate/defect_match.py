@@ -15,7 +15,6 @@ from scipy import ndimage
 from nsgan.score.regions import EIGHT, drawn_labels
 
 
-
 @dataclass(frozen=True)
 class DefectMatch:
     """Known defects found and missed by the regions of one map, and the regions that touch no defect."""

@@ -47,15 +47,21 @@ ARMS = ("r1", "labelled", "r2", "r2_masks", "oracle")
 METRICS = ("image_auroc", "pixel_auroc", "aupro")
 
 
-def audit_figures(rows, dirty: set[str]) -> dict:
-    """AUROC of the audit's image score against the hidden-defect truth; precision among the top k (k = #dirty)."""
-    scores = np.array([r.score for r in rows])
-    labels = np.array([r.path in dirty for r in rows])
+def contaminated(data: Path) -> set[str]:
+    """The protocol's secretly defective train/good images (protocol.json's contaminated_train), relative to train/good."""
+    proto = json.loads((Path(data) / "protocol.json").read_text())
+    return {Path(c["path"]).relative_to("train/good").as_posix() for c in proto.get("contaminated_train", [])}
+
+
+def audit_figures(paths: list[str], scores, dirty: set[str]) -> dict:
+    """AUROC of an audit's image scores against the hidden-defect truth; precision among the top k (k = #dirty)."""
+    scores = np.asarray(scores, dtype=np.float64)
+    labels = np.array([p in dirty for p in paths])
     k = int(labels.sum())
-    out = {"n_images": len(rows), "n_dirty": k}
-    if 0 < k < len(rows):
+    out = {"n_images": len(paths), "n_dirty": k}
+    if 0 < k < len(paths):
         out["audit_auroc"] = float(nsgan.image_auroc(scores, labels))
-        out["precision_at_k"] = float(labels[:k].mean())  # rows are sorted highest first
+        out["precision_at_k"] = float(labels[np.argsort(-scores, kind="stable")[:k]].mean())
     return out
 
 
@@ -76,15 +82,14 @@ def run_cell(protocol: str, eps: float, seed: int, arm: str, cfg: dict, out: Pat
         return json.loads(done.read_text())
     t0 = time.perf_counter()
     data = xp.build_data(cell, spec, root, seed)
-    protocol_json = json.loads((data / "protocol.json").read_text())
     good = data / "train" / "good"
-    dirty = {Path(c["path"]).relative_to("train/good").as_posix() for c in protocol_json.get("contaminated_train", [])}
+    dirty = contaminated(data)
     audit_out = root / "audit" / cell.data_name
     result = {"protocol": protocol, "eps": eps, "seed": seed, "arm": arm, "gamma": float(gamma)}
     if arm == "r1":
         model, _ = xp.train_cell(cell, spec, run_cfg, root)
         res = nsgan.audit(model, good, audit_out, options=xp.score_options(spec, run_cfg))
-        result.update(audit_figures(res.rows, dirty), suspects=len(res.suspects), rule=res.rule,
+        result.update(audit_figures([r.path for r in res.rows], [r.score for r in res.rows], dirty), suspects=len(res.suspects), rule=res.rule,
                       suspects_dirty=sum(s in dirty for s in res.suspects))
     else:
         if not (audit_out / AUDIT_SUSPECTS).is_file() and arm in ("r2", "r2_masks"):

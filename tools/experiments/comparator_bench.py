@@ -59,6 +59,7 @@ import torch  # noqa: E402
 import yaml  # noqa: E402
 
 import nsgan  # noqa: E402
+from tools.experiments.audit_loop import audit_figures, contaminated  # noqa: E402
 from tools.experiments.baseline_contrast import SWEEP_BLUR, SWEEP_MAP  # noqa: E402
 from tools.protocols.textures import build_textures  # noqa: E402
 from tools.protocols.visible import DEFAULT_HOLDOUT, build_visible  # noqa: E402
@@ -115,11 +116,11 @@ def clean_normals(data: Path, dest: Path) -> Path:
     """A copy of train/good without its secretly defective images (protocol.json's contaminated_train): the
     clean-normals oracle's data, which no user has."""
     if not dest.is_dir():
-        dirty = {Path(c["path"]).name for c in json.loads((data / "protocol.json").read_text())["contaminated_train"]}
+        dirty = contaminated(data)
         tmp = dest.with_name(dest.name + ".tmp")
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
-        for p in sorted((data / "train" / "good").iterdir()):
+        for p in sorted((data / "train" / "good").iterdir()):  # the protocol's train/good is flat
             if p.name not in dirty:
                 shutil.copy2(p, tmp / p.name)
         tmp.rename(dest)
@@ -343,8 +344,8 @@ def run_pair(cfg: dict, out: Path, texture: str, seed: int, gan: Path, code: Pat
         log(f"{texture}-s{seed}: {name}: image {r['image_auroc']:.3f} pixel {r['pixel_auroc']:.3f} aupro {r['aupro']:.3f}")
     if "blur" in cfg["variants"]:
         a = _row(cells / ctag(cfg) / "audit.json", lambda: audit_row(cfg, out, texture, seed, data) or {})
-        if a:
-            log(f"{texture}-s{seed}: audit {a['audit']}: AUROC {a['auroc']:.3f} precision@{a['dirty']} {a['precision_at_k']:.2f}")
+        if "audit_auroc" in a:
+            log(f"{texture}-s{seed}: audit {a['audit']}: AUROC {a['audit_auroc']:.3f} precision@{a['n_dirty']} {a['precision_at_k']:.2f}")
 
 
 def audit_row(cfg: dict, out: Path, texture: str, seed: int, data: Path) -> dict | None:
@@ -356,8 +357,7 @@ def audit_row(cfg: dict, out: Path, texture: str, seed: int, data: Path) -> dict
     run = nsgan.RunLayout(cell)
     if not run.model.is_file():
         return None
-    dirty = {Path(c["path"]).relative_to("train/good").as_posix()
-             for c in json.loads((data / "protocol.json").read_text())["contaminated_train"]}
+    dirty = contaminated(data)
     if cfg.get("denoise"):
         record = json.loads((run.comparator.root / "denoise" / "denoise.json").read_text())
         rows, extra = record["rows"], {"excluded": len(record["excluded"]), "excluded_dirty": len(set(record["excluded"]) & dirty)}
@@ -365,10 +365,7 @@ def audit_row(cfg: dict, out: Path, texture: str, seed: int, data: Path) -> dict
     else:
         res = nsgan.audit(run.model, data / "train" / "good", cell.parent / "audit-in-sample", overwrite=True)
         names, scores, kind, extra = [r.path for r in res.rows], [r.score for r in res.rows], "in-sample", {}
-    labels = np.array([n in dirty for n in names])
-    top = np.argsort(-np.array(scores), kind="stable")[: len(dirty)]
-    return {"audit": kind, "auroc": float(nsgan.image_auroc(np.array(scores), labels)), "dirty": len(dirty),
-            "images": len(names), "precision_at_k": float(labels[top].mean()) if len(dirty) else None, **extra}
+    return {"audit": kind, **audit_figures(names, scores, dirty), **extra}
 
 
 # ------------------------------------------------------------------------------ tables
@@ -579,8 +576,8 @@ def robust_table(cfg: dict, out: Path, textures, seeds) -> list[str]:
         spread = [max(v) - min(v) for v in ([d[s]["C-blur"]["image_auroc"] for s in ok], [r[s]["C-blur"]["image_auroc"] for s in ok])]
 
         def aud(src):
-            a = [src[s]["audit"] for s in ok if src[s].get("audit")]
-            return f"{np.mean([x['auroc'] for x in a]):.3f} / {np.mean([x['precision_at_k'] for x in a]):.2f}" if a else "–"
+            a = [src[s]["audit"] for s in ok if "audit_auroc" in src[s].get("audit", {})]  # none without dirty images
+            return f"{np.mean([x['audit_auroc'] for x in a]):.3f} / {np.mean([x['precision_at_k'] for x in a]):.2f}" if a else "–"
 
         left = ", ".join(f"{r[s]['audit'].get('excluded', '?')} ({r[s]['audit'].get('excluded_dirty', '?')})"
                          for s in ok if r[s].get("audit"))
