@@ -102,14 +102,20 @@ def test_texture_image_sizes_and_seed():
     assert np.isin(img, texture_photo("grass")).all()
 
 
-def test_train_and_test_parts_do_not_share_material():
+@pytest.mark.parametrize("fraction, size", [(0.25, 64), (0.5, 256)])  # 0.5 and 256: the demo's test image, unmirrored
+def test_train_and_test_parts_do_not_share_material(fraction, size):
     photo = texture_photo("brick")[:, :, 0]
-    split = photo.shape[0] * 3 // 4
+    split = int(round(photo.shape[0] * (1 - fraction)))
     rng = np.random.default_rng(1)
     for part, rows in (("train", photo[:split]), ("test", photo[split:])):
-        img = texture_image("brick", 64, rng, part=part)[:, :, 0]
+        img = texture_image("brick", size, rng, part=part, holdout_fraction=fraction)[:, :, 0]
         views = [np.rot90(v, k) for v in (rows, rows[:, ::-1]) for k in range(4)]
         assert any(_contains(v, img) for v in views)
+
+
+def test_a_holdout_fraction_outside_0_1_is_a_data_error():
+    with pytest.raises(DataError, match="holdout_fraction.*1.5"):
+        texture_image("brick", 32, np.random.default_rng(0), part="test", holdout_fraction=1.5)
 
 
 def _contains(big, small):

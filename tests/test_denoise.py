@@ -21,7 +21,8 @@ from nsgan.models.model_file import load_model
 from nsgan.train import comparator_loop
 from nsgan.train.comparator_loop import SOURCES_SEEN
 from nsgan.train.config import load_config
-from nsgan.train.denoise import DENOISE, FOLD_MODEL, FOLDS, RECORD, SCORES, SUSPECTS
+from nsgan.train import denoise
+from nsgan.train.denoise import DENOISE, FOLD_MODEL, FOLDS, RECORD, SCORES, SUSPECTS, auto_skip
 from nsgan.train.pipeline import train
 
 from .conftest import TINY, smooth_material
@@ -132,7 +133,7 @@ def test_a_stopped_denoise_resumes_without_retraining_finished_folds(dirty, tmp_
 
 
 @pytest.mark.parametrize("key, says", [
-    ("comparator.denoise=soft", "key 'comparator.denoise' must be one of none, exclude, got 'soft'"),
+    ("comparator.denoise=soft", "key 'comparator.denoise' must be one of auto, none, exclude, got 'soft'"),
     ("comparator.denoise_folds=1", "key 'comparator.denoise_folds' must be ≥ 2"),
     ("comparator.denoise_z=0", "key 'comparator.denoise_z' must be a finite robust z-score > 0"),
     ("comparator.denoise_kimg=-1", "key 'comparator.denoise_kimg' must be > 0"),
@@ -182,3 +183,29 @@ def test_nsgan_train_stopped_in_a_fold_resumes_there(dirty, tmp_path, monkeypatc
     assert trainings[2:] == [held_out(assignment, 1)]  # fold 0 was not trained again
     assert (fold0 / SCORES).read_bytes() == kept
     assert load_model(tmp_path / "run" / "model.safetensors").meta["comparator"]["denoise"]["folds"] == 2
+
+
+def test_auto_denoise_cuts_folds_only_where_the_folder_can_hold_them(dirty, tmp_path, monkeypatch):
+    shards = sorted(str(p) for p in (dirty["root"] / "shards" / "normal").glob("*.tar"))
+    auto = load_config(None, [*dirty["keys"], f"run_dir={tmp_path}"])
+    assert auto.comparator.denoise == "auto"  # the default
+    assert auto_skip(auto, shards) == "14 normal images: 2 folds need at least 8 each (16)"
+    monkeypatch.setattr(denoise, "MIN_FOLD_IMAGES", 7)
+    assert auto_skip(auto, shards) is None  # 7 a fold: auto acts as exclude
+    loose = tmp_path / "loose"
+    loose.mkdir()
+    shutil.copy(shards[0], loose)  # a shard without its manifest: no names to cut folds by
+    assert "no shard manifest" in auto_skip(auto, [str(loose / shards[0].rsplit("/", 1)[1])])
+    assert auto_skip(load_config(None, [*dirty["keys"], "comparator.denoise=none"]), shards) is None
+
+
+def test_an_auto_denoise_that_did_not_run_says_so_in_the_model_file_and_card(dirty, tmp_path, capsys):
+    model = tmp_path / "model.safetensors"
+    shutil.copyfile(dirty["model"], model)
+    assert cli(["train-comparator", "--model", str(model), "comparator.denoise=auto", "comparator.kimg=0.032"]) == 0
+    assert "comparator.denoise auto trains no folds: 14 normal images" in capsys.readouterr().out
+    d = load_model(model).meta["comparator"]["denoise"]
+    assert d["mode"] == "auto" and d["excluded"] == [] and d["skipped"].startswith("14 normal images")
+    assert not (tmp_path / "comparator" / DENOISE).exists()
+    card = (tmp_path / "README.md").read_text()
+    assert "none: comparator.denoise auto did not run (14 normal images: 2 folds need at least 8 each (16))" in card

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from nsgan.common.errors import EXIT_OK
-from nsgan.demo import DEFAULT_CONFIG, DEFAULT_FALSE_REGIONS_PER_MP, DEFAULT_HOLDOUT, run_demo
+from nsgan.demo import DEFAULT_CONFIG, DEFAULT_FALSE_REGIONS_PER_MP, DEFAULT_HOLDOUT, DEFAULT_IMAGE_SIZE, run_demo
 
 
 def configure_parser(p: argparse.ArgumentParser) -> None:
@@ -14,7 +14,7 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--texture", default="brick", help="bundled texture photo: brick, grass or gravel")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--overwrite", action="store_true", help="replace an earlier demo in --out")
-    p.add_argument("--image-size", type=int, default=256, help="side of the full-size test image that is scored")
+    p.add_argument("--image-size", type=int, default=DEFAULT_IMAGE_SIZE, help="side of the full-size test image that is scored (above 128 px the photo's test part is mirror-tiled)")
     p.add_argument("--search-iterations", type=int, default=None,
                    help="search steps per tile for a model without an encoder (default: nsgan score's); "
                         "with an encoder the demo scores as nsgan score does by default, in one pass")

@@ -41,7 +41,8 @@ def add_search_arguments(p: argparse.ArgumentParser) -> None:
                         "cannot topple it); tile: highest tile loss; auto (default): top_k_mean for the comparator's "
                         "map, else map_max")
     m.add_argument("--tta", default=dm.tta, metavar="{" + ",".join(TestTimeAugment.values()) + "}",
-                   help="test-time views averaged: none (default); flip: the tile, mirrored left-right, up-down and both (4 "
+                   help="test-time views averaged: auto (default): the views the model's thresholds were calibrated "
+                        "with, else none; none: one pass; flip: the tile, mirrored left-right, up-down and both (4 "
                         "passes); d4: all 8 flips and 90° turns (8 passes). Each map is turned back before averaging; only "
                         "for feed-forward maps (the encoder, or a comparator that reads no reconstruction)")
 
@@ -52,5 +53,5 @@ def options_from_args(args: argparse.Namespace) -> ScoreOptions:
                           patience=args.patience, precision=args.precision, seed=args.seed)
     return ScoreOptions(stride=args.stride, batch=args.batch, search=search, residual=args.residual, map_sigma=args.map_sigma,
                         image_score=ImageScore.parse(args.image_score, "--image-score", listed=True),
-                        tta=TestTimeAugment.parse(getattr(args, "tta", TestTimeAugment.NONE), "--tta", listed=True),
+                        tta=TestTimeAugment.parse(getattr(args, "tta", ScoreOptions().tta), "--tta", listed=True),
                         pixel_threshold=getattr(args, "pixel_threshold", None))

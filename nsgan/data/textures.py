@@ -53,16 +53,21 @@ def _size_hw(size) -> tuple[int, int]:
     return h, w
 
 
-def texture_image(name: str, size, rng: np.random.Generator, part: str = "all") -> np.ndarray:
+def texture_image(name: str, size, rng: np.random.Generator, part: str = "all",
+                  holdout_fraction: float = HOLDOUT_FRACTION) -> np.ndarray:
     """A random (H, W, 1) view of the texture: crop, flip and 90° turn; mirror-tiled when larger.
 
     `size` is an int (square) or (height, width). `part` keeps test material unseen in training:
-    "train" draws from the photo's top 3/4, "test" from its bottom quarter, "all" from all of it.
+    "train" draws from the photo's top (1 - holdout_fraction), "test" from the rest, "all" from all of it.
+    A mirror-tiled view has mirror lines (doubled joints, chevrons) a detector rightly finds odd: ask for a
+    view that fits its part (a larger `holdout_fraction` gives the test part more rows).
     """
     photo = texture_photo(name)[:, :, 0]
     if part not in PARTS:
         raise DataError(f"texture part must be one of {', '.join(PARTS)}, got {part!r}")
-    split = int(round(photo.shape[0] * (1 - HOLDOUT_FRACTION)))
+    if not 0 < holdout_fraction < 1:
+        raise DataError(f"texture holdout_fraction must be between 0 and 1, got {holdout_fraction!r}")
+    split = int(round(photo.shape[0] * (1 - holdout_fraction)))
     if part == "train":
         photo = photo[:split]
     elif part == "test":

@@ -75,6 +75,7 @@ class ImageScore(Choice):
 class TestTimeAugment(Choice):
     """Which flips and 90° turns of each tile are scored and averaged, each map turned back first (nsgan/score/views.py)."""
 
+    AUTO = AUTO  # the views the model's thresholds were calibrated with (options.resolve_tta), else none
     NONE = "none"  # the tile as cut: one pass
     FLIP = "flip"  # identity, left-right, up-down and both (a 180° turn): 4 passes
     D4 = "d4"  # those four and each transposed, i.e. all 8 flips × 90° turns: 8 passes

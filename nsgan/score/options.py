@@ -40,6 +40,14 @@ def resolve_image_score(image_score: ImageScore | str, residual: Residual | str)
     return AUTO_IMAGE_SCORE_WITH_COMPARATOR if residual == Residual.COMPARATOR else AUTO_IMAGE_SCORE_WITHOUT_COMPARATOR
 
 
+def resolve_tta(tta: TestTimeAugment | str, calibrated: str | None, feed_forward: bool) -> TestTimeAugment:
+    """`auto` -> the views the model's thresholds were made with (they hold only for that map), where the map is
+    feed-forward (views cannot multiply a latent search); none for an uncalibrated model; anything else as given."""
+    if tta != AUTO:
+        return TestTimeAugment(tta)
+    return TestTimeAugment(calibrated) if calibrated and feed_forward else TestTimeAugment.NONE
+
+
 def comparator_runs_alone(reference: str | None, options: "ScoreOptions") -> bool:
     """True when the map is a C whose reference is not G(E(x)) and the image score is the map's: scoring then needs
     neither E nor G (the torch scorer skips them; ONNX's graph would run them, so `auto` keeps such a model on torch)."""
@@ -75,7 +83,7 @@ class ScoreOptions:
     image_score: ImageScore = ImageScore.AUTO
     # Each tile also scored flipped / turned, its map turned back, maps and tile scores averaged (nsgan/score/views.py);
     # none until its worth is measured beside C's width, depth and tile size (issue 25 item 2).
-    tta: TestTimeAugment = TestTimeAugment.NONE
+    tta: TestTimeAugment = TestTimeAugment.AUTO
 
     def __post_init__(self):
         for key, ok in {
@@ -95,9 +103,10 @@ class ScoreOptions:
 
 
 def resolve_options(options: ScoreOptions | None, *, name: str, has_encoder: bool, has_comparator: bool,
-                    network: Any = None) -> ScoreOptions:
-    """The concrete options a model is scored with: `auto` inversion, residual and image score resolved, each checked
-    against what the model (or the per-tile `network`, e.g. an ONNX export) can compute.
+                    network: Any = None, calibrated_tta: str | None = None) -> ScoreOptions:
+    """The concrete options a model is scored with: `auto` inversion, residual, image score and test-time views
+    resolved, each checked against what the model (or the per-tile `network`, e.g. an ONNX export) can compute.
+    `calibrated_tta`: the views the model's thresholds were calibrated with (their map settings' tta).
 
     ModelError when the model lacks what the options ask for (a comparator, an encoder); the network's
     own `check_options` says what it does not compute.
@@ -108,6 +117,8 @@ def resolve_options(options: ScoreOptions | None, *, name: str, has_encoder: boo
         options = replace(options, residual=network.meta.get("residual", AUTO))  # what the exported graph computes
     options = replace(options, residual=resolve_residual(options.residual, has_comparator))
     options = replace(options, image_score=resolve_image_score(options.image_score, options.residual))
+    feed_forward = search.mode == Inversion.ENCODER or network is not None or options.residual == Residual.COMPARATOR
+    options = replace(options, tta=resolve_tta(options.tta, calibrated_tta, feed_forward))
     if options.residual == Residual.COMPARATOR and not has_comparator:
         raise ModelError(f"{name}: holds no comparator, so --residual comparator cannot run; train one with "
                          f"`nsgan train-comparator --model {name} comparator.kimg=N` or score with --residual detail")

@@ -89,8 +89,9 @@ class Scorer:
         that resolves to it); run on each tile right after E and G, in the same pass. `comparator_digest`:
         its digest, recorded with the map settings (a network names its own)."""
         has_c = comparator is not None or (network is not None and getattr(network, "has_comparator", False))
+        calibration = Calibration.from_dict(thresholds)
         self.options = resolve_options(options, name=name, has_encoder=encoder is not None, has_comparator=has_c,
-                                       network=network)
+                                       network=network, calibrated_tta=(calibration.map or {}).get("tta"))
         self.tile, self.channels = int(resolution), int(channels)
         self.stride = self.options.stride or self.tile
         if self.stride > self.tile:
@@ -111,7 +112,7 @@ class Scorer:
             self.search = LatentSearch(generator.to(self.device), discriminator.to(self.device), self.options.search,
                                        encoder=encoder.to(self.device) if encoder is not None else None)
             self.tiles = TorchTiles(self.search, self.options, self.device, self.comparator)
-        self.post = PostProcessor(self.options, self.stride, Calibration.from_dict(thresholds), comparator_digest)
+        self.post = PostProcessor(self.options, self.stride, calibration, comparator_digest)
         self.progress = progress
         self.name = name
         self.model_path: Path | None = None  # set by from_file; the reports then name the file's sha256

@@ -49,6 +49,8 @@ class View:
 def views(tta: TestTimeAugment) -> tuple[View, ...]:
     """The views `tta` averages over, identity first."""
     tta = TestTimeAugment(tta)
+    if tta == TestTimeAugment.AUTO:  # a bug, not a user's mistake: options.resolve_options resolves it first
+        raise ValueError("views: tta 'auto' must be resolved for the model (options.resolve_tta) before scoring")
     if tta == TestTimeAugment.NONE:
         return (View(),)
     transposes = (False, True) if tta == TestTimeAugment.D4 else (False,)

@@ -325,6 +325,8 @@ def _comparator(meta: dict[str, Any], file_name: str) -> list[str]:
 
 def _denoised(d: dict[str, Any]) -> str:
     """The comparator.denoise row: how many normal images an out-of-fold C found defective, by what rule, which."""
+    if d.get("skipped"):
+        return f"none: comparator.denoise {d.get('mode')} did not run ({d['skipped']})"
     names = [str(n) for n in d.get("excluded") or []]
     shown = ", ".join(f"`{n}`" for n in names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
     return (f"{d.get('excluded_images', len(names))} of {d.get('images', '?')} normal images ({d.get('mode')}: robust z > "

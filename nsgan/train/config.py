@@ -26,8 +26,8 @@ from nsgan.models.losses import PENALTIES, Penalty, penalty_fits
 
 MIXED_PRECISION = ("auto", "no", "bf16", "fp16")  # auto: take accelerate's setting
 # comparator.denoise (nsgan/train/denoise.py): none, or leave the normal images an out-of-fold C finds defective
-# out of the final C's normal side
-DENOISE_MODES = ("none", "exclude")
+# out of the final C's normal side (exclude); auto: exclude where the folds can be cut, else none, and say why
+DENOISE_MODES = ("auto", "none", "exclude")
 
 
 @dataclass
@@ -186,13 +186,17 @@ class ComparatorSection:
     # Training through the noise (issue 27, nsgan/train/denoise.py): exclude = before C, train `denoise_folds` fold
     # comparators each on the other folds' normal images, score each held-out fold with its C, pool the folds'
     # scores as robust z-scores and leave every image above `denoise_z` out of C's normal side. none: as before.
-    denoise: str = "none"
+    # auto (the default): exclude when the shards' manifest names their source images and every fold has enough of
+    # them (denoise.MIN_FOLD_IMAGES), else none, with the reason in the model file and card. Chosen on the visible
+    # protocol (docs/noise.md): at ε 0.1 it costs nothing beyond 0.006 and halves gravel's seed spread; at ε 0.4 it
+    # raises image AUROC on every texture
+    denoise: str = "auto"
     denoise_folds: int = 2
     # robust z of the logit score (median/MAD of the fold). 2, not the usual outlier cut 3.5: a clean image left out
     # costs C little (it sees the others), a dirty one kept teaches C its defect is normal; at ε 0.4 on visible brick
     # z > 2 left out 22 images, all dirty, z > 3.5 only 2 of the 80 (docs/noise.md)
     denoise_z: float = 2.0
-    # kimg of each fold C: a quarter of the demo's 32, so 2 folds cost about one C training (~1 minute on 2 CPU cores)
+    # kimg of each fold C (at most comparator.kimg): a quarter of the demo's 32, so 2 folds cost about one C training (~1 minute on 2 CPU cores)
     # and the demo stays inside its 6 minutes; the folds only have to rank images, not draw a good map
     denoise_kimg: float = 8.0
 

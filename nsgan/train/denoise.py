@@ -1,5 +1,6 @@
 """Training C through the noise (issue 27): the normal images an out-of-fold comparator finds defective are left
-out of the final C's normal side (`comparator.denoise: exclude`).
+out of the final C's normal side (`comparator.denoise: exclude`; `auto`, the default, does so where the folds
+can be cut, see `auto_skip`).
 
 The paper's premise is that the "normal" folder hides defects; a C trained on all of it learns their tiles as
 normal. Before the final C, the folder's images are split into `comparator.denoise_folds` folds
@@ -48,6 +49,9 @@ FOLD_RUN = "comparator"
 SCORES = "scores.json"
 SUSPECTS = "suspects.txt"
 RECORD = "denoise.json"
+# comparator.denoise auto cuts folds only when each holds at least this many images: a fold's robust z (median and
+# MAD of its scores) from fewer ranks by noise, and a fold C trained without a large share of a small folder learns little
+MIN_FOLD_IMAGES = 8
 
 # train_fold(fold config, fold model file, fold run folder, held-out names): C trained into that file without them
 TrainFold = Callable[[TrainConfig, Path, Path, frozenset], object]
@@ -63,16 +67,41 @@ def wants_denoise(cfg: TrainConfig) -> bool:
     return cfg.comparator.denoise != "none"
 
 
+def auto_skip(cfg: TrainConfig, normal_shards: list[str]) -> str | None:
+    """Why `comparator.denoise: auto` trains no folds for these shards (then C is trained as with none), or None."""
+    if cfg.comparator.denoise != "auto":
+        return None
+    try:
+        _, names = normal_images(normal_shards)
+    except DataError:
+        return "no shard manifest names the images the normal shards were cut from"
+    k = cfg.comparator.denoise_folds
+    if len(names) < k * MIN_FOLD_IMAGES:
+        return (f"{len(names)} normal images: {k} folds need at least {MIN_FOLD_IMAGES} each "
+                f"({k * MIN_FOLD_IMAGES})")
+    return None
+
+
+def skipped(cfg: TrainConfig, reason: str) -> Denoised:
+    """What an auto denoise that did not run records: nothing left out, and why."""
+    return Denoised(frozenset(), {"mode": cfg.comparator.denoise, "skipped": reason, "excluded_images": 0, "excluded": []})
+
+
 def started(run_dir: Path) -> bool:
     """Whether the comparator run folder holds denoise work (folds trained or begun)."""
     d = Path(run_dir) / DENOISE
     return d.is_dir() and any(d.iterdir())
 
 
+def fold_kimg(cfg: TrainConfig) -> float:
+    """A fold C trains `denoise_kimg`, never longer than the final C: folds only rank, the final C draws the map."""
+    return min(cfg.comparator.denoise_kimg, cfg.comparator.kimg)
+
+
 def fold_config(cfg: TrainConfig) -> TrainConfig:
     """A fold comparator's config: the run's comparator settings at `denoise_kimg`, itself not denoised."""
     f = copy.deepcopy(cfg)
-    f.comparator.kimg, f.comparator.denoise = cfg.comparator.denoise_kimg, "none"
+    f.comparator.kimg, f.comparator.denoise = fold_kimg(cfg), "none"
     return f
 
 
@@ -161,7 +190,7 @@ def _pool(cfg: TrainConfig, out: Path, root: Path, raw: dict[str, tuple[int, flo
         rows += [{"path": n, "fold": fold, "raw_score": raw[n][1], "z": float(v)} for n, v in zip(mine, z)]
     rows.sort(key=lambda r: (-r["z"], r["path"]))
     excluded = [r["path"] for r in rows if r["z"] > c.denoise_z]
-    record = {"mode": c.denoise, "folds": c.denoise_folds, "z": c.denoise_z, "fold_kimg": c.denoise_kimg, "fold_seed": cfg.seed,
+    record = {"mode": c.denoise, "folds": c.denoise_folds, "z": c.denoise_z, "fold_kimg": fold_kimg(cfg), "fold_seed": cfg.seed,
               "images": len(rows), "excluded_images": len(excluded), "excluded": excluded,
               "list_file": str(out / SUSPECTS), "images_folder": str(root)}
     if is_main:
