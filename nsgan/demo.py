@@ -161,8 +161,8 @@ def run_demo(out: str | Path, *, config: str | Path = DEFAULT_CONFIG, texture: s
     model = train(cfg, source=config)
     run = RunLayout(out / "run")
     summary = {"data": made, "model": str(model), "samples": str(run.samples), "train_minutes": round((time.perf_counter() - t0) / 60, 2)}
-    options = ScoreOptions(search=SearchConfig(iterations=search_iterations, restarts=1, seed=seed),  # else nsgan score's
-                           tta=DEMO_TTA)  # defaults
+    # the search as given, else nsgan score's defaults; the demo's views, which calibration records
+    options = ScoreOptions(search=SearchConfig(iterations=search_iterations, restarts=1, seed=seed), tta=DEMO_TTA)
     console.print(f"4/5 calibrating on {holdout} held-out normal images ({image_size} px, from the photo's test part) "
                   f"→ thresholds in {model}")
     t_cal = time.perf_counter()

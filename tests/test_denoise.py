@@ -22,7 +22,7 @@ from nsgan.train import comparator_loop
 from nsgan.train.comparator_loop import SOURCES_SEEN
 from nsgan.train.config import load_config
 from nsgan.train import denoise
-from nsgan.train.denoise import DENOISE, FOLD_MODEL, FOLDS, RECORD, SCORES, SUSPECTS, auto_skip
+from nsgan.train.denoise import DENOISE, FOLD_MODEL, FOLDS, RECORD, SCORES, SUSPECTS, auto_skip, denoise_normals
 from nsgan.train.pipeline import train
 
 from .conftest import TINY, smooth_material
@@ -189,14 +189,26 @@ def test_auto_denoise_cuts_folds_only_where_the_folder_can_hold_them(dirty, tmp_
     shards = sorted(str(p) for p in (dirty["root"] / "shards" / "normal").glob("*.tar"))
     auto = load_config(None, [*dirty["keys"], f"run_dir={tmp_path}"])
     assert auto.comparator.denoise == "auto"  # the default
-    assert auto_skip(auto, shards) == "14 normal images: 2 folds need at least 8 each (16)"
+
+    class FoldTrained(Exception):
+        pass
+
+    def train_fold(*args):
+        raise FoldTrained
+
+    def run(normal_shards):
+        return denoise_normals(auto, normal_shards, tmp_path / "run", dirty["model"], "basis", train_fold)
+
+    skipped = run(shards)
+    assert skipped.record["skipped"] == "14 normal images: 2 folds need at least 8 each (16)" and not skipped.excluded
     monkeypatch.setattr(denoise, "MIN_FOLD_IMAGES", 7)
-    assert auto_skip(auto, shards) is None  # 7 a fold: auto acts as exclude
+    with pytest.raises(FoldTrained):  # 7 a fold: auto acts as exclude
+        run(shards)
     loose = tmp_path / "loose"
     loose.mkdir()
     shutil.copy(shards[0], loose)  # a shard without its manifest: no names to cut folds by
-    assert "no shard manifest" in auto_skip(auto, [str(loose / shards[0].rsplit("/", 1)[1])])
-    assert auto_skip(load_config(None, [*dirty["keys"], "comparator.denoise=none"]), shards) is None
+    assert "no shard manifest" in run([str(loose / shards[0].rsplit("/", 1)[1])]).record["skipped"]
+    assert auto_skip(load_config(None, [*dirty["keys"], "comparator.denoise=none"]), list(dirty["names"])) is None
 
 
 def test_an_auto_denoise_that_did_not_run_says_so_in_the_model_file_and_card(dirty, tmp_path, capsys):

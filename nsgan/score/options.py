@@ -82,7 +82,8 @@ class ScoreOptions:
     # auto: resolve_image_score (top_k_mean for C's map, else map_max). resolve_options resolves it.
     image_score: ImageScore = ImageScore.AUTO
     # Each tile also scored flipped / turned, its map turned back, maps and tile scores averaged (nsgan/score/views.py);
-    # none until its worth is measured beside C's width, depth and tile size (issue 25 item 2).
+    # auto: the views the thresholds were calibrated with, else none (d4 costs 8 passes, below the 0.5 MP/s floor:
+    # docs/comparator.md), so only a model calibrated with views is scored with them by default.
     tta: TestTimeAugment = TestTimeAugment.AUTO
 
     def __post_init__(self):

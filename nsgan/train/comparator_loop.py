@@ -45,7 +45,7 @@ from nsgan.share.card import refresh_card
 from nsgan.train.common import BatchTaker, average_gradients
 from nsgan.train.comparator_data import ComparatorBatches, comparator_spec, synthetic_defects
 from nsgan.train.config import TrainConfig
-from nsgan.train.denoise import DENOISE, auto_skip, denoise_normals, skipped, started, wants_denoise
+from nsgan.train.denoise import DENOISE, denoise_normals, started, wants_denoise
 from nsgan.train.phase_runner import FixedLengthPhase, StopAtStepBoundary, run_phase
 from nsgan.train.phase_state import NetworkState, check_phase_run_dir, has_state
 from nsgan.train.samples import image_grid, write_grid
@@ -211,15 +211,8 @@ def train_comparator(cfg: TrainConfig, generator: torch.nn.Module, encoder: torc
             return train_comparator(fcfg, generator, encoder, fold_model, fold_run, accelerator, normal_shards,
                                     abnormal_shards, channels, resume=has_state(fold_run), stop=stop, exclude_sources=held)
 
-        reason = auto_skip(cfg, normal_shards)
-        if reason is not None:
-            denoised = skipped(cfg, reason)
-            if accelerator.is_main_process:
-                print(f"nsgan train-comparator: comparator.denoise auto trains no folds: {reason}; C learns from every "
-                      "normal image (as comparator.denoise=none)", flush=True)
-        else:
-            denoised = denoise_normals(cfg, normal_shards, run_dir, Path(model_path), basis_digest(generator, encoder),
-                                       train_fold, is_main=accelerator.is_main_process, wait=accelerator.wait_for_everyone)
+        denoised = denoise_normals(cfg, normal_shards, run_dir, Path(model_path), basis_digest(generator, encoder), train_fold,
+                                   is_main=accelerator.is_main_process, wait=accelerator.wait_for_everyone)
         exclude_sources = denoised.excluded
     resume = resume and has_state(run_dir)  # `nsgan train --resume` may reach the comparator for the first time
     labelled = load_labelled(cfg, abnormal_shards, channels)

@@ -196,8 +196,8 @@ class ComparatorSection:
     # costs C little (it sees the others), a dirty one kept teaches C its defect is normal; at ε 0.4 on visible brick
     # z > 2 left out 22 images, all dirty, z > 3.5 only 2 of the 80 (docs/noise.md)
     denoise_z: float = 2.0
-    # kimg of each fold C (at most comparator.kimg): a quarter of the demo's 32, so 2 folds cost about one C training (~1 minute on 2 CPU cores)
-    # and the demo stays inside its 6 minutes; the folds only have to rank images, not draw a good map
+    # kimg of each fold C, at most comparator.kimg: a quarter of 32, so 2 folds cost about half a C training; the folds
+    # only have to rank images, not draw a good map (configs/demo.yaml takes 4 to stay inside its 6 minutes)
     denoise_kimg: float = 8.0
 
 

@@ -67,13 +67,11 @@ def wants_denoise(cfg: TrainConfig) -> bool:
     return cfg.comparator.denoise != "none"
 
 
-def auto_skip(cfg: TrainConfig, normal_shards: list[str]) -> str | None:
-    """Why `comparator.denoise: auto` trains no folds for these shards (then C is trained as with none), or None."""
+def auto_skip(cfg: TrainConfig, names: list[str] | None) -> str | None:
+    """Why `comparator.denoise: auto` trains no folds over these images (None: the shards name no images), or None."""
     if cfg.comparator.denoise != "auto":
         return None
-    try:
-        _, names = normal_images(normal_shards)
-    except DataError:
+    if names is None:
         return "no shard manifest names the images the normal shards were cut from"
     k = cfg.comparator.denoise_folds
     if len(names) < k * MIN_FOLD_IMAGES:
@@ -82,8 +80,11 @@ def auto_skip(cfg: TrainConfig, normal_shards: list[str]) -> str | None:
     return None
 
 
-def skipped(cfg: TrainConfig, reason: str) -> Denoised:
-    """What an auto denoise that did not run records: nothing left out, and why."""
+def _skipped(cfg: TrainConfig, reason: str, is_main: bool) -> Denoised:
+    """An auto denoise that does not run: nothing left out, C trained as with none, and why (log, model file, card)."""
+    if is_main:
+        print(f"nsgan train-comparator: comparator.denoise auto trains no folds: {reason}; C learns from every "
+              "normal image (as comparator.denoise=none)", flush=True)
     return Denoised(frozenset(), {"mode": cfg.comparator.denoise, "skipped": reason, "excluded_images": 0, "excluded": []})
 
 
@@ -143,14 +144,23 @@ def _score(model: Path, images: list[Path]) -> list[float]:
 
 def denoise_normals(cfg: TrainConfig, normal_shards: list[str], run_dir: Path, model_path: Path, basis: str,
                     train_fold: TrainFold, is_main: bool = True, wait: Callable[[], None] = lambda: None) -> Denoised:
-    """Train (or reuse) the fold comparators in RUN/denoise/, score their held-out images, return what to exclude.
+    """Train (or reuse) the fold comparators in RUN/denoise/, score their held-out images, return what to exclude
+    (with `auto`, nothing where the folds cannot be cut: `auto_skip`).
 
     `model_path`: the model file whose G and E the folds train beside (copied into each fold); `basis`: its G and E
     digest, which keys the folds (the final C, written into the same file later, does not make them stale).
     Every process trains the folds (the trainer is multi-process); the main one scores and writes, the others wait."""
     c = cfg.comparator
     out = Path(run_dir) / DENOISE
-    root, names = normal_images(normal_shards)
+    try:
+        root, names = normal_images(normal_shards)
+    except DataError:
+        if c.denoise != "auto":
+            raise
+        root, names = None, None
+    reason = auto_skip(cfg, names)
+    if reason is not None:
+        return _skipped(cfg, reason, is_main)
     assignment = assign_folds(names, c.denoise_folds, cfg.seed, where="comparator.denoise_folds")
     key = _key(cfg, basis, assignment)
     fcfg = fold_config(cfg)
