@@ -120,15 +120,16 @@ def test_a_stopped_audit_resumes_where_it_stopped(dirty, tmp_path):
     assert got.keys() == want.keys() and all(abs(got[k] - want[k]) < 1e-5 for k in want)
 
 
-def test_another_model_in_the_same_out_is_refused_and_the_audit_kept(dirty, model_file, tmp_path):
+def test_another_model_in_the_same_out_is_refused_and_the_audit_kept(dirty, gan_model_with_encoder, tmp_path):
+    other = gan_model_with_encoder  # with an encoder its audit is one pass per tile, not a latent search per tile
     out = tmp_path / "kept"
     audit(dirty["model"], dirty["folder"], out)
     before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
     with pytest.raises(OutputError, match="audit.jsonl: an audit of another model sha256"):
-        audit(model_file, dirty["folder"], out)
+        audit(other, dirty["folder"], out)
     assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
-    assert cli(["audit", "--model", str(model_file), "--data", str(dirty["folder"]), "--out", str(out), "--no-progress"]) == EXIT_OUTPUT
-    assert cli(["audit", "--model", str(model_file), "--data", str(dirty["folder"]), "--out", str(out), "--no-progress",
+    assert cli(["audit", "--model", str(other), "--data", str(dirty["folder"]), "--out", str(out), "--no-progress"]) == EXIT_OUTPUT
+    assert cli(["audit", "--model", str(other), "--data", str(dirty["folder"]), "--out", str(out), "--no-progress",
                 "--overwrite"]) == 0
 
 

@@ -105,6 +105,7 @@ def run_config(config: Path, res: int, shards: Path, run_dir: Path, precision: s
         f"data.normal={shards / 'normal'}", f"data.abnormal={shards / 'abnormal'}", f"run_dir={run_dir}",
         f"train.mixed_precision={precision}", "train.display=false", "train.log_with=none", f"train.log_every={log_every}",
         "train.checkpoint_kimg=1000000", "train.grid_size=1", f"loss.r1_every={k}", "encoder.kimg=0", "comparator.kimg=0",
+        "quality.samples=0",  # the end-of-run SWD is no training step: it would only add a second to every short run
     ])
 
 
