@@ -21,8 +21,8 @@ budget is spent is skipped (marked so):
   ddp    1 vs 2 processes on ONE GPU (torchrun; both ranks on cuda:0 through tools/bench/one_gpu_rank.py,
          gloo, since NCCL refuses two ranks on one device): equal rank digests, images seen, img/s.
 
-`--tiny`: CUDA hidden, the tests' tiny widths, resolutions 8 and 16 (and a bf16 step at 8 px),
-256² and 512² gray TIFFs, the DDP smoke test over gloo on 2 CPU processes.
+`--tiny`: CUDA hidden, the tests' tiny widths, resolutions 8 and 16 (and a bf16 step at 8 px) with lazy R1 at
+k = 4, 256² and 512² gray TIFFs, the DDP smoke test over gloo on 2 CPU processes (the GAN phase alone).
 """
 
 from __future__ import annotations
