@@ -137,19 +137,19 @@ def section_score(a, tmp: Path) -> list[dict]:
 def section_ddp(a, tmp: Path, env: dict) -> list[dict]:
     res = 16 if a.tiny else 64
     shards = shards_for(tmp, res, 1 if a.tiny else 3)
-    widths = TINY_WIDTHS if a.tiny else []
+    # --tiny: the tests' widths and the GAN phase alone (the demo config would go on to train its E and its width-16 C
+    # for minutes)
+    tiny = [*TINY_WIDTHS, "encoder.kimg=0", "comparator.kimg=0", "quality.samples=0"] if a.tiny else []
     kimg = 0.064 if a.tiny else 1.0
     rows = []
     for n in (1, 2):
         run = nsgan.RunLayout(tmp / f"ddp-{n}")
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(n), str(HERE / "one_gpu_rank.py"),
                str(REPO / "launch" / "train.py"), "--config", str(DEMO if a.tiny else INDUSTRIAL),
-               f"model.resolution={res}", f"schedule.start_resolution={res}", *widths, f"schedule.total_kimg={kimg}",
+               f"model.resolution={res}", f"schedule.start_resolution={res}", *tiny, f"schedule.total_kimg={kimg}",
                f"data.normal={shards / 'normal'}", f"data.abnormal={shards / 'abnormal'}", f"data.channels={1 if a.tiny else 3}",
                f"run_dir={run.root}", "train.display=false", "data.num_workers=0", "train.log_with=none", "train.log_every=2",
-               f"train.checkpoint_kimg={kimg}", "train.mixed_precision=no" if a.tiny else "train.mixed_precision=bf16",
-               # --tiny: the GAN phase alone (the demo config would go on to train its E and its width-16 C for minutes)
-               *(["encoder.kimg=0", "comparator.kimg=0", "quality.samples=0"] if a.tiny else [])]
+               f"train.checkpoint_kimg={kimg}", "train.mixed_precision=no" if a.tiny else "train.mixed_precision=bf16"]
         t0 = time.perf_counter()
         proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=max(60, a.budget_s))
         wall = time.perf_counter() - t0
