@@ -103,6 +103,42 @@ def test_train_encoder_resume_equals_an_uninterrupted_run(gan_with_encoder, tmp_
     assert load_model(split).meta["encoder"]["images_seen"] == 192
 
 
+def test_denoising_encoder_reads_painted_tiles_targets_clean_ones_and_resumes_exactly(gan_with_encoder, tmp_path, monkeypatch):
+    """encoder.denoise: E reads tiles with painted defects, the loss pulls G(E(x̃)) to the clean x; resume stays exact."""
+    import importlib
+
+    loop = importlib.import_module("nsgan.train.encoder_loop")  # `nsgan.train` the attribute is the function
+
+    seen = []
+    real = izif_loss
+
+    def spy(E, G, D, x, kappa=1.0, z=None, ziz=0.0, x_in=None):
+        seen.append((x.detach().clone(), None if x_in is None else x_in.detach().clone()))
+        return real(E, G, D, x, kappa, z=z, ziz=ziz, x_in=x_in)
+
+    monkeypatch.setattr(loop, "izif_loss", spy)
+    runs = {}
+    for name, kimg, resume in (("whole", 0.128, False), ("split", 0.064, False), ("split", 0.128, True), ("plain", 0.128, False)):
+        model = tmp_path / name / "model.safetensors"
+        if not model.exists():
+            model = _model_copy(gan_with_encoder, tmp_path / name, keep_encoder=False)
+        extra = [] if name == "plain" else ["encoder.denoise=0.5"]
+        args = ["train-encoder", "--model", str(model), "--run-dir", str(tmp_path / name / "enc"), f"encoder.kimg={kimg}",
+                "encoder.batch=8", "encoder.checkpoint_kimg=0.064", "train.display=false", *extra]
+        assert cli(args + (["--resume"] if resume else [])) == 0
+        runs[name] = model
+    painted = [(x, xi) for x, xi in seen if xi is not None]
+    assert painted and len(painted) < len(seen)  # the plain run passed no x_in
+    for x, xi in painted:  # half the batch painted (where a defect showed), the other half untouched, the target clean
+        assert torch.equal(xi[4:], x[4:]) and not torch.equal(xi[:4], x[:4])
+    digest = lambda m: weights_digest([load_model(m).encoder])  # noqa: E731
+    assert digest(runs["whole"]) == digest(runs["split"]) != digest(runs["plain"])
+    card = (runs["whole"].parent / "README.md").read_text()
+    assert "denoising: 50% of each batch" in card
+    assert cli(["train-encoder", "--model", str(runs["plain"]), "--run-dir", str(tmp_path / "bad"), "encoder.kimg=0.1",
+                "encoder.denoise=1.5"]) != 0
+
+
 def test_encoder_mode_is_a_zero_step_refine_and_refine_improves_on_it(gan_with_encoder):
     img = np.random.default_rng(0).random((40, 40)).astype(np.float32)
     model = gan_with_encoder / "model.safetensors"

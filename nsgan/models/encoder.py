@@ -71,15 +71,18 @@ def encoder_kwargs(encoder: nn.Module) -> dict:
 
 
 def izif_loss(encoder: nn.Module, generator: nn.Module, discriminator: nn.Module, x: torch.Tensor,
-              kappa: float = 1.0, z: torch.Tensor | None = None, ziz: float = 0.0) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+              kappa: float = 1.0, z: torch.Tensor | None = None, ziz: float = 0.0,
+              x_in: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """f-AnoGAN's izi_f loss for a batch of real tiles x in [-1, 1]; G and D are used frozen.
 
+    `x_in`: what E reads instead of x (the denoising encoder: x with defects painted on), so G(E(x_in)) is
+    pulled to the clean x and the reconstruction learns to erase defects rather than redraw them.
     With latents z and ziz > 0, adds ziz·mean‖pn(E(G(z))) − pn(z)‖² (pn: G's pixel norm).
     Returns the loss and its terms (detached) for the metrics.
     """
     with torch.no_grad():
         fx = discriminator.features(x).float()
-    g = generator(encoder(x))
+    g = generator(encoder(x if x_in is None else x_in))
     fg = discriminator.features(g).float()
     image = F.mse_loss(g.float(), x.float())
     feature = F.mse_loss(fg, fx)

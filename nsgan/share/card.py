@@ -284,7 +284,10 @@ def _encoder(meta: dict[str, Any], file_name: str) -> list[str]:
     settings = ", ".join(f"{k} {ec[k]:g}" for k in ("kappa", "ziz", "lr") if _finite(ec.get(k)))
     return ["## Encoder", "",
             f"Stored: an f-AnoGAN izi_f encoder trained for {_g(kimg)} kimg ({enc.get('images_seen', '–')} normal tiles"
-            + (f"; {settings}" if settings else "") + "), with G and D frozen. `nsgan score` uses it by default: one pass per tile "
+            + (f"; {settings}" if settings else "") + "), with G and D frozen"
+            + (f"; denoising: {ec['denoise']:.0%} of each batch had defects painted on and was mapped to its clean tile, so "
+               "G(E(x)) erases a defect rather than redraw it" if _finite(ec.get("denoise")) and ec["denoise"] > 0 else "")
+            + ". `nsgan score` uses it by default: one pass per tile "
             "(`--inversion refine` adds a few search steps from E(x), `--inversion search` ignores it).", ""]
 
 

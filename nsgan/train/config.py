@@ -137,6 +137,8 @@ class EncoderSection:
     lr: float = 0.001
     kappa: float = 1.0  # weight of the D-feature term of the izi_f loss
     ziz: float = 1.0  # weight of the latent cycle E(G(z)) ≈ z on G's samples (0: izi_f alone, which collapsed here)
+    denoise: float = 0.0  # share of each batch painted (comparator's painter settings) before E, the clean tile the target:
+    # G(E(x)) then erases a defect (DRAEM's reconstructive role) instead of redrawing it; 0 = plain izi_f
     fmap_base: int = 0  # 0: the GAN's model.fmap_base
     fmap_max: int = 0  # 0: the GAN's model.fmap_max
     checkpoint_kimg: float = 0.0  # 0: train.checkpoint_kimg
@@ -487,6 +489,7 @@ def validate_encoder(cfg: TrainConfig, source: str = "<config>") -> None:
         ("lr", e.lr > 0, "must be > 0"),
         ("kappa", e.kappa >= 0, "must be ≥ 0"),
         ("ziz", e.ziz >= 0, "must be ≥ 0"),
+        ("denoise", 0 <= e.denoise <= 1, "must be in [0, 1] (the share of each batch painted before E)"),
         ("fmap_base", e.fmap_base >= 0, "must be ≥ 0 (0: the GAN's)"),
         ("fmap_max", e.fmap_max >= 0, "must be ≥ 0 (0: the GAN's)"),
         ("checkpoint_kimg", e.checkpoint_kimg >= 0, "must be ≥ 0 (0: train.checkpoint_kimg)"),

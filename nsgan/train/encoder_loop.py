@@ -20,18 +20,22 @@ import math
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
+from nsgan.common.errors import DataError
+from nsgan.data.labelled import shard_bit_depth
 from nsgan.data.stream import ShardStream
 from nsgan.models.encoder import Encoder, izif_loss
 from nsgan.models.model_file import add_encoder
 from nsgan.share.card import refresh_card
 from nsgan.train.common import BatchTaker, average_gradients, short_digest
+from nsgan.train.comparator_data import synthetic_defects
 from nsgan.train.config import TrainConfig
 from nsgan.train.phase_runner import FixedLengthPhase, StopAtStepBoundary, run_phase
 from nsgan.train.phase_state import NetworkState, check_phase_run_dir, has_state
 from nsgan.train.samples import image_grid, write_grid
-from nsgan.train.seeds import ENCODER_LATENTS, rank_generator
+from nsgan.train.seeds import ENCODER_LATENTS, ENCODER_PAINTER, rank_generator, rank_seed
 from nsgan.train.tracking import log_grid
 
 
@@ -59,6 +63,10 @@ class EncoderTrainer(FixedLengthPhase):
         self.opt = torch.optim.Adam(self.E.parameters(), lr=cfg.encoder.lr, betas=(0.9, 0.99), eps=1e-8)
         self.latent_gen = rank_generator(cfg.seed, self.rank, ENCODER_LATENTS)  # ziz latents
         self.normal_shards, self.channels = normal_shards, channels
+        # encoder.denoise: that share of each batch gets the comparator's painted defects before E (its own generator)
+        self.n_paint = int(round(cfg.encoder.denoise * self.batch))
+        self.synth = synthetic_defects(cfg, shard_bit_depth(normal_shards)) if self.n_paint else None
+        self.painter_rng = np.random.Generator(np.random.PCG64(rank_seed(cfg.seed, self.rank, ENCODER_PAINTER)))
         position = None
         if resume:
             position = self._load_latest()
@@ -73,11 +81,13 @@ class EncoderTrainer(FixedLengthPhase):
         self.progress, mine = STATE.load(self, self.E, self.opt, _digest(self.G, self.D))
         self.skipped_before = int(mine["skipped"])
         self.latent_gen.set_state(torch.tensor(mine["latent_rng"], dtype=torch.uint8))
+        if "painter_rng" in mine:
+            self.painter_rng.bit_generator.state = mine["painter_rng"]
         return mine["normal"]
 
     def save_checkpoint(self) -> None:
         mine = {"normal": self.stream.position, "skipped": self.skipped_before + self.stream.skipped,
-                "latent_rng": self.latent_gen.get_state().tolist()}
+                "latent_rng": self.latent_gen.get_state().tolist(), "painter_rng": self.painter_rng.bit_generator.state}
         STATE.save(self, self.E, self.opt, mine, _digest(self.G, self.D))
 
     # -- one step ---------------------------------------------------------------------------
@@ -90,14 +100,30 @@ class EncoderTrainer(FixedLengthPhase):
         x = self.stream.take(self.batch, self.device)
         e = self.cfg.encoder
         z = torch.randn(self.batch, self.E.latent_dim, generator=self.latent_gen).to(self.device) if e.ziz > 0 else None
+        x_in = self._painted(x) if self.n_paint else None
         with self._autocast():
-            loss, stats = izif_loss(self.E, self.G, self.D, x, e.kappa, z=z, ziz=e.ziz)
+            loss, stats = izif_loss(self.E, self.G, self.D, x, e.kappa, z=z, ziz=e.ziz, x_in=x_in)
         self.opt.zero_grad(set_to_none=False)
         loss.backward()
         if self.world > 1:
             average_gradients(self.E)
         self.opt.step()
         return {k: float(v) for k, v in stats.items()}
+
+    def _painted(self, x: torch.Tensor) -> torch.Tensor:
+        """x with the comparator's painted defects on its first n_paint tiles (the denoising encoder's input).
+
+        A tile no defect shows on (flat or saturated material) stays as it was rather than stop the run."""
+        unit = ((x[:self.n_paint].detach().float().cpu().numpy() + 1.0) * 0.5).clip(0.0, 1.0)
+        out = unit.copy()
+        for i in range(unit.shape[0]):
+            try:
+                out[i] = self.synth.apply(unit[i:i + 1], self.painter_rng)[0][0]
+            except DataError:
+                pass
+        x_in = x.clone()
+        x_in[:self.n_paint] = torch.from_numpy(out * 2.0 - 1.0).to(x.device, x.dtype)
+        return x_in
 
     # -- what the phase runner asks besides the above -----------------------------------------------
     def metrics_row(self, img_s: float) -> dict[str, Any]:

@@ -12,6 +12,7 @@ import torch
 
 GAN_LATENTS = 1  # the GAN's latents z, for the D and the G step
 ENCODER_LATENTS = 4243  # the encoder's latent cycle E(G(z)) ≈ z
+ENCODER_PAINTER = 4244  # the denoising encoder's painter (encoder.denoise; a numpy Generator)
 COMPARATOR_DRAWS = 5354  # the comparator's painter, labelled-tile and bag picks (a numpy Generator)
 GAN_AUGMENT = 6465  # the GAN's augmentation of what D sees (nsgan/models/augment.py)
 
