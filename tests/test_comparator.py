@@ -93,6 +93,38 @@ def test_train_comparator_resume_equals_an_uninterrupted_run(gan_model_with_enco
     assert "Stored: an f-AnoGAN" in (tmp_path / "whole" / "README.md").read_text()
 
 
+def test_gan_normals_put_G_samples_among_the_normal_tiles_and_resume_exactly(gan_model_with_encoder, tiny_shards, tmp_path):
+    """comparator.gan_normals: that share of each step's normal tiles are G(z), quantised like the shards, drawn from
+    the rank's generator (so a resumed run redraws them); the card says so and C learns something else than without."""
+    from nsgan.data.stream import resolve_shards
+    from nsgan.train.comparator_data import ComparatorBatches
+
+    G = load_model(gan_model_with_encoder).generator
+    over = [*TINY, f"data.normal={tiny_shards / 'normal'}", "loss.gamma=0", "comparator.paint_fraction=0"]
+    shards = resolve_shards(load_config(None, over).data.normal)
+    plain = ComparatorBatches(load_config(None, over), G, None, shards, None, 1, 0, 1, torch.device("cpu")).draw()
+    mixed = ComparatorBatches(load_config(None, [*over, "comparator.gan_normals=0.25"]), G, None, shards, None, 1, 0, 1,
+                              torch.device("cpu"))
+    assert mixed.n_gan == 8  # of 32 normal tiles
+    b = mixed.draw()
+    same = [i for i in range(32) if torch.equal(b.x[i], plain.x[i])]
+    assert len(same) == 24 and b.target.sum() == 0  # the other 8 are G's, and G's tiles are normal (target 0)
+    levels = ((b.x + 1) * 0.5 * 255)
+    assert torch.allclose(levels, levels.round(), atol=1e-3)  # quantised to the shards' 8 bits
+    cfg = _config_file(tmp_path, tiny_shards)
+    whole, split = _copy(gan_model_with_encoder, tmp_path / "whole"), _copy(gan_model_with_encoder, tmp_path / "split")
+    real_only = _copy(gan_model_with_encoder, tmp_path / "real")
+    assert _train_c(whole, cfg, tmp_path / "whole" / "c", 0.128, "comparator.gan_normals=0.5") == 0
+    assert _train_c(split, cfg, tmp_path / "split" / "c", 0.064, "comparator.gan_normals=0.5") == 0
+    assert _train_c(split, cfg, tmp_path / "split" / "c", 0.128, "comparator.gan_normals=0.5", resume=True) == 0
+    assert _train_c(real_only, cfg, tmp_path / "real" / "c", 0.128) == 0
+    a, b2, r = (load_model(m).comparator.state_dict() for m in (whole, split, real_only))
+    assert all(torch.equal(a[k], b2[k]) for k in a)
+    assert not all(torch.equal(a[k], r[k]) for k in a)
+    assert read_metadata(whole)["comparator"]["trained_on"]["gan_normals"] == 0.5
+    assert "G's samples | 0.5 of the normal tiles" in (tmp_path / "whole" / "README.md").read_text()
+
+
 # -- the model file ---------------------------------------------------------------------------------------------------
 def _thresholds(residual: str) -> dict:
     return {"image": 0.5, "pixel": 0.4, "map": {"residual": residual, "map_sigma": 1.0, "image_score": "map_max"},
@@ -186,6 +218,7 @@ def test_comparator_map_is_the_same_from_the_API_the_CLI_and_ONNX_Runtime(run_wi
     ("comparator.reference=rec", "comparator.reference"),
     ("comparator.loss=dice", "comparator.loss"),
     ("comparator.paint_fraction=1.5", "comparator.paint_fraction"),
+    ("comparator.gan_normals=1", "comparator.gan_normals"),
     ("comparator.widht=8", "comparator.widht"),
 ])
 def test_bad_comparator_keys_are_refused_naming_the_key(override, key):

@@ -320,6 +320,8 @@ def _comparator(meta: dict[str, Any], file_name: str) -> list[str]:
             ("digest", f"`{str(cmp.get('digest', ''))[:16]}`, for G and E `{cmp.get('basis_digest', '–')}`")]
     if cmp.get("denoise"):
         rows.insert(-1, ("left out of the normal side", _denoised(cmp["denoise"])))
+    if on.get("gan_normals"):
+        rows.insert(-1, ("G's samples", f"{_g(on['gan_normals'])} of the normal tiles drawn by the frozen G (before painting)"))
     default = resolve_residual("auto", True)
     use = ("`nsgan score` uses its map by default (`--residual auto`)." if default == Residual.COMPARATOR else
            f"`nsgan score --residual comparator` uses its map; the default (`auto`) is still the `{default}` residual.")

@@ -10,7 +10,9 @@ One step's examples, in this order (the proportions are `comparator:` keys, nsga
     bags      `mil_bags` whole labelled images without masks (all their tiles), for the
               multiple-instance loss (none when there are no such images)
 
-with n_normal = batch − masked, streamed from the normal shards (this rank's share, position saved).
+with n_normal = batch − masked, streamed from the normal shards (this rank's share, position saved);
+round(gan_normals · n_normal) of them, at places drawn per step, are replaced by samples of the frozen G
+(quantised like the shards) before painting: G's variety as more normal material.
 For reference `reconstruction`, G(E(x)) of every tile is made here, without gradients, in bf16
 when accelerate says bf16. Every random choice comes from one numpy Generator per rank whose state
 is saved with the run, so a resumed run draws exactly what an uninterrupted one would.
@@ -79,6 +81,8 @@ class ComparatorBatches:
         self.n_paint = int(round(c.paint_fraction * self.n_normal))
         self.n_bags = c.mil_bags if labelled is not None and labelled.bags else 0
         self.synth = synthetic_defects(cfg, bit_depth) if self.n_paint else None
+        self.n_gan = int(round(c.gan_normals * self.n_normal))
+        self.levels = 2 ** bit_depth - 1
         self.rng = np.random.Generator(np.random.PCG64(rank_seed(cfg.seed, rank, COMPARATOR_DRAWS)))
         if rng_state is not None:
             self.rng.bit_generator.state = rng_state
@@ -113,6 +117,8 @@ class ComparatorBatches:
         normal = (self.stream.take(self.n_normal, torch.device("cpu")).numpy() + 1.0) * 0.5
         if self.seen is not None and self.stream.sources is not None:
             self.seen.update(self.stream.sources)
+        if self.n_gan:
+            normal[self.rng.choice(self.n_normal, self.n_gan, replace=False)] = self.samples(self.n_gan)
         parts, targets, tags = [], [], []
         if self.n_paint:
             painted, masks, ptags = self.paint(normal[:self.n_paint])
@@ -140,6 +146,13 @@ class ComparatorBatches:
         rec = self.reconstruct(x) if self.needs_rec else None
         return ComparatorBatch(x=x, rec=rec, target=target, n_pixel=n_pixel, plain=(self.n_paint, self.n_normal),
                                bags=bags, tags=tags)
+
+    @torch.no_grad()
+    def samples(self, n: int) -> np.ndarray:
+        """n tiles of G(z) in [0, 1], z from this rank's generator (so resume redraws them), quantised like the shards."""
+        z = torch.from_numpy(self.rng.standard_normal((n, self.G.latent_dim)).astype(np.float32)).to(self.device)
+        unit = (self.G(z).float().clamp(-1, 1).cpu().numpy() + 1.0) * 0.5
+        return np.round(unit * self.levels) / self.levels
 
     @torch.no_grad()
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:

@@ -239,7 +239,8 @@ def train_comparator(cfg: TrainConfig, generator: torch.nn.Module, encoder: torc
             "world_size": tr.world, "train_seconds": round(tr.progress.seconds, 2), "digest": digest, "basis_digest": tr.basis,
             "receptive_field": spec.receptive_field, "flops_per_tile": c_flops, "reconstruction_flops_per_tile": eg_flops,
             "trained_on": {"kinds": list(c.kinds) if c.paint_fraction > 0 else [], "blob": bool(c.blob and c.paint_fraction > 0),
-                           "paint_fraction": c.paint_fraction, "labelled_fraction": c.labelled_fraction if tr.batches.n_masked else 0.0,
+                           "paint_fraction": c.paint_fraction, "gan_normals": c.gan_normals,
+                           "labelled_fraction": c.labelled_fraction if tr.batches.n_masked else 0.0,
                            "mil_bags": tr.batches.n_bags, "labelled": labelled.summary() if labelled is not None else None,
                            **({"held_out_images": len(tr.exclude)} if tr.exclude else {})},
             **({"denoise": denoised.record} if denoised is not None else {})})

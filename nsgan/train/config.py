@@ -169,6 +169,9 @@ class ComparatorSection:
     blob: bool = True  # also paint Perlin-noise blobs filled with displaced material (a family the painter does not draw)
     blob_fraction: float = 0.3  # share of painted defects that are blobs (when kinds is not empty)
     paint_fraction: float = 0.5  # share of the normal tiles painted
+    # share of the normal tiles replaced by samples of the frozen G (drawn before painting, so some get painted too):
+    # G's variety as extra normal material on C's normal side (issue 26 role c; 0 = real tiles only)
+    gan_normals: float = 0.0
     labelled_fraction: float = 0.25  # share of the batch taken from labelled abnormal tiles with masks
     mil_bags: int = 1  # labelled images without masks per step (all their tiles)
     max_area_frac: float = 0.06  # largest painted defect, as a share of the tile
@@ -510,6 +513,7 @@ def validate_comparator(cfg: TrainConfig, source: str = "<config>", has_encoder:
         ("width", c.width >= 1, "must be ≥ 1"),
         ("blob_fraction", 0 <= c.blob_fraction <= 1, "must be in [0, 1]"),
         ("paint_fraction", 0 <= c.paint_fraction <= 1, "must be in [0, 1]"),
+        ("gan_normals", 0 <= c.gan_normals < 1, "must be in [0, 1) (the share of the normal tiles drawn by G)"),
         ("labelled_fraction", 0 <= c.labelled_fraction < 1, "must be in [0, 1)"),
         ("mil_bags", c.mil_bags >= 0, "must be ≥ 0"),
         ("max_area_frac", 0 < c.max_area_frac <= 0.5, "must be in (0, 0.5]"),
