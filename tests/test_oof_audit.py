@@ -17,7 +17,7 @@ from nsgan.common.errors import EXIT_DATA, EXIT_USAGE, ConfigError, OutputError
 from nsgan.data.folds import assign_folds, fold_scale, fold_z, held_out, read_fold_file
 from nsgan.data.shards import write_shards
 from nsgan.evaluate.audit import CSV, FOLDS, ROWS, AuditResult, AuditRow, _pool, audit, audit_crossfit, plan_folds
-from nsgan.models.model_file import load_model
+from nsgan.models.model_file import comparator_training_config, load_model, read_metadata
 from nsgan.train.comparator_loop import SOURCES_SEEN
 from nsgan.train.config import load_config
 from nsgan.train.fold_comparator import TRAINED, train_fold
@@ -128,6 +128,35 @@ def test_each_image_is_scored_by_a_comparator_that_never_saw_it(trained, tmp_pat
     # the plain audit of the same folder says it is in-sample
     plain = audit(trained["model"], trained["folder"], tmp_path / "plain")
     assert plain.sample == "in-sample" and "In-sample" in (tmp_path / "plain" / "index.html").read_text()
+
+
+def test_the_folds_retrain_the_models_own_C_not_the_config_of_the_run_that_stored_it(trained, tmp_path):
+    """`nsgan train-comparator` may add C with other settings and other shards than the GAN run stored in the file:
+    the fold comparators follow C (its width, kimg and shards), and the in-sample check asks C's folder."""
+    import shutil
+    other = tmp_path / "good2"
+    shutil.copytree(trained["folder"], other)
+    write_shards(other, None, None, tile=16, out=tmp_path / "shards2", stride=8, channels=1, seed=0)
+    model = tmp_path / "m" / "model.safetensors"
+    model.parent.mkdir()
+    shutil.copy2(trained["model"], model)
+    assert cli(["train-comparator", "--model", str(model), "--run-dir", str(tmp_path / "c"), "comparator.width=4",
+                "comparator.kimg=0.064", f"data.normal={tmp_path / 'shards2' / 'normal'}", "seed=5"]) == 0
+    meta = read_metadata(model)
+    assert meta["config"]["comparator"]["width"] == 8 and meta["comparator"]["config"]["width"] == 4
+    tree = comparator_training_config(meta)
+    assert tree["comparator"]["width"] == 4 and tree["seed"] == 5 and tree["data"]["normal"].endswith("shards2/normal")
+    assert plain_audit_is_in_sample(model, other, tmp_path / "plain")
+    out = tmp_path / "oof"
+    assert cli(["audit", "--model", str(model), "--data", str(other), "--out", str(out), "--folds", "2", "--no-progress"]) == 0
+    for fold in (0, 1):
+        fold_meta = read_metadata(out / FOLDS / str(fold) / "model.safetensors")["comparator"]
+        assert fold_meta["config"]["width"] == 4 and fold_meta["kimg"] == pytest.approx(0.064, abs=0.02)
+        assert fold_meta["data"]["normal"].endswith("shards2/normal")
+
+
+def plain_audit_is_in_sample(model, folder, out) -> bool:
+    return audit(model, folder, out).sample == "in-sample"
 
 
 def test_a_stopped_kfold_audit_resumes_without_retraining_finished_folds(trained, tmp_path, monkeypatch):

@@ -17,7 +17,7 @@ from nsgan.cli.search_args import add_search_arguments, options_from_args
 from nsgan.common.atomic import removed_if_left_empty
 from nsgan.common.errors import ConfigError
 from nsgan.evaluate.audit import CSV, SUSPECTS, audit, audit_crossfit, audit_folder, model_training_folder, plan_folds
-from nsgan.models.model_file import read_metadata
+from nsgan.models.model_file import comparator_training_config, read_metadata
 from nsgan.share.html_page import PAGE
 from nsgan.train.config import TrainConfig
 from nsgan.train.fold_comparator import train_fold
@@ -53,6 +53,8 @@ def _fold_config(args: argparse.Namespace) -> tuple[TrainConfig, str]:
         raise ConfigError(f"--folds: {args.model} is not a model file here; an out-of-fold audit trains beside a local model")
     args.model = str(model)
     meta = read_metadata(model)
+    # the folds retrain the model's own C: its settings, shards and seed, not those of the run that stored the config
+    meta = {**meta, "config": comparator_training_config(meta)}
     return config_for_model(args, meta, "comparator", "tiles", has_encoder="encoder" in meta)
 
 

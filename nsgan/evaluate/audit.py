@@ -51,7 +51,7 @@ from nsgan.data.folds import images_folder as audit_folder
 from nsgan.data.imageio import list_images, read_image
 from nsgan.evaluate.audit_page import THUMBS, write_audit_page
 from nsgan.evaluate.evaluation import image_progress
-from nsgan.models.model_file import read_metadata
+from nsgan.models.model_file import comparator_training_config, read_metadata
 from nsgan.score.reports import overlay_factor, render_overlay
 from nsgan.score.scorer import Scorer
 from nsgan.share.html_page import check_page
@@ -100,12 +100,12 @@ RESUME_KEYS = ("data", "model_sha256", "map_settings", "tiling", "crossfit")
 
 
 def model_training_folder(model_path: str | Path | None) -> Path | None:
-    """The normal-images folder a model's shards were cut from (its stored config's data.normal → the shard
+    """The normal-images folder a model's C trained on (comparator_training_config's data.normal → the shard
     manifest's inputs.normal), or None when the file or the shards do not say (a Hub model, moved shards)."""
     if model_path is None:
         return None
-    try:
-        spec = (read_metadata(model_path).get("config") or {}).get("data", {}).get("normal")
+    try:  # C's own shards where it recorded them (`nsgan train-comparator` may have used others than the GAN)
+        spec = comparator_training_config(read_metadata(model_path)).get("data", {}).get("normal")
     except Exception:  # a model file that cannot tell: the audit just does not say whether it is in-sample
         return None
     if not isinstance(spec, str) or not spec:

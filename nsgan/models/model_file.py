@@ -288,6 +288,24 @@ def add_comparator(path: str | Path, comparator: torch.nn.Module, info: dict[str
     _atomic_save(tensors, {k: json.dumps(v) for k, v in meta.items()}, path)
 
 
+def comparator_training_config(meta: dict[str, Any]) -> dict[str, Any]:
+    """The config tree that trained the file's C: the stored config (the run that wrote the file, often the GAN's)
+    with C's own section, data and seed where C recorded them. `nsgan train-comparator` may add C with other
+    settings or shards than the GAN run stored; whatever retrains a C like it (the audit's fold comparators) or asks
+    which images it saw must read these, not the GAN's."""
+    tree = json.loads(json.dumps(meta.get("config") or {}))  # a deep copy: the caller may apply overrides
+    record = meta.get("comparator")
+    if not isinstance(record, dict) or not tree:
+        return tree
+    if isinstance(record.get("config"), dict):  # older files may lack keys a newer version added: the stored ones stay
+        tree["comparator"] = {**(tree.get("comparator") or {}), **record["config"]}
+    if isinstance(record.get("data"), dict):
+        tree["data"] = {**(tree.get("data") or {}), **record["data"]}
+    if "seed" in record:
+        tree["seed"] = record["seed"]
+    return tree
+
+
 def update_metadata(path: str | Path, **entries: Any) -> None:
     """Add or replace metadata entries (e.g. thresholds from `nsgan calibrate`), atomically."""
     path = Path(path)

@@ -236,6 +236,8 @@ def train_comparator(cfg: TrainConfig, generator: torch.nn.Module, encoder: torc
         seen = tr.progress.images_seen
         add_comparator(model_path, tr.C, {
             "images_seen": seen, "kimg": seen / 1000, "config": cfg.to_dict()["comparator"],
+            # what C trained on: the model's stored config may be another run's (comparator_training_config)
+            "data": {"normal": cfg.data.normal, "abnormal": cfg.data.abnormal}, "seed": cfg.seed,
             "world_size": tr.world, "train_seconds": round(tr.progress.seconds, 2), "digest": digest, "basis_digest": tr.basis,
             "receptive_field": spec.receptive_field, "flops_per_tile": c_flops, "reconstruction_flops_per_tile": eg_flops,
             "trained_on": {"kinds": list(c.kinds) if c.paint_fraction > 0 else [], "blob": bool(c.blob and c.paint_fraction > 0),
