@@ -38,6 +38,7 @@ test-time views averaged (`nsgan score --tta`). Results: OUT/results.md|json.
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import os
 import shutil
@@ -346,6 +347,31 @@ def run_pair(cfg: dict, out: Path, texture: str, seed: int, gan: Path, code: Pat
         a = _row(cells / ctag(cfg) / "audit.json", lambda: audit_row(cfg, out, texture, seed, data) or {})
         if "audit_auroc" in a:
             log(f"{texture}-s{seed}: audit {a['audit']}: AUROC {a['audit_auroc']:.3f} precision@{a['n_dirty']} {a['precision_at_k']:.2f}")
+        k = cfg.get("audit_folds")
+        if k and not cfg.get("denoise"):
+            a = _row(cells / ctag(cfg) / f"audit-folds{k}.json", lambda: audit_folds_row(cfg, out, texture, seed, data, k, code, threads) or {})
+            if "audit_auroc" in a:
+                log(f"{texture}-s{seed}: audit {a['audit']}: AUROC {a['audit_auroc']:.3f} precision@{a['n_dirty']} {a['precision_at_k']:.2f}")
+
+
+def audit_folds_row(cfg: dict, out: Path, texture: str, seed: int, data: Path, k: int, code: Path, threads: int) -> dict | None:
+    """The out-of-fold audit a user runs: `nsgan audit --folds K` of train/good with the default C's model (K fold
+    comparators, each trained by the product at the model's stored comparator settings on the other folds' images;
+    a stopped run resumes), read back from its audit.csv."""
+    cell = out / "models" / cell_name(cfg, texture, seed) / ctag(cfg) / "C-blur"
+    run = nsgan.RunLayout(cell)
+    if not run.model.is_file():
+        return None
+    dest = cell.parent / f"audit-folds{k}"
+    t0 = time.perf_counter()
+    cmd = [sys.executable, "-m", "nsgan.cli", "audit", "--model", str(run.model), "--data", str(data / "train" / "good"),
+           "--out", str(dest), "--folds", str(k), "--no-progress"]
+    subprocess.run(cmd, check=True, cwd=code, env=child_env(code, threads), stdout=subprocess.DEVNULL)
+    with open(dest / "audit.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    dirty = contaminated(data)
+    return {"audit": f"out-of-fold (nsgan audit --folds {k})", "seconds": time.perf_counter() - t0,
+            **audit_figures([r["path"] for r in rows], [float(r["score"]) for r in rows], dirty)}
 
 
 def audit_row(cfg: dict, out: Path, texture: str, seed: int, data: Path) -> dict | None:
@@ -649,6 +675,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--denoise", action="store_true",
                    help="train every C with comparator.denoise=exclude (the robust C of issue 27); its rows go to their own "
                         "folder (ctag '-denoise')")
+    p.add_argument("--audit-folds", type=int, metavar="K",
+                   help="also audit train/good out of fold with the product's `nsgan audit --folds K` and the default C "
+                        "(its own file per cell, beside the in-sample audit)")
     p.add_argument("--no-gan", action="store_true",
                    help="the short GAN, and only the rows that never read G: floor, C(x), C(x, blur x)")
     return p.parse_args(argv)
@@ -673,6 +702,7 @@ def bench_config(args: argparse.Namespace) -> dict:
         cfg["visible_protocol"] = {**cfg.get("visible_protocol", {}), "epsilon": args.epsilon}
     cfg["tta"] = args.tta
     cfg["denoise"] = args.denoise
+    cfg["audit_folds"] = args.audit_folds
     if args.protocol == "visible":  # its held-out family is built in: no train/defect image holds it, C never paints it
         cfg["held_out_which"] = "none"
         cfg.setdefault("visible_protocol", {})
