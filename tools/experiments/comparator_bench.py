@@ -366,6 +366,9 @@ def audit_folds_row(cfg: dict, out: Path, texture: str, seed: int, data: Path, k
     t0 = time.perf_counter()
     cmd = [sys.executable, "-m", "nsgan.cli", "audit", "--model", str(run.model), "--data", str(data / "train" / "good"),
            "--out", str(dest), "--folds", str(k), "--no-progress"]
+    # models trained before C recorded its shards and seed: name them (the overrides win over what the file says)
+    shards = seed_shards(cfg, out, texture, seed, data, None)
+    cmd += [f"data.normal={shards / 'normal'}", f"data.abnormal={shards / 'abnormal'}", f"seed={seed}"]
     subprocess.run(cmd, check=True, cwd=code, env=child_env(code, threads), stdout=subprocess.DEVNULL)
     with open(dest / "audit.csv", newline="") as f:
         rows = list(csv.DictReader(f))
