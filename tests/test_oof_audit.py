@@ -130,7 +130,7 @@ def test_each_image_is_scored_by_a_comparator_that_never_saw_it(trained, tmp_pat
     assert plain.sample == "in-sample" and "In-sample" in (tmp_path / "plain" / "index.html").read_text()
 
 
-def test_the_folds_retrain_the_models_own_C_not_the_config_of_the_run_that_stored_it(trained, tmp_path):
+def test_the_folds_retrain_the_models_own_C_not_the_config_of_the_run_that_stored_it(trained, tmp_path, capsys):
     """`nsgan train-comparator` may add C with other settings and other shards than the GAN run stored in the file:
     the fold comparators follow C (its width, kimg and shards), and the in-sample check asks C's folder."""
     import shutil
@@ -153,6 +153,11 @@ def test_the_folds_retrain_the_models_own_C_not_the_config_of_the_run_that_store
         fold_meta = read_metadata(out / FOLDS / str(fold) / "model.safetensors")["comparator"]
         assert fold_meta["config"]["width"] == 4 and fold_meta["kimg"] == pytest.approx(0.064, abs=0.02)
         assert fold_meta["data"]["normal"].endswith("shards2/normal")
+    # the GAN's folder is not what C (and so the folds) trained on: one line, not folds trained on the wrong images
+    assert cli(["audit", "--model", str(model), "--data", str(trained["folder"]), "--out", str(tmp_path / "wrong"),
+                "--folds", "2", "--no-progress"]) == EXIT_USAGE
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "is not the folder the comparator's shards were cut from" in err[0] and "good2" in err[0]
 
 
 def plain_audit_is_in_sample(model, folder, out) -> bool:

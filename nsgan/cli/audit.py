@@ -16,7 +16,7 @@ from nsgan.cli.model_config import config_for_model
 from nsgan.cli.search_args import add_search_arguments, options_from_args
 from nsgan.common.atomic import removed_if_left_empty
 from nsgan.common.errors import ConfigError
-from nsgan.evaluate.audit import CSV, SUSPECTS, audit, audit_crossfit, audit_folder, model_training_folder, plan_folds
+from nsgan.evaluate.audit import CSV, SUSPECTS, audit, audit_crossfit, audit_folder, plan_folds, shards_source_folder
 from nsgan.models.model_file import comparator_training_config, read_metadata
 from nsgan.share.html_page import PAGE
 from nsgan.train.config import TrainConfig
@@ -81,9 +81,10 @@ def run(args: argparse.Namespace) -> int:
         fold_file = args.fold_file or cfg.audit.fold_file or None
         if not folds and not fold_file:
             raise ConfigError(f"{source}: key 'audit.folds' is 0; pass --folds K (K ≥ 2) for an out-of-fold audit")
-        root, trained_on = audit_folder(args.data), model_training_folder(args.model)
+        # the folds retrain on the fold config's shards (the model's C's, or data.normal=... given here)
+        root, trained_on = audit_folder(args.data), shards_source_folder(cfg.data.normal)
         if trained_on is None or trained_on != root.resolve():
-            raise ConfigError(f"--folds: {root} is not the folder the model's shards were cut from ({trained_on or 'unknown'}); "
+            raise ConfigError(f"--folds: {root} is not the folder the comparator's shards were cut from ({trained_on or 'unknown'}); "
                               "cross-fitting retrains C on that folder's shards, so audit that folder")
         seed = cfg.audit.fold_seed if args.fold_seed is None else args.fold_seed
         assignment = plan_folds(root, folds, seed, fold_file)

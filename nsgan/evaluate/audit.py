@@ -108,6 +108,12 @@ def model_training_folder(model_path: str | Path | None) -> Path | None:
         spec = comparator_training_config(read_metadata(model_path)).get("data", {}).get("normal")
     except Exception:  # a model file that cannot tell: the audit just does not say whether it is in-sample
         return None
+    return shards_source_folder(spec)
+
+
+def shards_source_folder(spec: Any) -> Path | None:
+    """The normal-images folder a shard set (data.normal: its folder or the normal/ inside it) was cut from, per its
+    manifest; None when the shards do not say."""
     if not isinstance(spec, str) or not spec:
         return None
     for where in (Path(spec), Path(spec).parent):
