@@ -1,7 +1,7 @@
-"""`nsgan score` end to end, side by side: before/after code, torch vs ONNX Runtime (cold and warm cache).
+"""`nsgan score` end to end, side by side: before/after code, torch vs ONNX Runtime (cold and warm cache), model vs model.
 
     python tools/bench/bench_score.py --model runs/prof/model.safetensors --size 2048 --rounds 2 \
-        [--before /path/to/older/checkout] [--threads 2] [--json runs/bench-score.json]
+        [--before /path/to/older/checkout] [--threads 2] [--json runs/bench-score.json] [--vs OTHER.safetensors --torch-only]
 
 Each variant is the real command, `python -m nsgan.cli score --model M --image IMG --out DIR --overwrite
 --no-progress` in a fresh process (imports, model load and the ONNX export included in its wall time),
@@ -60,28 +60,35 @@ def main(argv=None) -> int:
     p.add_argument("--before", default=None, help="an older checkout to run as 'before' (its PYTHONPATH)")
     p.add_argument("--threads", type=int, default=None, help="OMP_NUM_THREADS for every variant (default: unset)")
     p.add_argument("--json", default=None)
+    p.add_argument("--vs", nargs="*", default=[], metavar="MODEL",
+                   help="more model files scored with torch in the same rounds ('torch 2', 'torch 3', ...): two designs "
+                        "side by side on one machine state")
+    p.add_argument("--torch-only", action="store_true", help="no ONNX variants (models ONNX cannot run, e.g. C beside blur)")
     a = p.parse_args(argv)
     a.model = str(Path(a.model).resolve())  # the variants run in their own checkouts' folders
     env_extra = {"OMP_NUM_THREADS": str(a.threads)} if a.threads else {}
     with tempfile.TemporaryDirectory(prefix="nsgan-bench-score-") as tmp:
         tmp = Path(tmp)
         image, _ = nsgan.build_demo_image(tmp / "in", size=a.size)
+        model = Path(a.model)
         variants = []
         if a.before:
-            variants.append(("before", Path(a.before), [], {}))
-        variants += [("torch", REPO, ["--backend", "torch"], {}),
-                     ("onnx cold", REPO, ["--backend", "onnx"], {"NSGAN_CACHE_DIR": str(tmp / "cold")}),
-                     ("onnx warm", REPO, ["--backend", "onnx"], {"NSGAN_CACHE_DIR": str(tmp / "warm")})]
+            variants.append(("before", Path(a.before), [], {}, model))
+        variants.append(("torch", REPO, ["--backend", "torch"], {}, model))
+        variants += [(f"torch {i + 2}", REPO, ["--backend", "torch"], {}, Path(m).resolve()) for i, m in enumerate(a.vs)]
+        if not a.torch_only:
+            variants += [("onnx cold", REPO, ["--backend", "onnx"], {"NSGAN_CACHE_DIR": str(tmp / "cold")}, model),
+                         ("onnx warm", REPO, ["--backend", "onnx"], {"NSGAN_CACHE_DIR": str(tmp / "warm")}, model)]
         results: dict[str, list[dict]] = {v[0]: [] for v in variants}
         for rnd in range(a.rounds):
             order = variants if rnd % 2 == 0 else variants[::-1]
-            if rnd == 0:  # the warm cache is filled once, untimed
+            if rnd == 0 and not a.torch_only:  # the warm cache is filled once, untimed
                 run_variant("fill", REPO, Path(a.model), image, tmp / "fill", ["--backend", "onnx"],
                             {**env_extra, "NSGAN_CACHE_DIR": str(tmp / "warm")})
-            for name, path, extra, env in order:
+            for name, path, extra, env, m in order:
                 if name == "onnx cold":
                     shutil.rmtree(tmp / "cold", ignore_errors=True)
-                r = run_variant(name, path, Path(a.model), image, tmp / name.replace(" ", "-"), extra, {**env_extra, **env})
+                r = run_variant(name, path, m, image, tmp / name.replace(" ", "-"), extra, {**env_extra, **env})
                 results[name].append(r)
                 print(f"round {rnd + 1} {name:10s} {r['wall_s']:7.1f} s", flush=True)
     mp = a.size * a.size / 1e6
@@ -104,6 +111,8 @@ def main(argv=None) -> int:
     for r in rows:
         if "stages_s" in r:
             print(f"  {r['variant']}: " + ", ".join(f"{k} {v:.2f}" for k, v in r["stages_s"].items()))
+    for i, m in enumerate([a.model, *a.vs]):
+        print(f"  {'torch' if i == 0 else f'torch {i + 1}'}: {m}")
     if a.json:
         Path(a.json).write_text(json.dumps({"command": " ".join([Path(sys.executable).name, *sys.argv]), "size": a.size,
                                             "rounds": a.rounds, "rows": rows}, indent=1))
