@@ -160,6 +160,23 @@ def test_the_folds_retrain_the_models_own_C_not_the_config_of_the_run_that_store
     assert len(err) == 1 and "is not the folder the comparator's shards were cut from" in err[0] and "good2" in err[0]
 
 
+def test_by_default_the_training_folder_is_audited_out_of_fold_and_another_folder_by_the_model(trained, tmp_path, capsys):
+    """audit.folds defaults to 2 (stored in the model's config): `nsgan audit` with no fold flag cross-fits the folder
+    C trained on, and scores any other folder with the model itself (held-out: the model never saw it)."""
+    import shutil
+    assert load_config(None, [*TINY, "data.normal=x", "loss.gamma=0"]).audit.folds == 2
+    assert cli(["audit", "--model", str(trained["model"]), "--data", str(trained["folder"]), "--out", str(tmp_path / "own"),
+                "--no-progress"]) == 0
+    assert "out-of-fold (2 folds" in capsys.readouterr().out
+    assert json.loads((tmp_path / "own" / ROWS).read_text().splitlines()[0])["sample"] == "out-of-fold"
+    other = tmp_path / "new-photos"
+    shutil.copytree(trained["folder"], other)
+    assert cli(["audit", "--model", str(trained["model"]), "--data", str(other), "--out", str(tmp_path / "new"),
+                "--no-progress"]) == 0
+    assert "out-of-fold" not in capsys.readouterr().out and not (tmp_path / "new" / FOLDS).exists()
+    assert json.loads((tmp_path / "new" / ROWS).read_text().splitlines()[0])["sample"] == "held-out"
+
+
 def plain_audit_is_in_sample(model, folder, out) -> bool:
     return audit(model, folder, out).sample == "in-sample"
 

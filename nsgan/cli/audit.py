@@ -15,8 +15,9 @@ from pathlib import Path
 from nsgan.cli.model_config import config_for_model
 from nsgan.cli.search_args import add_search_arguments, options_from_args
 from nsgan.common.atomic import removed_if_left_empty
-from nsgan.common.errors import ConfigError
-from nsgan.evaluate.audit import CSV, SUSPECTS, audit, audit_crossfit, audit_folder, plan_folds, shards_source_folder
+from nsgan.common.errors import ConfigError, NsganError
+from nsgan.evaluate.audit import (CSV, SUSPECTS, audit, audit_crossfit, audit_folder, model_training_folder, plan_folds,
+                                  shards_source_folder)
 from nsgan.models.model_file import comparator_training_config, read_metadata
 from nsgan.share.html_page import PAGE
 from nsgan.train.config import TrainConfig
@@ -68,9 +69,21 @@ def _stored_folds(model: str) -> int:
 
 
 def _wants_folds(args: argparse.Namespace) -> bool:
+    """Out of fold when asked (--folds, --fold-file, fold overrides or --config), or by the model's stored audit.folds
+    when --data is the folder its C trained on; any other folder is held-out for the model and it scores it itself."""
     if args.folds == 0:
         return False
-    return bool(args.folds or args.fold_file or args.overrides or args.config or _stored_folds(args.model))
+    if args.folds or args.fold_file or args.overrides or args.config:
+        return True
+    return bool(_stored_folds(args.model)) and _is_training_folder(args)
+
+
+def _is_training_folder(args: argparse.Namespace) -> bool:
+    try:
+        trained_on = model_training_folder(Path(args.model) / "model.safetensors" if Path(args.model).is_dir() else args.model)
+        return trained_on is not None and trained_on == audit_folder(args.data).resolve()
+    except NsganError:  # a folder that cannot be read: the plain audit reports it in its own words
+        return False
 
 
 def run(args: argparse.Namespace) -> int:
